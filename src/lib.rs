@@ -2,7 +2,10 @@
 //! Chinese emotion classification.
 #![warn(missing_docs)]
 
+pub mod corpus;
 pub mod error;
+pub mod knowledge;
 pub mod labels;
+pub mod store;
 
 pub use error::{Error, Result};

@@ -1,0 +1,492 @@
+//! Reading labelled sentences from the three input formats, with encoding detection.
+//!
+//! Formats are told apart by content, not by file name: a first line starting with `{` means
+//! JSON Lines; otherwise a CSV header with `Labels` means the seed's list format and a header
+//! naming all eight emotions means one-hot. Encodings: UTF-8 (with or without BOM) or GB18030,
+//! detected per file; bytes valid in neither are an error at their line.
+
+use crate::error::{Error, Result};
+use crate::labels::{Emotion, LabelSet, NUM_EMOTIONS};
+use std::path::Path;
+
+/// Layout of an input file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `ID,Text,Labels` with labels as a Python list string: `"['Love', 'Joy']"` (the seed).
+    SeedList,
+    /// `Text,'Love','Joy',…` with one 0/1 column per emotion, in any order.
+    OneHot,
+    /// One JSON object per line: `{"text": …, "labels": […]}`, optional `"id"`.
+    Jsonl,
+}
+
+impl Format {
+    /// Short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::SeedList => "seed-list-csv",
+            Format::OneHot => "one-hot-csv",
+            Format::Jsonl => "jsonl",
+        }
+    }
+}
+
+/// Text encoding of an input file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// UTF-8 without BOM.
+    Utf8,
+    /// UTF-8 with a byte-order mark.
+    Utf8Bom,
+    /// GB18030 (a superset of GBK/GB2312).
+    Gb18030,
+}
+
+impl Encoding {
+    /// Short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Utf8 => "utf-8",
+            Encoding::Utf8Bom => "utf-8-bom",
+            Encoding::Gb18030 => "gb18030",
+        }
+    }
+}
+
+/// One input row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// The file's id, when it has an id column/key.
+    pub id: Option<u64>,
+    /// The sentence.
+    pub text: String,
+    /// Gold labels.
+    pub labels: LabelSet,
+    /// 1-based line where the row starts.
+    pub line: u64,
+}
+
+/// A file read into rows.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// The detected layout.
+    pub format: Format,
+    /// The detected encoding.
+    pub encoding: Encoding,
+    /// Good rows, in file order.
+    pub rows: Vec<Row>,
+    /// (line, what is wrong) for every bad row.
+    pub bad: Vec<(usize, String)>,
+}
+
+/// Decoded text plus the 1-based lines whose bytes could not be decoded.
+struct Decoded {
+    text: String,
+    encoding: Encoding,
+    bad_lines: Vec<usize>,
+}
+
+fn decode(bytes: &[u8]) -> Decoded {
+    if let Some(rest) = bytes.strip_prefix(b"\xEF\xBB\xBF") {
+        return decode_lines(rest, Encoding::Utf8Bom);
+    }
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        return Decoded {
+            text: s.to_string(),
+            encoding: Encoding::Utf8,
+            bad_lines: Vec::new(),
+        };
+    }
+    // Not valid UTF-8 as a whole: if most non-ASCII lines are UTF-8 the file is UTF-8 with
+    // some bad lines; otherwise GB18030. (GB18030 bytes are almost never valid UTF-8.)
+    let (mut utf8, mut other) = (0usize, 0usize);
+    for line in bytes.split(|&b| b == b'\n') {
+        if line.is_ascii() {
+            continue;
+        }
+        if std::str::from_utf8(line).is_ok() {
+            utf8 += 1;
+        } else {
+            other += 1;
+        }
+    }
+    let enc = if utf8 > other {
+        Encoding::Utf8
+    } else {
+        Encoding::Gb18030
+    };
+    decode_lines(bytes, enc)
+}
+
+/// Decodes line by line so an undecodable byte is pinned to its line. Newline (0x0A) never
+/// occurs inside a GB18030 or UTF-8 multi-byte sequence, so splitting first is safe.
+fn decode_lines(bytes: &[u8], enc: Encoding) -> Decoded {
+    let mut text = String::with_capacity(bytes.len() * 3 / 2);
+    let mut bad_lines = Vec::new();
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if i > 0 {
+            text.push('\n');
+        }
+        let ok = match enc {
+            Encoding::Gb18030 => {
+                let (s, had_errors) = encoding_rs::GB18030.decode_without_bom_handling(line);
+                text.push_str(&s);
+                !had_errors
+            }
+            _ => match std::str::from_utf8(line) {
+                Ok(s) => {
+                    text.push_str(s);
+                    true
+                }
+                Err(_) => {
+                    text.push_str(&String::from_utf8_lossy(line));
+                    false
+                }
+            },
+        };
+        if !ok {
+            bad_lines.push(i + 1);
+        }
+    }
+    Decoded {
+        text,
+        encoding: enc,
+        bad_lines,
+    }
+}
+
+/// Reads `path` in whatever supported format and encoding it has.
+///
+/// Bad rows do not stop the read: they are listed in [`Parsed::bad`], so the caller decides
+/// between refusing the batch and skipping them. Errors only when the file cannot be read or
+/// its header fits no format.
+pub fn read_file(path: &Path) -> Result<Parsed> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse_bytes(path, &bytes)
+}
+
+/// [`read_file`] on bytes already in memory; `path` is used in messages only.
+pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Parsed> {
+    let dec = decode(bytes);
+    let first = dec.text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let mut parsed = if first.trim_start().starts_with('{') {
+        parse_jsonl(&dec.text)
+    } else {
+        parse_csv(path, &dec.text)?
+    };
+    parsed.encoding = dec.encoding;
+    if !dec.bad_lines.is_empty() {
+        let msg = format!(
+            "bytes that are neither {} nor any other supported encoding (UTF-8, GB18030); re-save the file as UTF-8",
+            dec.encoding.name()
+        );
+        // A row spans lines [row.line, next row's line): drop rows touching a bad line.
+        let starts: Vec<u64> = parsed.rows.iter().map(|r| r.line).collect();
+        let mut keep = vec![true; parsed.rows.len()];
+        for &bl in &dec.bad_lines {
+            let bl = bl as u64;
+            if let Some(i) = starts.iter().rposition(|&s| s <= bl) {
+                keep[i] = false;
+            }
+            parsed.bad.push((bl as usize, msg.clone()));
+        }
+        let mut k = keep.into_iter();
+        parsed.rows.retain(|_| k.next().unwrap_or(true));
+        parsed.bad.sort_by_key(|b| b.0);
+        parsed.bad.dedup_by_key(|b| b.0);
+    }
+    Ok(parsed)
+}
+
+fn header_key(s: &str) -> String {
+    s.trim()
+        .trim_matches(|c| c == '\'' || c == '"')
+        .to_ascii_lowercase()
+}
+
+enum Columns {
+    Seed {
+        id: Option<usize>,
+        text: usize,
+        labels: usize,
+    },
+    OneHot {
+        id: Option<usize>,
+        text: usize,
+        emotions: [usize; NUM_EMOTIONS],
+    },
+}
+
+fn parse_csv(path: &Path, text: &str) -> Result<Parsed> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let mut records = rdr.records();
+    let header = match records.next() {
+        Some(Ok(h)) => h,
+        Some(Err(e)) => return Err(Error::input(path, 1, format!("unreadable CSV header: {e}"))),
+        None => return Err(Error::input(path, 0, "the file is empty")),
+    };
+    let keys: Vec<String> = header.iter().map(header_key).collect();
+    let find = |name: &str| keys.iter().position(|k| k == name);
+    let id = find("id");
+    let text_col = find("text").ok_or_else(|| {
+        Error::input(
+            path,
+            1,
+            format!(
+                "header {:?} has no Text column; expected `ID,Text,Labels` (seed), `Text,'Love',…,'Anger'` (one-hot) or JSON Lines",
+                header.iter().collect::<Vec<_>>().join(",")
+            ),
+        )
+    })?;
+    let cols = if let Some(labels) = find("labels").or_else(|| find("label")) {
+        Columns::Seed {
+            id,
+            text: text_col,
+            labels,
+        }
+    } else {
+        let mut emotions = [0usize; NUM_EMOTIONS];
+        for e in Emotion::ALL {
+            emotions[e.index()] = find(&e.name().to_ascii_lowercase()).ok_or_else(|| {
+                Error::input(
+                    path,
+                    1,
+                    format!("header has neither a Labels column nor a column for {e} (one-hot format names all eight emotions)"),
+                )
+            })?;
+        }
+        Columns::OneHot {
+            id,
+            text: text_col,
+            emotions,
+        }
+    };
+    let width = header.len();
+    let format = match cols {
+        Columns::Seed { .. } => Format::SeedList,
+        Columns::OneHot { .. } => Format::OneHot,
+    };
+    let mut rows = Vec::new();
+    let mut bad = Vec::new();
+    for rec in records {
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
+                bad.push((line, format!("unreadable CSV record: {e}")));
+                continue;
+            }
+        };
+        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        if rec.len() == 1 && rec[0].trim().is_empty() {
+            continue; // blank line
+        }
+        match parse_csv_row(&rec, &cols, width, line) {
+            Ok(r) => rows.push(r),
+            Err(msg) => bad.push((line as usize, msg)),
+        }
+    }
+    Ok(Parsed {
+        format,
+        encoding: Encoding::Utf8,
+        rows,
+        bad,
+    })
+}
+
+fn parse_id(s: &str) -> std::result::Result<u64, String> {
+    s.trim()
+        .parse::<u64>()
+        .map_err(|_| format!("ID {s:?} is not a non-negative integer"))
+}
+
+fn check_text(s: &str) -> std::result::Result<String, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        Err("empty text".to_string())
+    } else {
+        Ok(t.to_string())
+    }
+}
+
+fn parse_csv_row(
+    rec: &csv::StringRecord,
+    cols: &Columns,
+    width: usize,
+    line: u64,
+) -> std::result::Result<Row, String> {
+    if rec.len() != width {
+        return Err(format!(
+            "{} columns, the header has {width} (quote a text containing commas)",
+            rec.len()
+        ));
+    }
+    let (id, text, labels) = match cols {
+        Columns::Seed { id, text, labels } => {
+            let labels = LabelSet::parse_list(&rec[*labels])
+                .map_err(|e| format!("{e} in Labels {:?}", &rec[*labels]))?;
+            (*id, *text, labels)
+        }
+        Columns::OneHot { id, text, emotions } => {
+            let mut set = LabelSet::EMPTY;
+            for e in Emotion::ALL {
+                match rec[emotions[e.index()]].trim() {
+                    "1" | "1.0" => set.insert(e),
+                    "0" | "0.0" => {}
+                    v => return Err(format!("column {e} is {v:?}, expected 0 or 1")),
+                }
+            }
+            (*id, *text, set)
+        }
+    };
+    Ok(Row {
+        id: id.map(|c| parse_id(&rec[c])).transpose()?,
+        text: check_text(&rec[text])?,
+        labels,
+        line,
+    })
+}
+
+fn parse_jsonl(text: &str) -> Parsed {
+    let mut rows = Vec::new();
+    let mut bad = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_json_row(line, i as u64 + 1) {
+            Ok(r) => rows.push(r),
+            Err(msg) => bad.push((i + 1, msg)),
+        }
+    }
+    Parsed {
+        format: Format::Jsonl,
+        encoding: Encoding::Utf8,
+        rows,
+        bad,
+    }
+}
+
+fn parse_json_row(line: &str, lineno: u64) -> std::result::Result<Row, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
+    let obj = v.as_object().ok_or("expected a JSON object")?;
+    let text = obj
+        .get("text")
+        .and_then(|t| t.as_str())
+        .ok_or("missing string field \"text\"")?;
+    let labels = match obj.get("labels") {
+        Some(serde_json::Value::Array(a)) => {
+            let mut set = LabelSet::EMPTY;
+            for x in a {
+                let name = x.as_str().ok_or("\"labels\" must hold strings")?;
+                set.insert(name.parse().map_err(|e| format!("{e}"))?);
+            }
+            set
+        }
+        Some(serde_json::Value::String(s)) => {
+            LabelSet::parse_list(s).map_err(|e| format!("{e}"))?
+        }
+        Some(_) => return Err("\"labels\" must be a list of names".into()),
+        None => return Err("missing field \"labels\"".into()),
+    };
+    let id = match obj.get("id") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Number(n)) => {
+            Some(n.as_u64().ok_or(format!("id {n} is not a non-negative integer"))?)
+        }
+        Some(serde_json::Value::String(s)) => Some(parse_id(s)?),
+        Some(_) => return Err("\"id\" must be an integer".into()),
+    };
+    Ok(Row {
+        id,
+        text: check_text(text)?,
+        labels,
+        line: lineno,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(bytes: &[u8]) -> Parsed {
+        parse_bytes(Path::new("x.csv"), bytes).unwrap()
+    }
+
+    #[test]
+    fn seed_format_utf8() {
+        let p = parse(b"ID,Text,Labels\n1,a b,\"['Love', 'Joy']\"\n2,c,['Joy']\n");
+        assert_eq!(p.format, Format::SeedList);
+        assert_eq!(p.rows.len(), 2);
+        assert_eq!(p.rows[0].id, Some(1));
+        assert_eq!(p.rows[0].labels.to_string(), "Love,Joy");
+        assert_eq!(p.rows[1].line, 3);
+    }
+
+    #[test]
+    fn seed_format_gb18030() {
+        let text = "ID,Text,Labels\n1,现在 好 终于 如愿以偿,['Joy']\n";
+        let (bytes, _, _) = encoding_rs::GB18030.encode(text);
+        let p = parse(&bytes);
+        assert_eq!(p.encoding, Encoding::Gb18030);
+        assert_eq!(p.rows[0].text, "现在 好 终于 如愿以偿");
+    }
+
+    #[test]
+    fn one_hot_any_column_order_and_bom() {
+        let p = parse(
+            "\u{feff}Text,'Joy','Love','Anxiety','Sorrow','Expect','Hate','Surprise','Anger'\n好,1,0,0,0,0,0,0,1\n"
+                .as_bytes(),
+        );
+        assert_eq!(p.encoding, Encoding::Utf8Bom);
+        assert_eq!(p.format, Format::OneHot);
+        assert_eq!(p.rows[0].labels.to_string(), "Joy,Anger");
+        assert_eq!(p.rows[0].id, None);
+    }
+
+    #[test]
+    fn jsonl_rows() {
+        let p = parse(
+            "{\"text\":\"好\",\"labels\":[\"Joy\"]}\n\n{\"id\":7,\"text\":\"坏\",\"labels\":\"Hate,Anger\"}\n"
+                .as_bytes(),
+        );
+        assert_eq!(p.format, Format::Jsonl);
+        assert_eq!(p.rows[1].id, Some(7));
+        assert_eq!(p.rows[1].line, 3);
+    }
+
+    #[test]
+    fn bad_rows_are_located() {
+        let p = parse(
+            b"ID,Text,Labels\n1,ok,['Joy']\n2,,['Joy']\n3,x,['Happy']\n4,x,['Joy'],extra\nz,x,['Joy']\n",
+        );
+        assert_eq!(p.rows.len(), 1);
+        let lines: Vec<usize> = p.bad.iter().map(|b| b.0).collect();
+        assert_eq!(lines, [3, 4, 5, 6]);
+        assert!(p.bad[0].1.contains("empty text"));
+        assert!(p.bad[1].1.contains("Happy"));
+        assert!(p.bad[2].1.contains("4 columns"));
+    }
+
+    #[test]
+    fn undecodable_line_is_named() {
+        let mut bytes = "ID,Text,Labels\n1,好,['Joy']\n2,".as_bytes().to_vec();
+        bytes.extend_from_slice(&[0xFF, 0xFF]);
+        bytes.extend_from_slice(b",['Joy']\n3,\xe5\x9d\x8f,['Hate']\n");
+        let p = parse(&bytes);
+        assert_eq!(p.encoding, Encoding::Utf8);
+        assert_eq!(p.rows.len(), 2);
+        assert_eq!(p.bad.len(), 1);
+        assert_eq!(p.bad[0].0, 3);
+    }
+
+    #[test]
+    fn header_without_text_is_an_error() {
+        let e = parse_bytes(Path::new("f.csv"), b"a,b\n1,2\n").unwrap_err();
+        assert!(e.to_string().starts_with("f.csv:1:"), "{e}");
+    }
+}

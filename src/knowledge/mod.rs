@@ -1,0 +1,4 @@
+//! Knowledge about examples: LLM rationales (annotated or imported), their sanitizing, and
+//! retrieved neighbours. Reads and writes the store; knows nothing of models.
+
+pub mod sanitize;

@@ -1,0 +1,142 @@
+//! The records sled holds (serde + bincode 2), and their key layout.
+//!
+//! Every record type is versioned through [`crate::store::FORMAT_VERSION`]: a change to any
+//! struct here bumps it, and `Store::open` refuses a store of another version.
+
+pub use crate::corpus::split::Split;
+use crate::labels::LabelSet;
+use serde::{Deserialize, Serialize};
+
+/// Example id: the source file's ID column when it has one, else assigned in file order.
+pub type ExampleId = u64;
+
+/// Where a record came from: file name and 1-based line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The file's name as given on the command line.
+    pub file: String,
+    /// 1-based line (for CSV: the record's first line).
+    pub line: u64,
+}
+
+/// One labelled (or, for unlabelled input, empty-labelled) sentence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Example {
+    /// Stable id.
+    pub id: ExampleId,
+    /// The text as given (the seed's is word-segmented with spaces).
+    pub text: String,
+    /// Gold labels.
+    pub labels: LabelSet,
+    /// Split.
+    pub split: Split,
+    /// Source file and line.
+    pub origin: Origin,
+}
+
+/// What kind of knowledge a record holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KnowledgeKind {
+    /// An LLM's answer with its rationale (理由).
+    Rationale,
+    /// The K nearest labelled training examples, rendered as text.
+    Neighbours,
+}
+
+impl KnowledgeKind {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            KnowledgeKind::Rationale => "rationale",
+            KnowledgeKind::Neighbours => "neighbours",
+        }
+    }
+}
+
+/// How the LLM was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PromptKind {
+    /// Prompt 1: few-shot, without the answer.
+    Blind,
+    /// Prompt 2: the gold answer was given ("…,答案为<labels>").
+    Guided,
+    /// Read from a file (e.g. LLaMA-Factory's generated_predictions.jsonl).
+    Imported,
+    /// Computed by emoknow (retrieved neighbours).
+    Computed,
+}
+
+impl PromptKind {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            PromptKind::Blind => "blind",
+            PromptKind::Guided => "guided",
+            PromptKind::Imported => "imported",
+            PromptKind::Computed => "computed",
+        }
+    }
+}
+
+/// One neighbour in a [`KnowledgeKind::Neighbours`] record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Neighbour {
+    /// The neighbour's example id.
+    pub id: ExampleId,
+    /// Similarity score (cosine, or BM25 when retrieved by keywords).
+    pub score: f32,
+    /// The neighbour's gold labels.
+    pub labels: LabelSet,
+}
+
+/// Knowledge attached to one example by one source.
+///
+/// Keyed by (example id, source name): a source holds at most one record per example, so
+/// re-importing or re-annotating replaces rather than duplicates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Knowledge {
+    /// The example this knowledge is about.
+    pub example_id: ExampleId,
+    /// Source name (`qwen-max`, `chatglm3-lora`, `knn-bm25`, …).
+    pub source: String,
+    /// Kind.
+    pub kind: KnowledgeKind,
+    /// The text as the source gave it.
+    pub raw: String,
+    /// The text with the label part and emotion words removed (what trainers append).
+    pub sanitized: String,
+    /// Labels the raw text asserts (parsed from it), or the neighbours' vote.
+    pub asserted: LabelSet,
+    /// How the source was asked.
+    pub prompt_kind: PromptKind,
+    /// Requests it took (1 for blind-accepted; 1 + guided attempts otherwise; 0 when imported).
+    pub attempts: u32,
+    /// Model name as reported by the source.
+    pub model: String,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+    /// The neighbours, for [`KnowledgeKind::Neighbours`].
+    pub neighbours: Vec<Neighbour>,
+}
+
+/// A source that had nothing usable for an example (the literal "nan", an empty value, an
+/// unparseable LLM answer). Counted in stats, never used as knowledge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Missing {
+    /// The example.
+    pub example_id: ExampleId,
+    /// Source name.
+    pub source: String,
+    /// Why nothing was stored.
+    pub reason: String,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
