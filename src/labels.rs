@@ -125,13 +125,16 @@ impl FromStr for Emotion {
 
 /// A set of emotions, stored as a bit mask (bit `i` = `Emotion::from_index(i)`).
 ///
+/// Serializes as a list of names in human-readable formats (JSON) and as one byte in binary
+/// ones (bincode, the store).
+///
 /// ```
 /// use emoknow::labels::{Emotion, LabelSet};
 /// let s: LabelSet = "['Love', 'Joy']".parse().unwrap();
 /// assert!(s.contains(Emotion::Joy));
 /// assert_eq!(s.to_string(), "Love,Joy");
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct LabelSet(pub u8);
 
 impl LabelSet {
@@ -233,6 +236,31 @@ impl FromIterator<Emotion> for LabelSet {
     }
 }
 
+impl Serialize for LabelSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_seq(self.iter().map(Emotion::name))
+        } else {
+            s.serialize_u8(self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LabelSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let names = Vec::<String>::deserialize(d)?;
+            let mut set = LabelSet::EMPTY;
+            for n in names {
+                set.insert(n.parse().map_err(serde::de::Error::custom)?);
+            }
+            Ok(set)
+        } else {
+            Ok(LabelSet(u8::deserialize(d)?))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +286,15 @@ mod tests {
         let err = LabelSet::parse_list("Love, Happy").unwrap_err();
         assert_eq!(err.0, "Happy");
         assert!(LabelSet::parse_list("[]").unwrap().is_empty());
+    }
+
+    #[test]
+    fn json_names_binary_byte() {
+        let s: LabelSet = "Joy,Anger".parse().unwrap();
+        assert_eq!(serde_json::to_string(&s).unwrap(), r#"["Joy","Anger"]"#);
+        assert_eq!(serde_json::from_str::<LabelSet>(r#"["Anger","Joy"]"#).unwrap(), s);
+        let b = bincode::serde::encode_to_vec(s, bincode::config::standard()).unwrap();
+        assert_eq!(b, [s.0]);
     }
 
     #[test]

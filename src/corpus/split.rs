@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 /// Which part of the experiment an example belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Split {
     /// Training data.
     Train,

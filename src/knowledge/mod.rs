@@ -2,3 +2,4 @@
 //! retrieved neighbours. Reads and writes the store; knows nothing of models.
 
 pub mod sanitize;
+pub mod import;

@@ -36,6 +36,7 @@ pub struct Example {
 
 /// What kind of knowledge a record holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum KnowledgeKind {
     /// An LLM's answer with its rationale (理由).
     Rationale,
@@ -55,6 +56,7 @@ impl KnowledgeKind {
 
 /// How the LLM was asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PromptKind {
     /// Prompt 1: few-shot, without the answer.
     Blind,

@@ -1,0 +1,105 @@
+//! `emoknow knowledge …`: importing and computing knowledge.
+
+use super::{output, Ctx};
+use anyhow::Context;
+use emoknow::knowledge::import::{import_file, ImportConfig};
+use emoknow::knowledge::sanitize::Lexicon;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Import or compute knowledge about examples.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Sub,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Sub {
+    Import(ImportArgs),
+}
+
+/// Import LLM rationales from a JSON Lines file (LLaMA-Factory's generated_predictions.jsonl).
+///
+/// Line i (counting non-empty lines from 0) is about example FIRST_ID + i. The import is
+/// refused, writing nothing, if any of those ids is not in the store. Values that are the
+/// literal "nan" or empty are recorded as missing, not as knowledge. Each rationale is stored
+/// raw and sanitized (reason part only, emotion words removed; see data/lexicon), with the
+/// labels it asserts. Re-importing replaces the source's records.
+///
+/// Example (the seed's files: rows 1–2000 of Train.csv):
+///   emoknow knowledge import data/generated_predictions.jsonl --source qwen-max --field label --first-id 1
+///   emoknow knowledge import data/generated_predictions.jsonl --source chatglm3-lora --field predict --first-id 1
+#[derive(clap::Args, Debug)]
+struct ImportArgs {
+    /// The JSON Lines file.
+    file: PathBuf,
+
+    /// Name to store the knowledge under.
+    #[arg(long)]
+    source: String,
+
+    /// JSON field holding the rationale (LLaMA-Factory writes `label` and `predict`).
+    #[arg(long, default_value = "predict")]
+    field: String,
+
+    /// Example id of the first line.
+    #[arg(long, value_name = "N")]
+    first_id: u64,
+
+    /// Model name to record [default: the source name].
+    #[arg(long)]
+    model: Option<String>,
+
+    /// Lexicon file replacing the shipped data/lexicon/emotions.txt.
+    #[arg(long, value_name = "FILE")]
+    lexicon: Option<PathBuf>,
+}
+
+/// Loads `--lexicon FILE` or the shipped lexicon.
+pub fn load_lexicon(path: Option<&PathBuf>) -> anyhow::Result<Lexicon> {
+    match path {
+        None => Ok(Lexicon::default()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading lexicon {}", p.display()))?;
+            Lexicon::parse(&text)
+                .map_err(|(line, msg)| anyhow::anyhow!("{}:{line}: {msg}", p.display()))
+        }
+    }
+}
+
+pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Sub::Import(a) => run_import(a, ctx),
+    }
+}
+
+fn run_import(a: ImportArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let lexicon = load_lexicon(a.lexicon.as_ref())?;
+    let store = ctx.open()?;
+    let cfg = ImportConfig {
+        source: a.source.clone(),
+        field: a.field.clone(),
+        first_id: a.first_id,
+        model: a.model.clone(),
+    };
+    let s = import_file(&store, &a.file, &cfg, &lexicon)
+        .with_context(|| format!("importing {}", a.file.display()))?;
+    if ctx.json {
+        output::print_json(&s)?;
+    } else {
+        println!(
+            "{}: {} rows → {} knowledge records for source {} (ids {}–{}), {} missing (nan/empty), {} naming no label",
+            a.file.display(),
+            s.rows,
+            s.imported,
+            a.source,
+            a.first_id,
+            a.first_id + s.rows.saturating_sub(1) as u64,
+            s.missing,
+            s.no_labels
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

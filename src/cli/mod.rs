@@ -1,0 +1,145 @@
+//! The command line: clap definitions, one file per subcommand, shared output helpers.
+//!
+//! Each subcommand turns its arguments into the library's plain config, calls in, and prints:
+//! data to stdout (a table, or one JSON document with `--json`), messages and progress to
+//! stderr. Exit codes: 0 ok, 1 ran but found nothing (or `check` found problems), 2 error,
+//! 130 interrupted.
+
+mod check;
+mod demo;
+mod ingest;
+mod knowledge;
+mod output;
+mod query;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use emoknow::store::Store;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set by Ctrl-C; long loops check it and stop cleanly.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Knowledge-augmented multi-label Chinese emotion classification.
+///
+/// emoknow keeps a corpus of word-segmented Chinese sentences labelled with eight emotions
+/// (Love, Joy, Anxiety, Sorrow, Expect, Hate, Surprise, Anger), LLM rationales about them,
+/// and embeddings in one embedded store (sled + tantivy). It queries rationales by emotion
+/// or keyword, annotates through any OpenAI-compatible endpoint, exports to and imports from
+/// LLaMA-Factory, retrieves similar examples, trains, evaluates and predicts.
+///
+/// Start with `emoknow demo`, or:
+///
+///   emoknow ingest data/Train.csv
+///   emoknow knowledge import data/generated_predictions.jsonl --source qwen-max --field label --first-id 1
+///   emoknow query --emotion Anxiety --keyword 担忧未来
+#[derive(Parser, Debug)]
+#[command(name = "emoknow", version, max_term_width = 100)]
+pub struct Cli {
+    /// Store directory (created by `ingest`).
+    #[arg(long, global = true, env = "EMOKNOW_STORE", default_value = "store")]
+    store: PathBuf,
+
+    /// Print one JSON document on stdout instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// No progress bars or messages on stderr.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    Ingest(ingest::Args),
+    Query(query::QueryArgs),
+    Show(query::ShowArgs),
+    Stats(query::StatsArgs),
+    Check(check::CheckArgs),
+    Reindex(check::ReindexArgs),
+    Knowledge(knowledge::Args),
+    Demo(demo::Args),
+}
+
+/// What every subcommand gets.
+pub struct Ctx {
+    /// `--store`.
+    pub store: PathBuf,
+    /// `--json`.
+    pub json: bool,
+    /// `-q`.
+    pub quiet: bool,
+}
+
+impl Ctx {
+    /// Opens the existing store.
+    pub fn open(&self) -> anyhow::Result<Store> {
+        Store::open(&self.store).with_context(|| format!("opening store {}", self.store.display()))
+    }
+
+    /// Opens the store, creating it when absent.
+    pub fn open_or_create(&self) -> anyhow::Result<Store> {
+        Store::open_or_create(&self.store)
+            .with_context(|| format!("opening store {}", self.store.display()))
+    }
+
+    /// Prints a status line on stderr unless `-q`.
+    pub fn note(&self, msg: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            // Second Ctrl-C: give up at once.
+            std::process::exit(130);
+        }
+    });
+    let ctx = Ctx {
+        store: cli.store,
+        json: cli.json,
+        quiet: cli.quiet,
+    };
+    match cli.command {
+        Command::Ingest(a) => ingest::run(a, &ctx),
+        Command::Query(a) => query::run_query(a, &ctx),
+        Command::Show(a) => query::run_show(a, &ctx),
+        Command::Stats(a) => query::run_stats(a, &ctx),
+        Command::Check(a) => check::run_check(a, &ctx),
+        Command::Reindex(a) => check::run_reindex(a, &ctx),
+        Command::Knowledge(a) => knowledge::run(a, &ctx),
+        Command::Demo(a) => demo::run(a, &ctx),
+    }
+}
+
+/// 130 after Ctrl-C, 2 for every other error.
+pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
+    let interrupted = err
+        .chain()
+        .any(|e| matches!(e.downcast_ref(), Some(emoknow::Error::Interrupted)));
+    if interrupted || INTERRUPTED.load(Ordering::SeqCst) {
+        ExitCode::from(130)
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

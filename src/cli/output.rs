@@ -1,0 +1,131 @@
+//! Output helpers: JSON, progress bars, highlighted snippets.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+/// Prints `v` as pretty JSON on stdout.
+pub fn print_json<T: Serialize + ?Sized>(v: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// A progress bar on stderr (hidden under `-q` or when stderr is not a terminal).
+pub fn bar(len: u64, msg: &str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg:>12} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta}) {prefix}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb.set_message(msg.to_string());
+    pb
+}
+
+/// A spinner on stderr for work of unknown length.
+pub fn spinner(msg: &str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new_spinner();
+    pb.set_message(msg.to_string());
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+/// Whether stdout is a terminal (colour highlights) or not (bracket highlights).
+pub fn color() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// `text` with every occurrence of a token marked (ANSI bold red on a terminal, 【】 otherwise)
+/// and cut to about `width` characters around the first match.
+pub fn highlight(text: &str, tokens: &[String], width: usize) -> String {
+    let lower = text.to_lowercase();
+    // Byte ranges of matches (case-insensitive for ASCII; lower-casing keeps CJK offsets).
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    if lower.len() == text.len() {
+        for t in tokens.iter().filter(|t| !t.is_empty()) {
+            let mut from = 0;
+            while let Some(p) = lower[from..].find(t.as_str()) {
+                ranges.push((from + p, from + p + t.len()));
+                from += p + t.len();
+            }
+        }
+    }
+    ranges.sort_unstable();
+    let mut merged: Vec<(usize, usize)> = Vec::new();
+    for r in ranges {
+        match merged.last_mut() {
+            Some(last) if r.0 <= last.1 => last.1 = last.1.max(r.1),
+            _ => merged.push(r),
+        }
+    }
+    // Window of `width` chars starting a little before the first match.
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let first = merged.first().map(|r| r.0).unwrap_or(0);
+    let first_char = chars.iter().position(|&(b, _)| b >= first).unwrap_or(0);
+    let start = first_char.saturating_sub(width / 4);
+    let end = (start + width).min(chars.len());
+    let start = end.saturating_sub(width).min(start);
+    let (b0, b1) = (
+        chars.get(start).map_or(text.len(), |c| c.0),
+        chars.get(end).map_or(text.len(), |c| c.0),
+    );
+    let (open, close) = if color() {
+        ("\x1b[1;31m", "\x1b[0m")
+    } else {
+        ("【", "】")
+    };
+    let mut out = String::new();
+    if start > 0 {
+        out.push('…');
+    }
+    let mut pos = b0;
+    for &(s, e) in merged.iter().filter(|r| r.1 > b0 && r.0 < b1) {
+        let (s, e) = (s.max(b0), e.min(b1));
+        out.push_str(&text[pos..s]);
+        out.push_str(open);
+        out.push_str(&text[s..e]);
+        out.push_str(close);
+        pos = e;
+    }
+    out.push_str(&text[pos..b1]);
+    if end < chars.len() {
+        out.push('…');
+    }
+    out
+}
+
+/// Cuts `s` to at most `n` characters, with an ellipsis when cut.
+pub fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn highlights_all_tokens_in_window() {
+        let h = highlight("我 担忧 孩子 的 未来", &["担忧".into(), "未来".into()], 40);
+        assert_eq!(h, "我 【担忧】 孩子 的 【未来】");
+        let long = format!("{}担忧{}", "甲".repeat(50), "乙".repeat(50));
+        let h = highlight(&long, &["担忧".into()], 20);
+        assert!(h.starts_with('…') && h.ends_with('…') && h.contains("【担忧】"), "{h}");
+    }
+}
