@@ -1,1 +1,7 @@
-//! Black-box tests of the emoknow binary.
+//! Black-box tests of the emoknow binary, one test binary (`cargo test --test integration`).
+//! Each test gets a temporary store; fixtures are written by the tests themselves.
+
+mod util;
+
+
+mod store_cli;

@@ -9,7 +9,7 @@
 //!
 //! Key layout (one sled tree, so one batch is atomic across record kinds):
 //! `m/…` meta, `e`+id examples, `k`+id+source knowledge, `x`+id+source missing knowledge,
-//! `o`+file+0+row ids of rows from files without an id column, `p`+id pending index,
+//! `o`+file+0+row ids of rows from files without an id column, `p` ids pending indexing,
 //! `c`+encoder id encoder info. Vectors live in the `vectors` tree (see [`vectors`]).
 
 pub mod index;
@@ -263,12 +263,25 @@ impl Store {
         &self.index
     }
 
+    /// Ids of every batch written to sled but not yet committed to the index.
     fn pending_ids(&self) -> Result<Vec<ExampleId>> {
-        self.db
-            .scan_prefix([P_PENDING])
-            .keys()
-            .map(|k| Ok(id_from_key(&k?)))
-            .collect()
+        let mut ids = Vec::new();
+        for v in self.db.scan_prefix([P_PENDING]).values() {
+            ids.extend(decode::<Vec<ExampleId>>(&v?, "pending ids")?);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    fn clear_pending(&self) -> Result<()> {
+        let mut clear = sled::Batch::default();
+        for k in self.db.scan_prefix([P_PENDING]).keys() {
+            clear.remove(k?);
+        }
+        self.db.apply_batch(clear)?;
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Reindexes examples a crashed writer left pending. Returns how many.
@@ -280,7 +293,7 @@ impl Store {
         Ok(ids.len())
     }
 
-    /// Mirrors the given examples (as sled now holds them) into the index, then clears their
+    /// Mirrors the given examples (as sled now holds them) into the index, then clears the
     /// pending marks.
     fn index_ids(&self, ids: &[ExampleId]) -> Result<()> {
         let mut items = Vec::with_capacity(ids.len());
@@ -297,19 +310,16 @@ impl Store {
                 .iter()
                 .map(|(id, ex, kn)| (*id, ex.as_ref().map(|e| (e, kn.as_slice())))),
         )?;
-        let mut clear = sled::Batch::default();
-        for &id in ids {
-            clear.remove(&key_id(P_PENDING, id));
-        }
-        self.db.apply_batch(clear)?;
-        self.db.flush()?;
-        Ok(())
+        self.clear_pending()
     }
 
-    /// Applies `batch` (plus pending marks for `ids`) atomically, flushes, then indexes `ids`.
+    /// Applies `batch` with a pending mark for `ids` atomically, flushes, then indexes `ids`.
+    /// One pending key holds the union with whatever an earlier failure left behind.
     fn commit(&self, mut batch: sled::Batch, ids: &[ExampleId]) -> Result<()> {
-        for &id in ids {
-            batch.insert(&key_id(P_PENDING, id), &[]);
+        if !ids.is_empty() {
+            let mut pending = self.pending_ids()?;
+            pending.extend_from_slice(ids);
+            batch.insert(&[P_PENDING][..], encode(&pending));
         }
         self.db.apply_batch(batch)?;
         self.db.flush()?;
@@ -335,6 +345,7 @@ impl Store {
         replace: bool,
     ) -> Result<IngestSummary> {
         assert_eq!(rows.len(), splits.len(), "one split per row");
+        index::warm_up();
         let mut next_id = self.max_example_id()?.map_or(1, |m| m + 1);
         let mut batch = sled::Batch::default();
         let mut changed = Vec::new();
@@ -450,6 +461,7 @@ impl Store {
     /// the same example and source), then indexes. Errors with [`Error::NotFound`] if any
     /// record names an example the store does not hold; nothing is written then.
     pub fn put_knowledge(&self, knowledge: &[Knowledge], missing: &[Missing]) -> Result<()> {
+        index::warm_up();
         let mut batch = sled::Batch::default();
         let mut ids = Vec::new();
         let mut absent = Vec::new();
@@ -807,12 +819,7 @@ impl Store {
                 .iter()
                 .map(|e| (e, by_id.get(&e.id).unwrap_or(&empty).as_slice())),
         )?;
-        let mut clear = sled::Batch::default();
-        for id in self.pending_ids()? {
-            clear.remove(&key_id(P_PENDING, id));
-        }
-        self.db.apply_batch(clear)?;
-        self.db.flush()?;
+        self.clear_pending()?;
         Ok((examples.len(), nk))
     }
 

@@ -1,0 +1,140 @@
+//! `TestEnv`: a temporary directory with a store, and runs of the real binary against it.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A temporary directory holding fixtures and a store at `<tmp>/store`.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+}
+
+/// The result of one run.
+pub struct Run {
+    pub args: Vec<String>,
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn describe(&self) -> String {
+        format!(
+            "emoknow {}\nexit code: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.args.join(" "),
+            self.code,
+            self.stdout,
+            self.stderr
+        )
+    }
+
+    /// Asserts exit code 0 and returns self.
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "expected success\n{}", self.describe());
+        self
+    }
+
+    /// Asserts the exit code.
+    #[track_caller]
+    pub fn code(self, code: i32) -> Run {
+        assert_eq!(self.code, code, "unexpected exit code\n{}", self.describe());
+        self
+    }
+
+    /// Parses stdout as JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", self.describe()))
+    }
+
+    /// Asserts stderr contains `needle`.
+    #[track_caller]
+    pub fn stderr_has(self, needle: &str) -> Run {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}\n{}",
+            self.describe()
+        );
+        self
+    }
+
+    /// Asserts stdout contains `needle`.
+    #[track_caller]
+    pub fn stdout_has(self, needle: &str) -> Run {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}\n{}",
+            self.describe()
+        );
+        self
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_emoknow")
+}
+
+/// The repository root (for the shipped data/).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        TestEnv {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.path("store")
+    }
+
+    /// Writes a fixture file and returns its path.
+    pub fn write(&self, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    /// A command for the binary with `--store <tmp>/store`, run in the temp dir.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--store").arg(self.store()).args(args);
+        c.current_dir(self.dir.path());
+        c.env_remove("EMOKNOW_STORE");
+        c.env("NO_COLOR", "1");
+        c
+    }
+
+    /// Runs the binary and collects its output.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out: Output = self.cmd(args).output().expect("run emoknow");
+        Run {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `stats --json` as JSON.
+    pub fn stats(&self) -> serde_json::Value {
+        self.run(&["--json", "stats"]).ok().json()
+    }
+}
+
+/// A path as &str.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
