@@ -5,6 +5,7 @@
 //! stderr. Exit codes: 0 ok, 1 ran but found nothing (or `check` found problems), 2 error,
 //! 130 interrupted.
 
+mod bench;
 mod check;
 mod demo;
 mod ingest;
@@ -64,6 +65,7 @@ enum Command {
     Reindex(check::ReindexArgs),
     Knowledge(knowledge::Args),
     Demo(demo::Args),
+    Bench(bench::Args),
 }
 
 /// What every subcommand gets.
@@ -118,6 +120,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reindex(a) => check::run_reindex(a, &ctx),
         Command::Knowledge(a) => knowledge::run(a, &ctx),
         Command::Demo(a) => demo::run(a, &ctx),
+        Command::Bench(a) => bench::run(a, &ctx),
     }
 }
 

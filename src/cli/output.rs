@@ -105,16 +105,6 @@ pub fn highlight(text: &str, tokens: &[String], width: usize) -> String {
     out
 }
 
-/// Cuts `s` to at most `n` characters, with an ellipsis when cut.
-pub fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
-        t.push('…');
-        t
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,235 @@
+//! `emoknow bench`: end-to-end benchmarks, each against a baseline measured in the same run.
+
+use super::{output, Ctx};
+use emoknow::corpus;
+use emoknow::knowledge::import::{import_file, ImportConfig};
+use emoknow::knowledge::sanitize::Lexicon;
+use emoknow::labels::{Emotion, LabelSet};
+use emoknow::store::index::tokenize;
+use emoknow::store::{Filter, QuerySpec, Store};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Measure emoknow's speed against baselines measured in the same run.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Sub,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Sub {
+    Store(StoreArgs),
+}
+
+/// Ingest + index the corpus into a fresh temporary store, then time keyword and
+/// label+keyword queries.
+///
+/// Baselines: parsing the file alone (the floor for ingest), and a brute-force scan of every
+/// example's text and knowledge in memory (what a notebook would do) for queries.
+///
+/// Example: cargo run --release -- bench store
+#[derive(clap::Args, Debug)]
+struct StoreArgs {
+    /// The corpus (seed layout).
+    #[arg(long, default_value = "data/Train.csv")]
+    corpus: PathBuf,
+
+    /// Rationales to import (LLaMA-Factory JSONL for ids 1..), as the demo does.
+    #[arg(long, default_value = "data/generated_predictions.jsonl")]
+    predictions: PathBuf,
+
+    /// Queries per kind.
+    #[arg(long, default_value_t = 300)]
+    queries: usize,
+}
+
+#[derive(Serialize, Default)]
+struct StoreBench {
+    rows: usize,
+    parse_secs: f64,
+    ingest_secs: f64,
+    ingest_vs_parse: f64,
+    import_secs: f64,
+    knowledge_records: usize,
+    queries: usize,
+    keyword_p50_ms: f64,
+    keyword_p95_ms: f64,
+    label_keyword_p50_ms: f64,
+    label_keyword_p95_ms: f64,
+    scan_keyword_p50_ms: f64,
+    speedup_vs_scan: f64,
+    mean_hits: f64,
+}
+
+pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Sub::Store(a) => bench_store(a, ctx),
+    }
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return 0.0;
+    }
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn bench_store(a: StoreArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let mut b = StoreBench::default();
+    let t = Instant::now();
+    let parsed = corpus::read_file(&a.corpus)?;
+    b.parse_secs = t.elapsed().as_secs_f64();
+    b.rows = parsed.rows.len();
+
+    let dir = tempfile::tempdir()?;
+    let t = Instant::now();
+    let store = Store::open_or_create(dir.path())?;
+    let plan = corpus::SplitPlan {
+        test_rows: 1000,
+        val_fraction: 0.08,
+        ..Default::default()
+    };
+    let keys: Vec<u64> = parsed.rows.iter().map(|r| r.id.unwrap_or(0)).collect();
+    let splits = plan.assign(&keys);
+    store.ingest("Train.csv", &parsed.rows, &splits, false)?;
+    b.ingest_secs = t.elapsed().as_secs_f64();
+    b.ingest_vs_parse = b.ingest_secs / b.parse_secs;
+    ctx.note(format!(
+        "ingest + index of {} rows: {:.2}s (parse alone {:.3}s)",
+        b.rows, b.ingest_secs, b.parse_secs
+    ));
+
+    let t = Instant::now();
+    let lex = Lexicon::default();
+    for (source, field) in [("qwen-max", "label"), ("chatglm3-lora", "predict")] {
+        let s = import_file(
+            &store,
+            &a.predictions,
+            &ImportConfig {
+                source: source.into(),
+                field: field.into(),
+                first_id: 1,
+                model: None,
+            },
+            &lex,
+        )?;
+        b.knowledge_records += s.imported;
+    }
+    b.import_secs = t.elapsed().as_secs_f64();
+
+    // Keywords: words of test sentences, alternately single words and two words glued
+    // together unsegmented ("担忧未来" style).
+    let mut keywords = Vec::new();
+    for r in parsed.rows.iter().take(1000) {
+        let words: Vec<&str> = r
+            .text
+            .split_whitespace()
+            .filter(|w| w.chars().count() >= 2)
+            .collect();
+        if words.len() >= 2 {
+            keywords.push(if keywords.len() % 2 == 0 {
+                words[0].to_string()
+            } else {
+                format!("{}{}", words[0], words[words.len() - 1])
+            });
+        }
+        if keywords.len() == a.queries {
+            break;
+        }
+    }
+    b.queries = keywords.len();
+    let pb = output::bar(3 * keywords.len() as u64, "querying", ctx.quiet);
+    let mut kw = Vec::new();
+    let mut lkw = Vec::new();
+    let mut hits = 0usize;
+    let _ = store.query(&QuerySpec {
+        keyword: Some("预热".into()),
+        limit: 10,
+        ..Default::default()
+    })?; // load jieba outside the timings
+    for (i, k) in keywords.iter().enumerate() {
+        let spec = QuerySpec {
+            keyword: Some(k.clone()),
+            limit: 10,
+            ..Default::default()
+        };
+        let t = Instant::now();
+        hits += store.query(&spec)?.len();
+        kw.push(t.elapsed().as_secs_f64() * 1e3);
+        let spec = QuerySpec {
+            filter: Filter {
+                emotions: LabelSet::from_emotions([Emotion::from_index(i % 8)]),
+                ..Default::default()
+            },
+            ..spec
+        };
+        let t = Instant::now();
+        store.query(&spec)?;
+        lkw.push(t.elapsed().as_secs_f64() * 1e3);
+        pb.inc(2);
+    }
+    b.mean_hits = hits as f64 / keywords.len().max(1) as f64;
+
+    // Baseline: everything in memory, substring test of every token over every text.
+    let examples = store.examples(None)?;
+    let knowledge = store.all_knowledge(None)?;
+    let mut scan = Vec::new();
+    for k in &keywords {
+        let t = Instant::now();
+        let toks = tokenize(k);
+        let mut n = 0;
+        for e in &examples {
+            if toks.iter().all(|w| e.text.contains(w.as_str())) {
+                n += 1;
+            }
+        }
+        for kn in &knowledge {
+            if toks
+                .iter()
+                .all(|w| kn.raw.contains(w.as_str()) || kn.sanitized.contains(w.as_str()))
+            {
+                n += 1;
+            }
+        }
+        std::hint::black_box(n);
+        scan.push(t.elapsed().as_secs_f64() * 1e3);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    b.keyword_p50_ms = percentile(&mut kw, 0.5);
+    b.keyword_p95_ms = percentile(&mut kw, 0.95);
+    b.label_keyword_p50_ms = percentile(&mut lkw, 0.5);
+    b.label_keyword_p95_ms = percentile(&mut lkw, 0.95);
+    b.scan_keyword_p50_ms = percentile(&mut scan, 0.5);
+    b.speedup_vs_scan = b.scan_keyword_p50_ms / b.keyword_p50_ms;
+    if ctx.json {
+        output::print_json(&b)?;
+    } else {
+        println!("corpus                  {} rows", b.rows);
+        println!(
+            "ingest + index          {:.2} s   (parse alone {:.3} s, ×{:.1})",
+            b.ingest_secs, b.parse_secs, b.ingest_vs_parse
+        );
+        println!(
+            "import rationales       {:.2} s   ({} records)",
+            b.import_secs, b.knowledge_records
+        );
+        println!(
+            "keyword query           p50 {:.3} ms, p95 {:.3} ms  ({} queries, {:.1} hits each, top 10)",
+            b.keyword_p50_ms, b.keyword_p95_ms, b.queries, b.mean_hits
+        );
+        println!(
+            "label + keyword query   p50 {:.3} ms, p95 {:.3} ms",
+            b.label_keyword_p50_ms, b.label_keyword_p95_ms
+        );
+        println!(
+            "baseline: in-memory scan p50 {:.3} ms  → index ×{:.1} faster",
+            b.scan_keyword_p50_ms, b.speedup_vs_scan
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
