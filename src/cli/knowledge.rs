@@ -17,6 +17,7 @@ pub struct Args {
 #[derive(clap::Subcommand, Debug)]
 enum Sub {
     Import(ImportArgs),
+    Retrieve(super::similar::RetrieveArgs),
 }
 
 /// Import LLM rationales from a JSON Lines file (LLaMA-Factory's generated_predictions.jsonl).
@@ -72,6 +73,7 @@ pub fn load_lexicon(path: Option<&PathBuf>) -> anyhow::Result<Lexicon> {
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     match args.command {
         Sub::Import(a) => run_import(a, ctx),
+        Sub::Retrieve(a) => super::similar::run_retrieve(a, ctx),
     }
 }
 

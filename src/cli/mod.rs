@@ -12,6 +12,7 @@ mod ingest;
 mod knowledge;
 mod output;
 mod query;
+mod similar;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -64,6 +65,7 @@ enum Command {
     Check(check::CheckArgs),
     Reindex(check::ReindexArgs),
     Knowledge(knowledge::Args),
+    Similar(similar::SimilarArgs),
     Demo(demo::Args),
     Bench(bench::Args),
 }
@@ -119,6 +121,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(a) => check::run_check(a, &ctx),
         Command::Reindex(a) => check::run_reindex(a, &ctx),
         Command::Knowledge(a) => knowledge::run(a, &ctx),
+        Command::Similar(a) => similar::run_similar(a, &ctx),
         Command::Demo(a) => demo::run(a, &ctx),
         Command::Bench(a) => bench::run(a, &ctx),
     }

@@ -8,7 +8,7 @@
 
 use crate::error::Result;
 use crate::labels::{Emotion, LabelSet};
-use crate::store::records::{Example, ExampleId, Knowledge, Split};
+use crate::store::records::{Example, ExampleId, Knowledge, KnowledgeKind, Split};
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -209,7 +209,8 @@ impl SearchIndex {
             doc.add_text(f.source, &k.source);
         }
         w.add_document(doc)?;
-        for k in knowledge {
+        // Neighbour lists are not searchable text (they quote other examples).
+        for k in knowledge.iter().filter(|k| k.kind == KnowledgeKind::Rationale) {
             let mut doc = TantivyDocument::default();
             common(&mut doc, KIND_KNOWLEDGE);
             doc.add_text(f.raw, &k.raw);

@@ -19,7 +19,7 @@ pub mod vectors;
 use crate::corpus::{Row, Split};
 use crate::error::{Error, Result};
 use crate::labels::{Emotion, LabelSet, NUM_EMOTIONS};
-use records::{Example, ExampleId, Knowledge, Missing, Origin};
+use records::{Example, ExampleId, Knowledge, KnowledgeKind, Missing, Origin};
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -163,7 +163,7 @@ pub struct CheckReport {
     pub knowledge: usize,
     /// Example documents in the index.
     pub indexed_examples: u64,
-    /// Knowledge documents in the index.
+    /// Rationale documents in the index (neighbour lists are not indexed).
     pub indexed_knowledge: u64,
     /// Vectors verified.
     pub vectors: usize,
@@ -735,6 +735,7 @@ impl Store {
             }
         }
         r.examples = ids.len();
+        let mut rationales = 0u64;
         for kv in self.db.scan_prefix([P_KNOWLEDGE]) {
             let (k, v) = kv?;
             match decode::<Knowledge>(&v, "knowledge") {
@@ -749,6 +750,9 @@ impl Store {
                         r.problems.push("knowledge key and record disagree".into());
                     }
                     r.knowledge += 1;
+                    if kn.kind == KnowledgeKind::Rationale {
+                        rationales += 1;
+                    }
                 }
                 Err(e) => r.problems.push(e.to_string()),
             }
@@ -769,10 +773,10 @@ impl Store {
                 census.examples, r.examples
             ));
         }
-        if census.knowledge != r.knowledge as u64 {
+        if census.knowledge != rationales {
             r.problems.push(format!(
-                "index holds {} knowledge documents, sled {} records (run `emoknow reindex`)",
-                census.knowledge, r.knowledge
+                "index holds {} rationale documents, sled {} rationales (run `emoknow reindex`)",
+                census.knowledge, rationales
             ));
         }
         let missing: Vec<_> = ids.difference(&census.example_ids).take(5).collect();
