@@ -4,3 +4,4 @@
 pub mod sanitize;
 pub mod import;
 pub mod retrieve;
+pub mod attach;
