@@ -28,8 +28,10 @@ enum Sub {
 /// raw and sanitized (reason part only, emotion words removed; see data/lexicon), with the
 /// labels it asserts. Re-importing replaces the source's records.
 ///
-/// Example (the seed's files: rows 1–2000 of Train.csv):
+/// Examples (the seed's files: rows 1–2000 of Train.csv):
+///
 ///   emoknow knowledge import data/generated_predictions.jsonl --source qwen-max --field label --first-id 1
+///
 ///   emoknow knowledge import data/generated_predictions.jsonl --source chatglm3-lora --field predict --first-id 1
 #[derive(clap::Args, Debug)]
 struct ImportArgs {

@@ -35,7 +35,9 @@ pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 /// Start with `emoknow demo`, or:
 ///
 ///   emoknow ingest data/Train.csv
+///
 ///   emoknow knowledge import data/generated_predictions.jsonl --source qwen-max --field label --first-id 1
+///
 ///   emoknow query --emotion Anxiety --keyword 担忧未来
 #[derive(Parser, Debug)]
 #[command(name = "emoknow", version, max_term_width = 100)]

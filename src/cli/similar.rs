@@ -48,7 +48,9 @@ pub struct RetrievalArgs {
 /// any example with the same text.
 ///
 /// Examples:
+///
 ///   emoknow similar --id 4 -k 5
+///
 ///   emoknow similar 我 很 担心 明天 的 考试 --by bm25 --emotion Anxiety
 #[derive(clap::Args, Debug)]
 pub struct SimilarArgs {

@@ -1,0 +1,3 @@
+//! Models: classifiers trained from the store's examples, knowledge and embeddings.
+
+pub mod mlp;
