@@ -6,6 +6,20 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // `println!` panics when stdout is a closed pipe (`emoknow show 2 | head`): that is the
+    // reader's choice, not an error, so leave quietly with success.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .unwrap_or("");
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
     let cli = cli::Cli::parse();
     match cli::run(cli) {
         Ok(code) => code,

@@ -176,8 +176,12 @@ pub fn run_show(args: ShowArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 println!("  #{:<6} {:.3} {}", n.id, n.score, n.labels);
             }
         }
-        println!("sanitized: {}", k.sanitized);
-        println!("raw:\n{}", k.raw);
+        if k.kind == emoknow::store::records::KnowledgeKind::Neighbours {
+            println!("{}", k.raw);
+        } else {
+            println!("sanitized: {}", k.sanitized);
+            println!("raw:\n{}", k.raw);
+        }
     }
     for m in &missing {
         println!();
