@@ -4,4 +4,5 @@
 mod util;
 
 
+mod retrieval_cli;
 mod store_cli;
