@@ -60,13 +60,43 @@ pub struct Sample {
     pub id: ExampleId,
     /// The sentence.
     pub text: String,
-    /// The appended knowledge (empty when none).
+    /// The sanitized rationale attached (rationale modes).
+    pub rationale: Option<String>,
+    /// The neighbours attached (neighbours modes).
+    pub neighbours: Vec<Neighbour>,
+    /// Rationale and rendered neighbour labels as one string (empty when none).
     pub knowledge: String,
     /// Gold labels (empty when unknown).
     pub labels: LabelSet,
 }
 
 impl Sample {
+    /// A sample with the given knowledge, rendered as `spec` says.
+    pub fn new(
+        id: ExampleId,
+        text: String,
+        labels: LabelSet,
+        rationale: Option<String>,
+        neighbours: Vec<Neighbour>,
+        spec: &AttachSpec,
+    ) -> Sample {
+        let mut parts = Vec::new();
+        if let Some(r) = rationale.as_ref().filter(|r| !r.is_empty()) {
+            parts.push(r.clone());
+        }
+        if !neighbours.is_empty() {
+            parts.push(render_neighbour_labels(&neighbours, spec.neighbours_k));
+        }
+        Sample {
+            id,
+            text,
+            rationale,
+            neighbours,
+            knowledge: parts.join(SEP),
+            labels,
+        }
+    }
+
     /// Text and knowledge joined by [`SEP`], as linear models read them.
     pub fn joined(&self) -> String {
         if self.knowledge.is_empty() {
@@ -87,32 +117,29 @@ pub fn render_neighbour_labels(neighbours: &[Neighbour], k: usize) -> String {
     format!("近邻: {}", parts.join(" | "))
 }
 
-/// The knowledge string for one example from its stored records.
-pub fn knowledge_text(records: &[Knowledge], spec: &AttachSpec, eval: bool) -> String {
-    let mut parts = Vec::new();
+/// The rationale and neighbours `spec` attaches, picked from an example's stored records.
+pub fn pick(records: &[Knowledge], spec: &AttachSpec, eval: bool) -> (Option<String>, Vec<Neighbour>) {
+    let mut rationale = None;
+    let mut neighbours = Vec::new();
     if spec.mode.rationale() {
         let src = if eval {
             spec.eval_source.as_ref().or(spec.source.as_ref())
         } else {
             spec.source.as_ref()
         };
-        if let Some(k) = records
+        rationale = records
             .iter()
             .find(|k| Some(&k.source) == src && k.kind == KnowledgeKind::Rationale)
-        {
-            if !k.sanitized.is_empty() {
-                parts.push(k.sanitized.clone());
-            }
-        }
+            .map(|k| k.sanitized.clone());
     }
     if spec.mode.neighbours() {
         if let Some(k) = records.iter().find(|k| {
             Some(&k.source) == spec.neighbours_source.as_ref() && k.kind == KnowledgeKind::Neighbours
         }) {
-            parts.push(render_neighbour_labels(&k.neighbours, spec.neighbours_k));
+            neighbours = k.neighbours.iter().take(spec.neighbours_k.max(1)).cloned().collect();
         }
     }
-    parts.join(SEP)
+    (rationale, neighbours)
 }
 
 /// Checks that the sources a spec names exist in the store.
@@ -149,17 +176,12 @@ pub fn samples(store: &Store, examples: &[Example], spec: &AttachSpec, eval: boo
     examples
         .iter()
         .map(|e| {
-            let knowledge = if spec.mode == KnowledgeMode::None {
-                String::new()
+            let (rationale, neighbours) = if spec.mode == KnowledgeMode::None {
+                (None, Vec::new())
             } else {
-                knowledge_text(&store.knowledge(e.id)?, spec, eval)
+                pick(&store.knowledge(e.id)?, spec, eval)
             };
-            Ok(Sample {
-                id: e.id,
-                text: e.text.clone(),
-                knowledge,
-                labels: e.labels,
-            })
+            Ok(Sample::new(e.id, e.text.clone(), e.labels, rationale, neighbours, spec))
         })
         .collect()
 }
@@ -216,9 +238,14 @@ mod tests {
             neighbours_source: Some("knn".into()),
             neighbours_k: 1,
         };
-        assert_eq!(knowledge_text(&recs, &spec, false), "甲 [SEP] 近邻: Love,Joy");
-        assert_eq!(knowledge_text(&recs, &spec, true), "乙 [SEP] 近邻: Love,Joy");
-        let none = AttachSpec::default();
-        assert_eq!(knowledge_text(&recs, &none, false), "");
+        let sample = |eval| {
+            let (r, n) = pick(&recs, &spec, eval);
+            Sample::new(1, "文".into(), LabelSet::EMPTY, r, n, &spec)
+        };
+        assert_eq!(sample(false).knowledge, "甲 [SEP] 近邻: Love,Joy");
+        assert_eq!(sample(true).knowledge, "乙 [SEP] 近邻: Love,Joy");
+        assert_eq!(sample(true).joined(), "文 [SEP] 乙 [SEP] 近邻: Love,Joy");
+        let (r, n) = pick(&recs, &AttachSpec::default(), false);
+        assert_eq!((r, n.len()), (None, 0));
     }
 }

@@ -1,0 +1,542 @@
+//! `emoknow train`, `eval` and `predict`.
+
+use super::{output, Ctx};
+use anyhow::Context;
+use emoknow::corpus::{self, Split};
+use emoknow::knowledge::attach::{AttachSpec, KnowledgeMode, Sample};
+use emoknow::knowledge::sanitize::asserted_labels;
+use emoknow::labels::{Emotion, LabelSet};
+use emoknow::metrics::{self, Report};
+use emoknow::model::classifier::{self, Kind, Model, TrainConfig, TrainEvent};
+use emoknow::model::finetune::{FinetuneConfig, HeadKind};
+use emoknow::model::linear::LinearConfig;
+use emoknow::model::mlp::MlpConfig;
+use emoknow::model::thresholds::Objective;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KindArg {
+    Linear,
+    Frozen,
+    Knn,
+    Finetune,
+    Ensemble,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModeArg {
+    None,
+    Rationale,
+    Neighbours,
+    All,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectiveArg {
+    Micro,
+    Macro,
+    Exact,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PosWeight {
+    None,
+    Auto,
+}
+
+/// Train a classifier from the store.
+///
+/// Kinds: `linear` (TF-IDF words + character 1–3-grams → one-vs-rest logistic regression; no
+/// encoder; the default), `frozen` (stored embeddings → MLP head; run `emoknow embed` first),
+/// `knn` (score-weighted vote of the k nearest training examples), `finetune` (our BERT trained
+/// end to end from --encoder-dir; slow on CPU, use --max-train or the `cuda` feature), and
+/// `ensemble` (average of --member models).
+///
+/// Training reads the train split; thresholds are tuned on the val split for
+/// --threshold-objective (micro-F1, macro-F1 or exact match), with the "at least one label"
+/// rule. The test split is never read.
+///
+/// Knowledge: --knowledge rationale appends the sanitized rationale of --source (at eval time
+/// of --eval-source, as the seed did: qwen-max rationales to train, the fine-tuned LLM's to
+/// test); neighbours appends the labels of stored neighbours (`emoknow knowledge retrieve`).
+///
+/// Examples:
+///
+///   emoknow train --classifier linear --out models/linear
+///
+///   emoknow train --classifier frozen --knowledge neighbours --neighbours-source knn-m3e-small --out models/frozen
+///
+///   emoknow train --classifier ensemble --member models/linear --member models/frozen --out models/ens
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Classifier kind.
+    #[arg(long, value_enum, default_value = "linear")]
+    classifier: KindArg,
+
+    /// Model directory to write.
+    #[arg(long)]
+    out: PathBuf,
+
+    /// What is appended to the text.
+    #[arg(long, value_enum, default_value = "none", help_heading = "Knowledge")]
+    knowledge: ModeArg,
+
+    /// Rationale source for training examples.
+    #[arg(long, value_name = "NAME", help_heading = "Knowledge")]
+    source: Option<String>,
+
+    /// Rationale source at evaluation and prediction [default: --source].
+    #[arg(long, value_name = "NAME", help_heading = "Knowledge")]
+    eval_source: Option<String>,
+
+    /// Neighbours source (from `knowledge retrieve`, e.g. knn-bm25).
+    #[arg(long, value_name = "NAME", help_heading = "Knowledge")]
+    neighbours_source: Option<String>,
+
+    /// Neighbours whose labels are attached.
+    #[arg(long, default_value_t = 5, help_heading = "Knowledge")]
+    neighbours_k: usize,
+
+    /// Train and validate only on examples that have the rationale.
+    #[arg(long, help_heading = "Knowledge")]
+    only_with_knowledge: bool,
+
+    /// What the per-label thresholds maximize on validation.
+    #[arg(long, value_enum, default_value = "micro")]
+    threshold_objective: ObjectiveArg,
+
+    /// Weight positives by negatives/positives per label.
+    #[arg(long, value_enum, default_value = "none")]
+    pos_weight: PosWeight,
+
+    /// Train on at most N examples (a seeded random subset).
+    #[arg(long, value_name = "N")]
+    max_train: Option<usize>,
+
+    /// Seed of subsets, initialisation and shuffling.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+
+    /// Stored encoder (id, prefix or name) whose vectors frozen/knn read.
+    #[arg(long, help_heading = "Encoder")]
+    encoder: Option<String>,
+
+    /// Encoder directory: finetune starts from it; frozen/knn use it to embed unseen text.
+    #[arg(long, value_name = "DIR", help_heading = "Encoder")]
+    encoder_dir: Option<PathBuf>,
+
+    /// Linear: inverse regularization strength.
+    #[arg(long, help_heading = "Linear")]
+    c: Option<f64>,
+
+    /// Frozen: hidden units of the head (0 = logistic regression on the embeddings).
+    #[arg(long, help_heading = "Frozen")]
+    hidden: Option<usize>,
+
+    /// Frozen/finetune: epochs.
+    #[arg(long, help_heading = "Frozen / finetune")]
+    epochs: Option<usize>,
+
+    /// Frozen/finetune: learning rate.
+    #[arg(long, help_heading = "Frozen / finetune")]
+    lr: Option<f64>,
+
+    /// Frozen/finetune: minibatch size.
+    #[arg(long, help_heading = "Frozen / finetune")]
+    batch: Option<usize>,
+
+    /// Frozen/finetune: dropout.
+    #[arg(long, help_heading = "Frozen / finetune")]
+    dropout: Option<f64>,
+
+    /// Finetune: longest input in tokens.
+    #[arg(long, help_heading = "Frozen / finetune")]
+    max_len: Option<usize>,
+
+    /// Finetune: 8 binary heads (the seed's scheme) instead of one shared 8-way head.
+    #[arg(long, help_heading = "Frozen / finetune")]
+    per_label: bool,
+
+    /// kNN: neighbours voting.
+    #[arg(short, long = "k", default_value_t = 10, help_heading = "kNN")]
+    k: usize,
+
+    /// Ensemble: member model directory (repeatable).
+    #[arg(long = "member", value_name = "DIR", help_heading = "Ensemble")]
+    members: Vec<PathBuf>,
+}
+
+/// Evaluate a model on a split or a file, or score an LLM source's asserted labels.
+///
+/// With --model: the four metrics (Hamming accuracy, exact match, micro-F1, macro-F1), per-label
+/// precision/recall/F1, and the confusion of label-set sizes. --file reads any format `ingest`
+/// reads (held-out data; knowledge attaches only what can be computed for new text).
+///
+/// With --source: the labels an LLM asserted in its stored rationales, scored against gold (an
+/// example the source has no usable answer for counts as predicting nothing).
+///
+/// Examples:
+///
+///   emoknow eval --model models/linear
+///
+///   emoknow eval --source chatglm3-lora --split test --json
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// Model directory.
+    #[arg(long, required_unless_present = "source", conflicts_with = "source")]
+    model: Option<PathBuf>,
+
+    /// Score this knowledge source's asserted labels instead of a model.
+    #[arg(long)]
+    source: Option<String>,
+
+    /// Split to evaluate on [default: test; with --source: every split].
+    #[arg(long)]
+    split: Option<Split>,
+
+    /// Evaluate on a labelled file instead of a stored split.
+    #[arg(long, conflicts_with = "source")]
+    file: Option<PathBuf>,
+}
+
+/// Predict emotions for sentences (arguments, or one per line on stdin).
+///
+/// Prints each sentence's labels and per-label probabilities. --explain shows the knowledge the
+/// model used (new text has no rationale; neighbours are retrieved now).
+///
+/// Example: echo "我 很 担心 明天 的 考试" | emoknow predict --model models/linear --explain
+#[derive(clap::Args, Debug)]
+pub struct PredictArgs {
+    /// Model directory.
+    #[arg(long)]
+    model: PathBuf,
+
+    /// Sentences (space-segmented like the corpus, or not); none = read stdin.
+    text: Vec<String>,
+
+    /// Show the attached knowledge.
+    #[arg(long)]
+    explain: bool,
+}
+
+fn mode(m: ModeArg) -> KnowledgeMode {
+    match m {
+        ModeArg::None => KnowledgeMode::None,
+        ModeArg::Rationale => KnowledgeMode::Rationale,
+        ModeArg::Neighbours => KnowledgeMode::Neighbours,
+        ModeArg::All => KnowledgeMode::All,
+    }
+}
+
+fn train_config(a: &TrainArgs) -> TrainConfig {
+    let mut linear = LinearConfig::default();
+    if let Some(c) = a.c {
+        linear.c = c;
+    }
+    if a.pos_weight == PosWeight::Auto {
+        linear.class_balance = 1.0;
+    }
+    let mut mlp = MlpConfig {
+        seed: a.seed,
+        pos_weight: a.pos_weight == PosWeight::Auto,
+        ..Default::default()
+    };
+    if let Some(h) = a.hidden {
+        mlp.hidden = h;
+    }
+    let mut ft = FinetuneConfig {
+        seed: a.seed,
+        head: if a.per_label { HeadKind::PerLabel } else { HeadKind::Shared },
+        ..Default::default()
+    };
+    if let Some(e) = a.epochs {
+        mlp.epochs = e;
+        ft.epochs = e;
+    }
+    if let Some(lr) = a.lr {
+        mlp.lr = lr;
+        ft.lr = lr;
+    }
+    if let Some(b) = a.batch {
+        mlp.batch = b;
+        ft.batch = b;
+    }
+    if let Some(d) = a.dropout {
+        mlp.dropout = d as f32;
+        ft.dropout = d;
+    }
+    if let Some(m) = a.max_len {
+        ft.max_len = m;
+    }
+    TrainConfig {
+        kind: match a.classifier {
+            KindArg::Linear => Kind::Linear,
+            KindArg::Frozen => Kind::Frozen,
+            KindArg::Knn => Kind::Knn,
+            KindArg::Finetune => Kind::Finetune,
+            KindArg::Ensemble => Kind::Ensemble,
+        },
+        attach: AttachSpec {
+            mode: mode(a.knowledge),
+            source: a.source.clone(),
+            eval_source: a.eval_source.clone(),
+            neighbours_source: a.neighbours_source.clone(),
+            neighbours_k: a.neighbours_k,
+        },
+        objective: match a.threshold_objective {
+            ObjectiveArg::Micro => Objective::Micro,
+            ObjectiveArg::Macro => Objective::Macro,
+            ObjectiveArg::Exact => Objective::Exact,
+        },
+        only_with_knowledge: a.only_with_knowledge,
+        max_train: a.max_train,
+        encoder: a.encoder.clone(),
+        encoder_dir: a.encoder_dir.clone(),
+        linear,
+        mlp,
+        knn_k: a.k,
+        finetune: ft,
+        members: a.members.clone(),
+        seed: a.seed,
+    }
+}
+
+pub fn run_train(a: TrainArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let store = ctx.open()?;
+    let cfg = train_config(&a);
+    let pb = output::spinner("training", ctx.quiet);
+    let t0 = Instant::now();
+    let meta = classifier::train(&store, &cfg, &a.out, &mut |e| match e {
+        TrainEvent::Phase(p) => pb.set_message(p),
+        TrainEvent::Epoch { epoch, loss, val } => {
+            pb.set_message(format!("epoch {epoch}: loss {loss:.4}, {val}"))
+        }
+    })
+    .with_context(|| format!("training {} into {}", a.classifier_name(), a.out.display()))?;
+    pb.finish_and_clear();
+    if ctx.json {
+        output::print_json(&meta)?;
+    } else {
+        println!(
+            "trained {} on {} examples in {:.1}s → {}",
+            meta.kind.name(),
+            meta.n_train,
+            t0.elapsed().as_secs_f64(),
+            a.out.display()
+        );
+        println!(
+            "validation ({} examples, thresholds for {}-F1/exact: {}):",
+            meta.n_val,
+            meta.objective.name(),
+            meta.objective.name()
+        );
+        print_report(&meta.val);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+impl TrainArgs {
+    fn classifier_name(&self) -> &'static str {
+        match self.classifier {
+            KindArg::Linear => "linear",
+            KindArg::Frozen => "frozen",
+            KindArg::Knn => "knn",
+            KindArg::Finetune => "finetune",
+            KindArg::Ensemble => "ensemble",
+        }
+    }
+}
+
+/// Prints the four metrics, per-label scores and the label-set size confusion.
+pub fn print_report(r: &Report) {
+    println!(
+        "  hamming {:.3}   exact {:.3}   micro-F1 {:.3}   macro-F1 {:.3}   (n = {})",
+        r.hamming_accuracy, r.exact_match, r.micro_f1, r.macro_f1, r.n
+    );
+    println!("  {:<10} {:>9} {:>7} {:>7} {:>8}", "label", "precision", "recall", "F1", "support");
+    for l in &r.per_label {
+        println!(
+            "  {:<10} {:>9.3} {:>7.3} {:>7.3} {:>8}",
+            l.label, l.precision, l.recall, l.f1, l.support
+        );
+    }
+    if !r.size_confusion.is_empty() {
+        println!("  label-set sizes (rows gold, columns predicted, 0..):");
+        for (g, row) in r.size_confusion.iter().enumerate() {
+            if row.iter().any(|&n| n > 0) {
+                let cells: Vec<String> = row.iter().map(|n| format!("{n:>5}")).collect();
+                println!("    {g}: {}", cells.join(""));
+            }
+        }
+    }
+}
+
+pub fn run_eval(a: EvalArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let store = ctx.open()?;
+    if let Some(src) = &a.source {
+        return eval_source(&store, src, a.split, ctx);
+    }
+    let split = a.split.unwrap_or(Split::Test);
+    let dir = a.model.as_ref().expect("clap requires --model without --source");
+    let model = Model::load(dir).with_context(|| format!("loading model {}", dir.display()))?;
+    let samples: Vec<Sample> = match &a.file {
+        Some(f) => {
+            let parsed = corpus::read_file(f)?;
+            if !parsed.bad.is_empty() {
+                return Err(emoknow::Error::InputBatch {
+                    path: f.clone(),
+                    errors: parsed.bad,
+                }
+                .into());
+            }
+            let texts: Vec<String> = parsed.rows.iter().map(|r| r.text.clone()).collect();
+            let mut s = model.samples_for_texts(&store, &texts)?;
+            for (s, r) in s.iter_mut().zip(&parsed.rows) {
+                s.labels = r.labels;
+            }
+            s
+        }
+        None => model.samples(&store, &store.examples(Some(split))?)?,
+    };
+    if samples.is_empty() {
+        anyhow::bail!("nothing to evaluate: the {split} split is empty");
+    }
+    let pb = output::spinner(&format!("predicting {} examples", samples.len()), ctx.quiet);
+    let (_, pred) = model.predict(&store, &samples)?;
+    pb.finish_and_clear();
+    let gold: Vec<LabelSet> = samples.iter().map(|s| s.labels).collect();
+    let report = metrics::evaluate(&gold, &pred);
+    if ctx.json {
+        output::print_json(&report)?;
+    } else {
+        println!(
+            "{} model {} on {} ({} examples):",
+            model.meta.kind.name(),
+            dir.display(),
+            a.file.as_ref().map(|f| f.display().to_string()).unwrap_or_else(|| format!("the {split} split")),
+            samples.len()
+        );
+        print_report(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn eval_source(store: &emoknow::store::Store, src: &str, split: Option<Split>, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let examples = store.examples(split)?;
+    let split = split.map(|s| format!("the {s} split")).unwrap_or_else(|| "all splits".into());
+    let mut gold = Vec::new();
+    let mut pred = Vec::new();
+    let mut answered = 0;
+    let mut tried = 0;
+    for e in &examples {
+        let k = store.knowledge_of(e.id, src)?;
+        if k.is_none() && !store.has_attempt(e.id, src)? {
+            continue;
+        }
+        tried += 1;
+        gold.push(e.labels);
+        pred.push(match k {
+            Some(k) => {
+                answered += 1;
+                if k.asserted.is_empty() {
+                    asserted_labels(&k.raw)
+                } else {
+                    k.asserted
+                }
+            }
+            None => LabelSet::EMPTY,
+        });
+    }
+    if tried == 0 {
+        anyhow::bail!("source {src:?} has no knowledge about {split}");
+    }
+    let report = metrics::evaluate(&gold, &pred);
+    if ctx.json {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            source: &'a str,
+            split: String,
+            examples: usize,
+            answered: usize,
+            #[serde(flatten)]
+            report: &'a Report,
+        }
+        output::print_json(&Out {
+            source: src,
+            split: split.clone(),
+            examples: tried,
+            answered,
+            report: &report,
+        })?;
+    } else {
+        println!(
+            "source {src} on {split}: {tried} examples, {answered} with a usable answer (missing ones count as predicting nothing)"
+        );
+        print_report(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_predict(a: PredictArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let store = ctx.open()?;
+    let model = Model::load(&a.model).with_context(|| format!("loading model {}", a.model.display()))?;
+    let texts: Vec<String> = if a.text.is_empty() {
+        std::io::stdin()
+            .lock()
+            .lines()
+            .collect::<std::io::Result<Vec<_>>>()?
+            .into_iter()
+            .filter(|l| !l.trim().is_empty())
+            .collect()
+    } else {
+        vec![a.text.join(" ")]
+    };
+    let samples = model.samples_for_texts(&store, &texts)?;
+    let (probs, labels) = model.predict(&store, &samples)?;
+    if ctx.json {
+        let out: Vec<serde_json::Value> = samples
+            .iter()
+            .zip(&probs)
+            .zip(&labels)
+            .map(|((s, p), l)| {
+                let probs: serde_json::Map<String, serde_json::Value> = Emotion::ALL
+                    .iter()
+                    .map(|e| (e.name().to_string(), serde_json::json!(p[e.index()])))
+                    .collect();
+                let mut v = serde_json::json!({"text": s.text, "labels": l, "probabilities": probs});
+                if a.explain {
+                    v["knowledge"] = serde_json::json!(s.knowledge);
+                    v["neighbours"] = serde_json::to_value(&s.neighbours).unwrap_or_default();
+                }
+                v
+            })
+            .collect();
+        output::print_json(&out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for ((s, p), l) in samples.iter().zip(&probs).zip(&labels) {
+        println!("{}\t{}", l, s.text);
+        let ps: Vec<String> = Emotion::ALL
+            .iter()
+            .map(|e| format!("{} {:.2}", e.name(), p[e.index()]))
+            .collect();
+        println!("  {}", ps.join("  "));
+        if a.explain {
+            if model.meta.attach.mode == KnowledgeMode::None {
+                println!("  knowledge: none (the model reads the text only)");
+            } else {
+                if matches!(model.meta.attach.mode, KnowledgeMode::Rationale | KnowledgeMode::All) {
+                    println!("  rationale: none (new text is not annotated; `emoknow annotate` stores one)");
+                }
+                for n in &s.neighbours {
+                    let text = store.example(n.id)?.map(|e| e.text).unwrap_or_default();
+                    println!("  neighbour #{} ({:.3}) {} — {}", n.id, n.score, n.labels, text);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

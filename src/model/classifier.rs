@@ -1,0 +1,715 @@
+//! Every classifier kind behind one interface: the model directory, training from the store,
+//! loading, and probabilities for samples.
+//!
+//! A model directory holds `meta.json` ([`Meta`]: kind, labels, thresholds, knowledge spec,
+//! encoder, training-data hash, validation metrics) and the kind's weights (safetensors).
+//! Thresholds are always tuned on the validation split, never on test.
+
+use crate::corpus::Split;
+use crate::error::{Error, Result};
+use crate::knowledge::attach::{self, AttachSpec, KnowledgeMode, Sample};
+use crate::knowledge::retrieve::{knn_vote, Hit, Pool, Probe};
+use crate::labels::{Emotion, LabelSet, NUM_EMOTIONS};
+use crate::metrics::{self, Report};
+use crate::model::encoder::{Encoder, EncoderOptions};
+use crate::model::finetune::{self, FinetuneConfig, FinetuneModel};
+use crate::model::linear::{LinearConfig, LinearModel};
+use crate::model::mlp::{Features, Mlp, MlpConfig};
+use crate::model::thresholds::{self, Objective, Thresholds};
+use crate::store::records::{now_secs, Example, Neighbour};
+use crate::store::vectors::{EncoderInfo, What};
+use crate::store::Store;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Version of the model directory format.
+pub const MODEL_FORMAT: u32 = 1;
+
+/// Classifier kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// TF-IDF (words + character n-grams) → one-vs-rest logistic regression. No encoder.
+    Linear,
+    /// Stored sentence embeddings (+ knowledge embeddings, + neighbour votes) → MLP head.
+    Frozen,
+    /// Score-weighted label vote of the k nearest training examples.
+    Knn,
+    /// Our BERT fine-tuned end to end with a classification head.
+    Finetune,
+    /// Average of member models' probabilities, thresholds re-tuned.
+    Ensemble,
+}
+
+impl Kind {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Linear => "linear",
+            Kind::Frozen => "frozen",
+            Kind::Knn => "knn",
+            Kind::Finetune => "finetune",
+            Kind::Ensemble => "ensemble",
+        }
+    }
+}
+
+/// How a kNN model retrieves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KnnConfig {
+    /// Neighbours voting.
+    pub k: usize,
+    /// Dense (with `Meta::encoder`) or BM25 when no encoder.
+    pub dense: bool,
+}
+
+/// `meta.json` of a model directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Meta {
+    /// [`MODEL_FORMAT`].
+    pub format: u32,
+    /// Kind.
+    pub kind: Kind,
+    /// Label names in output order.
+    pub labels: Vec<String>,
+    /// Per-label thresholds (tuned on validation).
+    pub thresholds: Thresholds,
+    /// What the thresholds were tuned for.
+    pub objective: Objective,
+    /// Knowledge attached to the text.
+    pub attach: AttachSpec,
+    /// The encoder whose vectors the model reads (frozen, knn, finetune).
+    pub encoder: Option<EncoderInfo>,
+    /// The encoder directory, to embed texts the store has no vectors for.
+    pub encoder_dir: Option<PathBuf>,
+    /// Linear settings.
+    pub linear: Option<LinearConfig>,
+    /// Head settings (frozen).
+    pub mlp: Option<MlpConfig>,
+    /// kNN settings.
+    pub knn: Option<KnnConfig>,
+    /// Fine-tune settings.
+    pub finetune: Option<FinetuneConfig>,
+    /// Member model directories (ensemble), relative to this one or absolute.
+    pub members: Vec<PathBuf>,
+    /// SHA-256 over the training examples (ids, labels, text, attached knowledge).
+    pub train_hash: String,
+    /// Training examples.
+    pub n_train: usize,
+    /// Validation examples.
+    pub n_val: usize,
+    /// Metrics on validation, with the tuned thresholds.
+    pub val: Report,
+    /// Wall-clock training time, seconds (embedding excluded: it is stored beforehand).
+    pub train_secs: f64,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+}
+
+/// What `emoknow train` asks for.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    /// Kind.
+    pub kind: Kind,
+    /// Knowledge to attach.
+    pub attach: AttachSpec,
+    /// Threshold objective.
+    pub objective: Objective,
+    /// Train and validate only on examples that have the rationale the spec attaches.
+    pub only_with_knowledge: bool,
+    /// Use at most this many training examples (a seeded random subset).
+    pub max_train: Option<usize>,
+    /// Stored encoder (id, prefix or name) for frozen/knn.
+    pub encoder: Option<String>,
+    /// Encoder directory (finetune; or frozen/knn to embed unseen text later).
+    pub encoder_dir: Option<PathBuf>,
+    /// Linear settings.
+    pub linear: LinearConfig,
+    /// Head settings.
+    pub mlp: MlpConfig,
+    /// kNN neighbours.
+    pub knn_k: usize,
+    /// Fine-tune settings.
+    pub finetune: FinetuneConfig,
+    /// Ensemble members.
+    pub members: Vec<PathBuf>,
+    /// Seed for subsets.
+    pub seed: u64,
+}
+
+/// Progress of training, for the CLI.
+#[derive(Debug, Clone)]
+pub enum TrainEvent {
+    /// A phase began.
+    Phase(String),
+    /// One epoch (frozen head, finetune) finished.
+    Epoch {
+        /// 1-based epoch.
+        epoch: usize,
+        /// Training loss.
+        loss: f32,
+        /// Validation loss or F1, named.
+        val: String,
+    },
+}
+
+/// A loaded model.
+pub struct Model {
+    /// Its meta.json.
+    pub meta: Meta,
+    dir: PathBuf,
+    inner: Inner,
+}
+
+enum Inner {
+    Linear(LinearModel),
+    Frozen(Mlp),
+    Knn,
+    Finetune(FinetuneModel),
+    Ensemble(Vec<Model>),
+}
+
+fn hash_samples(samples: &[Sample]) -> String {
+    let mut h = Sha256::new();
+    for s in samples {
+        h.update(s.id.to_le_bytes());
+        h.update([s.labels.0]);
+        h.update(s.text.as_bytes());
+        h.update([0]);
+        h.update(s.knowledge.as_bytes());
+        h.update([0]);
+    }
+    format!("{:x}", h.finalize())[..16].to_string()
+}
+
+fn gold(samples: &[Sample]) -> Vec<LabelSet> {
+    samples.iter().map(|s| s.labels).collect()
+}
+
+/// The examples of a split, restricted as the config asks.
+fn split_examples(store: &Store, split: Split, cfg_only: bool, attach: &AttachSpec, eval: bool) -> Result<Vec<Example>> {
+    let mut ex = store.examples(Some(split))?;
+    if cfg_only && attach.mode != KnowledgeMode::None {
+        let mut keep = Vec::with_capacity(ex.len());
+        for e in ex {
+            if attach::has_rationale(store, e.id, attach, eval)? {
+                keep.push(e);
+            }
+        }
+        ex = keep;
+    }
+    Ok(ex)
+}
+
+/// Trains a model from the store into `out` and returns its meta.
+pub fn train(
+    store: &Store,
+    cfg: &TrainConfig,
+    out: &Path,
+    progress: &mut dyn FnMut(TrainEvent),
+) -> Result<Meta> {
+    if cfg.attach.mode != KnowledgeMode::None {
+        attach::validate(store, &cfg.attach)?;
+    }
+    let mut train_ex = split_examples(store, Split::Train, cfg.only_with_knowledge, &cfg.attach, false)?;
+    let val_ex = split_examples(store, Split::Val, cfg.only_with_knowledge, &cfg.attach, true)?;
+    if let Some(n) = cfg.max_train {
+        if n < train_ex.len() {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+            train_ex.shuffle(&mut rng);
+            train_ex.truncate(n);
+            train_ex.sort_by_key(|e| e.id);
+        }
+    }
+    if train_ex.is_empty() {
+        return Err(Error::Invalid("no training examples (ingest a corpus; check --only-with-knowledge)".into()));
+    }
+    if val_ex.is_empty() {
+        return Err(Error::Invalid(
+            "no validation examples: thresholds are tuned on the val split (ingest with --val-fraction)".into(),
+        ));
+    }
+    let train_s = attach::samples(store, &train_ex, &cfg.attach, false)?;
+    let val_s = attach::samples(store, &val_ex, &cfg.attach, true)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let t0 = Instant::now();
+    let mut meta = Meta {
+        format: MODEL_FORMAT,
+        kind: cfg.kind,
+        labels: Emotion::ALL.iter().map(|e| e.name().to_string()).collect(),
+        thresholds: Thresholds::default(),
+        objective: cfg.objective,
+        attach: cfg.attach.clone(),
+        encoder: None,
+        encoder_dir: cfg.encoder_dir.clone(),
+        linear: None,
+        mlp: None,
+        knn: None,
+        finetune: None,
+        members: Vec::new(),
+        train_hash: hash_samples(&train_s),
+        n_train: train_s.len(),
+        n_val: val_s.len(),
+        val: metrics::evaluate(&[], &[]),
+        train_secs: 0.0,
+        created_at: now_secs(),
+    };
+    let val_probs = match cfg.kind {
+        Kind::Linear => {
+            progress(TrainEvent::Phase(format!("linear: {} examples", train_s.len())));
+            let texts: Vec<String> = train_s.iter().map(Sample::joined).collect();
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let m = LinearModel::train(&refs, &gold(&train_s), &cfg.linear, &mut |p| {
+                progress(TrainEvent::Phase(format!("{p:?}")))
+            })?;
+            m.save(out)?;
+            meta.linear = Some(cfg.linear.clone());
+            let vt: Vec<String> = val_s.iter().map(Sample::joined).collect();
+            m.predict_proba(&vt.iter().map(String::as_str).collect::<Vec<_>>())
+        }
+        Kind::Frozen => {
+            let info = pick_encoder(store, cfg.encoder.as_deref())?;
+            meta.encoder = Some(info.clone());
+            progress(TrainEvent::Phase("features".into()));
+            let enc = OnceEncoder::new(cfg.encoder_dir.as_deref(), &info);
+            let fx = frozen_features(store, &info, &enc, &cfg.attach, &train_s, false)?;
+            let fv = frozen_features(store, &info, &enc, &cfg.attach, &val_s, true)?;
+            let dim = fx.len() / train_s.len();
+            let head = Mlp::train(
+                Features { data: &fx, dim },
+                &gold(&train_s),
+                Features { data: &fv, dim },
+                &gold(&val_s),
+                &cfg.mlp,
+                &mut |r| {
+                    progress(TrainEvent::Epoch {
+                        epoch: r.epoch,
+                        loss: r.train_loss,
+                        val: format!("val loss {:.4}", r.val_loss),
+                    })
+                },
+            )?;
+            head.save(out, "head")?;
+            meta.mlp = Some(cfg.mlp.clone());
+            head.predict_proba(Features { data: &fv, dim })?
+        }
+        Kind::Knn => {
+            let info = match &cfg.encoder {
+                Some(_) => Some(pick_encoder(store, cfg.encoder.as_deref())?),
+                None => store.encoders()?.into_iter().next(),
+            };
+            meta.knn = Some(KnnConfig {
+                k: cfg.knn_k,
+                dense: info.is_some(),
+            });
+            meta.encoder = info;
+            let model = Model {
+                meta: meta.clone(),
+                dir: out.to_path_buf(),
+                inner: Inner::Knn,
+            };
+            model.knn_probs(store, &val_s)?
+        }
+        Kind::Finetune => {
+            let dir = cfg.encoder_dir.as_deref().ok_or_else(|| {
+                Error::Invalid("finetune needs --encoder-dir DIR (a BERT checkpoint to start from)".into())
+            })?;
+            let texts: Vec<String> = train_s.iter().map(Sample::joined).collect();
+            let vtexts: Vec<String> = val_s.iter().map(Sample::joined).collect();
+            let ft = FinetuneConfig {
+                encoder: dir.to_path_buf(),
+                ..cfg.finetune.clone()
+            };
+            let m = finetune::train(
+                &texts.iter().map(String::as_str).collect::<Vec<_>>(),
+                &gold(&train_s),
+                &vtexts.iter().map(String::as_str).collect::<Vec<_>>(),
+                &gold(&val_s),
+                &ft,
+                &mut |e| progress(TrainEvent::Phase(format!("{e:?}"))),
+            )?;
+            m.save(out)?;
+            meta.finetune = Some(ft);
+            m.predict_proba(&vtexts.iter().map(String::as_str).collect::<Vec<_>>())?
+        }
+        Kind::Ensemble => {
+            if cfg.members.len() < 2 {
+                return Err(Error::Invalid("an ensemble needs at least two --member DIR".into()));
+            }
+            let mut sum = vec![[0f32; NUM_EMOTIONS]; val_ex.len()];
+            for m in &cfg.members {
+                let member = Model::load(m)?;
+                // Each member attaches its own knowledge.
+                let s = attach::samples(store, &val_ex, &member.meta.attach, true)?;
+                for (acc, p) in sum.iter_mut().zip(member.predict_proba(store, &s)?) {
+                    for i in 0..NUM_EMOTIONS {
+                        acc[i] += p[i] / cfg.members.len() as f32;
+                    }
+                }
+                meta.members.push(std::fs::canonicalize(m).map_err(|e| Error::io(m, e))?);
+            }
+            sum
+        }
+    };
+    meta.thresholds = thresholds::tune(&val_probs, &gold(&val_s), cfg.objective);
+    meta.val = metrics::evaluate(&gold(&val_s), &meta.thresholds.apply(&val_probs));
+    meta.train_secs = t0.elapsed().as_secs_f64();
+    let path = out.join("meta.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&meta).expect("meta serializes"))
+        .map_err(|e| Error::io(&path, e))?;
+    Ok(meta)
+}
+
+fn pick_encoder(store: &Store, key: Option<&str>) -> Result<EncoderInfo> {
+    match key {
+        Some(k) => store.find_encoder(k),
+        None => {
+            let all = store.encoders()?;
+            match all.len() {
+                1 => Ok(all.into_iter().next().expect("one")),
+                0 => Err(Error::NotFound(
+                    "no stored embeddings: run `emoknow embed --encoder DIR` first".into(),
+                )),
+                _ => Err(Error::Invalid(
+                    "the store holds vectors of several encoders: choose one with --encoder".into(),
+                )),
+            }
+        }
+    }
+}
+
+/// Loads the encoder on first use only (most predictions read stored vectors).
+struct OnceEncoder<'a> {
+    dir: Option<&'a Path>,
+    info: &'a EncoderInfo,
+    cell: std::sync::OnceLock<Result<Encoder>>,
+}
+
+impl<'a> OnceEncoder<'a> {
+    fn new(dir: Option<&'a Path>, info: &'a EncoderInfo) -> Self {
+        OnceEncoder {
+            dir,
+            info,
+            cell: Default::default(),
+        }
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let enc = self.cell.get_or_init(|| {
+            let dir = self.dir.ok_or_else(|| {
+                Error::NotFound(format!(
+                    "{} text(s) have no stored vector of encoder {} and no encoder directory was given to embed them",
+                    texts.len(),
+                    self.info.name
+                ))
+            })?;
+            let enc = Encoder::load(
+                dir,
+                EncoderOptions {
+                    max_len: self.info.max_len,
+                    pooling: self.info.pooling.parse().map_err(Error::Invalid)?,
+                    ..Default::default()
+                },
+            )?;
+            if enc.encoder_id() != self.info.id {
+                return Err(Error::Invalid(format!(
+                    "encoder at {} has id {}, the model was trained with {}",
+                    dir.display(),
+                    enc.encoder_id(),
+                    self.info.id
+                )));
+            }
+            Ok(enc)
+        });
+        match enc {
+            Ok(e) => e.encode(texts, &mut |_| {}),
+            Err(e) => Err(Error::Model(e.to_string())),
+        }
+    }
+}
+
+/// Vectors for the samples' texts (or another text per sample): stored ones where the store
+/// has them, embedded otherwise.
+fn vectors_for(
+    store: &Store,
+    info: &EncoderInfo,
+    enc: &OnceEncoder,
+    what: &What,
+    samples: &[Sample],
+    text_of: impl Fn(usize) -> Option<String>,
+) -> Result<Vec<Option<Vec<f32>>>> {
+    let ids: HashSet<u64> = samples.iter().map(|s| s.id).filter(|&id| id != 0).collect();
+    let stored = store.vectors(info, what, Some(&ids))?;
+    let mut out: Vec<Option<Vec<f32>>> = Vec::with_capacity(samples.len());
+    let mut todo: Vec<(usize, String)> = Vec::new();
+    for (i, s) in samples.iter().enumerate() {
+        match stored.position(s.id).filter(|_| s.id != 0) {
+            Some(r) => out.push(Some(stored.row(r).to_vec())),
+            None => {
+                out.push(None);
+                if let Some(t) = text_of(i) {
+                    todo.push((i, t));
+                }
+            }
+        }
+    }
+    if !todo.is_empty() {
+        let texts: Vec<&str> = todo.iter().map(|(_, t)| t.as_str()).collect();
+        for ((i, _), v) in todo.iter().zip(enc.embed(&texts)?) {
+            out[*i] = Some(v);
+        }
+    }
+    Ok(out)
+}
+
+/// Frozen features: text vector ⊕ (rationale vector and a has-rationale flag, when the spec
+/// attaches rationales) ⊕ (the neighbours' label vote, when it attaches neighbours).
+fn frozen_features(
+    store: &Store,
+    info: &EncoderInfo,
+    enc: &OnceEncoder,
+    spec: &AttachSpec,
+    samples: &[Sample],
+    eval: bool,
+) -> Result<Vec<f32>> {
+    let dim = info.dim;
+    let text = vectors_for(store, info, enc, &What::Text, samples, |i| Some(samples[i].text.clone()))?;
+    let src = if eval {
+        spec.eval_source.as_ref().or(spec.source.as_ref())
+    } else {
+        spec.source.as_ref()
+    };
+    let rationale = match (spec.mode, src) {
+        (KnowledgeMode::Rationale | KnowledgeMode::All, Some(src)) => {
+            let what = What::Knowledge(src.clone());
+            let has: Vec<bool> = samples.iter().map(|s| s.rationale.as_ref().is_some_and(|r| !r.is_empty())).collect();
+            Some((has.clone(), vectors_for(store, info, enc, &what, samples, |i| {
+                samples[i].rationale.clone().filter(|_| has[i])
+            })?))
+        }
+        _ => None,
+    };
+    let votes = matches!(spec.mode, KnowledgeMode::Neighbours | KnowledgeMode::All);
+    let mut out = Vec::new();
+    for (i, t) in text.into_iter().enumerate() {
+        let t = t.ok_or_else(|| Error::NotFound(format!("no vector for example {}", samples[i].id)))?;
+        out.extend(t);
+        if let Some((has, r)) = &rationale {
+            match r[i].as_ref().filter(|_| has[i]) {
+                Some(v) => {
+                    out.extend_from_slice(v);
+                    out.push(1.0);
+                }
+                None => {
+                    out.extend(std::iter::repeat_n(0.0, dim));
+                    out.push(0.0);
+                }
+            }
+        }
+        if votes {
+            out.extend_from_slice(&knn_vote(&as_hits(&samples[i].neighbours)));
+        }
+    }
+    Ok(out)
+}
+
+fn as_hits(neighbours: &[Neighbour]) -> Vec<Hit> {
+    neighbours
+        .iter()
+        .map(|n| Hit {
+            id: n.id,
+            score: n.score,
+            labels: n.labels,
+            text: String::new(),
+        })
+        .collect()
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+impl Model {
+    /// Loads a model directory.
+    pub fn load(dir: &Path) -> Result<Model> {
+        let path = dir.join("meta.json");
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let meta: Meta = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::input(&path, e.line(), format!("not an emoknow model: {e}")))?;
+        if meta.format != MODEL_FORMAT {
+            return Err(Error::Invalid(format!(
+                "{}: model format {}, this emoknow reads {MODEL_FORMAT}",
+                path.display(),
+                meta.format
+            )));
+        }
+        let inner = match meta.kind {
+            Kind::Linear => Inner::Linear(LinearModel::load(dir)?),
+            Kind::Frozen => Inner::Frozen(Mlp::load(dir, "head")?),
+            Kind::Knn => Inner::Knn,
+            Kind::Finetune => Inner::Finetune(FinetuneModel::load(dir)?),
+            Kind::Ensemble => Inner::Ensemble(
+                meta.members
+                    .iter()
+                    .map(|m| Model::load(&resolve(dir, m)))
+                    .collect::<Result<_>>()?,
+            ),
+        };
+        Ok(Model {
+            meta,
+            dir: dir.to_path_buf(),
+            inner,
+        })
+    }
+
+    /// The model directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Samples for stored examples, with this model's knowledge (evaluation sources).
+    pub fn samples(&self, store: &Store, examples: &[Example]) -> Result<Vec<Sample>> {
+        attach::samples(store, examples, &self.meta.attach, true)
+    }
+
+    fn knn_probs(&self, store: &Store, samples: &[Sample]) -> Result<Vec<[f32; NUM_EMOTIONS]>> {
+        let knn = self.meta.knn.as_ref().expect("knn meta");
+        let pool_ex = store.examples(Some(Split::Train))?;
+        let (pool, vecs) = match (&self.meta.encoder, knn.dense) {
+            (Some(info), true) => {
+                let all = store.vectors(info, &What::Text, None)?;
+                let enc = OnceEncoder::new(self.meta.encoder_dir.as_deref(), info);
+                let v = vectors_for(store, info, &enc, &What::Text, samples, |i| Some(samples[i].text.clone()))?;
+                (Pool::dense(pool_ex, &all)?, Some(v))
+            }
+            _ => (Pool::sparse(pool_ex), None),
+        };
+        let probes: Vec<Probe> = samples
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Probe {
+                id: (s.id != 0).then_some(s.id),
+                text: &s.text,
+                vector: vecs.as_ref().and_then(|v| v[i].as_deref()),
+            })
+            .collect();
+        let hits = pool.retrieve(store, &probes, knn.k, LabelSet::EMPTY)?;
+        Ok(hits.iter().map(|h| knn_vote(h)).collect())
+    }
+
+    /// Probabilities per sample (canonical label order), before thresholds.
+    pub fn predict_proba(&self, store: &Store, samples: &[Sample]) -> Result<Vec<[f32; NUM_EMOTIONS]>> {
+        match &self.inner {
+            Inner::Linear(m) => {
+                let t: Vec<String> = samples.iter().map(Sample::joined).collect();
+                Ok(m.predict_proba(&t.iter().map(String::as_str).collect::<Vec<_>>()))
+            }
+            Inner::Frozen(head) => {
+                let info = self.meta.encoder.as_ref().expect("frozen models name their encoder");
+                let enc = OnceEncoder::new(self.meta.encoder_dir.as_deref(), info);
+                let f = frozen_features(store, info, &enc, &self.meta.attach, samples, true)?;
+                head.predict_proba(Features {
+                    data: &f,
+                    dim: head.in_dim(),
+                })
+            }
+            Inner::Knn => self.knn_probs(store, samples),
+            Inner::Finetune(m) => {
+                let t: Vec<String> = samples.iter().map(Sample::joined).collect();
+                m.predict_proba(&t.iter().map(String::as_str).collect::<Vec<_>>())
+            }
+            Inner::Ensemble(members) => {
+                let mut sum = vec![[0f32; NUM_EMOTIONS]; samples.len()];
+                for m in members {
+                    // Members attach their own knowledge: rebuild their samples.
+                    let own = member_samples(store, m, samples)?;
+                    for (acc, p) in sum.iter_mut().zip(m.predict_proba(store, &own)?) {
+                        for i in 0..NUM_EMOTIONS {
+                            acc[i] += p[i] / members.len() as f32;
+                        }
+                    }
+                }
+                Ok(sum)
+            }
+        }
+    }
+
+    /// Samples for texts the store does not hold: no rationale (they were never annotated),
+    /// neighbours retrieved now when the model attaches them.
+    pub fn samples_for_texts(&self, store: &Store, texts: &[String]) -> Result<Vec<Sample>> {
+        let spec = &self.meta.attach;
+        let mut neighbours: Vec<Vec<Neighbour>> = vec![Vec::new(); texts.len()];
+        if matches!(spec.mode, KnowledgeMode::Neighbours | KnowledgeMode::All) {
+            let src = spec.neighbours_source.clone().unwrap_or_default();
+            let pool_ex = store.examples(Some(Split::Train))?;
+            let dense = store
+                .encoders()?
+                .into_iter()
+                .find(|e| src == format!("knn-{}", e.name));
+            let (pool, vecs) = match &dense {
+                Some(info) => {
+                    let all = store.vectors(info, &What::Text, None)?;
+                    let enc = OnceEncoder::new(self.meta.encoder_dir.as_deref(), info);
+                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    (Pool::dense(pool_ex, &all)?, Some(enc.embed(&refs)?))
+                }
+                None => (Pool::sparse(pool_ex), None),
+            };
+            let probes: Vec<Probe> = texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| Probe {
+                    id: None,
+                    text: t,
+                    vector: vecs.as_ref().map(|v| v[i].as_slice()),
+                })
+                .collect();
+            let k = spec.neighbours_k.max(1);
+            for (slot, hits) in neighbours.iter_mut().zip(pool.retrieve(store, &probes, k, LabelSet::EMPTY)?) {
+                *slot = hits
+                    .into_iter()
+                    .map(|h| Neighbour {
+                        id: h.id,
+                        score: h.score,
+                        labels: h.labels,
+                    })
+                    .collect();
+            }
+        }
+        Ok(texts
+            .iter()
+            .zip(neighbours)
+            .map(|(t, n)| Sample::new(0, t.clone(), LabelSet::EMPTY, None, n, spec))
+            .collect())
+    }
+
+    /// Label sets with the model's thresholds.
+    pub fn predict(&self, store: &Store, samples: &[Sample]) -> Result<(Vec<[f32; NUM_EMOTIONS]>, Vec<LabelSet>)> {
+        let p = self.predict_proba(store, samples)?;
+        let l = self.meta.thresholds.apply(&p);
+        Ok((p, l))
+    }
+}
+
+fn member_samples(store: &Store, m: &Model, samples: &[Sample]) -> Result<Vec<Sample>> {
+    samples
+        .iter()
+        .map(|s| {
+            if s.id == 0 {
+                let mut fresh = m.samples_for_texts(store, std::slice::from_ref(&s.text))?;
+                return Ok(fresh.remove(0));
+            }
+            let (r, n) = attach::pick(&store.knowledge(s.id)?, &m.meta.attach, true);
+            Ok(Sample::new(s.id, s.text.clone(), s.labels, r, n, &m.meta.attach))
+        })
+        .collect()
+}
