@@ -6,6 +6,8 @@ pub mod corpus;
 pub mod error;
 pub mod knowledge;
 pub mod labels;
+pub mod metrics;
+pub mod model;
 pub mod store;
 
 pub use error::{Error, Result};
