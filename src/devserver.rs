@@ -31,6 +31,9 @@ use std::time::{Duration, Instant};
 /// cuts the sentence there to look it up.
 pub const GUIDED_MARKER: &str = ",答案为";
 
+/// How often an idle keep-alive connection looks at the stop flag.
+const IDLE_POLL: Duration = Duration::from_millis(200);
+
 /// How the server answers a well-formed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AnswerMode {
@@ -328,9 +331,31 @@ fn read_request(
             Err(e) => return Err(e),
         }
     }
+    // The request has begun: give the rest of it time to arrive, then go back to polling.
+    let stream = r.get_ref();
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let rest = read_head_and_body(r);
+    let _ = r.get_ref().set_read_timeout(Some(IDLE_POLL));
+    let (headers, body) = match rest? {
+        Some(hb) => hb,
+        None => return Ok(None),
+    };
     let mut parts = line.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
     let path = parts.next().unwrap_or("").to_string();
+    Ok(Some(Request {
+        method,
+        path,
+        headers,
+        body,
+    }))
+}
+
+/// Header lines and the `Content-Length` body after a request line.
+#[allow(clippy::type_complexity)]
+fn read_head_and_body(
+    r: &mut BufReader<TcpStream>,
+) -> std::io::Result<Option<(Vec<(String, String)>, Vec<u8>)>> {
     let mut headers = Vec::new();
     loop {
         let mut h = String::new();
@@ -352,16 +377,11 @@ fn read_request(
         .unwrap_or(0);
     let mut body = vec![0u8; len];
     r.read_exact(&mut body)?;
-    Ok(Some(Request {
-        method,
-        path,
-        headers,
-        body,
-    }))
+    Ok(Some((headers, body)))
 }
 
 fn serve_connection(stream: TcpStream, st: &State) {
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = stream.set_read_timeout(Some(IDLE_POLL));
     let _ = stream.set_nodelay(true);
     let Ok(write_half) = stream.try_clone() else {
         return;

@@ -199,6 +199,29 @@ enum Msg {
 /// Errors: the first fatal endpoint error ([`is_fatal`]: bad key, unknown model or URL,
 /// exhausted quota), a run of `max_consecutive_failures` endpoint failures, or `on_outcome`'s
 /// error. Outcomes delivered before the error stay delivered.
+///
+/// ```
+/// use emoknow::devserver::{Behaviour, DevServer};
+/// use emoknow::knowledge::annotate::{annotate, AnnotateConfig, Item, Outcome};
+/// use emoknow::knowledge::llm::{LlmClient, LlmConfig};
+/// use emoknow::knowledge::prompts::Prompts;
+/// use emoknow::labels::LabelSet;
+/// use std::sync::atomic::AtomicBool;
+///
+/// let gold: LabelSet = "Joy".parse().unwrap();
+/// let server = DevServer::start(Behaviour::default().gold_pair("今天 很 开心", gold))?;
+/// let client = LlmClient::new(LlmConfig::new(server.base_url(), "dev-model"))?;
+/// let items = vec![Item { id: 1, text: "今天 很 开心".into(), gold: Some(gold), shots: vec![] }];
+/// let mut stored = Vec::new();
+/// let summary = annotate(
+///     &client, &Prompts::default(), items, &AnnotateConfig::default(), &AtomicBool::new(false),
+///     &mut |o| { stored.push(o); Ok(()) },
+///     &mut |_progress| {},
+/// )?;
+/// assert_eq!((summary.accepted, summary.requests), (1, 1));
+/// assert!(matches!(&stored[0], Outcome::Accepted { attempts: 1, .. }));
+/// # Ok::<(), emoknow::Error>(())
+/// ```
 pub fn annotate<I>(
     client: &LlmClient,
     prompts: &Prompts,

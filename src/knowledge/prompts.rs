@@ -142,6 +142,14 @@ fn fill(template: &str, text: &str, labels: &str) -> String {
 }
 
 /// Both prompts.
+///
+/// ```
+/// use emoknow::knowledge::prompts::Prompts;
+/// let p = Prompts::default();
+/// let m = p.guided("今天 很 开心", "Joy,Expect".parse().unwrap(), &[]);
+/// assert_eq!(m.len(), 4); // system, few-shot user, few-shot assistant, the sentence
+/// assert_eq!(m[3].content, "今天 很 开心 ,答案为Joy,Expect");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prompts {
     /// Prompt 1, without the answer.
