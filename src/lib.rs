@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod corpus;
+pub mod devserver;
 pub mod error;
 pub mod knowledge;
 pub mod labels;
