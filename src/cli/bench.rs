@@ -2,7 +2,7 @@
 
 use super::{output, Ctx};
 use emoknow::corpus;
-use emoknow::knowledge::import::{import_file, ImportConfig};
+use emoknow::knowledge::import::{import_file, Alignment, Field, ImportConfig};
 use emoknow::knowledge::sanitize::Lexicon;
 use emoknow::labels::{Emotion, LabelSet};
 use emoknow::store::index::tokenize;
@@ -105,14 +105,14 @@ fn bench_store(a: StoreArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 
     let t = Instant::now();
     let lex = Lexicon::default();
-    for (source, field) in [("qwen-max", "label"), ("chatglm3-lora", "predict")] {
+    for (source, field) in [("qwen-max", Field::Label), ("chatglm3-lora", Field::Predict)] {
         let s = import_file(
             &store,
             &a.predictions,
             &ImportConfig {
                 source: source.into(),
-                field: field.into(),
-                first_id: 1,
+                field,
+                align: Alignment::FirstId(1),
                 model: None,
             },
             &lex,

@@ -2,7 +2,7 @@
 
 use super::{output, Ctx};
 use anyhow::Context;
-use emoknow::knowledge::import::{import_file, ImportConfig};
+use emoknow::knowledge::import::{import_file, Alignment, Field, ImportConfig};
 use emoknow::knowledge::sanitize::Lexicon;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,8 +22,9 @@ enum Sub {
 
 /// Import LLM rationales from a JSON Lines file (LLaMA-Factory's generated_predictions.jsonl).
 ///
-/// Line i (counting non-empty lines from 0) is about example FIRST_ID + i. The import is
-/// refused, writing nothing, if any of those ids is not in the store. Values that are the
+/// Line i (counting non-empty lines from 0) is about example FIRST_ID + i, or about the i-th id
+/// of --ids FILE (the `.ids` file `emoknow export llama-factory` writes next to the prediction
+/// dataset). The import is refused, writing nothing, if any of those ids is not in the store. Values that are the
 /// literal "nan" or empty are recorded as missing, not as knowledge. Each rationale is stored
 /// raw and sanitized (reason part only, emotion words removed; see data/lexicon), with the
 /// labels it asserts. Re-importing replaces the source's records.
@@ -42,13 +43,17 @@ struct ImportArgs {
     #[arg(long)]
     source: String,
 
-    /// JSON field holding the rationale (LLaMA-Factory writes `label` and `predict`).
-    #[arg(long, default_value = "predict")]
-    field: String,
+    /// Field holding the rationale: `label` (the dataset's answer) or `predict` (the model's).
+    #[arg(long, value_enum, default_value = "predict")]
+    field: FieldArg,
 
     /// Example id of the first line.
-    #[arg(long, value_name = "N")]
-    first_id: u64,
+    #[arg(long, value_name = "N", required_unless_present = "ids", conflicts_with = "ids")]
+    first_id: Option<u64>,
+
+    /// Example ids of the lines, one per line (from `emoknow export llama-factory`).
+    #[arg(long, value_name = "FILE")]
+    ids: Option<PathBuf>,
 
     /// Model name to record [default: the source name].
     #[arg(long)]
@@ -57,6 +62,12 @@ struct ImportArgs {
     /// Lexicon file replacing the shipped data/lexicon/emotions.txt.
     #[arg(long, value_name = "FILE")]
     lexicon: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum FieldArg {
+    Label,
+    Predict,
 }
 
 /// Loads `--lexicon FILE` or the shipped lexicon.
@@ -82,10 +93,22 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 fn run_import(a: ImportArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let lexicon = load_lexicon(a.lexicon.as_ref())?;
     let store = ctx.open()?;
+    let align = match (&a.ids, a.first_id) {
+        (Some(f), _) => Alignment::Ids(emoknow::knowledge::llama_factory::read_ids(f)?),
+        (None, Some(first)) => Alignment::FirstId(first),
+        (None, None) => unreachable!("clap requires --first-id or --ids"),
+    };
+    let (lo, hi) = match &align {
+        Alignment::FirstId(f) => (*f, None),
+        Alignment::Ids(ids) => (ids.iter().copied().min().unwrap_or(0), ids.iter().copied().max()),
+    };
     let cfg = ImportConfig {
         source: a.source.clone(),
-        field: a.field.clone(),
-        first_id: a.first_id,
+        field: match a.field {
+            FieldArg::Label => Field::Label,
+            FieldArg::Predict => Field::Predict,
+        },
+        align,
         model: a.model.clone(),
     };
     let s = import_file(&store, &a.file, &cfg, &lexicon)
@@ -99,8 +122,8 @@ fn run_import(a: ImportArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             s.rows,
             s.imported,
             a.source,
-            a.first_id,
-            a.first_id + s.rows.saturating_sub(1) as u64,
+            lo,
+            hi.unwrap_or(lo + s.rows.saturating_sub(1) as u64),
             s.missing,
             s.no_labels
         );

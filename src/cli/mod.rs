@@ -5,6 +5,7 @@
 //! stderr. Exit codes: 0 ok, 1 ran but found nothing (or `check` found problems), 2 error,
 //! 130 interrupted.
 
+mod annotate;
 mod bench;
 mod check;
 mod demo;
@@ -68,6 +69,9 @@ enum Command {
     Reindex(check::ReindexArgs),
     Knowledge(knowledge::Args),
     Similar(similar::SimilarArgs),
+    Annotate(annotate::AnnotateArgs),
+    Export(annotate::ExportArgs),
+    DevServer(annotate::DevServerArgs),
     Demo(demo::Args),
     Bench(bench::Args),
 }
@@ -124,6 +128,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reindex(a) => check::run_reindex(a, &ctx),
         Command::Knowledge(a) => knowledge::run(a, &ctx),
         Command::Similar(a) => similar::run_similar(a, &ctx),
+        Command::Annotate(a) => annotate::run_annotate(a, &ctx),
+        Command::Export(a) => annotate::run_export(a, &ctx),
+        Command::DevServer(a) => annotate::run_dev_server(a, &ctx),
         Command::Demo(a) => demo::run(a, &ctx),
         Command::Bench(a) => bench::run(a, &ctx),
     }

@@ -90,6 +90,13 @@ pub struct RetrieveArgs {
     retrieval: RetrievalArgs,
 }
 
+impl RetrievalArgs {
+    /// Retrieval settings built in code (the annotator's shots).
+    pub fn new(k: usize, from: Split, by: Option<By>, encoder: Option<String>) -> RetrievalArgs {
+        RetrievalArgs { k, from, by, encoder }
+    }
+}
+
 /// The encoder and pool a retrieval uses.
 pub struct Retriever {
     pub pool: Pool,

@@ -1,22 +1,42 @@
 //! Importing rationales written elsewhere (LLaMA-Factory's `generated_predictions.jsonl`) as
-//! knowledge: row i of the file is about example `first_id + i`.
+//! knowledge: line i of the file is about example `first_id + i`, or about the i-th id of the
+//! `.ids` file written with the export.
 
 use crate::error::{Error, Result};
-use crate::knowledge::sanitize::{is_missing_value, sanitize, Lexicon};
+use crate::knowledge::llama_factory::read_predictions;
+use crate::knowledge::sanitize::{sanitize, Lexicon};
 use crate::store::records::{now_secs, Knowledge, KnowledgeKind, Missing, PromptKind};
 use crate::store::Store;
 use serde::Serialize;
 use std::path::Path;
+
+/// Which field of a LLaMA-Factory prediction line holds the rationale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// `label`: the dataset's response (for the seed's file: qwen-max's rationale).
+    Label,
+    /// `predict`: the fine-tuned model's answer.
+    Predict,
+}
+
+/// Which example each line is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Alignment {
+    /// Line i (0-based, blank lines skipped) is example `first + i`.
+    FirstId(u64),
+    /// Line i is `ids[i]` (the `.ids` file `emoknow export llama-factory` writes).
+    Ids(Vec<u64>),
+}
 
 /// What to import.
 #[derive(Debug, Clone)]
 pub struct ImportConfig {
     /// Source name the knowledge is stored under (`qwen-max`, `chatglm3-lora`).
     pub source: String,
-    /// JSON field holding the rationale (`label` or `predict` in LLaMA-Factory output).
-    pub field: String,
-    /// Example id of the file's first row.
-    pub first_id: u64,
+    /// Field holding the rationale.
+    pub field: Field,
+    /// Line → example id.
+    pub align: Alignment,
     /// Model name recorded with each record (defaults to the source name).
     pub model: Option<String>,
 }
@@ -34,53 +54,6 @@ pub struct ImportSummary {
     pub no_labels: usize,
 }
 
-/// Reads one string field per line of a JSON Lines file: `(line, value)`, `None` when the
-/// value is absent, null, empty or the literal `nan`.
-///
-/// Errors name the line of invalid JSON or of a non-string value.
-pub fn read_jsonl_field(path: &Path, field: &str) -> Result<Vec<(usize, Option<String>)>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let mut out = Vec::new();
-    let mut bad = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = match serde_json::from_str(line) {
-            Ok(v) => v,
-            Err(e) => {
-                bad.push((i + 1, format!("invalid JSON: {e}")));
-                continue;
-            }
-        };
-        let value = match v.get(field) {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s)) if is_missing_value(s) => None,
-            Some(serde_json::Value::String(s)) => Some(s.clone()),
-            Some(serde_json::Value::Number(n)) if n.as_f64().is_some_and(f64::is_nan) => None,
-            Some(other) => {
-                bad.push((i + 1, format!("field {field:?} is {other}, expected a string")));
-                continue;
-            }
-        };
-        out.push((i + 1, value));
-    }
-    if !bad.is_empty() {
-        return Err(Error::InputBatch {
-            path: path.to_path_buf(),
-            errors: bad,
-        });
-    }
-    if out.iter().all(|(_, v)| v.is_none()) && !out.is_empty() {
-        return Err(Error::input(
-            path,
-            0,
-            format!("no line has a value in field {field:?} (LLaMA-Factory writes `label` and `predict`)"),
-        ));
-    }
-    Ok(out)
-}
-
 /// Imports `path` into the store as one atomic batch. Refuses (writes nothing) if any row's
 /// example id is not in the store.
 pub fn import_file(
@@ -89,7 +62,34 @@ pub fn import_file(
     cfg: &ImportConfig,
     lexicon: &Lexicon,
 ) -> Result<ImportSummary> {
-    let values = read_jsonl_field(path, &cfg.field)?;
+    let preds = read_predictions(path)?;
+    if let Alignment::Ids(ids) = &cfg.align {
+        if ids.len() != preds.len() {
+            return Err(Error::input(
+                path,
+                0,
+                format!(
+                    "{} prediction lines but {} ids: the .ids file belongs to another export",
+                    preds.len(),
+                    ids.len()
+                ),
+            ));
+        }
+    }
+    let values: Vec<Option<String>> = preds
+        .into_iter()
+        .map(|p| match cfg.field {
+            Field::Label => p.label,
+            Field::Predict => p.predict,
+        })
+        .collect();
+    if !values.is_empty() && values.iter().all(Option::is_none) {
+        return Err(Error::input(
+            path,
+            0,
+            format!("no line has a value in field {:?}", field_name(cfg.field)),
+        ));
+    }
     let now = now_secs();
     let mut summary = ImportSummary {
         rows: values.len(),
@@ -97,13 +97,16 @@ pub fn import_file(
     };
     let mut knowledge = Vec::new();
     let mut missing = Vec::new();
-    for (i, (_, value)) in values.into_iter().enumerate() {
-        let example_id = cfg.first_id + i as u64;
+    for (i, value) in values.into_iter().enumerate() {
+        let example_id = match &cfg.align {
+            Alignment::FirstId(first) => first + i as u64,
+            Alignment::Ids(ids) => ids[i],
+        };
         match value {
             None => missing.push(Missing {
                 example_id,
                 source: cfg.source.clone(),
-                reason: format!("{} is missing (nan or empty)", cfg.field),
+                reason: format!("{} is missing (nan or empty)", field_name(cfg.field)),
                 created_at: now,
             }),
             Some(raw) => {
@@ -131,4 +134,11 @@ pub fn import_file(
     summary.missing = missing.len();
     store.put_knowledge(&knowledge, &missing)?;
     Ok(summary)
+}
+
+fn field_name(f: Field) -> &'static str {
+    match f {
+        Field::Label => "label",
+        Field::Predict => "predict",
+    }
 }

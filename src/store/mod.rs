@@ -9,7 +9,8 @@
 //!
 //! Key layout (one sled tree, so one batch is atomic across record kinds):
 //! `m/…` meta, `e`+id examples, `k`+id+source knowledge, `x`+id+source missing knowledge,
-//! `o`+file+0+row ids of rows from files without an id column, `p` ids pending indexing,
+//! `o`+file+0+row ids of rows from files without an id column, `p`+seq ids of a batch pending
+//! indexing,
 //! `c`+encoder id encoder info. Vectors live in the `vectors` tree (see [`vectors`]).
 
 pub mod index;
@@ -314,19 +315,28 @@ impl Store {
     }
 
     /// Applies `batch` with a pending mark for `ids` atomically, flushes, then indexes `ids`.
-    /// One pending key holds the union with whatever an earlier failure left behind.
-    fn commit(&self, mut batch: sled::Batch, ids: &[ExampleId]) -> Result<()> {
+    /// Each batch gets its own pending key (`p` + a sled-generated sequence number), so marking
+    /// is O(batch) and a crash leaves exactly the unindexed batches behind.
+    fn commit(&self, batch: sled::Batch, ids: &[ExampleId]) -> Result<()> {
+        self.commit_with(batch, ids, true)
+    }
+
+    fn commit_with(&self, mut batch: sled::Batch, ids: &[ExampleId], index_now: bool) -> Result<()> {
         if !ids.is_empty() {
-            let mut pending = self.pending_ids()?;
-            pending.extend_from_slice(ids);
-            batch.insert(&[P_PENDING][..], encode(&pending));
+            batch.insert(&key_id(P_PENDING, self.db.generate_id()?), encode(&ids));
         }
         self.db.apply_batch(batch)?;
         self.db.flush()?;
-        if !ids.is_empty() {
+        if index_now && !ids.is_empty() {
             self.index_ids(ids)?;
         }
         Ok(())
+    }
+
+    /// Indexes whatever is pending (see [`Store::put_knowledge_deferred`]). Returns how many
+    /// examples were reindexed.
+    pub fn sync_index(&self) -> Result<usize> {
+        self.repair_pending()
     }
 
     // ----- examples -------------------------------------------------------------------------
@@ -462,6 +472,17 @@ impl Store {
     /// record names an example the store does not hold; nothing is written then.
     pub fn put_knowledge(&self, knowledge: &[Knowledge], missing: &[Missing]) -> Result<()> {
         index::warm_up();
+        self.put_knowledge_with(knowledge, missing, true)
+    }
+
+    /// [`Store::put_knowledge`] that leaves indexing for a later [`Store::sync_index`] (or the
+    /// next open): sled holds the records durably at once, the search index catches up in bulk.
+    /// Streams of small writes (annotation) use it, so each answer is on disk when it arrives.
+    pub fn put_knowledge_deferred(&self, knowledge: &[Knowledge], missing: &[Missing]) -> Result<()> {
+        self.put_knowledge_with(knowledge, missing, false)
+    }
+
+    fn put_knowledge_with(&self, knowledge: &[Knowledge], missing: &[Missing], index_now: bool) -> Result<()> {
         let mut batch = sled::Batch::default();
         let mut ids = Vec::new();
         let mut absent = Vec::new();
@@ -503,7 +524,7 @@ impl Store {
         }
         ids.sort_unstable();
         ids.dedup();
-        self.commit(batch, &ids)
+        self.commit_with(batch, &ids, index_now)
     }
 
     /// Knowledge about an example, all sources.

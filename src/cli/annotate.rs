@@ -1,0 +1,426 @@
+//! `emoknow annotate`, `emoknow export llama-factory` and `emoknow dev-server`.
+
+use super::similar::{RetrievalArgs, Retriever};
+use super::{output, Ctx, INTERRUPTED};
+use anyhow::Context;
+use emoknow::corpus::Split;
+use emoknow::devserver::{AnswerMode, Behaviour, DevServer};
+use emoknow::knowledge::annotate::{annotate, AnnotateConfig, Item, Outcome};
+use emoknow::knowledge::llama_factory::{write_dataset, LfFormat, SftRecord};
+use emoknow::knowledge::llm::{resolve_api_key, LlmClient, LlmConfig, DASHSCOPE_BASE_URL};
+use emoknow::knowledge::prompts::Prompts;
+use emoknow::knowledge::retrieve::Probe;
+use emoknow::knowledge::sanitize::{sanitize, Lexicon};
+use emoknow::labels::LabelSet;
+use emoknow::store::records::{now_secs, Knowledge, KnowledgeKind, Missing};
+use emoknow::store::Store;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Annotate sentences with an LLM through any OpenAI-compatible endpoint (the seed's scheme).
+///
+/// Prompt 1 (few-shot, blind) asks for labels and a rationale (理由). For sentences with gold
+/// labels, an answer whose labels differ from gold is asked again with prompt 2, which gives
+/// the answer ("…,答案为<labels>"), up to --max-guided times, so the stored rationale agrees
+/// with gold. --blind-only stores the first answer as is (e.g. test sentences, with a
+/// fine-tuned model). Answers are sanitized (reason part, emotion words removed) and stored as
+/// knowledge of --source; an answer naming no label is never stored as knowledge.
+///
+/// Resumable: (sentence, source) pairs already answered are skipped, each answer is on disk as
+/// soon as it arrives, and Ctrl-C or a kill loses only the requests in flight. The API key is
+/// read from --api-key-env (default DASHSCOPE_API_KEY, then OPENAI_API_KEY) and never stored.
+///
+/// Examples:
+///
+///   DASHSCOPE_API_KEY=sk-… emoknow annotate --split train --limit 100
+///
+///   emoknow annotate --endpoint http://127.0.0.1:8000/v1 --model chatglm3-lora --split test --blind-only
+#[derive(clap::Args, Debug)]
+pub struct AnnotateArgs {
+    /// Split to annotate.
+    #[arg(long, default_value = "train")]
+    split: Split,
+
+    /// At most N sentences not yet annotated by the source.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+
+    /// Knowledge source name to store under [default: the model name].
+    #[arg(long)]
+    source: Option<String>,
+
+    /// Base URL of the OpenAI-compatible API (…/v1).
+    #[arg(long, default_value = DASHSCOPE_BASE_URL, help_heading = "Endpoint")]
+    endpoint: String,
+
+    /// Model name sent with each request.
+    #[arg(long, default_value = "qwen-max", help_heading = "Endpoint")]
+    model: String,
+
+    /// Environment variable holding the API key [default: DASHSCOPE_API_KEY, then OPENAI_API_KEY].
+    #[arg(long, value_name = "NAME", help_heading = "Endpoint")]
+    api_key_env: Option<String>,
+
+    /// Sampling temperature [default: the server's].
+    #[arg(long, help_heading = "Endpoint")]
+    temperature: Option<f32>,
+
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 60.0, help_heading = "Endpoint")]
+    timeout: f64,
+
+    /// Retries of a 429/5xx/timeout/reset before the sentence counts as failed.
+    #[arg(long, default_value_t = 5, help_heading = "Endpoint")]
+    retries: u32,
+
+    /// Concurrent requests.
+    #[arg(long, short, default_value_t = 4, help_heading = "Endpoint")]
+    jobs: usize,
+
+    /// Requests per minute across all jobs.
+    #[arg(long, help_heading = "Endpoint")]
+    rpm: Option<u32>,
+
+    /// Guided prompts tried after a blind answer that disagrees with gold.
+    #[arg(long, default_value_t = 2)]
+    max_guided: u32,
+
+    /// Store blind answers as they are (labels parsed, not checked against gold).
+    #[arg(long)]
+    blind_only: bool,
+
+    /// Also retry sentences whose earlier answer was unusable (recorded as missing).
+    #[arg(long)]
+    retry_failed: bool,
+
+    /// Directory with edited blind.json / guided.json [default: data/prompts as shipped].
+    #[arg(long, value_name = "DIR")]
+    prompts: Option<PathBuf>,
+
+    /// Put the K most similar labelled training examples into the prompt as extra few-shot
+    /// turns (the seed's RAG idea; BM25 unless the store holds embeddings).
+    #[arg(long, value_name = "K")]
+    retrieved: Option<usize>,
+}
+
+/// Export stored rationales as a LLaMA-Factory dataset (fine-tune an LLM to write them).
+///
+/// Writes `<name>_train.json` (the --split examples that have a rationale from --source: the
+/// seed's few-shot prompt as system + history, the sentence as instruction, the raw rationale
+/// as output), `<name>_predict.json` (the --predict-split sentences with an empty output, for
+/// `do_predict`), `<name>_predict.ids` (the example id of each prediction line), and the two
+/// entries of `dataset_info.json`. After LLaMA-Factory's predict run, bring the answers back
+/// with `emoknow knowledge import generated_predictions.jsonl --ids <name>_predict.ids …`.
+///
+/// Example: emoknow export llama-factory --out lf_data --source qwen-max --format alpaca
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    #[command(subcommand)]
+    target: ExportTarget,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum ExportTarget {
+    LlamaFactory(LlamaFactoryArgs),
+}
+
+/// Write LLaMA-Factory dataset files and dataset_info.json entries.
+#[derive(clap::Args, Debug)]
+struct LlamaFactoryArgs {
+    /// Directory to write (LLaMA-Factory's `dataset_dir`).
+    #[arg(long)]
+    out: PathBuf,
+
+    /// Rationale source to learn from.
+    #[arg(long, default_value = "qwen-max")]
+    source: String,
+
+    /// Split whose rationales form the training file.
+    #[arg(long, default_value = "train")]
+    split: Split,
+
+    /// Split whose sentences form the prediction file.
+    #[arg(long, default_value = "test")]
+    predict_split: Split,
+
+    /// Dataset file format.
+    #[arg(long, value_enum, default_value = "alpaca")]
+    format: FormatArg,
+
+    /// Dataset name (file stem and dataset_info.json key prefix).
+    #[arg(long, default_value = "emoknow")]
+    name: String,
+
+    /// Directory with edited prompts [default: the shipped ones].
+    #[arg(long, value_name = "DIR")]
+    prompts: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum FormatArg {
+    Alpaca,
+    Sharegpt,
+}
+
+/// Run a local OpenAI-compatible test server that answers like the seed's LLM (for trying
+/// `annotate` without an API key; tests start it in-process).
+///
+/// It knows the store's gold labels and answers in the seed's format. --wrong-first answers
+/// the blind prompt wrongly so the guided prompt is exercised.
+///
+/// Example: emoknow dev-server --port 8000 & emoknow annotate --endpoint http://127.0.0.1:8000/v1 --limit 20
+#[derive(clap::Args, Debug)]
+pub struct DevServerArgs {
+    /// Port on 127.0.0.1.
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+
+    /// Delay before each response, milliseconds.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+
+    /// Answer the blind prompt wrongly, the guided one rightly.
+    #[arg(long)]
+    wrong_first: bool,
+}
+
+fn load_prompts(dir: Option<&PathBuf>) -> anyhow::Result<Prompts> {
+    Ok(match dir {
+        Some(d) => Prompts::load_dir(d).with_context(|| format!("loading prompts from {}", d.display()))?,
+        None => Prompts::default(),
+    })
+}
+
+pub fn run_annotate(a: AnnotateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let store = ctx.open()?;
+    let prompts = load_prompts(a.prompts.as_ref())?;
+    let source = a.source.clone().unwrap_or_else(|| a.model.clone());
+    let key = resolve_api_key(a.api_key_env.as_deref())?;
+    if let Some(k) = &key {
+        ctx.note(format!("using the API key in ${}", k.var));
+    }
+    let client = LlmClient::new(LlmConfig {
+        api_key: key.map(|k| k.key),
+        temperature: a.temperature,
+        timeout_secs: a.timeout,
+        max_retries: a.retries,
+        rpm: a.rpm,
+        ..LlmConfig::new(a.endpoint.clone(), a.model.clone())
+    })?;
+    let lexicon = Lexicon::default();
+
+    let mut todo = Vec::new();
+    for e in store.examples(Some(a.split))? {
+        if a.limit.is_some_and(|n| todo.len() >= n) {
+            break;
+        }
+        let done = store.knowledge_of(e.id, &source)?.is_some();
+        let failed = !done && store.has_attempt(e.id, &source)?;
+        if done || (failed && !a.retry_failed) {
+            continue;
+        }
+        todo.push(e);
+    }
+    if todo.is_empty() {
+        ctx.note(format!("nothing to do: every {} sentence has an answer from {source}", a.split));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let shots: Vec<Vec<(String, LabelSet)>> = match a.retrieved {
+        None | Some(0) => vec![Vec::new(); todo.len()],
+        Some(k) => {
+            let r = Retriever::open(
+                &store,
+                &RetrievalArgs::new(k, Split::Train, None, None),
+            )?;
+            let probes: Vec<Probe> = if r.encoder.is_some() {
+                r.probes(&todo)?
+            } else {
+                todo.iter()
+                    .map(|e| Probe { id: Some(e.id), text: &e.text, vector: None })
+                    .collect()
+            };
+            r.pool
+                .retrieve(&store, &probes, k, LabelSet::EMPTY)?
+                .into_iter()
+                .map(|hits| hits.into_iter().map(|h| (h.text, h.labels)).collect())
+                .collect()
+        }
+    };
+    let items: Vec<Item> = todo
+        .iter()
+        .zip(shots)
+        .map(|(e, shots)| Item {
+            id: e.id,
+            text: e.text.clone(),
+            gold: (!a.blind_only && !e.labels.is_empty()).then_some(e.labels),
+            shots,
+        })
+        .collect();
+    let pb = output::bar(items.len() as u64, "annotating", ctx.quiet);
+    let cfg = AnnotateConfig {
+        jobs: a.jobs.max(1),
+        max_guided: a.max_guided,
+        blind_only: a.blind_only,
+        ..Default::default()
+    };
+    let mut last_sync = Instant::now();
+    let mut written = 0usize;
+    let result = annotate(
+        &client,
+        &prompts,
+        items,
+        &cfg,
+        &INTERRUPTED,
+        &mut |o| {
+            let now = now_secs();
+            match o {
+                Outcome::Accepted { id, raw, asserted, prompt_kind, attempts, model } => {
+                    let s = sanitize(&raw, &lexicon, false);
+                    store.put_knowledge_deferred(
+                        &[Knowledge {
+                            example_id: id,
+                            source: source.clone(),
+                            kind: KnowledgeKind::Rationale,
+                            sanitized: s.text,
+                            raw,
+                            asserted,
+                            prompt_kind,
+                            attempts,
+                            model,
+                            created_at: now,
+                            neighbours: Vec::new(),
+                        }],
+                        &[],
+                    )?;
+                }
+                Outcome::Failed { id, reason, kind, .. } => {
+                    // Endpoint failures are not recorded: the next run tries again.
+                    if kind != emoknow::knowledge::annotate::FailKind::Endpoint {
+                        store.put_knowledge_deferred(
+                            &[],
+                            &[Missing { example_id: id, source: source.clone(), reason, created_at: now }],
+                        )?;
+                    }
+                }
+            }
+            written += 1;
+            if last_sync.elapsed() > Duration::from_secs(10) {
+                store.sync_index()?;
+                last_sync = Instant::now();
+            }
+            Ok(())
+        },
+        &mut |p| {
+            pb.set_position(p.done as u64);
+            pb.set_prefix(format!(
+                "accepted {} (guided {}), failed {}, requests {}",
+                p.accepted, p.guided, p.failed, p.requests
+            ));
+        },
+    );
+    pb.finish_and_clear();
+    // Index whatever arrived, whether or not the run finished.
+    store.sync_index()?;
+    let summary = result.with_context(|| format!("annotating with {} at {} ({written} answers kept)", a.model, a.endpoint))?;
+    if ctx.json {
+        output::print_json(&summary)?;
+    } else {
+        println!(
+            "{}: accepted {} ({} after the guided prompt), failed {} (endpoint {}, unusable {}, no label {}, gold never matched {}), in {:.1}s",
+            source,
+            summary.accepted,
+            summary.guided,
+            summary.failed,
+            summary.failed_endpoint,
+            summary.failed_bad_response,
+            summary.failed_no_label,
+            summary.failed_gold_mismatch,
+            summary.elapsed_secs
+        );
+        println!(
+            "requests {} (retries {}), tokens: prompt {}, completion {}",
+            summary.requests, summary.retries, summary.prompt_tokens, summary.completion_tokens
+        );
+    }
+    if summary.cancelled {
+        return Err(emoknow::Error::Interrupted.into());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_export(a: ExportArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let ExportTarget::LlamaFactory(a) = a.target;
+    let store = ctx.open()?;
+    let prompts = load_prompts(a.prompts.as_ref())?;
+    let mut train = Vec::new();
+    for e in store.examples(Some(a.split))? {
+        if let Some(k) = store.knowledge_of(e.id, &a.source)? {
+            if k.kind == KnowledgeKind::Rationale {
+                train.push(SftRecord::from_messages(e.id, &prompts.blind(&e.text, &[]), k.raw)?);
+            }
+        }
+    }
+    if train.is_empty() {
+        anyhow::bail!(
+            "no {} example has a rationale from {:?}: annotate or import first",
+            a.split,
+            a.source
+        );
+    }
+    let predict: Vec<SftRecord> = store
+        .examples(Some(a.predict_split))?
+        .iter()
+        .map(|e| SftRecord::from_messages(e.id, &prompts.blind(&e.text, &[]), ""))
+        .collect::<emoknow::Result<_>>()?;
+    let format = match a.format {
+        FormatArg::Alpaca => LfFormat::Alpaca,
+        FormatArg::Sharegpt => LfFormat::Sharegpt,
+    };
+    let files = write_dataset(&a.out, &a.name, format, &train, &predict)?;
+    if ctx.json {
+        output::print_json(&serde_json::json!({
+            "train": files.train, "predict": files.predict, "predict_ids": files.predict_ids,
+            "dataset_info": files.dataset_info, "train_name": files.train_name,
+            "predict_name": files.predict_name, "train_rows": train.len(), "predict_rows": predict.len(),
+        }))?;
+    } else {
+        println!("{} ({} rows: {} rationales of {})", files.train.display(), train.len(), a.split, a.source);
+        println!("{} ({} rows: {} sentences, empty output)", files.predict.display(), predict.len(), a.predict_split);
+        println!("{} (example id of each prediction line)", files.predict_ids.display());
+        println!(
+            "{} (entries {:?} and {:?}, format {})",
+            files.dataset_info.display(),
+            files.train_name,
+            files.predict_name,
+            format.name()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_dev_server(a: DevServerArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    // The store's gold labels, when there is a store (the server works without one).
+    let gold: Vec<(String, LabelSet)> = match Store::open(&ctx.store) {
+        Ok(s) => s.examples(None)?.into_iter().map(|e| (e.text, e.labels)).collect(),
+        Err(_) => Vec::new(),
+    };
+    let n = gold.len();
+    let server = DevServer::start_on(
+        &format!("127.0.0.1:{}", a.port),
+        Behaviour {
+            answer: if a.wrong_first { AnswerMode::WrongUnlessGuided } else { AnswerMode::Right },
+            latency_ms: a.latency_ms,
+            ..Behaviour::default()
+        }
+        .with_gold(gold),
+    )?;
+    ctx.note(format!(
+        "dev server on {} ({n} gold sentences); Ctrl-C stops it",
+        server.base_url()
+    ));
+    while !INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(ExitCode::SUCCESS)
+}
