@@ -4,5 +4,6 @@
 mod util;
 
 
+mod annotate_cli;
 mod retrieval_cli;
 mod store_cli;

@@ -22,6 +22,27 @@ pub struct Args {
 #[derive(clap::Subcommand, Debug)]
 enum Sub {
     Store(StoreArgs),
+    Annotate(AnnotateArgs),
+}
+
+/// Annotation throughput against a local chat-completions server with simulated latency:
+/// items/s with each --jobs value, and the speedup of the largest over --jobs 1 (the
+/// baseline, same items, same run).
+///
+/// Example: cargo run --release -- bench annotate --latency-ms 50 --jobs 1 --jobs 16
+#[derive(clap::Args, Debug)]
+struct AnnotateArgs {
+    /// Items per run.
+    #[arg(long, default_value_t = 320)]
+    items: usize,
+
+    /// Simulated server latency per request, milliseconds.
+    #[arg(long, default_value_t = 50)]
+    latency_ms: u64,
+
+    /// Concurrent requests (repeatable; the first is the baseline).
+    #[arg(long = "jobs", default_values_t = vec![1, 16])]
+    jobs: Vec<usize>,
 }
 
 /// Ingest + index the corpus into a fresh temporary store, then time keyword and
@@ -67,6 +88,7 @@ struct StoreBench {
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     match args.command {
         Sub::Store(a) => bench_store(a, ctx),
+        Sub::Annotate(a) => bench_annotate(a, ctx),
     }
 }
 
@@ -230,6 +252,29 @@ fn bench_store(a: StoreArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             "baseline: in-memory scan p50 {:.3} ms  → index ×{:.1} faster",
             b.scan_keyword_p50_ms, b.speedup_vs_scan
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_annotate(a: AnnotateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let pb = output::spinner("annotating against the local server", ctx.quiet);
+    let r = emoknow::knowledge::annotate::bench_throughput(a.items, a.latency_ms, &a.jobs)?;
+    pb.finish_and_clear();
+    let base = a.jobs[0];
+    if ctx.json {
+        output::print_json(&r)?;
+    } else {
+        println!("{} items, {} ms simulated latency per request", a.items, r.latency_ms);
+        for run in &r.runs {
+            println!(
+                "--jobs {:<3} {:>8.1} items/s  ({} requests in {:.2} s)  ×{:.1} vs --jobs {base}",
+                run.jobs,
+                run.items_per_sec,
+                run.requests,
+                run.elapsed_secs,
+                r.speedup(run.jobs, base).unwrap_or(1.0)
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
