@@ -6,6 +6,7 @@ pub mod corpus;
 pub mod error;
 pub mod knowledge;
 pub mod labels;
+pub mod model;
 pub mod store;
 
 pub use error::{Error, Result};
