@@ -8,13 +8,13 @@
 //! files or models is left to callers; this module imports only [`crate::labels`].
 
 use crate::labels::{Emotion, LabelSet, NUM_EMOTIONS};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Scores of one label.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabelScore {
     /// The label's English name (`"Love"`).
-    pub label: &'static str,
+    pub label: String,
     /// TP / (TP + FP); 0 when nothing was predicted.
     pub precision: f64,
     /// TP / (TP + FN); 0 when the label has no gold positives.
@@ -29,7 +29,7 @@ pub struct LabelScore {
 
 /// Everything [`evaluate`] measures. Serializes to JSON with the keys `n`, `hamming_accuracy`,
 /// `exact_match`, `micro_f1`, `macro_f1`, `per_label` and `size_confusion`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// Number of examples.
     pub n: usize,
@@ -172,7 +172,7 @@ pub fn evaluate(gold: &[LabelSet], pred: &[LabelSet]) -> Report {
         .iter()
         .zip(counts.iter())
         .map(|(e, c)| LabelScore {
-            label: e.name(),
+            label: e.name().to_string(),
             precision: ratio(c.tp, c.tp + c.fp),
             recall: ratio(c.tp, c.tp + c.fn_),
             f1: c.f1(),

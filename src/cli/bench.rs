@@ -23,6 +23,28 @@ pub struct Args {
 enum Sub {
     Store(StoreArgs),
     Annotate(AnnotateArgs),
+    Embed(EmbedArgs),
+}
+
+/// Embedding throughput of an encoder on the corpus: (a) corpus order in batches of 32 — the
+/// baseline, what a plain loop does — and (b) length-sorted batches of 64, in one run.
+///
+/// scripts/bench_embed_torch.py runs the same two setups in PyTorch (when torch is installed)
+/// and prints its ratio to these numbers.
+///
+/// Example: cargo run --release -- bench embed --encoder ../models/m3e-small --max-len 64
+#[derive(clap::Args, Debug)]
+struct EmbedArgs {
+    #[command(flatten)]
+    encoder: super::embed::EncoderArgs,
+
+    /// The corpus (any format `ingest` reads).
+    #[arg(long, default_value = "data/Train.csv")]
+    corpus: PathBuf,
+
+    /// Sentences to embed (from the start of the corpus; 0 = all).
+    #[arg(long, default_value_t = 2000)]
+    sentences: usize,
 }
 
 /// Annotation throughput against a local chat-completions server with simulated latency:
@@ -89,6 +111,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     match args.command {
         Sub::Store(a) => bench_store(a, ctx),
         Sub::Annotate(a) => bench_annotate(a, ctx),
+        Sub::Embed(a) => bench_embed(a, ctx),
     }
 }
 
@@ -275,6 +298,37 @@ fn bench_annotate(a: AnnotateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 r.speedup(run.jobs, base).unwrap_or(1.0)
             );
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_embed(a: EmbedArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let parsed = corpus::read_file(&a.corpus)?;
+    let n = if a.sentences == 0 { parsed.rows.len() } else { a.sentences.min(parsed.rows.len()) };
+    let texts: Vec<&str> = parsed.rows[..n].iter().map(|r| r.text.as_str()).collect();
+    let pb = output::bar(2 * n as u64, "embedding", ctx.quiet);
+    let r = emoknow::model::encoder::bench_embed(&a.encoder.encoder, &texts, &a.encoder.options(), &mut |phase, done| {
+        let base = match phase {
+            emoknow::model::encoder::BenchPhase::CorpusOrder => 0,
+            emoknow::model::encoder::BenchPhase::LengthSorted => n as u64,
+        };
+        pb.set_position(base + done as u64);
+    })?;
+    pb.finish_and_clear();
+    if ctx.json {
+        output::print_json(&r)?;
+    } else {
+        println!(
+            "encoder {} (dim {}), {} sentences, ≤{} tokens, {} threads, AVX-512 {}",
+            r.encoder_id, r.dim, n, r.max_len, r.effective_threads, r.avx512
+        );
+        for (name, run) in [("corpus order, batch 32 (baseline)", &r.corpus_order), ("length-sorted, batch 64", &r.length_sorted)] {
+            println!(
+                "  {name:<36} {:>7.1} sentences/s  ({:.1} s; {} real of {} padded tokens)",
+                run.sentences_per_sec, run.secs, run.real_tokens, run.padded_tokens
+            );
+        }
+        println!("  length sorting: ×{:.2}; max |difference| between the runs' vectors {:.1e}", r.speedup, r.max_abs_diff);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,11 +9,13 @@ mod annotate;
 mod bench;
 mod check;
 mod demo;
+mod embed;
 mod ingest;
 mod knowledge;
 mod output;
 mod query;
 mod similar;
+mod train;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -68,10 +70,14 @@ enum Command {
     Check(check::CheckArgs),
     Reindex(check::ReindexArgs),
     Knowledge(knowledge::Args),
+    Embed(embed::EmbedArgs),
     Similar(similar::SimilarArgs),
     Annotate(annotate::AnnotateArgs),
     Export(annotate::ExportArgs),
     DevServer(annotate::DevServerArgs),
+    Train(train::TrainArgs),
+    Eval(train::EvalArgs),
+    Predict(train::PredictArgs),
     Demo(demo::Args),
     Bench(bench::Args),
 }
@@ -127,10 +133,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(a) => check::run_check(a, &ctx),
         Command::Reindex(a) => check::run_reindex(a, &ctx),
         Command::Knowledge(a) => knowledge::run(a, &ctx),
+        Command::Embed(a) => embed::run_embed(a, &ctx),
         Command::Similar(a) => similar::run_similar(a, &ctx),
         Command::Annotate(a) => annotate::run_annotate(a, &ctx),
         Command::Export(a) => annotate::run_export(a, &ctx),
         Command::DevServer(a) => annotate::run_dev_server(a, &ctx),
+        Command::Train(a) => train::run_train(a, &ctx),
+        Command::Eval(a) => train::run_eval(a, &ctx),
+        Command::Predict(a) => train::run_predict(a, &ctx),
         Command::Demo(a) => demo::run(a, &ctx),
         Command::Bench(a) => bench::run(a, &ctx),
     }

@@ -23,7 +23,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -412,7 +412,7 @@ impl<'a> OnceEncoder<'a> {
                 dir,
                 EncoderOptions {
                     max_len: self.info.max_len,
-                    pooling: self.info.pooling.parse().map_err(Error::Invalid)?,
+                    pooling: self.info.pooling.parse()?,
                     ..Default::default()
                 },
             )?;
