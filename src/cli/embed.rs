@@ -103,14 +103,21 @@ pub struct EmbedArgs {
 pub fn load_encoder(store: &Store, args: &EncoderArgs, name: Option<&str>) -> anyhow::Result<(Encoder, EncoderInfo)> {
     let enc = Encoder::load(&args.encoder, args.options())
         .with_context(|| format!("loading encoder {}", args.encoder.display()))?;
+    let known = store.encoders()?.into_iter().find(|e| e.id == enc.encoder_id());
     let info = EncoderInfo {
         id: enc.encoder_id().to_string(),
+        // A given name, else the name it was registered with, else the directory's.
         name: name
             .map(str::to_string)
+            .or(known.map(|k| k.name))
             .unwrap_or_else(|| dir_name(&args.encoder)),
         dim: enc.dim(),
         pooling: enc.options().pooling.name().to_string(),
         max_len: enc.options().max_len,
+        dir: std::fs::canonicalize(&args.encoder)
+            .unwrap_or_else(|_| args.encoder.clone())
+            .display()
+            .to_string(),
     };
     store.put_encoder(&info)?;
     Ok((enc, info))

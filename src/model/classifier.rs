@@ -401,13 +401,21 @@ impl<'a> OnceEncoder<'a> {
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         let enc = self.cell.get_or_init(|| {
-            let dir = self.dir.ok_or_else(|| {
-                Error::NotFound(format!(
-                    "{} text(s) have no stored vector of encoder {} and no encoder directory was given to embed them",
-                    texts.len(),
-                    self.info.name
-                ))
-            })?;
+            // The directory given at training, else where the vectors were made.
+            let dir = self
+                .dir
+                .map(Path::to_path_buf)
+                .or_else(|| (!self.info.dir.is_empty()).then(|| PathBuf::from(&self.info.dir)))
+                .filter(|d| d.exists())
+                .ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "{} text(s) have no stored vector of encoder {}, and its directory {:?} is gone (pass --encoder-dir)",
+                        texts.len(),
+                        self.info.name,
+                        self.info.dir
+                    ))
+                })?;
+            let dir = dir.as_path();
             let enc = Encoder::load(
                 dir,
                 EncoderOptions {

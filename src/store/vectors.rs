@@ -55,6 +55,8 @@ pub struct EncoderInfo {
     pub pooling: String,
     /// Maximum tokens per sentence.
     pub max_len: usize,
+    /// Where the model was loaded from when embedding (to embed new text later).
+    pub dir: String,
 }
 
 /// Vector counts of one encoder (for `stats`).
