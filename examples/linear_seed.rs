@@ -83,7 +83,9 @@ fn main() -> anyhow::Result<()> {
     eprintln!("config: {}", serde_json::to_string(&cfg)?);
 
     let start = Instant::now();
-    let model = LinearModel::train(&train_x, &train_y, &cfg, &mut |p| eprintln!("  {p}"))?;
+    let model = LinearModel::train(&train_x, &train_y, &cfg, &mut |p| {
+        eprintln!("  {:6.1} s  {p}", start.elapsed().as_secs_f64())
+    })?;
     let train_secs = start.elapsed().as_secs_f64();
     let val_p = model.predict_proba(&val_x);
     let test_p = model.predict_proba(&test_x);
