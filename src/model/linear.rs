@@ -7,14 +7,18 @@
 //! - a character block: character n-grams of the text with all whitespace removed.
 //!
 //! Each block uses sublinear term frequency (1 + ln tf), smoothed idf
-//! (ln((1 + n) / (1 + df)) + 1, as scikit-learn), is L2-normalized on its own and then scaled by
-//! its block weight. Input text is plain text: appended knowledge (an LLM rationale after
-//! `" [SEP] "`) is featurized like the sentence itself.
+//! (ln((1 + n) / (1 + df)) + 1, as scikit-learn) and is L2-normalized on its own. Input text is
+//! plain text: appended knowledge (an LLM rationale after `" [SEP] "`) is featurized like the
+//! sentence itself.
 //!
-//! Each label gets its own logistic regression (L2 penalty, unpenalized bias, optional
-//! positive-class weight), minimized to a relative gradient tolerance with L-BFGS over sparse
-//! CSR rows; the eight labels train in parallel with rayon. Training is deterministic: no
-//! random initialization, and each label's arithmetic runs in a fixed order on one thread.
+//! On these features, each *head* ([`HeadConfig`]) trains one logistic regression per label
+//! (L2 penalty, unpenalized bias, optional positive-class weight), optionally on features
+//! scaled by naive-Bayes log-count ratios (NBSVM-style) and by per-block weights; the scales are
+//! folded into the stored weights, so inference is a plain sparse dot product. The model's
+//! probability is the mean of its heads' probabilities. Each regression is minimized to a
+//! relative gradient tolerance with L-BFGS over sparse CSR rows; the heads × 8 regressions
+//! train in parallel with rayon. Training is deterministic: no random initialization, and each
+//! regression's arithmetic runs in a fixed order on one thread.
 //!
 //! Turning probabilities into label sets is [`crate::model::thresholds`]' job; reading texts
 //! and knowledge from the store is the caller's.
@@ -129,7 +133,10 @@ impl LinearConfig {
         }
         for (i, h) in self.heads.iter().enumerate() {
             if !(h.c > 0.0 && h.c.is_finite()) {
-                return bad(format!("head {i}: c must be a positive number, got {}", h.c));
+                return bad(format!(
+                    "head {i}: c must be a positive number, got {}",
+                    h.c
+                ));
             }
             if !(h.class_balance >= 0.0 && h.class_balance.is_finite()) {
                 return bad(format!(
@@ -334,9 +341,13 @@ impl Featurizer {
                 });
             }
             if cfg.char_ngram_max > 0 {
-                for_each_char_gram(&tok.chars, cfg.char_ngram_min, cfg.char_ngram_max, &mut buf, |t| {
-                    count_term(&mut char_stats, t, d)
-                });
+                for_each_char_gram(
+                    &tok.chars,
+                    cfg.char_ngram_min,
+                    cfg.char_ngram_max,
+                    &mut buf,
+                    |t| count_term(&mut char_stats, t, d),
+                );
             }
         }
         let words = select_terms(word_stats, cfg.min_df, cfg.max_features);
@@ -632,7 +643,11 @@ fn fit_lbfgs(p: &Problem, max_iter: usize, tol: f64) -> Fit {
         p.margins(&dir[..d], dir[d], &mut u);
         let wd = dot(&theta[..d], &dir[..d]);
         let dd = dot(&dir[..d], &dir[..d]);
-        let mut step = if k == 0 { 1.0 / dot(&g, &g).sqrt() } else { 1.0 };
+        let mut step = if k == 0 {
+            1.0 / dot(&g, &g).sqrt()
+        } else {
+            1.0
+        };
         let mut accepted = false;
         let mut z_new = vec![0.0f64; n];
         let mut f_new = f;
@@ -843,8 +858,7 @@ impl LinearModel {
                 cfg.min_df
             )));
         }
-        let rows: Vec<(Vec<u32>, Vec<f32>)> =
-            texts.par_iter().map(|t| feat.vectorize(t)).collect();
+        let rows: Vec<(Vec<u32>, Vec<f32>)> = texts.par_iter().map(|t| feat.vectorize(t)).collect();
         let x = Csr::from_rows(rows, feat.n_features());
         progress(LinearProgress::Features {
             docs: texts.len(),
@@ -880,7 +894,9 @@ impl LinearModel {
                     iterations,
                 });
             }
-            worker.join().expect("linear model training thread panicked")
+            worker
+                .join()
+                .expect("linear model training thread panicked")
         });
 
         let d = feat.n_features();
@@ -1022,8 +1038,8 @@ impl LinearModel {
             ));
         }
         let bad = |e: String| Error::Model(format!("{}: {e}", wpath.display()));
-        let tensors = candle_core::safetensors::load(&wpath, &Device::Cpu)
-            .map_err(|e| bad(e.to_string()))?;
+        let tensors =
+            candle_core::safetensors::load(&wpath, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
         let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
             let t = tensors
                 .get(name)
@@ -1097,7 +1113,9 @@ mod tests {
             ["竟然", "居然"],
             ["生气", "愤怒"],
         ];
-        const FILLER: [&str; 10] = ["我们", "今天", "一个", "时候", "觉得", "他", "她", "那", "去", "说"];
+        const FILLER: [&str; 10] = [
+            "我们", "今天", "一个", "时候", "觉得", "他", "她", "那", "去", "说",
+        ];
         let mut state = seed;
         let mut next = |m: usize| {
             state = state
@@ -1138,7 +1156,8 @@ mod tests {
         let (texts, labels) = synthetic(400, 1);
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let mut events = Vec::new();
-        let model = LinearModel::train(&refs, &labels, &small_cfg(), &mut |e| events.push(e)).unwrap();
+        let model =
+            LinearModel::train(&refs, &labels, &small_cfg(), &mut |e| events.push(e)).unwrap();
         let probs = model.predict_proba(&refs);
         let th = tune(&probs, &labels, Objective::Micro);
         let pred = th.apply(&probs);
@@ -1152,7 +1171,10 @@ mod tests {
         let test_pred = th.apply(&model.predict_proba(&test_refs));
         assert!(metrics::micro_f1(&test_labels, &test_pred) > 0.9);
 
-        assert!(matches!(events[0], LinearProgress::Features { docs: 400, .. }));
+        assert!(matches!(
+            events[0],
+            LinearProgress::Features { docs: 400, .. }
+        ));
         let done: Vec<usize> = events[1..]
             .iter()
             .map(|e| match e {
@@ -1193,7 +1215,10 @@ mod tests {
     fn load_reports_the_missing_file() {
         let dir = tempfile::tempdir().unwrap();
         let err = LinearModel::load(dir.path()).unwrap_err();
-        assert!(matches!(err, Error::Io { ref path, .. } if path.ends_with(CONFIG_FILE)), "{err}");
+        assert!(
+            matches!(err, Error::Io { ref path, .. } if path.ends_with(CONFIG_FILE)),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1239,7 +1264,8 @@ mod tests {
         let model = LinearModel::train(&refs, &labels, &cfg, &mut |_| {}).unwrap();
         let n_word = model.feat.word_terms.len();
         let k = 2 * NUM_EMOTIONS;
-        let weight = |j: usize, head: usize, l: usize| model.weights_t[j * k + head * NUM_EMOTIONS + l];
+        let weight =
+            |j: usize, head: usize, l: usize| model.weights_t[j * k + head * NUM_EMOTIONS + l];
         for l in 0..NUM_EMOTIONS {
             // head 0 sees only characters, head 1 only words
             assert!((0..n_word).all(|j| weight(j, 0, l) == 0.0));
@@ -1257,10 +1283,7 @@ mod tests {
     fn nb_ratios_by_hand() {
         // Column 0 only in the positive row (value 1), column 1 in both (values 0.5, 0.5).
         // pos = 1, neg = 1: r0 = ln((1+1)/2 / ((0+1)/2)) = ln 2; r1 = ln(1.5/2 / (1.5/2)) = 0.
-        let x = Csr::from_rows(
-            vec![(vec![0, 1], vec![1.0, 0.5]), (vec![1], vec![0.5])],
-            2,
-        );
+        let x = Csr::from_rows(vec![(vec![0, 1], vec![1.0, 0.5]), (vec![1], vec![0.5])], 2);
         let labels = [LabelSet::parse_list("Joy").unwrap(), LabelSet::EMPTY];
         let r = nb_ratios(&x, &labels, Emotion::Joy, 1, 1);
         let r4 = |x: f64| (x * 1e4).round() / 1e4;
@@ -1297,7 +1320,9 @@ mod tests {
     fn grams_cover_words_bigrams_and_chars_without_spaces() {
         let mut buf = String::new();
         let mut w = Vec::new();
-        for_each_word_gram(&["我", "很", "开心"], 2, &mut buf, |t| w.push(t.to_string()));
+        for_each_word_gram(&["我", "很", "开心"], 2, &mut buf, |t| {
+            w.push(t.to_string())
+        });
         assert_eq!(w, ["我", "我 很", "很", "很 开心", "开心"]);
         let chars: Vec<char> = "我很开心".chars().collect();
         let mut c = Vec::new();
