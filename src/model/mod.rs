@@ -7,5 +7,5 @@
 pub mod linear;
 pub mod thresholds;
 
-pub use linear::{LinearConfig, LinearModel};
-pub use thresholds::{Objective, Thresholds};
+pub use linear::{HeadConfig, LinearConfig, LinearModel, LinearProgress};
+pub use thresholds::{tune, Objective, Thresholds};
