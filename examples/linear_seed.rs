@@ -26,7 +26,10 @@ fn main() -> anyhow::Result<()> {
     let mut save: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let mut value = || args.next().ok_or_else(|| anyhow::anyhow!("{a} needs a value"));
+        let mut value = || {
+            args.next()
+                .ok_or_else(|| anyhow::anyhow!("{a} needs a value"))
+        };
         match a.as_str() {
             "--data" => data = value()?.into(),
             "--save" => save = Some(value()?.into()),
@@ -34,13 +37,18 @@ fn main() -> anyhow::Result<()> {
                 // Merge the given fields into the defaults.
                 let mut base = serde_json::to_value(&cfg)?;
                 let patch: serde_json::Value = serde_json::from_str(&value()?)?;
-                for (k, v) in patch.as_object().ok_or_else(|| anyhow::anyhow!("--config wants a JSON object"))? {
+                for (k, v) in patch
+                    .as_object()
+                    .ok_or_else(|| anyhow::anyhow!("--config wants a JSON object"))?
+                {
                     anyhow::ensure!(base.get(k).is_some(), "unknown config field {k:?}");
                     base[k] = v.clone();
                 }
                 cfg = serde_json::from_value(base)?;
             }
-            other => anyhow::bail!("unknown argument {other:?} (expected --data, --config, --save)"),
+            other => {
+                anyhow::bail!("unknown argument {other:?} (expected --data, --config, --save)")
+            }
         }
     }
 
@@ -83,12 +91,17 @@ fn main() -> anyhow::Result<()> {
     eprintln!("config: {}", serde_json::to_string(&cfg)?);
 
     let start = Instant::now();
-    let model = LinearModel::train(&train_x, &train_y, &cfg, &mut |p| eprintln!("  {p}"))?;
+    let model = LinearModel::train(&train_x, &train_y, &cfg, &mut |p| {
+        eprintln!("  {:6.1} s  {p}", start.elapsed().as_secs_f64())
+    })?;
     let train_secs = start.elapsed().as_secs_f64();
     let val_p = model.predict_proba(&val_x);
     let test_p = model.predict_proba(&test_x);
 
-    println!("training: {train_secs:.1} s, {} features", model.n_features());
+    println!(
+        "training: {train_secs:.1} s, {} features",
+        model.n_features()
+    );
     println!("objective  split  hamming  exact  micro-F1  macro-F1");
     for obj in [Objective::Micro, Objective::Exact, Objective::Macro] {
         let th = tune(&val_p, &val_y, obj);
@@ -106,7 +119,16 @@ fn main() -> anyhow::Result<()> {
         row("test", &evaluate(&test_y, &th.apply(&test_p)));
         if obj == Objective::Micro {
             let t: Vec<String> = th.per_label.iter().map(|t| format!("{t:.2}")).collect();
-            println!("           thresholds (micro): {}", t.join(" "));
+            println!("           thresholds: {}", t.join(" "));
+            for (name, gold, probs) in [("val", &val_y, &val_p), ("test", &test_y, &test_p)] {
+                let r = evaluate(gold, &th.apply(probs));
+                let f: Vec<String> = r
+                    .per_label
+                    .iter()
+                    .map(|l| format!("{} {:.3}", l.label, l.f1))
+                    .collect();
+                println!("           {name} F1: {}", f.join(", "));
+            }
         }
     }
     if let Some(dir) = save {

@@ -123,7 +123,10 @@ pub fn hamming_accuracy(gold: &[LabelSet], pred: &[LabelSet]) -> f64 {
 /// Panics if the slices differ in length.
 pub fn exact_match(gold: &[LabelSet], pred: &[LabelSet]) -> f64 {
     check_lengths(gold, pred);
-    ratio(gold.iter().zip(pred).filter(|(g, p)| g == p).count(), gold.len())
+    ratio(
+        gold.iter().zip(pred).filter(|(g, p)| g == p).count(),
+        gold.len(),
+    )
 }
 
 /// Micro-averaged F1 (pooled counts). 0 when there are no gold and no predicted labels.
@@ -337,7 +340,11 @@ mod tests {
         assert_eq!(r3(r.micro_f1), 0.509);
         assert_eq!(r3(r.macro_f1), 0.449);
         // gold sizes of the test rows: 552 singles, 365 pairs, 79 triples, 4 quadruples
-        let gold_sizes: Vec<usize> = r.size_confusion.iter().map(|row| row.iter().sum()).collect();
+        let gold_sizes: Vec<usize> = r
+            .size_confusion
+            .iter()
+            .map(|row| row.iter().sum())
+            .collect();
         assert_eq!(&gold_sizes[..5], &[0, 552, 365, 79, 4]);
     }
 }

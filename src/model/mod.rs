@@ -18,5 +18,5 @@ pub mod mlp;
 pub mod thresholds;
 pub mod tiny;
 
-pub use linear::{LinearConfig, LinearModel};
-pub use thresholds::{Objective, Thresholds};
+pub use linear::{HeadConfig, LinearConfig, LinearModel, LinearProgress};
+pub use thresholds::{tune, Objective, Thresholds};

@@ -188,7 +188,10 @@ pub fn tune(probs: &[[f32; NUM_EMOTIONS]], gold: &[LabelSet], objective: Objecti
     }
     let grid = grid();
     let mut best: Option<(f64, Thresholds)> = None;
-    for start in [per_label_f1_start(probs, gold, &grid), Thresholds::default()] {
+    for start in [
+        per_label_f1_start(probs, gold, &grid),
+        Thresholds::default(),
+    ] {
         let th = coordinate_search(probs, gold, objective, start, &grid);
         let score = score_sets(gold, th.apply(probs).into_iter(), objective);
         if best.as_ref().is_none_or(|(s, _)| score > *s + 1e-12) {
@@ -211,7 +214,11 @@ fn middle_of_best(grid: &[f32], scores: &[f64]) -> (f32, f64) {
 }
 
 /// Each label's threshold maximizing its own F1, ignoring the other labels.
-fn per_label_f1_start(probs: &[[f32; NUM_EMOTIONS]], gold: &[LabelSet], grid: &[f32]) -> Thresholds {
+fn per_label_f1_start(
+    probs: &[[f32; NUM_EMOTIONS]],
+    gold: &[LabelSet],
+    grid: &[f32],
+) -> Thresholds {
     let mut th = Thresholds::default();
     for j in 0..NUM_EMOTIONS {
         let scores: Vec<f64> = grid
@@ -259,7 +266,11 @@ fn coordinate_search(
             let eval = |t: f32| {
                 let sets = probs.iter().zip(&others).zip(&top).map(|((p, &o), &tp)| {
                     let bits = o | (((p[j] >= t) as u8) << j);
-                    LabelSet(if bits == 0 && th.at_least_one { tp } else { bits })
+                    LabelSet(if bits == 0 && th.at_least_one {
+                        tp
+                    } else {
+                        bits
+                    })
                 });
                 score_sets(gold, sets, objective)
             };
@@ -306,7 +317,10 @@ mod tests {
     #[test]
     fn objective_parses() {
         assert_eq!("MICRO".parse::<Objective>().unwrap(), Objective::Micro);
-        assert_eq!("exact_match".parse::<Objective>().unwrap(), Objective::Exact);
+        assert_eq!(
+            "exact_match".parse::<Objective>().unwrap(),
+            Objective::Exact
+        );
         assert!("f2".parse::<Objective>().is_err());
     }
 
@@ -371,9 +385,18 @@ mod tests {
             let th = tune(&probs, &gold, obj);
             let tuned = th.apply(&probs);
             let (b, t) = match obj {
-                Objective::Micro => (metrics::micro_f1(&gold, &base), metrics::micro_f1(&gold, &tuned)),
-                Objective::Macro => (metrics::macro_f1(&gold, &base), metrics::macro_f1(&gold, &tuned)),
-                Objective::Exact => (metrics::exact_match(&gold, &base), metrics::exact_match(&gold, &tuned)),
+                Objective::Micro => (
+                    metrics::micro_f1(&gold, &base),
+                    metrics::micro_f1(&gold, &tuned),
+                ),
+                Objective::Macro => (
+                    metrics::macro_f1(&gold, &base),
+                    metrics::macro_f1(&gold, &tuned),
+                ),
+                Objective::Exact => (
+                    metrics::exact_match(&gold, &base),
+                    metrics::exact_match(&gold, &tuned),
+                ),
             };
             assert!(t > b, "{obj}: tuned {t} <= default {b}");
         }
