@@ -128,7 +128,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR", help_heading = "Encoder")]
     encoder_dir: Option<PathBuf>,
 
-    /// Linear: inverse regularization strength.
+    /// Linear: inverse regularization strength of every head [default: 1 (NB-scaled) and 2].
     #[arg(long, help_heading = "Linear")]
     c: Option<f64>,
 
@@ -233,11 +233,13 @@ fn mode(m: ModeArg) -> KnowledgeMode {
 
 fn train_config(a: &TrainArgs) -> TrainConfig {
     let mut linear = LinearConfig::default();
-    if let Some(c) = a.c {
-        linear.c = c;
-    }
-    if a.pos_weight == PosWeight::Auto {
-        linear.class_balance = 1.0;
+    for h in &mut linear.heads {
+        if let Some(c) = a.c {
+            h.c = c;
+        }
+        if a.pos_weight == PosWeight::Auto {
+            h.class_balance = 1.0;
+        }
     }
     let mut mlp = MlpConfig {
         seed: a.seed,
