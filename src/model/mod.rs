@@ -7,4 +7,5 @@
 pub mod bert;
 pub mod encoder;
 pub mod finetune;
+mod kernels;
 pub mod tiny;
