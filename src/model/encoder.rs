@@ -658,6 +658,12 @@ mod tests {
     }
 
     #[test]
+    fn encoder_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Encoder>();
+    }
+
+    #[test]
     fn missing_files_are_input_errors() {
         let d = tempfile::tempdir().unwrap();
         let err = Encoder::load(d.path(), EncoderOptions::default()).err().unwrap();

@@ -19,6 +19,7 @@ use crate::model::encoder::{load_tokenizer, weights_builder, ModelFiles};
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{Linear, VarBuilder, VarMap};
 use rand::seq::SliceRandom;
+use rayon::prelude::*;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -439,41 +440,66 @@ pub fn decide(p: &[f32; NUM_EMOTIONS], threshold: f32) -> LabelSet {
 }
 
 /// AdamW with decoupled weight decay, bias correction and per-variable decay flags.
+///
+/// The update of each variable is one parallel pass over plain slices (moments live in
+/// `Vec<f32>`): as candle tensor ops it took a dozen full-size temporaries per variable per
+/// step, which on 24M parameters cost more than a small batch's forward pass.
 struct AdamW {
-    vars: Vec<(Var, Tensor, Tensor, bool)>,
+    vars: Vec<Slot>,
     t: i32,
-    beta1: f64,
-    beta2: f64,
-    eps: f64,
-    weight_decay: f64,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+}
+
+struct Slot {
+    var: Var,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    decay: bool,
+}
+
+/// Contiguous f32 CPU values of `t` (copied).
+fn values(t: &Tensor) -> crate::Result<Vec<f32>> {
+    Ok(t.flatten_all()?.to_vec1::<f32>()?)
 }
 
 impl AdamW {
     fn new(named: Vec<(String, Var)>, weight_decay: f64) -> crate::Result<AdamW> {
         let vars = named
             .into_iter()
-            .map(|(name, v)| {
+            .map(|(name, var)| {
                 let decay = !(name.ends_with(".bias") || name.contains("LayerNorm"));
-                let z = v.as_tensor().zeros_like()?;
-                Ok((v, z.clone(), z, decay))
+                let n = var.elem_count();
+                Slot {
+                    var,
+                    m: vec![0.0; n],
+                    v: vec![0.0; n],
+                    decay,
+                }
             })
-            .collect::<crate::Result<Vec<_>>>()?;
+            .collect();
         Ok(AdamW {
             vars,
             t: 0,
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
-            weight_decay,
+            weight_decay: weight_decay as f32,
         })
     }
 
     /// Global L2 norm of the gradients of our variables.
     fn grad_norm(&self, grads: &candle_core::backprop::GradStore) -> crate::Result<f64> {
         let mut sq = 0f64;
-        for (v, ..) in &self.vars {
-            if let Some(g) = grads.get(v.as_tensor()) {
-                sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        for slot in &self.vars {
+            if let Some(g) = grads.get(slot.var.as_tensor()) {
+                let g = values(g)?;
+                sq += g
+                    .par_chunks(1 << 16)
+                    .map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
+                    .sum::<f64>();
             }
         }
         Ok(sq.sqrt())
@@ -486,27 +512,39 @@ impl AdamW {
         grad_scale: f64,
     ) -> crate::Result<()> {
         self.t += 1;
-        let bc1 = 1.0 - self.beta1.powi(self.t);
-        let bc2 = 1.0 - self.beta2.powi(self.t);
-        for (var, m, v, decay) in self.vars.iter_mut() {
-            let Some(g) = grads.get(var.as_tensor()) else {
+        let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
+        let bc1 = 1.0 - b1.powi(self.t);
+        let bc2 = 1.0 - b2.powi(self.t);
+        let lr = lr as f32;
+        let scale = grad_scale as f32;
+        for slot in self.vars.iter_mut() {
+            let Some(g) = grads.get(slot.var.as_tensor()) else {
                 continue;
             };
-            let g = if grad_scale != 1.0 {
-                (g * grad_scale)?
+            let g = values(g)?;
+            let mut theta = values(slot.var.as_tensor())?;
+            let shrink = if slot.decay {
+                1.0 - lr * self.weight_decay
             } else {
-                g.clone()
+                1.0
             };
-            *m = ((&*m * self.beta1)? + (&g * (1.0 - self.beta1))?)?.detach();
-            *v = ((&*v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?.detach();
-            let denom = ((&*v / bc2)?.sqrt()? + self.eps)?;
-            let update = ((&*m / bc1)? / denom)?;
-            let theta = if *decay && self.weight_decay > 0.0 {
-                (var.as_tensor() * (1.0 - lr * self.weight_decay))?
-            } else {
-                var.as_tensor().clone()
-            };
-            var.set(&(theta - (update * lr)?)?)?;
+            const C: usize = 1 << 14;
+            theta
+                .par_chunks_mut(C)
+                .zip(slot.m.par_chunks_mut(C))
+                .zip(slot.v.par_chunks_mut(C))
+                .zip(g.par_chunks(C))
+                .for_each(|(((th, m), v), g)| {
+                    for (((th, m), v), &g) in th.iter_mut().zip(m).zip(v).zip(g) {
+                        let g = g * scale;
+                        *m = b1 * *m + (1.0 - b1) * g;
+                        *v = b2 * *v + (1.0 - b2) * g * g;
+                        let update = (*m / bc1) / ((*v / bc2).sqrt() + eps);
+                        *th = *th * shrink - lr * update;
+                    }
+                });
+            let t = Tensor::from_vec(theta, slot.var.shape(), slot.var.device())?;
+            slot.var.set(&t)?;
         }
         Ok(())
     }
@@ -854,6 +892,35 @@ mod tests {
         assert_eq!(decide(&p[1], 0.5).to_string(), "Joy");
         // tp = 2 (Love, Joy), fn = 1 (Joy of row 0), fp = 0 -> 4/5
         assert_eq!(micro_f1(&p, &gold, 0.5), 0.8);
+    }
+
+    #[test]
+    fn adamw_matches_candle_nn() {
+        use candle_nn::Optimizer;
+        let dev = Device::Cpu;
+        let init = [1f32, -2.0, 3.0, 0.5];
+        let ours = Var::new(&init, &dev).unwrap();
+        let theirs = Var::new(&init, &dev).unwrap();
+        let mut a = AdamW::new(vec![("w".into(), ours.clone())], 0.01).unwrap();
+        let mut b = candle_nn::AdamW::new(
+            vec![theirs.clone()],
+            candle_nn::ParamsAdamW {
+                lr: 0.1,
+                weight_decay: 0.01,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for _ in 0..3 {
+            let ga = ours.as_tensor().sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            a.step(&ga, 0.1, 1.0).unwrap();
+            let gb = theirs.as_tensor().sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            b.step(&gb).unwrap();
+        }
+        let va = ours.as_tensor().to_vec1::<f32>().unwrap();
+        let vb = theirs.as_tensor().to_vec1::<f32>().unwrap();
+        assert!(crate::model::bert::tests::max_abs_diff(&va, &vb) < 1e-5, "{va:?} {vb:?}");
+        assert!(va[0] < 1.0 && va[1] > -2.0, "moved towards 0: {va:?}");
     }
 
     #[test]

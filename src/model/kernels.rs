@@ -232,7 +232,8 @@ pub(crate) fn attention(
                         *x = if m > 0.0 { (*x - max).exp() } else { 0.0 };
                         sum += *x;
                     }
-                    let inv = 1.0 / sum;
+                    // A sentence whose mask hides every key has no context: zeros, not NaN.
+                    let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
                     for x in row.iter_mut() {
                         *x *= inv;
                     }
