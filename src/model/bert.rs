@@ -235,13 +235,7 @@ impl DropoutRng {
         let n = xs.elem_count();
         let mut rng = self.0.lock().expect("dropout rng poisoned");
         let keep: Vec<f32> = (0..n)
-            .map(|_| {
-                if rng.random::<f64>() >= p {
-                    scale
-                } else {
-                    0.0
-                }
-            })
+            .map(|_| if rng.random::<f64>() >= p { scale } else { 0.0 })
             .collect();
         drop(rng);
         let mask = Tensor::from_vec(keep, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
@@ -316,7 +310,12 @@ impl Embeddings {
     fn load(vb: VarBuilder, cfg: &Config) -> candle_core::Result<Self> {
         let std = cfg.initializer_range;
         Ok(Embeddings {
-            word: embedding(cfg.vocab_size, cfg.hidden_size, std, vb.pp("word_embeddings"))?,
+            word: embedding(
+                cfg.vocab_size,
+                cfg.hidden_size,
+                std,
+                vb.pp("word_embeddings"),
+            )?,
             position: embedding(
                 cfg.max_position_embeddings,
                 cfg.hidden_size,
@@ -422,7 +421,11 @@ impl Attention {
             candle_nn::ops::softmax_last_dim(&scores)?
         };
         let probs = rng.apply(&probs, self.attn_dropout_p, train)?;
-        let ctx = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.flatten_from(2)?;
+        let ctx = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .flatten_from(2)?;
         if train {
             let out = self.output.forward(&ctx)?;
             let out = rng.apply(&out, self.hidden_dropout_p, train)?;
@@ -481,7 +484,9 @@ impl Layer {
     ) -> candle_core::Result<Tensor> {
         let a = self.attention.forward_t(xs, mask, keep, rng, train)?;
         if train || self.act != HiddenAct::Gelu {
-            let h = self.act.forward(&linear_t(&a, &self.intermediate, Epilogue::None, train)?)?;
+            let h = self
+                .act
+                .forward(&linear_t(&a, &self.intermediate, Epilogue::None, train)?)?;
             let h = linear_t(&h, &self.output, Epilogue::None, train)?;
             let h = rng.apply(&h, self.dropout_p, train)?;
             self.layer_norm.forward_t(&(h + a)?, train)
@@ -661,7 +666,10 @@ pub(crate) mod tests {
     /// both sides can split a pair that straddles a rounding boundary.
     pub(crate) fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len(), "length differs");
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
 
     /// Overwrites every variable with seeded values (candle's own init cannot be seeded):
@@ -674,7 +682,11 @@ pub(crate) mod tests {
         for name in names {
             let var = &data[name];
             let n = var.elem_count();
-            let base = if name.contains("LayerNorm.weight") { 1.0 } else { 0.0 };
+            let base = if name.contains("LayerNorm.weight") {
+                1.0
+            } else {
+                0.0
+            };
             let vals: Vec<f32> = (0..n)
                 .map(|_| {
                     let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
@@ -761,7 +773,12 @@ pub(crate) mod tests {
         let short = Tensor::new(&[[2u32, 10, 11, 3]], &dev).unwrap();
         let long = Tensor::new(&[[2u32, 10, 11, 3, 0, 0]], &dev).unwrap();
         let h1 = m
-            .forward_t(&short, &short.zeros_like().unwrap(), &short.ones_like().unwrap(), false)
+            .forward_t(
+                &short,
+                &short.zeros_like().unwrap(),
+                &short.ones_like().unwrap(),
+                false,
+            )
             .unwrap();
         let mask = Tensor::new(&[[1u32, 1, 1, 1, 0, 0]], &dev).unwrap();
         let h2 = m
@@ -801,7 +818,9 @@ pub(crate) mod tests {
         let mut losses = vec![];
         for _ in 0..20 {
             let h = bert.forward_t(&ids, &types, &mask, true).unwrap();
-            let logits = head.forward(&pool(&h, &mask, Pooling::Cls).unwrap()).unwrap();
+            let logits = head
+                .forward(&pool(&h, &mask, Pooling::Cls).unwrap())
+                .unwrap();
             let loss = candle_nn::loss::mse(&logits, &target).unwrap();
             losses.push(loss.to_scalar::<f32>().unwrap());
             opt.backward_step(&loss).unwrap();

@@ -53,7 +53,10 @@ pub(crate) fn linear(
     let k = x.dim(candle_core::D::Minus1)?;
     let (n, wk) = w.dims2()?;
     if wk != k {
-        candle_core::bail!("linear: input width {k} does not match weight {:?}", w.dims());
+        candle_core::bail!(
+            "linear: input width {k} does not match weight {:?}",
+            w.dims()
+        );
     }
     let m = x.elem_count() / k.max(1);
     let mut out_dims = x.dims().to_vec();
@@ -180,7 +183,12 @@ pub(crate) fn attention(
     }
     let (b, s, h) = q.dims3()?;
     if k.dims() != q.dims() || v.dims() != q.dims() || h % heads != 0 {
-        candle_core::bail!("attention: shapes {:?} {:?} {:?}, {heads} heads", q.dims(), k.dims(), v.dims());
+        candle_core::bail!(
+            "attention: shapes {:?} {:?} {:?}, {heads} heads",
+            q.dims(),
+            k.dims(),
+            v.dims()
+        );
     }
     let d = h / heads;
     let scale = 1.0 / (d as f32).sqrt();
@@ -197,59 +205,83 @@ pub(crate) fn attention(
     let vv = f32_slice(&vs, vl.start_offset(), b * s * h)?;
     let mut out = uninit_vec(b * s * h);
     let dst = SharedMut(out.as_mut_ptr() as *mut f32);
-    (0..b * heads)
-        .into_par_iter()
-        .for_each_init(
-            || vec![0f32; s * s],
-            |scores, t| {
-                let (i, j) = (t / heads, t % heads);
-                let base = i * s * h + j * d;
-                let keep = &keep[i * s..(i + 1) * s];
-                let dst = dst;
-                // SAFETY (both calls): the head's rows of q/k/v start at `base` with row
-                // stride h and d columns, inside the slices; `scores` is s×s row-major; the
-                // context block written (rows of sentence i, columns of head j) is disjoint
-                // from every other task's.
-                unsafe {
-                    gemm::gemm(
-                        s, s, d,
-                        scores.as_mut_ptr(), 1, s as isize, false,
-                        qv.as_ptr().add(base), 1, h as isize,
-                        kv.as_ptr().add(base), h as isize, 1,
-                        0.0f32, scale, false, false, false,
-                        gemm::Parallelism::None,
-                    );
-                }
-                for row in scores.chunks_mut(s) {
-                    let mut max = f32::NEG_INFINITY;
-                    for (x, &m) in row.iter().zip(keep) {
-                        if m > 0.0 && *x > max {
-                            max = *x;
-                        }
+    (0..b * heads).into_par_iter().for_each_init(
+        || vec![0f32; s * s],
+        |scores, t| {
+            let (i, j) = (t / heads, t % heads);
+            let base = i * s * h + j * d;
+            let keep = &keep[i * s..(i + 1) * s];
+            let dst = dst;
+            // SAFETY (both calls): the head's rows of q/k/v start at `base` with row
+            // stride h and d columns, inside the slices; `scores` is s×s row-major; the
+            // context block written (rows of sentence i, columns of head j) is disjoint
+            // from every other task's.
+            unsafe {
+                gemm::gemm(
+                    s,
+                    s,
+                    d,
+                    scores.as_mut_ptr(),
+                    1,
+                    s as isize,
+                    false,
+                    qv.as_ptr().add(base),
+                    1,
+                    h as isize,
+                    kv.as_ptr().add(base),
+                    h as isize,
+                    1,
+                    0.0f32,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            for row in scores.chunks_mut(s) {
+                let mut max = f32::NEG_INFINITY;
+                for (x, &m) in row.iter().zip(keep) {
+                    if m > 0.0 && *x > max {
+                        max = *x;
                     }
-                    let mut sum = 0f32;
-                    for (x, &m) in row.iter_mut().zip(keep) {
-                        *x = if m > 0.0 { (*x - max).exp() } else { 0.0 };
-                        sum += *x;
-                    }
-                    // A sentence whose mask hides every key has no context: zeros, not NaN.
-                    let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
-                    for x in row.iter_mut() {
-                        *x *= inv;
-                    }
                 }
-                unsafe {
-                    gemm::gemm(
-                        s, d, s,
-                        dst.0.add(base), 1, h as isize, false,
-                        scores.as_ptr(), 1, s as isize,
-                        vv.as_ptr().add(base), 1, h as isize,
-                        0.0f32, 1.0f32, false, false, false,
-                        gemm::Parallelism::None,
-                    );
+                let mut sum = 0f32;
+                for (x, &m) in row.iter_mut().zip(keep) {
+                    *x = if m > 0.0 { (*x - max).exp() } else { 0.0 };
+                    sum += *x;
                 }
-            },
-        );
+                // A sentence whose mask hides every key has no context: zeros, not NaN.
+                let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+                for x in row.iter_mut() {
+                    *x *= inv;
+                }
+            }
+            unsafe {
+                gemm::gemm(
+                    s,
+                    d,
+                    s,
+                    dst.0.add(base),
+                    1,
+                    h as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    s as isize,
+                    vv.as_ptr().add(base),
+                    1,
+                    h as isize,
+                    0.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        },
+    );
     drop((qs, ks, vs));
     // SAFETY: the tasks together wrote every (sentence, position, head, column) element.
     let out = unsafe { assume_init(out) };
@@ -290,7 +322,12 @@ fn epilogue_row(row: &mut [f32], bias: Option<&[f32]>, resid: Option<&[f32]>, ge
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn epilogue_avx512(row: &mut [f32], bias: Option<&[f32]>, resid: Option<&[f32]>, gelu: bool) {
+unsafe fn epilogue_avx512(
+    row: &mut [f32],
+    bias: Option<&[f32]>,
+    resid: Option<&[f32]>,
+    gelu: bool,
+) {
     epilogue_generic(row, bias, resid, gelu)
 }
 
@@ -376,7 +413,11 @@ mod tests {
         let k = Tensor::randn(0f32, 1.0, (b, s, h), &dev).unwrap();
         let v = Tensor::randn(0f32, 1.0, (b, s, h), &dev).unwrap();
         let mask = Tensor::new(
-            &[[1u32, 1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 0]],
+            &[
+                [1u32, 1, 1, 1, 1, 1, 1],
+                [1, 1, 1, 0, 0, 0, 0],
+                [1, 1, 1, 1, 1, 1, 0],
+            ],
             &dev,
         )
         .unwrap();
@@ -434,7 +475,10 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let base = lin.forward(&x).unwrap();
-        assert_eq!(round(linear(&x, &lin, Epilogue::None).unwrap()), round(base.clone()));
+        assert_eq!(
+            round(linear(&x, &lin, Epilogue::None).unwrap()),
+            round(base.clone())
+        );
         assert_eq!(
             round(linear(&x, &lin, Epilogue::Gelu).unwrap()),
             round(base.gelu_erf().unwrap())
