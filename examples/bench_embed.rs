@@ -6,7 +6,9 @@ use std::path::Path;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let dir = args.first().expect("usage: bench_embed ENCODER_DIR [N] [MAX_LEN] [THREADS]");
+    let dir = args
+        .first()
+        .expect("usage: bench_embed ENCODER_DIR [N] [MAX_LEN] [THREADS]");
     let n: usize = args.get(1).map_or(Ok(2000), |s| s.parse())?;
     let max_len: usize = args.get(2).map_or(Ok(64), |s| s.parse())?;
     let threads: usize = args.get(3).map_or(Ok(0), |s| s.parse())?;

@@ -7,7 +7,9 @@ use std::path::Path;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let dir = args.first().expect("usage: bench_finetune ENCODER_DIR [N] [MAX_LEN] [BATCH]");
+    let dir = args
+        .first()
+        .expect("usage: bench_finetune ENCODER_DIR [N] [MAX_LEN] [BATCH]");
     let n: usize = args.get(1).map_or(Ok(320), |s| s.parse())?;
     let max_len: usize = args.get(2).map_or(Ok(64), |s| s.parse())?;
     let batch: usize = args.get(3).map_or(Ok(16), |s| s.parse())?;
@@ -24,10 +26,22 @@ fn main() -> anyhow::Result<()> {
     };
     let t = std::time::Instant::now();
     train(&texts, &labels, &[], &[], &cfg, &mut |e| match e {
-        FinetuneEvent::Step { step, total_steps, loss, .. } => {
-            eprintln!("step {step}/{total_steps} loss {loss:.4} ({:.1} ex/s)", (step * batch) as f64 / t.elapsed().as_secs_f64())
+        FinetuneEvent::Step {
+            step,
+            total_steps,
+            loss,
+            ..
+        } => {
+            eprintln!(
+                "step {step}/{total_steps} loss {loss:.4} ({:.1} ex/s)",
+                (step * batch) as f64 / t.elapsed().as_secs_f64()
+            )
         }
-        FinetuneEvent::Epoch { examples_per_sec, secs, .. } => {
+        FinetuneEvent::Epoch {
+            examples_per_sec,
+            secs,
+            ..
+        } => {
             println!("{{\"examples\": {}, \"secs\": {secs:.1}, \"examples_per_sec\": {examples_per_sec:.2}, \"max_len\": {max_len}, \"batch\": {batch}}}", texts.len())
         }
         _ => {}

@@ -83,7 +83,10 @@ pub fn tiny_vocab(texts: &[String]) -> Vec<String> {
     for c in (b'!'..=b'~').map(char::from) {
         push(c.to_string(), &mut vocab);
     }
-    for c in "，。！？、：；“”‘’（）《》…—".chars().chain(COMMON_CHARS.chars()) {
+    for c in "，。！？、：；“”‘’（）《》…—"
+        .chars()
+        .chain(COMMON_CHARS.chars())
+    {
         push(c.to_string(), &mut vocab);
     }
     for t in texts {
@@ -244,8 +247,8 @@ pub fn write_pytorch_bin(path: &Path, tensors: &[(String, Tensor)]) -> crate::Re
 
     let file = std::fs::File::create(path).map_err(|e| crate::Error::io(path, e))?;
     let mut zip = zip::ZipWriter::new(file);
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     let zerr = |e: zip::result::ZipError| crate::Error::Model(format!("{}: {e}", path.display()));
     let ioerr = |e: std::io::Error| crate::Error::io(path, e);
     zip.start_file("archive/data.pkl", opts).map_err(zerr)?;
@@ -308,6 +311,9 @@ mod tests {
             w2.to_vec2::<f32>().unwrap(),
             vec![vec![1., 2., 3.], vec![4., 5., 6.]]
         );
-        assert_eq!(vb.get(2, "l.bias").unwrap().to_vec1::<f32>().unwrap(), [0.5, -0.5]);
+        assert_eq!(
+            vb.get(2, "l.bias").unwrap().to_vec1::<f32>().unwrap(),
+            [0.5, -0.5]
+        );
     }
 }
