@@ -163,10 +163,10 @@ enum FormatArg {
     Sharegpt,
 }
 
-/// Run a local OpenAI-compatible test server that answers like the seed's LLM (for trying
-/// `annotate` without an API key; tests start it in-process).
+/// Run a local OpenAI-compatible server that answers like the seed's LLM (no key needed).
 ///
-/// It knows the store's gold labels and answers in the seed's format. --wrong-first answers
+/// For trying `annotate` without an API key (the tests start the same server in-process). It
+/// knows the store's gold labels and answers in the seed's format. --wrong-first answers
 /// the blind prompt wrongly so the guided prompt is exercised.
 ///
 /// Example: emoknow dev-server --port 8000 & emoknow annotate --endpoint http://127.0.0.1:8000/v1 --limit 20

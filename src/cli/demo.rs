@@ -10,7 +10,9 @@ use std::process::ExitCode;
 ///
 /// Runs, printing each command first: ingest data/Train.csv (seed split: rows 1–1000 test,
 /// 8% of the rest validation), import the seed's qwen-max and chatglm3 rationales for rows
-/// 1–2000, stats, and two queries. Idempotent: running it again changes nothing.
+/// 1–2000, stats, two queries, then train the `linear` classifier (into <store>/models/linear)
+/// and evaluate it on the test split, next to the chatglm3 rationales' own labels. Idempotent:
+/// running it again changes nothing but retrains.
 ///
 /// Example: cargo run --release -- demo
 #[derive(clap::Args, Debug)]
@@ -41,6 +43,15 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         vec!["query", "--emotion", "Love", "--emotion", "Joy", "--keyword", "孩子", "--source", "qwen-max", "--limit", "2"],
     ];
     let store = ctx.store.display().to_string();
+    let model = ctx.store.join("models").join("linear").display().to_string();
+    let steps: Vec<Vec<&str>> = steps
+        .into_iter()
+        .chain([
+            vec!["train", "--classifier", "linear", "--out", &model],
+            vec!["eval", "--model", &model, "--split", "test"],
+            vec!["eval", "--source", "chatglm3-lora", "--split", "test"],
+        ])
+        .collect();
     for step in steps {
         let mut argv = vec!["emoknow", "--store", &store];
         if ctx.quiet {

@@ -49,6 +49,8 @@ pub fn color() -> bool {
 /// `text` with every occurrence of a token marked (ANSI bold red on a terminal, 【】 otherwise)
 /// and cut to about `width` characters around the first match.
 pub fn highlight(text: &str, tokens: &[String], width: usize) -> String {
+    // One line per snippet: rationales carry paragraph breaks.
+    let text = &text.split_whitespace().collect::<Vec<_>>().join(" ");
     let lower = text.to_lowercase();
     // Byte ranges of matches (case-insensitive for ASCII; lower-casing keeps CJK offsets).
     let mut ranges: Vec<(usize, usize)> = Vec::new();
@@ -109,6 +111,11 @@ pub fn highlight(text: &str, tokens: &[String], width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snippets_are_one_line() {
+        assert_eq!(highlight("理由:\n\n担忧\n未来", &["担忧".into()], 40), "理由: 【担忧】 未来");
+    }
 
     #[test]
     fn highlights_all_tokens_in_window() {

@@ -100,7 +100,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 5, help_heading = "Knowledge")]
     neighbours_k: usize,
 
-    /// Train and validate only on examples that have the rationale.
+    /// Train and validate only on examples that have a rationale of --source (validation:
+    /// of --eval-source); with --knowledge none, a text-only baseline on the same rows.
     #[arg(long, help_heading = "Knowledge")]
     only_with_knowledge: bool,
 

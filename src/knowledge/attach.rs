@@ -186,7 +186,8 @@ pub fn samples(store: &Store, examples: &[Example], spec: &AttachSpec, eval: boo
         .collect()
 }
 
-/// Whether the example has the rationale the spec would attach (for `--only-with-knowledge`).
+/// Whether the example has a rationale of the spec's source (evaluation source when `eval`),
+/// whatever the mode (for `--only-with-knowledge`).
 pub fn has_rationale(store: &Store, id: ExampleId, spec: &AttachSpec, eval: bool) -> Result<bool> {
     let src = if eval {
         spec.eval_source.as_ref().or(spec.source.as_ref())

@@ -120,7 +120,8 @@ pub struct TrainConfig {
     pub attach: AttachSpec,
     /// Threshold objective.
     pub objective: Objective,
-    /// Train and validate only on examples that have the rationale the spec attaches.
+    /// Train and validate only on examples that have a rationale of the spec's source
+    /// (training) and evaluation source (validation), whatever the knowledge mode.
     pub only_with_knowledge: bool,
     /// Use at most this many training examples (a seeded random subset).
     pub max_train: Option<usize>,
@@ -194,7 +195,9 @@ fn gold(samples: &[Sample]) -> Vec<LabelSet> {
 /// The examples of a split, restricted as the config asks.
 fn split_examples(store: &Store, split: Split, cfg_only: bool, attach: &AttachSpec, eval: bool) -> Result<Vec<Example>> {
     let mut ex = store.examples(Some(split))?;
-    if cfg_only && attach.mode != KnowledgeMode::None {
+    // With a source named, the restriction holds even for text-only models, so a text-only
+    // baseline can be trained on exactly the rows the knowledge model sees.
+    if cfg_only && (attach.mode != KnowledgeMode::None || attach.source.is_some()) {
         let mut keep = Vec::with_capacity(ex.len());
         for e in ex {
             if attach::has_rationale(store, e.id, attach, eval)? {
