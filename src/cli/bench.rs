@@ -24,6 +24,28 @@ enum Sub {
     Store(StoreArgs),
     Annotate(AnnotateArgs),
     Embed(EmbedArgs),
+    Similar(SimilarArgs),
+}
+
+/// Dense top-k retrieval over the store's stored text vectors: one query at a time, and
+/// batched through one matmul, against a plain loop of dot products (the baseline).
+///
+/// Needs a store with embeddings (`emoknow embed`).
+///
+/// Example: emoknow bench similar -k 10 --queries 500
+#[derive(clap::Args, Debug)]
+struct SimilarArgs {
+    /// Neighbours per query.
+    #[arg(short, default_value_t = 10)]
+    k: usize,
+
+    /// Queries (the first test-split examples).
+    #[arg(long, default_value_t = 500)]
+    queries: usize,
+
+    /// Stored encoder [default: the only one].
+    #[arg(long)]
+    encoder: Option<String>,
 }
 
 /// Embedding throughput of an encoder on the corpus: (a) corpus order in batches of 32 — the
@@ -112,6 +134,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Sub::Store(a) => bench_store(a, ctx),
         Sub::Annotate(a) => bench_annotate(a, ctx),
         Sub::Embed(a) => bench_embed(a, ctx),
+        Sub::Similar(a) => bench_similar(a, ctx),
     }
 }
 
@@ -329,6 +352,73 @@ fn bench_embed(a: EmbedArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             );
         }
         println!("  length sorting: ×{:.2}; max |difference| between the runs' vectors {:.1e}", r.speedup, r.max_abs_diff);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_similar(a: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    use emoknow::knowledge::retrieve::{BruteForce, NeighbourSearch};
+    use emoknow::store::vectors::What;
+    let store = ctx.open()?;
+    let info = match &a.encoder {
+        Some(k) => store.find_encoder(k)?,
+        None => store
+            .encoders()?
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("no stored embeddings: run `emoknow embed` first"))?,
+    };
+    let all = store.vectors(&info, &What::Text, None)?;
+    let index = BruteForce::new(&all)?;
+    let queries: Vec<&[f32]> = (0..a.queries.min(all.ids.len())).map(|i| all.row(i)).collect();
+    let allowed = |q: usize, r: usize| q != r;
+    let mut one = Vec::new();
+    let mut first = Vec::new();
+    for (i, q) in queries.iter().enumerate() {
+        let t = Instant::now();
+        let hits = index.search(&[*q], a.k, &|_, r| r != i)?;
+        one.push(t.elapsed().as_secs_f64() * 1e3);
+        first.push(hits[0].clone());
+    }
+    let t = Instant::now();
+    let batched = index.search(&queries, a.k, &allowed)?;
+    let batched_ms = t.elapsed().as_secs_f64() * 1e3 / queries.len() as f64;
+    anyhow::ensure!(batched == first, "batched and single queries disagree");
+    // Baseline: a loop of dot products over the normalized rows, then a full sort.
+    let norm: Vec<Vec<f32>> = (0..all.ids.len())
+        .map(|i| {
+            let r = all.row(i);
+            let n = r.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            r.iter().map(|x| x / n).collect()
+        })
+        .collect();
+    let mut naive = Vec::new();
+    for (i, q) in queries.iter().enumerate().take(100) {
+        let t = Instant::now();
+        let n = q.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        let mut s: Vec<(usize, f32)> = norm
+            .iter()
+            .enumerate()
+            .filter(|(r, _)| *r != i)
+            .map(|(r, v)| (r, v.iter().zip(*q).map(|(a, b)| a * b).sum::<f32>() / n))
+            .collect();
+        s.sort_by(|a, b| b.1.total_cmp(&a.1));
+        s.truncate(a.k);
+        std::hint::black_box(&s);
+        naive.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let (p50, p95, naive50) = (percentile(&mut one, 0.5), percentile(&mut one, 0.95), percentile(&mut naive, 0.5));
+    if ctx.json {
+        output::print_json(&serde_json::json!({
+            "vectors": all.ids.len(), "dim": all.dim, "k": a.k, "queries": queries.len(),
+            "single_p50_ms": p50, "single_p95_ms": p95, "batched_ms_per_query": batched_ms,
+            "naive_loop_p50_ms": naive50,
+        }))?;
+    } else {
+        println!("top-{} over {} vectors of dim {} ({}), {} queries", a.k, all.ids.len(), all.dim, info.name, queries.len());
+        println!("  one query per matmul   p50 {p50:.2} ms, p95 {p95:.2} ms");
+        println!("  batched (256 per matmul) {batched_ms:.3} ms per query");
+        println!("  baseline: loop of dot products + sort, p50 {naive50:.2} ms  (single ×{:.1}, batched ×{:.0})", naive50 / p50, naive50 / batched_ms);
     }
     Ok(ExitCode::SUCCESS)
 }
