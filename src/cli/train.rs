@@ -315,7 +315,8 @@ pub fn run_train(a: TrainArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let meta = classifier::train(&store, &cfg, &a.out, &mut |e| match e {
         TrainEvent::Phase(p) => pb.set_message(p),
         TrainEvent::Epoch { epoch, loss, val } => {
-            pb.set_message(format!("epoch {epoch}: loss {loss:.4}, {val}"))
+            // Keep one line per epoch above the spinner.
+            pb.println(format!("epoch {epoch}: loss {loss:.4}, {val}"));
         }
     })
     .with_context(|| format!("training {} into {}", a.classifier_name(), a.out.display()))?;
@@ -331,10 +332,13 @@ pub fn run_train(a: TrainArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             a.out.display()
         );
         println!(
-            "validation ({} examples, thresholds for {}-F1/exact: {}):",
+            "validation ({} examples, thresholds tuned for {}):",
             meta.n_val,
-            meta.objective.name(),
-            meta.objective.name()
+            match meta.objective {
+                Objective::Exact => "exact match",
+                Objective::Micro => "micro-F1",
+                Objective::Macro => "macro-F1",
+            }
         );
         print_report(&meta.val);
     }
@@ -528,16 +532,16 @@ pub fn run_predict(a: PredictArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             .collect();
         println!("  {}", ps.join("  "));
         if a.explain {
-            if model.meta.attach.mode == KnowledgeMode::None {
+            let spec = model.knowledge_spec();
+            if spec.mode == KnowledgeMode::None {
                 println!("  knowledge: none (the model reads the text only)");
-            } else {
-                if matches!(model.meta.attach.mode, KnowledgeMode::Rationale | KnowledgeMode::All) {
-                    println!("  rationale: none (new text is not annotated; `emoknow annotate` stores one)");
-                }
-                for n in &s.neighbours {
-                    let text = store.example(n.id)?.map(|e| e.text).unwrap_or_default();
-                    println!("  neighbour #{} ({:.3}) {} — {}", n.id, n.score, n.labels, text);
-                }
+            }
+            if matches!(spec.mode, KnowledgeMode::Rationale | KnowledgeMode::All) {
+                println!("  rationale: none (new text is not annotated; `emoknow annotate` stores one)");
+            }
+            for n in &s.neighbours {
+                let text = store.example(n.id)?.map(|e| e.text).unwrap_or_default();
+                println!("  neighbour #{} ({:.3}) {} — {}", n.id, n.score, n.labels, text);
             }
         }
     }

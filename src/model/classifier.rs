@@ -268,7 +268,7 @@ pub fn train(
             let texts: Vec<String> = train_s.iter().map(Sample::joined).collect();
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let m = LinearModel::train(&refs, &gold(&train_s), &cfg.linear, &mut |p| {
-                progress(TrainEvent::Phase(format!("{p:?}")))
+                progress(TrainEvent::Phase(p.to_string()))
             })?;
             m.save(out)?;
             meta.linear = Some(cfg.linear.clone());
@@ -334,7 +334,32 @@ pub fn train(
                 &vtexts.iter().map(String::as_str).collect::<Vec<_>>(),
                 &gold(&val_s),
                 &ft,
-                &mut |e| progress(TrainEvent::Phase(format!("{e:?}"))),
+                &mut |e| {
+                    progress(match e {
+                        finetune::FinetuneEvent::Step { epoch, step, total_steps, loss, lr } => {
+                            TrainEvent::Phase(format!(
+                                "epoch {epoch}, step {step}/{total_steps}: loss {loss:.4}, lr {lr:.1e}"
+                            ))
+                        }
+                        finetune::FinetuneEvent::Eval { epoch, val_loss, val_micro_f1, best, .. } => {
+                            TrainEvent::Epoch {
+                                epoch,
+                                loss: val_loss,
+                                val: format!(
+                                    "val micro-F1 {val_micro_f1:.3}{}",
+                                    if best { " (best)" } else { "" }
+                                ),
+                            }
+                        }
+                        finetune::FinetuneEvent::Epoch { epoch, train_loss, examples_per_sec, .. } => {
+                            TrainEvent::Epoch {
+                                epoch,
+                                loss: train_loss,
+                                val: format!("{examples_per_sec:.1} examples/s"),
+                            }
+                        }
+                    })
+                },
             )?;
             m.save(out)?;
             meta.finetune = Some(ft);
@@ -582,6 +607,18 @@ impl Model {
         })
     }
 
+    /// The knowledge this model (for an ensemble: its first member using any) attaches.
+    pub fn knowledge_spec(&self) -> &AttachSpec {
+        match &self.inner {
+            Inner::Ensemble(members) => members
+                .iter()
+                .map(|m| m.knowledge_spec())
+                .find(|a| a.mode != KnowledgeMode::None)
+                .unwrap_or(&self.meta.attach),
+            _ => &self.meta.attach,
+        }
+    }
+
     /// The model directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -657,7 +694,14 @@ impl Model {
     /// Samples for texts the store does not hold: no rationale (they were never annotated),
     /// neighbours retrieved now when the model attaches them.
     pub fn samples_for_texts(&self, store: &Store, texts: &[String]) -> Result<Vec<Sample>> {
-        let spec = &self.meta.attach;
+        // An ensemble attaches nothing itself; show the first knowledge-using member's (each
+        // member rebuilds its own inputs when predicting).
+        if let Inner::Ensemble(members) = &self.inner {
+            if let Some(m) = members.iter().find(|m| m.meta.attach.mode != KnowledgeMode::None) {
+                return m.samples_for_texts(store, texts);
+            }
+        }
+        let spec = self.knowledge_spec();
         let mut neighbours: Vec<Vec<Neighbour>> = vec![Vec::new(); texts.len()];
         if matches!(spec.mode, KnowledgeMode::Neighbours | KnowledgeMode::All) {
             let src = spec.neighbours_source.clone().unwrap_or_default();
