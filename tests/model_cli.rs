@@ -220,6 +220,16 @@ fn frozen_knn_finetune_and_ensemble_train_on_a_tiny_encoder() {
         .ok()
         .json();
     assert_eq!(frozen["encoder"]["name"], "tiny");
+    // Stacked: the linear model's out-of-fold scores join the head's features.
+    let stacked = env
+        .run(&["--json", "train", "--classifier", "frozen", "--stack-linear", "3", "--hidden", "16", "--epochs", "30", "--out", s(&m("stacked"))])
+        .ok()
+        .json();
+    assert_eq!(stacked["stack_folds"], 3);
+    assert!(m("stacked").join("stack-linear").is_dir());
+    env.run(&["train", "--classifier", "frozen", "--stack-linear", "1", "--out", s(&m("bad"))])
+        .code(2)
+        .stderr_has("at least 2 folds");
     let knn = env
         .run(&["--json", "train", "--classifier", "knn", "-k", "5", "--out", s(&m("knn"))])
         .ok()
@@ -237,7 +247,7 @@ fn frozen_knn_finetune_and_ensemble_train_on_a_tiny_encoder() {
         .json();
     assert_eq!(ens["members"].as_array().unwrap().len(), 3);
     // Every saved model reloads and reproduces its validation metrics.
-    for (name, meta) in [("frozen", &frozen), ("knn", &knn), ("finetune", &ft), ("ens", &ens)] {
+    for (name, meta) in [("frozen", &frozen), ("stacked", &stacked), ("knn", &knn), ("finetune", &ft), ("ens", &ens)] {
         let val = env.run(&["--json", "eval", "--model", s(&m(name)), "--split", "val"]).ok().json();
         assert_eq!(metrics(&val), metrics(&meta["val"]), "{name}");
         env.run(&["eval", "--model", s(&m(name))]).ok();

@@ -137,6 +137,11 @@ pub struct TrainArgs {
     #[arg(long, help_heading = "Frozen")]
     hidden: Option<usize>,
 
+    /// Frozen: also feed the head the linear model's scores (out-of-fold on training rows from
+    /// this many folds, then a linear model on all of them for validation and prediction); 0 = off.
+    #[arg(long, value_name = "FOLDS", default_value_t = 0, help_heading = "Frozen")]
+    stack_linear: usize,
+
     /// Frozen/finetune: epochs.
     #[arg(long, help_heading = "Frozen / finetune")]
     epochs: Option<usize>,
@@ -301,6 +306,7 @@ fn train_config(a: &TrainArgs) -> TrainConfig {
         linear,
         mlp,
         knn_k: a.k,
+        stack_folds: a.stack_linear,
         finetune: ft,
         members: a.members.clone(),
         seed: a.seed,

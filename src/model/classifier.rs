@@ -91,6 +91,10 @@ pub struct Meta {
     pub linear: Option<LinearConfig>,
     /// Head settings (frozen).
     pub mlp: Option<MlpConfig>,
+    /// Frozen: folds of the stacked linear model whose scores join the features (0 = none;
+    /// its settings are `linear`, its weights in the `stack-linear` subdirectory).
+    #[serde(default)]
+    pub stack_folds: usize,
     /// kNN settings.
     pub knn: Option<KnnConfig>,
     /// Fine-tune settings.
@@ -135,6 +139,8 @@ pub struct TrainConfig {
     pub mlp: MlpConfig,
     /// kNN neighbours.
     pub knn_k: usize,
+    /// Frozen: stack the linear model's out-of-fold scores into the features (folds; 0 = off).
+    pub stack_folds: usize,
     /// Fine-tune settings.
     pub finetune: FinetuneConfig,
     /// Ensemble members.
@@ -169,7 +175,7 @@ pub struct Model {
 
 enum Inner {
     Linear(LinearModel),
-    Frozen(Mlp),
+    Frozen(Mlp, Option<LinearModel>),
     Knn,
     Finetune(FinetuneModel),
     Ensemble(Vec<Model>),
@@ -252,6 +258,7 @@ pub fn train(
         encoder_dir: cfg.encoder_dir.clone(),
         linear: None,
         mlp: None,
+        stack_folds: 0,
         knn: None,
         finetune: None,
         members: Vec::new(),
@@ -278,10 +285,20 @@ pub fn train(
         Kind::Frozen => {
             let info = pick_encoder(store, cfg.encoder.as_deref())?;
             meta.encoder = Some(info.clone());
-            progress(TrainEvent::Phase("features".into()));
             let enc = OnceEncoder::new(cfg.encoder_dir.as_deref(), &info);
-            let fx = frozen_features(store, &info, &enc, &cfg.attach, &train_s, false)?;
-            let fv = frozen_features(store, &info, &enc, &cfg.attach, &val_s, true)?;
+            let (sx, sv) = match cfg.stack_folds {
+                0 => (None, None),
+                1 => return Err(Error::Invalid("--stack-linear needs at least 2 folds".into())),
+                k => {
+                    let (sx, sv) = stack_scores(&train_s, &val_s, k, cfg, out, progress)?;
+                    meta.linear = Some(cfg.linear.clone());
+                    meta.stack_folds = k;
+                    (Some(sx), Some(sv))
+                }
+            };
+            progress(TrainEvent::Phase("features".into()));
+            let fx = frozen_features(store, &info, &enc, &cfg.attach, &train_s, false, sx.as_deref())?;
+            let fv = frozen_features(store, &info, &enc, &cfg.attach, &val_s, true, sv.as_deref())?;
             let dim = fx.len() / train_s.len();
             let head = Mlp::train(
                 Features { data: &fx, dim },
@@ -503,8 +520,60 @@ fn vectors_for(
     Ok(out)
 }
 
+/// Where a stacked frozen model keeps its linear model.
+const STACK_DIR: &str = "stack-linear";
+
+/// Linear scores to stack under a frozen head: out-of-fold probabilities for the training
+/// samples (each scored by a model that never saw it, so the head does not learn to trust
+/// memorized scores), and the probabilities of a model trained on all of them for validation;
+/// that model is saved in `out/stack-linear` for prediction.
+fn stack_scores(
+    train_s: &[Sample],
+    val_s: &[Sample],
+    folds: usize,
+    cfg: &TrainConfig,
+    out: &Path,
+    progress: &mut dyn FnMut(TrainEvent),
+) -> Result<(Vec<[f32; NUM_EMOTIONS]>, Vec<[f32; NUM_EMOTIONS]>)> {
+    if train_s.len() < folds {
+        return Err(Error::Invalid(format!(
+            "--stack-linear {folds}: only {} training examples",
+            train_s.len()
+        )));
+    }
+    let texts: Vec<String> = train_s.iter().map(Sample::joined).collect();
+    let y = gold(train_s);
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(cfg.seed));
+    let mut fold_of = vec![0; texts.len()];
+    for (pos, &i) in order.iter().enumerate() {
+        fold_of[i] = pos % folds;
+    }
+    let mut oof = vec![[0f32; NUM_EMOTIONS]; texts.len()];
+    for f in 0..folds {
+        progress(TrainEvent::Phase(format!("stacked linear: fold {}/{folds}", f + 1)));
+        let (fit, held): (Vec<usize>, Vec<usize>) = (0..texts.len()).partition(|&i| fold_of[i] != f);
+        let fit_t: Vec<&str> = fit.iter().map(|&i| texts[i].as_str()).collect();
+        let fit_y: Vec<LabelSet> = fit.iter().map(|&i| y[i]).collect();
+        let m = LinearModel::train(&fit_t, &fit_y, &cfg.linear, &mut |_| {})?;
+        let held_t: Vec<&str> = held.iter().map(|&i| texts[i].as_str()).collect();
+        for (&i, p) in held.iter().zip(m.predict_proba(&held_t)) {
+            oof[i] = p;
+        }
+    }
+    progress(TrainEvent::Phase("stacked linear: all folds".into()));
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let m = LinearModel::train(&refs, &y, &cfg.linear, &mut |_| {})?;
+    let dir = out.join(STACK_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    m.save(&dir)?;
+    let vt: Vec<String> = val_s.iter().map(Sample::joined).collect();
+    Ok((oof, m.predict_proba(&vt.iter().map(String::as_str).collect::<Vec<_>>())))
+}
+
 /// Frozen features: text vector ⊕ (rationale vector and a has-rationale flag, when the spec
-/// attaches rationales) ⊕ (the neighbours' label vote, when it attaches neighbours).
+/// attaches rationales) ⊕ (the neighbours' label vote, when it attaches neighbours) ⊕ (the
+/// stacked linear model's logits, when given).
 fn frozen_features(
     store: &Store,
     info: &EncoderInfo,
@@ -512,6 +581,7 @@ fn frozen_features(
     spec: &AttachSpec,
     samples: &[Sample],
     eval: bool,
+    stacked: Option<&[[f32; NUM_EMOTIONS]]>,
 ) -> Result<Vec<f32>> {
     let dim = info.dim;
     let text = vectors_for(store, info, enc, &What::Text, samples, |i| Some(samples[i].text.clone()))?;
@@ -549,6 +619,12 @@ fn frozen_features(
         }
         if votes {
             out.extend_from_slice(&knn_vote(&as_hits(&samples[i].neighbours)));
+        }
+        if let Some(p) = stacked {
+            out.extend(p[i].iter().map(|&q| {
+                let q = q.clamp(1e-4, 1.0 - 1e-4);
+                (q / (1.0 - q)).ln()
+            }));
         }
     }
     Ok(out)
@@ -590,7 +666,13 @@ impl Model {
         }
         let inner = match meta.kind {
             Kind::Linear => Inner::Linear(LinearModel::load(dir)?),
-            Kind::Frozen => Inner::Frozen(Mlp::load(dir, "head")?),
+            Kind::Frozen => Inner::Frozen(
+                Mlp::load(dir, "head")?,
+                match meta.stack_folds {
+                    0 => None,
+                    _ => Some(LinearModel::load(&dir.join(STACK_DIR))?),
+                },
+            ),
             Kind::Knn => Inner::Knn,
             Kind::Finetune => Inner::Finetune(FinetuneModel::load(dir)?),
             Kind::Ensemble => Inner::Ensemble(
@@ -661,10 +743,14 @@ impl Model {
                 let t: Vec<String> = samples.iter().map(Sample::joined).collect();
                 Ok(m.predict_proba(&t.iter().map(String::as_str).collect::<Vec<_>>()))
             }
-            Inner::Frozen(head) => {
+            Inner::Frozen(head, stack) => {
                 let info = self.meta.encoder.as_ref().expect("frozen models name their encoder");
                 let enc = OnceEncoder::new(self.meta.encoder_dir.as_deref(), info);
-                let f = frozen_features(store, info, &enc, &self.meta.attach, samples, true)?;
+                let stacked = stack.as_ref().map(|m| {
+                    let t: Vec<String> = samples.iter().map(Sample::joined).collect();
+                    m.predict_proba(&t.iter().map(String::as_str).collect::<Vec<_>>())
+                });
+                let f = frozen_features(store, info, &enc, &self.meta.attach, samples, true, stacked.as_deref())?;
                 head.predict_proba(Features {
                     data: &f,
                     dim: head.in_dim(),
