@@ -111,9 +111,7 @@ impl FromStr for Emotion {
 
     /// Parses an English name case-insensitively (`love`, `'Love'`) or the Chinese name.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let t = s
-            .trim()
-            .trim_matches(|c| c == '\'' || c == '"' || c == '`');
+        let t = s.trim().trim_matches(|c| c == '\'' || c == '"' || c == '`');
         for e in Emotion::ALL {
             if t.eq_ignore_ascii_case(e.name()) || t == e.chinese() {
                 return Ok(e);
@@ -292,7 +290,10 @@ mod tests {
     fn json_names_binary_byte() {
         let s: LabelSet = "Joy,Anger".parse().unwrap();
         assert_eq!(serde_json::to_string(&s).unwrap(), r#"["Joy","Anger"]"#);
-        assert_eq!(serde_json::from_str::<LabelSet>(r#"["Anger","Joy"]"#).unwrap(), s);
+        assert_eq!(
+            serde_json::from_str::<LabelSet>(r#"["Anger","Joy"]"#).unwrap(),
+            s
+        );
         let b = bincode::serde::encode_to_vec(s, bincode::config::standard()).unwrap();
         assert_eq!(b, [s.0]);
     }

@@ -30,15 +30,28 @@ fn gold() -> Vec<(String, LabelSet)> {
 fn env() -> TestEnv {
     let env = TestEnv::new();
     let f = env.write("c.csv", CORPUS);
-    env.run(&["ingest", s(&f), "--test-rows", "0", "--val-fraction", "0"]).ok();
+    env.run(&["ingest", s(&f), "--test-rows", "0", "--val-fraction", "0"])
+        .ok();
     env
 }
 
 fn annotate(env: &TestEnv, server: &DevServer, extra: &[&str]) -> crate::util::Run {
     let url = server.base_url();
     let mut args = vec![
-        "--json", "annotate", "--endpoint", &url, "--model", "mock-qwen", "--api-key-env", "EMOKNOW_TEST_KEY",
-        "--timeout", "1", "--retries", "3", "--jobs", "4",
+        "--json",
+        "annotate",
+        "--endpoint",
+        &url,
+        "--model",
+        "mock-qwen",
+        "--api-key-env",
+        "EMOKNOW_TEST_KEY",
+        "--timeout",
+        "1",
+        "--retries",
+        "3",
+        "--jobs",
+        "4",
     ];
     args.extend_from_slice(extra);
     let out = env
@@ -76,21 +89,25 @@ fn no_key_in_store(env: &TestEnv) {
 #[test]
 fn every_fault_is_retried_and_the_guided_prompt_fixes_wrong_answers() {
     let faults = [
-        Fault::RateLimit { retry_after: Some("1".into()) },
+        Fault::RateLimit {
+            retry_after: Some("1".into()),
+        },
         Fault::Status(500),
         Fault::Close,
         Fault::Hang,
     ];
     for fault in faults {
         let env = env();
-        let server = DevServer::start(Behaviour {
-            answer: AnswerMode::WrongUnlessGuided,
-            faults: vec![fault.clone()],
-            require_key: Some(KEY.into()),
-            hang_secs: 3.0,
-            ..Behaviour::default()
-        }
-        .with_gold(gold()))
+        let server = DevServer::start(
+            Behaviour {
+                answer: AnswerMode::WrongUnlessGuided,
+                faults: vec![fault.clone()],
+                require_key: Some(KEY.into()),
+                hang_secs: 3.0,
+                ..Behaviour::default()
+            }
+            .with_gold(gold()),
+        )
         .unwrap();
         let r = annotate(&env, &server, &[]);
         assert!(!r.stdout.contains(KEY) && !r.stderr.contains(KEY));
@@ -106,12 +123,17 @@ fn every_fault_is_retried_and_the_guided_prompt_fixes_wrong_answers() {
             assert_eq!(k["source"], "mock-qwen");
             assert_eq!(k["prompt_kind"], "guided");
             assert_eq!(k["attempts"], 2);
-            assert_eq!(k["asserted"], show["labels"], "stored knowledge agrees with gold");
+            assert_eq!(
+                k["asserted"], show["labels"],
+                "stored knowledge agrees with gold"
+            );
             assert!(!k["sanitized"].as_str().unwrap().is_empty());
         }
         // The key went out on every request, and the guided prompt carried the answer.
         let reqs = server.requests();
-        assert!(reqs.iter().all(|r| r.header("authorization") == Some(&format!("Bearer {KEY}"))));
+        assert!(reqs
+            .iter()
+            .all(|r| r.header("authorization") == Some(&format!("Bearer {KEY}"))));
         assert!(reqs.iter().any(|r| r.guided && r.body.contains(",答案为")));
         no_key_in_store(&env);
         env.run(&["check"]).ok();
@@ -121,7 +143,10 @@ fn every_fault_is_retried_and_the_guided_prompt_fixes_wrong_answers() {
 #[test]
 fn garbage_is_counted_and_recorded_as_missing_never_as_knowledge() {
     // A 200 with an HTML body, and JSON whose answer names no label.
-    for (fault, kind) in [(Fault::NotJson, "failed_bad_response"), (Fault::NoLabel, "failed_no_label")] {
+    for (fault, kind) in [
+        (Fault::NotJson, "failed_bad_response"),
+        (Fault::NoLabel, "failed_no_label"),
+    ] {
         let env = env();
         let server = DevServer::start(Behaviour {
             always: Some(fault.clone()),
@@ -129,7 +154,11 @@ fn garbage_is_counted_and_recorded_as_missing_never_as_knowledge() {
         })
         .unwrap();
         let j = annotate(&env, &server, &["--max-guided", "1"]).ok().json();
-        assert_eq!((j["accepted"].as_u64(), j["failed"].as_u64()), (Some(0), Some(4)), "{j}");
+        assert_eq!(
+            (j["accepted"].as_u64(), j["failed"].as_u64()),
+            (Some(0), Some(4)),
+            "{j}"
+        );
         assert_eq!(j[kind], 4, "{fault:?}: {j}");
         let st = env.stats();
         assert_eq!(st["sources"]["mock-qwen"]["records"], 0);
@@ -147,7 +176,11 @@ fn unusable_answers_are_counted_never_stored_and_a_rerun_adds_nothing() {
     })
     .unwrap();
     let j = annotate(&env, &server, &["--max-guided", "1"]).ok().json();
-    assert_eq!((j["accepted"].as_u64(), j["failed"].as_u64()), (Some(0), Some(4)), "{j}");
+    assert_eq!(
+        (j["accepted"].as_u64(), j["failed"].as_u64()),
+        (Some(0), Some(4)),
+        "{j}"
+    );
     let st = env.stats();
     assert_eq!(st["sources"]["mock-qwen"]["records"], 0);
     assert_eq!(st["sources"]["mock-qwen"]["missing"], 4);
@@ -177,7 +210,11 @@ fn a_bad_key_stops_with_a_clear_message_that_hides_the_key() {
     .unwrap();
     let r = annotate(&env, &server, &[]).code(2);
     assert!(r.stderr.contains("401"), "{}", r.stderr);
-    assert!(!r.stderr.contains(KEY) && !r.stdout.contains(KEY), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains(KEY) && !r.stdout.contains(KEY),
+        "{}",
+        r.stderr
+    );
     // Workers already in flight may each have sent one request; none is retried.
     let reqs = server.requests();
     assert!(reqs.len() <= 4, "{} requests", reqs.len());
@@ -185,7 +222,11 @@ fn a_bad_key_stops_with_a_clear_message_that_hides_the_key() {
     sentences.sort();
     sentences.dedup();
     assert_eq!(sentences.len(), reqs.len(), "a 401 is not retried");
-    assert_eq!(env.stats()["sources"].as_object().map_or(0, |m| m.len()), 0, "nothing stored");
+    assert_eq!(
+        env.stats()["sources"].as_object().map_or(0, |m| m.len()),
+        0,
+        "nothing stored"
+    );
 }
 
 #[test]
@@ -198,26 +239,50 @@ fn a_killed_run_resumes_without_duplicates() {
         pairs.push((format!("句子 编号 {i}"), "Joy".parse().unwrap()));
     }
     let f = env.write("c.csv", csv);
-    env.run(&["ingest", s(&f), "--test-rows", "0", "--val-fraction", "0"]).ok();
-    let server = DevServer::start(Behaviour {
-        latency_ms: 100,
-        ..Behaviour::default()
-    }
-    .with_gold(pairs))
+    env.run(&["ingest", s(&f), "--test-rows", "0", "--val-fraction", "0"])
+        .ok();
+    let server = DevServer::start(
+        Behaviour {
+            latency_ms: 100,
+            ..Behaviour::default()
+        }
+        .with_gold(pairs),
+    )
     .unwrap();
     let url = server.base_url();
     let mut child = env
-        .cmd(&["-q", "annotate", "--endpoint", &url, "--model", "m", "--jobs", "2"])
+        .cmd(&[
+            "-q",
+            "annotate",
+            "--endpoint",
+            &url,
+            "--model",
+            "m",
+            "--jobs",
+            "2",
+        ])
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(900));
     child.kill().unwrap();
     child.wait().unwrap();
     let partial = env.stats()["sources"]["m"]["records"].as_u64().unwrap_or(0);
-    assert!(partial < 40, "the kill came too late to test anything ({partial})");
+    assert!(
+        partial < 40,
+        "the kill came too late to test anything ({partial})"
+    );
     env.run(&["check"]).ok();
     let j = env
-        .run(&["--json", "annotate", "--endpoint", &url, "--model", "m", "--jobs", "8"])
+        .run(&[
+            "--json",
+            "annotate",
+            "--endpoint",
+            &url,
+            "--model",
+            "m",
+            "--jobs",
+            "8",
+        ])
         .ok()
         .json();
     assert_eq!(j["accepted"].as_u64().unwrap(), 40 - partial);
@@ -233,19 +298,44 @@ fn llama_factory_export_then_import_round_trip() {
     let out = env.path("lf");
     for format in ["alpaca", "sharegpt"] {
         let j = env
-            .run(&["--json", "export", "llama-factory", "--out", s(&out), "--source", "mock-qwen", "--format", format, "--name", format, "--predict-split", "train"])
+            .run(&[
+                "--json",
+                "export",
+                "llama-factory",
+                "--out",
+                s(&out),
+                "--source",
+                "mock-qwen",
+                "--format",
+                format,
+                "--name",
+                format,
+                "--predict-split",
+                "train",
+            ])
             .ok()
             .json();
         assert_eq!(j["train_rows"], 3);
         assert_eq!(j["predict_rows"], 4);
-        let rows: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(out.join(format!("{format}_train.json"))).unwrap()).unwrap();
+        let rows: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(out.join(format!("{format}_train.json"))).unwrap(),
+        )
+        .unwrap();
         let row = &rows[0];
         match format {
             "alpaca" => {
-                assert!(row["system"].as_str().unwrap().starts_with("情绪文本分类任务"));
-                assert_eq!(row["history"][0][0], "５０ 年 遇 大雪 阻断 无数 游子 回家 归途 也 影响 正常 上下班");
-                assert!(row["output"].as_str().unwrap().starts_with("这段评论包含以下分类"));
+                assert!(row["system"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("情绪文本分类任务"));
+                assert_eq!(
+                    row["history"][0][0],
+                    "５０ 年 遇 大雪 阻断 无数 游子 回家 归途 也 影响 正常 上下班"
+                );
+                assert!(row["output"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("这段评论包含以下分类"));
             }
             _ => {
                 let turns = row["conversations"].as_array().unwrap();
@@ -269,18 +359,39 @@ fn llama_factory_export_then_import_round_trip() {
         } else {
             "这段评论包含以下分类:\\nSurprise\\n\\n理由:\\n\\n出乎意料。".to_string()
         };
-        lines.push_str(&format!("{{\"label\": \"\", \"predict\": \"{predict}\"}}\n"));
+        lines.push_str(&format!(
+            "{{\"label\": \"\", \"predict\": \"{predict}\"}}\n"
+        ));
     }
     let preds = env.write("generated_predictions.jsonl", lines);
     let ids_file = out.join("alpaca_predict.ids");
     let j = env
-        .run(&["--json", "knowledge", "import", s(&preds), "--source", "lora", "--field", "predict", "--ids", s(&ids_file)])
+        .run(&[
+            "--json",
+            "knowledge",
+            "import",
+            s(&preds),
+            "--source",
+            "lora",
+            "--field",
+            "predict",
+            "--ids",
+            s(&ids_file),
+        ])
         .ok()
         .json();
-    assert_eq!((j["imported"].as_u64(), j["missing"].as_u64()), (Some(3), Some(1)));
+    assert_eq!(
+        (j["imported"].as_u64(), j["missing"].as_u64()),
+        (Some(3), Some(1))
+    );
     let first: u64 = ids.lines().next().unwrap().parse().unwrap();
     let show = env.run(&["--json", "show", &first.to_string()]).ok().json();
-    let k = show["knowledge"].as_array().unwrap().iter().find(|k| k["source"] == "lora").unwrap();
+    let k = show["knowledge"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["source"] == "lora")
+        .unwrap();
     assert_eq!(k["asserted"], serde_json::json!(["Surprise"]));
     assert_eq!(k["sanitized"], "。", "出乎意料 is a Surprise word");
 }

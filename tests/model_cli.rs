@@ -29,8 +29,17 @@ struct Setup {
 fn setup() -> Setup {
     let env = TestEnv::new();
     let f = env.write("c.csv", corpus());
-    env.run(&["ingest", s(&f), "--test-rows", "20", "--val-fraction", "0.2", "--seed", "1"])
-        .ok();
+    env.run(&[
+        "ingest",
+        s(&f),
+        "--test-rows",
+        "20",
+        "--val-fraction",
+        "0.2",
+        "--seed",
+        "1",
+    ])
+    .ok();
     let encoder = env.path("tiny-bert");
     let texts: Vec<String> = corpus().lines().map(str::to_string).collect();
     write_random_checkpoint(
@@ -53,14 +62,33 @@ fn metrics(j: &serde_json::Value) -> [f64; 4] {
 fn embed_is_resumable_and_checked_and_dense_similar_excludes_self() {
     let Setup { env, encoder } = setup();
     let j = env
-        .run(&["--json", "embed", "--encoder", s(&encoder), "--split", "train", "--name", "tiny"])
+        .run(&[
+            "--json",
+            "embed",
+            "--encoder",
+            s(&encoder),
+            "--split",
+            "train",
+            "--name",
+            "tiny",
+        ])
         .ok()
         .json();
     assert_eq!(j["embedded"], 80);
     let dim = j["encoder"]["dim"].as_u64().unwrap();
     assert_eq!(dim, 32);
     // Re-running stores nothing new.
-    let j = env.run(&["--json", "embed", "--encoder", s(&encoder), "--split", "train"]).ok().json();
+    let j = env
+        .run(&[
+            "--json",
+            "embed",
+            "--encoder",
+            s(&encoder),
+            "--split",
+            "train",
+        ])
+        .ok()
+        .json();
     assert_eq!(j["embedded"], 0);
     assert_eq!(j["encoder"]["name"], "tiny", "the registered name stays");
     // Train is fully embedded; val and test have no vectors (not embedded splits): ok.
@@ -69,9 +97,15 @@ fn embed_is_resumable_and_checked_and_dense_similar_excludes_self() {
     assert_eq!(st["encoders"][0]["vectors"]["text"], 80);
 
     // Dense retrieval by id: never the example itself, best first, cosine in [-1, 1].
-    let train = env.run(&["--json", "query", "--split", "train", "-n", "1"]).ok().json();
+    let train = env
+        .run(&["--json", "query", "--split", "train", "-n", "1"])
+        .ok()
+        .json();
     let id = train[0]["id"].as_u64().unwrap();
-    let hits = env.run(&["--json", "similar", "--id", &id.to_string(), "-k", "5"]).ok().json();
+    let hits = env
+        .run(&["--json", "similar", "--id", &id.to_string(), "-k", "5"])
+        .ok()
+        .json();
     let hits = hits.as_array().unwrap();
     assert_eq!(hits.len(), 5);
     for h in hits {
@@ -82,15 +116,28 @@ fn embed_is_resumable_and_checked_and_dense_similar_excludes_self() {
     // A different encoder gets its own vectors.
     let other = env.path("tiny-2");
     write_random_checkpoint(&other, &TinyBertSpec::default(), 8).unwrap();
-    env.run(&["embed", "--encoder", s(&other), "--split", "test"]).ok();
+    env.run(&["embed", "--encoder", s(&other), "--split", "test"])
+        .ok();
     assert_eq!(env.stats()["encoders"].as_array().unwrap().len(), 2);
-    env.run(&["similar", "--id", &id.to_string()]).code(2).stderr_has("several encoders");
-    env.run(&["similar", "--id", &id.to_string(), "--encoder", "tiny"]).ok();
-    // A val example has no vector: a clear error.
-    let val = env.run(&["--json", "query", "--split", "val", "-n", "1"]).ok().json();
-    env.run(&["similar", "--id", &val[0]["id"].to_string(), "--encoder", "tiny"])
+    env.run(&["similar", "--id", &id.to_string()])
         .code(2)
-        .stderr_has("run `emoknow embed --split val`");
+        .stderr_has("several encoders");
+    env.run(&["similar", "--id", &id.to_string(), "--encoder", "tiny"])
+        .ok();
+    // A val example has no vector: a clear error.
+    let val = env
+        .run(&["--json", "query", "--split", "val", "-n", "1"])
+        .ok()
+        .json();
+    env.run(&[
+        "similar",
+        "--id",
+        &val[0]["id"].to_string(),
+        "--encoder",
+        "tiny",
+    ])
+    .code(2)
+    .stderr_has("run `emoknow embed --split val`");
 }
 
 #[test]
@@ -108,7 +155,10 @@ fn a_pytorch_checkpoint_embeds_like_its_safetensors_twin() {
     )
     .unwrap();
     assert!(b.join("pytorch_model.bin").exists() && !b.join("model.safetensors").exists());
-    let f = env.write("c.jsonl", "{\"text\": \"我 很 开心\", \"labels\": [\"Joy\"]}\n");
+    let f = env.write(
+        "c.jsonl",
+        "{\"text\": \"我 很 开心\", \"labels\": [\"Joy\"]}\n",
+    );
     env.run(&["ingest", s(&f)]).ok();
     env.run(&["embed", "--encoder", s(&a), "--name", "st"]).ok();
     env.run(&["embed", "--encoder", s(&b), "--name", "pt"]).ok();
@@ -134,7 +184,14 @@ fn linear_trains_evaluates_reloads_and_predicts() {
     let Setup { env, .. } = setup();
     let out = env.path("models/linear");
     let meta = env
-        .run(&["--json", "train", "--classifier", "linear", "--out", s(&out)])
+        .run(&[
+            "--json",
+            "train",
+            "--classifier",
+            "linear",
+            "--out",
+            s(&out),
+        ])
         .ok()
         .json();
     assert_eq!(meta["n_train"], 80);
@@ -142,19 +199,31 @@ fn linear_trains_evaluates_reloads_and_predicts() {
     assert!(meta["val"]["micro_f1"].as_f64().unwrap() > 0.9, "{meta}");
     assert!(out.join("meta.json").exists());
     // Reloaded, the model reproduces its validation metrics exactly.
-    let val = env.run(&["--json", "eval", "--model", s(&out), "--split", "val"]).ok().json();
+    let val = env
+        .run(&["--json", "eval", "--model", s(&out), "--split", "val"])
+        .ok()
+        .json();
     assert_eq!(metrics(&val), metrics(&meta["val"]));
     let test = env.run(&["--json", "eval", "--model", s(&out)]).ok().json();
     assert_eq!(test["n"], 20);
     assert!(test["per_label"].as_array().unwrap().len() == 8);
     // Held-out file, any ingest format.
     let held = env.write("held.jsonl", "{\"text\": \"担心 考试 明天\", \"labels\": [\"Anxiety\"]}\n{\"text\": \"厌恶 这种 行为\", \"labels\": [\"Hate\", \"Anger\"]}\n");
-    let j = env.run(&["--json", "eval", "--model", s(&out), "--file", s(&held)]).ok().json();
+    let j = env
+        .run(&["--json", "eval", "--model", s(&out), "--file", s(&held)])
+        .ok()
+        .json();
     assert_eq!(j["n"], 2);
     // Predict from arguments and from stdin; identical across runs.
-    let p1 = env.run(&["--json", "predict", "--model", s(&out), "担心", "考试"]).ok().json();
+    let p1 = env
+        .run(&["--json", "predict", "--model", s(&out), "担心", "考试"])
+        .ok()
+        .json();
     assert_eq!(p1[0]["labels"], serde_json::json!(["Anxiety"]));
-    let p2 = env.run(&["--json", "predict", "--model", s(&out), "担心", "考试"]).ok().json();
+    let p2 = env
+        .run(&["--json", "predict", "--model", s(&out), "担心", "考试"])
+        .ok()
+        .json();
     assert_eq!(p1, p2);
     let mut child = env
         .cmd(&["--json", "predict", "--model", s(&out)])
@@ -163,8 +232,14 @@ fn linear_trains_evaluates_reloads_and_predicts() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all("孩子 开心 笑\n\n期待 旅行\n".as_bytes()).unwrap();
-    let out_json: serde_json::Value = serde_json::from_slice(&child.wait_with_output().unwrap().stdout).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all("孩子 开心 笑\n\n期待 旅行\n".as_bytes())
+        .unwrap();
+    let out_json: serde_json::Value =
+        serde_json::from_slice(&child.wait_with_output().unwrap().stdout).unwrap();
     assert_eq!(out_json.as_array().unwrap().len(), 2);
     assert_eq!(out_json[0]["labels"], serde_json::json!(["Love", "Joy"]));
 }
@@ -179,10 +254,13 @@ fn thresholds_depend_on_validation_never_on_test_labels() {
         .enumerate()
         .map(|(i, l)| {
             if (1..=20).contains(&i) {
-                let (head, _) = l.rsplit_once(",['").map(|(h, _)| (h, ())).unwrap_or_else(|| {
-                    let (h, _) = l.rsplit_once(",\"[").unwrap();
-                    (h, ())
-                });
+                let (head, _) = l
+                    .rsplit_once(",['")
+                    .map(|(h, _)| (h, ()))
+                    .unwrap_or_else(|| {
+                        let (h, _) = l.rsplit_once(",\"[").unwrap();
+                        (h, ())
+                    });
                 format!("{head},['Surprise']\n")
             } else {
                 format!("{l}\n")
@@ -190,71 +268,199 @@ fn thresholds_depend_on_validation_never_on_test_labels() {
         })
         .collect();
     let f = b.write("c.csv", relabelled);
-    b.run(&["ingest", s(&f), "--test-rows", "20", "--val-fraction", "0.2", "--seed", "1"]).ok();
-    let ma = a.env.run(&["--json", "train", "--out", s(&a.env.path("m"))]).ok().json();
-    let mb = b.run(&["--json", "train", "--out", s(&b.path("m"))]).ok().json();
+    b.run(&[
+        "ingest",
+        s(&f),
+        "--test-rows",
+        "20",
+        "--val-fraction",
+        "0.2",
+        "--seed",
+        "1",
+    ])
+    .ok();
+    let ma = a
+        .env
+        .run(&["--json", "train", "--out", s(&a.env.path("m"))])
+        .ok()
+        .json();
+    let mb = b
+        .run(&["--json", "train", "--out", s(&b.path("m"))])
+        .ok()
+        .json();
     assert_eq!(ma["thresholds"], mb["thresholds"]);
     assert_eq!(ma["train_hash"], mb["train_hash"]);
     assert_eq!(metrics(&ma["val"]), metrics(&mb["val"]));
     // …while the test metrics do see the new labels.
-    let ea = a.env.run(&["--json", "eval", "--model", s(&a.env.path("m"))]).ok().json();
-    let eb = b.run(&["--json", "eval", "--model", s(&b.path("m"))]).ok().json();
+    let ea = a
+        .env
+        .run(&["--json", "eval", "--model", s(&a.env.path("m"))])
+        .ok()
+        .json();
+    let eb = b
+        .run(&["--json", "eval", "--model", s(&b.path("m"))])
+        .ok()
+        .json();
     assert_ne!(metrics(&ea), metrics(&eb));
 }
 
 #[test]
 fn frozen_knn_finetune_and_ensemble_train_on_a_tiny_encoder() {
     let Setup { env, encoder } = setup();
-    env.run(&["embed", "--encoder", s(&encoder), "--name", "tiny"]).ok();
+    env.run(&["embed", "--encoder", s(&encoder), "--name", "tiny"])
+        .ok();
     env.run(&["knowledge", "retrieve", "-k", "5"]).ok();
     let src = "knn-tiny";
     // Neighbours never include the example itself.
     for id in [1u64, 25, 60] {
         let show = env.run(&["--json", "show", &id.to_string()]).ok().json();
-        let k = show["knowledge"].as_array().unwrap().iter().find(|k| k["source"] == src).unwrap();
-        assert!(k["neighbours"].as_array().unwrap().iter().all(|n| n["id"] != id));
+        let k = show["knowledge"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["source"] == src)
+            .unwrap();
+        assert!(k["neighbours"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["id"] != id));
     }
     let m = |name: &str| env.path(&format!("models/{name}"));
     let frozen = env
-        .run(&["--json", "train", "--classifier", "frozen", "--knowledge", "neighbours", "--neighbours-source", src, "--hidden", "16", "--epochs", "30", "--out", s(&m("frozen"))])
+        .run(&[
+            "--json",
+            "train",
+            "--classifier",
+            "frozen",
+            "--knowledge",
+            "neighbours",
+            "--neighbours-source",
+            src,
+            "--hidden",
+            "16",
+            "--epochs",
+            "30",
+            "--out",
+            s(&m("frozen")),
+        ])
         .ok()
         .json();
     assert_eq!(frozen["encoder"]["name"], "tiny");
     // Stacked: the linear model's out-of-fold scores join the head's features.
     let stacked = env
-        .run(&["--json", "train", "--classifier", "frozen", "--stack-linear", "3", "--hidden", "16", "--epochs", "30", "--out", s(&m("stacked"))])
+        .run(&[
+            "--json",
+            "train",
+            "--classifier",
+            "frozen",
+            "--stack-linear",
+            "3",
+            "--hidden",
+            "16",
+            "--epochs",
+            "30",
+            "--out",
+            s(&m("stacked")),
+        ])
         .ok()
         .json();
     assert_eq!(stacked["stack_folds"], 3);
     assert!(m("stacked").join("stack-linear").is_dir());
-    env.run(&["train", "--classifier", "frozen", "--stack-linear", "1", "--out", s(&m("bad"))])
-        .code(2)
-        .stderr_has("at least 2 folds");
+    env.run(&[
+        "train",
+        "--classifier",
+        "frozen",
+        "--stack-linear",
+        "1",
+        "--out",
+        s(&m("bad")),
+    ])
+    .code(2)
+    .stderr_has("at least 2 folds");
     let knn = env
-        .run(&["--json", "train", "--classifier", "knn", "-k", "5", "--out", s(&m("knn"))])
+        .run(&[
+            "--json",
+            "train",
+            "--classifier",
+            "knn",
+            "-k",
+            "5",
+            "--out",
+            s(&m("knn")),
+        ])
         .ok()
         .json();
     assert!(knn["val"]["micro_f1"].as_f64().unwrap() > 0.5, "{knn}");
     let ft = env
-        .run(&["--json", "train", "--classifier", "finetune", "--encoder-dir", s(&encoder), "--epochs", "2", "--batch", "8", "--lr", "1e-3", "--max-len", "16", "--out", s(&m("finetune"))])
+        .run(&[
+            "--json",
+            "train",
+            "--classifier",
+            "finetune",
+            "--encoder-dir",
+            s(&encoder),
+            "--epochs",
+            "2",
+            "--batch",
+            "8",
+            "--lr",
+            "1e-3",
+            "--max-len",
+            "16",
+            "--out",
+            s(&m("finetune")),
+        ])
         .ok()
         .json();
     assert_eq!(ft["kind"], "finetune");
-    env.run(&["train", "--classifier", "linear", "--out", s(&m("linear"))]).ok();
+    env.run(&["train", "--classifier", "linear", "--out", s(&m("linear"))])
+        .ok();
     let ens = env
-        .run(&["--json", "train", "--classifier", "ensemble", "--member", s(&m("linear")), "--member", s(&m("frozen")), "--member", s(&m("knn")), "--out", s(&m("ens"))])
+        .run(&[
+            "--json",
+            "train",
+            "--classifier",
+            "ensemble",
+            "--member",
+            s(&m("linear")),
+            "--member",
+            s(&m("frozen")),
+            "--member",
+            s(&m("knn")),
+            "--out",
+            s(&m("ens")),
+        ])
         .ok()
         .json();
     assert_eq!(ens["members"].as_array().unwrap().len(), 3);
     // Every saved model reloads and reproduces its validation metrics.
-    for (name, meta) in [("frozen", &frozen), ("stacked", &stacked), ("knn", &knn), ("finetune", &ft), ("ens", &ens)] {
-        let val = env.run(&["--json", "eval", "--model", s(&m(name)), "--split", "val"]).ok().json();
+    for (name, meta) in [
+        ("frozen", &frozen),
+        ("stacked", &stacked),
+        ("knn", &knn),
+        ("finetune", &ft),
+        ("ens", &ens),
+    ] {
+        let val = env
+            .run(&["--json", "eval", "--model", s(&m(name)), "--split", "val"])
+            .ok()
+            .json();
         assert_eq!(metrics(&val), metrics(&meta["val"]), "{name}");
         env.run(&["eval", "--model", s(&m(name))]).ok();
     }
     // New text: the frozen model embeds it with the encoder and retrieves its neighbours now.
     let p = env
-        .run(&["--json", "predict", "--model", s(&m("frozen")), "--explain", "担心", "考试", "明天"])
+        .run(&[
+            "--json",
+            "predict",
+            "--model",
+            s(&m("frozen")),
+            "--explain",
+            "担心",
+            "考试",
+            "明天",
+        ])
         .stderr_has("")
         .json();
     assert_eq!(p[0]["neighbours"].as_array().unwrap().len(), 5);
@@ -266,10 +472,30 @@ fn llm_sources_are_scored_like_the_seed_did() {
     let env = TestEnv::new();
     let data = repo().join("data");
     env.run(&["-q", "ingest", s(&data.join("Train.csv"))]).ok();
-    env.run(&["knowledge", "import", s(&data.join("generated_predictions.jsonl")), "--source", "glm", "--field", "predict", "--first-id", "1"])
-        .ok();
-    env.run(&["knowledge", "import", s(&data.join("generated_predictions.jsonl")), "--source", "qwen", "--field", "label", "--first-id", "1"])
-        .ok();
+    env.run(&[
+        "knowledge",
+        "import",
+        s(&data.join("generated_predictions.jsonl")),
+        "--source",
+        "glm",
+        "--field",
+        "predict",
+        "--first-id",
+        "1",
+    ])
+    .ok();
+    env.run(&[
+        "knowledge",
+        "import",
+        s(&data.join("generated_predictions.jsonl")),
+        "--source",
+        "qwen",
+        "--field",
+        "label",
+        "--first-id",
+        "1",
+    ])
+    .ok();
     let j = env.run(&["--json", "eval", "--source", "glm"]).ok().json();
     assert_eq!(j["examples"], 2000);
     assert_eq!(j["answered"], 1836);
@@ -278,6 +504,9 @@ fn llm_sources_are_scored_like_the_seed_did() {
     assert!((h - 0.80).abs() < 0.02 && (e - 0.19).abs() < 0.03, "{j}");
     assert!((mi - 0.44).abs() < 0.03 && (ma - 0.34).abs() < 0.03, "{j}");
     // qwen-max's rationales were written with the answer in view: nearly perfect.
-    let q = env.run(&["--json", "eval", "--source", "qwen", "--split", "test"]).ok().json();
+    let q = env
+        .run(&["--json", "eval", "--source", "qwen", "--split", "test"])
+        .ok()
+        .json();
     assert!(q["micro_f1"].as_f64().unwrap() > 0.95, "{q}");
 }

@@ -16,40 +16,68 @@ const CORPUS: &str = "ID,Text,Labels
 fn env() -> TestEnv {
     let env = TestEnv::new();
     let f = env.write("c.csv", CORPUS);
-    env.run(&["ingest", s(&f), "--test-rows", "1", "--val-fraction", "0"]).ok();
+    env.run(&["ingest", s(&f), "--test-rows", "1", "--val-fraction", "0"])
+        .ok();
     env
 }
 
 fn ids(v: &serde_json::Value) -> Vec<u64> {
-    v.as_array().unwrap().iter().map(|h| h["id"].as_u64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_u64().unwrap())
+        .collect()
 }
 
 #[test]
 fn similar_by_id_excludes_the_example_and_its_duplicates() {
     let env = env();
-    let j = env.run(&["--json", "similar", "--id", "6", "-k", "3", "--by", "bm25"]).ok().json();
+    let j = env
+        .run(&["--json", "similar", "--id", "6", "-k", "3", "--by", "bm25"])
+        .ok()
+        .json();
     let got = ids(&j);
     assert!(!got.contains(&6), "the example itself: {got:?}");
-    assert!(!got.contains(&1), "id 1 (test split, and the same text) must not come back: {got:?}");
+    assert!(
+        !got.contains(&1),
+        "id 1 (test split, and the same text) must not come back: {got:?}"
+    );
     assert_eq!(got[0], 2, "{j}");
     for h in j.as_array().unwrap() {
         assert!(h["score"].as_f64().unwrap() > 0.0);
         assert!(h["labels"].is_array() && h["text"].is_string());
     }
     // Scores are best first.
-    let scores: Vec<f64> = j.as_array().unwrap().iter().map(|h| h["score"].as_f64().unwrap()).collect();
+    let scores: Vec<f64> = j
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["score"].as_f64().unwrap())
+        .collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
 }
 
 #[test]
 fn similar_text_query_with_emotion_filter() {
     let env = env();
-    let j = env.run(&["--json", "similar", "孩子", "开心", "--by", "bm25"]).ok().json();
+    let j = env
+        .run(&["--json", "similar", "孩子", "开心", "--by", "bm25"])
+        .ok()
+        .json();
     let mut got = ids(&j);
     got.sort();
     assert_eq!(got, [4, 5]);
     let j = env
-        .run(&["--json", "similar", "孩子", "开心", "--by", "bm25", "--emotion", "Love"])
+        .run(&[
+            "--json",
+            "similar",
+            "孩子",
+            "开心",
+            "--by",
+            "bm25",
+            "--emotion",
+            "Love",
+        ])
         .ok()
         .json();
     assert_eq!(ids(&j), [4]);
@@ -59,7 +87,8 @@ fn similar_text_query_with_emotion_filter() {
 #[test]
 fn retrieved_neighbours_never_include_the_example_and_come_from_train() {
     let env = env();
-    env.run(&["knowledge", "retrieve", "-k", "2", "--by", "bm25"]).ok();
+    env.run(&["knowledge", "retrieve", "-k", "2", "--by", "bm25"])
+        .ok();
     for id in 1..=8u64 {
         let show = env.run(&["--json", "show", &id.to_string()]).ok().json();
         let k = show["knowledge"]

@@ -26,8 +26,15 @@ const PREDICTIONS: &str = r#"{"label": "这段评论包含以下分类:\nAnxiety
 
 fn ingested(env: &TestEnv) -> std::path::PathBuf {
     let f = env.write("seed.csv", SEED);
-    env.run(&["ingest", s(&f), "--test-rows", "2", "--val-fraction", "0.25"])
-        .ok();
+    env.run(&[
+        "ingest",
+        s(&f),
+        "--test-rows",
+        "2",
+        "--val-fraction",
+        "0.25",
+    ])
+    .ok();
     f
 }
 
@@ -42,7 +49,17 @@ fn ingest_seed_format_in_gb18030_with_splits() {
     let env = TestEnv::new();
     let f = env.write("Train.csv", gb18030(SEED));
     let r = env
-        .run(&["--json", "ingest", s(&f), "--test-rows", "3", "--val-fraction", "0.3", "--seed", "7"])
+        .run(&[
+            "--json",
+            "ingest",
+            s(&f),
+            "--test-rows",
+            "3",
+            "--val-fraction",
+            "0.3",
+            "--seed",
+            "7",
+        ])
         .ok();
     let j = r.json();
     assert_eq!(j["encoding"], "gb18030");
@@ -81,7 +98,11 @@ fn the_seed_layout_defaults_to_1000_test_rows() {
         e.run(&["ingest", s(&f), "--val-fraction", "0.1", "--seed", "3"])
             .ok();
     }
-    let ids = |e: &TestEnv| e.run(&["--json", "query", "--split", "val", "-n", "100"]).ok().json();
+    let ids = |e: &TestEnv| {
+        e.run(&["--json", "query", "--split", "val", "-n", "100"])
+            .ok()
+            .json()
+    };
     assert_eq!(ids(&a), ids(&b));
     assert_eq!(ids(&a).as_array().unwrap().len(), 20);
 }
@@ -91,14 +112,20 @@ fn ingest_one_hot_with_bom_and_jsonl() {
     let env = TestEnv::new();
     let onehot = "\u{feff}Text,'Love','Joy','Anxiety','Sorrow','Expect','Hate','Surprise','Anger'\n孩子 们 很 开心,1,1,0,0,0,0,0,0\n令人 愤怒,0,0,0,0,0,0,0,1\n";
     let f = env.write("test.csv", onehot);
-    let j = env.run(&["--json", "ingest", s(&f), "--split", "test"]).ok().json();
+    let j = env
+        .run(&["--json", "ingest", s(&f), "--split", "test"])
+        .ok()
+        .json();
     assert_eq!(j["encoding"], "utf-8-bom");
     assert_eq!(j["format"], "one-hot-csv");
     let jl = env.write(
         "more.jsonl",
         "{\"text\": \"期待 明天\", \"labels\": [\"Expect\"]}\n{\"id\": 50, \"text\": \"好 难过\", \"labels\": \"Sorrow\"}\n",
     );
-    let j = env.run(&["--json", "ingest", s(&jl), "--val-fraction", "0"]).ok().json();
+    let j = env
+        .run(&["--json", "ingest", s(&jl), "--val-fraction", "0"])
+        .ok()
+        .json();
     assert_eq!(j["format"], "jsonl");
     let st = env.stats();
     assert_eq!(st["examples"], 4);
@@ -114,10 +141,21 @@ fn reingest_is_idempotent_for_files_with_and_without_ids() {
     let env = TestEnv::new();
     let f = ingested(&env);
     let j = env
-        .run(&["--json", "ingest", s(&f), "--test-rows", "2", "--val-fraction", "0.25"])
+        .run(&[
+            "--json",
+            "ingest",
+            s(&f),
+            "--test-rows",
+            "2",
+            "--val-fraction",
+            "0.25",
+        ])
         .ok()
         .json();
-    assert_eq!((j["added"].as_u64(), j["unchanged"].as_u64()), (Some(0), Some(10)));
+    assert_eq!(
+        (j["added"].as_u64(), j["unchanged"].as_u64()),
+        (Some(0), Some(10))
+    );
     let jl = env.write("x.jsonl", "{\"text\": \"甲\", \"labels\": [\"Joy\"]}\n");
     env.run(&["ingest", s(&jl)]).ok();
     let j = env.run(&["--json", "ingest", s(&jl)]).ok().json();
@@ -136,7 +174,10 @@ fn bad_lines_are_named_and_nothing_is_written() {
         "ID,Text,Labels\n20,好,['Joy']\n21,,['Joy']\n22,坏,['Happy']\n23,好,['Joy'],x\n",
     );
     let r = env.run(&["ingest", s(&bad)]).code(2);
-    let r = r.stderr_has("line 3: empty text").stderr_has("line 4:").stderr_has("Happy");
+    let r = r
+        .stderr_has("line 3: empty text")
+        .stderr_has("line 4:")
+        .stderr_has("Happy");
     r.stderr_has("line 5: 4 columns");
     assert_eq!(env.stats(), before, "the batch is all or nothing");
 
@@ -149,7 +190,10 @@ fn bad_lines_are_named_and_nothing_is_written() {
         .stderr_has("line 3");
     assert_eq!(env.stats(), before);
 
-    let j = env.run(&["--json", "ingest", s(&bad), "--skip-bad"]).ok().json();
+    let j = env
+        .run(&["--json", "ingest", s(&bad), "--skip-bad"])
+        .ok()
+        .json();
     assert_eq!(j["added"], 1);
     let lines: Vec<u64> = j["skipped"]
         .as_array()
@@ -179,13 +223,30 @@ fn import_aligns_rows_to_ids_and_records_nan_as_missing() {
     ingested(&env);
     let p = env.write("generated_predictions.jsonl", PREDICTIONS);
     let j = env
-        .run(&["--json", "knowledge", "import", s(&p), "--source", "glm", "--field", "predict", "--first-id", "1"])
+        .run(&[
+            "--json",
+            "knowledge",
+            "import",
+            s(&p),
+            "--source",
+            "glm",
+            "--field",
+            "predict",
+            "--first-id",
+            "1",
+        ])
         .ok()
         .json();
-    assert_eq!((j["imported"].as_u64(), j["missing"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(
+        (j["imported"].as_u64(), j["missing"].as_u64()),
+        (Some(2), Some(2))
+    );
     let show = env.run(&["--json", "show", "3"]).ok().json();
     assert_eq!(show["knowledge"][0]["source"], "glm");
-    assert_eq!(show["knowledge"][0]["asserted"], serde_json::json!(["Joy", "Expect"]));
+    assert_eq!(
+        show["knowledge"][0]["asserted"],
+        serde_json::json!(["Joy", "Expect"])
+    );
     let show2 = env.run(&["--json", "show", "2"]).ok().json();
     assert_eq!(show2["knowledge"].as_array().unwrap().len(), 0);
     assert_eq!(show2["missing"][0]["source"], "glm");
@@ -194,9 +255,19 @@ fn import_aligns_rows_to_ids_and_records_nan_as_missing() {
     assert_eq!(st["sources"]["glm"]["missing"], 2);
 
     // Shifted so the last rows point past the corpus: refused, nothing written.
-    env.run(&["knowledge", "import", s(&p), "--source", "late", "--field", "label", "--first-id", "9"])
-        .code(2)
-        .stderr_has("2 example id(s) not in the store (first: 11, 12)");
+    env.run(&[
+        "knowledge",
+        "import",
+        s(&p),
+        "--source",
+        "late",
+        "--field",
+        "label",
+        "--first-id",
+        "9",
+    ])
+    .code(2)
+    .stderr_has("2 example id(s) not in the store (first: 11, 12)");
     assert!(env.stats()["sources"].get("late").is_none());
     env.run(&["check"]).ok();
 }
@@ -206,8 +277,18 @@ fn sanitized_knowledge_keeps_the_reason_and_drops_emotion_words() {
     let env = TestEnv::new();
     ingested(&env);
     let p = env.write("p.jsonl", PREDICTIONS);
-    env.run(&["knowledge", "import", s(&p), "--source", "qwen", "--field", "label", "--first-id", "1"])
-        .ok();
+    env.run(&[
+        "knowledge",
+        "import",
+        s(&p),
+        "--source",
+        "qwen",
+        "--field",
+        "label",
+        "--first-id",
+        "1",
+    ])
+    .ok();
     let k = &env.run(&["--json", "show", "1"]).ok().json()["knowledge"][0];
     assert_eq!(k["asserted"], serde_json::json!(["Love", "Anxiety"]));
     let san = k["sanitized"].as_str().unwrap();
@@ -220,7 +301,10 @@ fn sanitized_knowledge_keeps_the_reason_and_drops_emotion_words() {
             assert!(!san.contains(w), "{w} left in {san}");
         }
     }
-    assert!(k["raw"].as_str().unwrap().starts_with("这段评论包含以下分类"));
+    assert!(k["raw"]
+        .as_str()
+        .unwrap()
+        .starts_with("这段评论包含以下分类"));
 }
 
 #[test]
@@ -234,7 +318,8 @@ fn keyword_queries_segment_chinese_and_filter_by_label() {
         if r.code == 1 {
             return vec![];
         }
-        r.ok().json()
+        r.ok()
+            .json()
             .as_array()
             .unwrap()
             .iter()
@@ -261,12 +346,29 @@ fn keyword_queries_segment_chinese_and_filter_by_label() {
 
     // Knowledge matches count, and --source restricts to that source.
     let p = env.write("p.jsonl", PREDICTIONS);
-    env.run(&["knowledge", "import", s(&p), "--source", "qwen", "--field", "label", "--first-id", "1"])
-        .ok();
-    assert_eq!(ids(&["--keyword", "憧憬"]), [3], "found in the raw rationale");
+    env.run(&[
+        "knowledge",
+        "import",
+        s(&p),
+        "--source",
+        "qwen",
+        "--field",
+        "label",
+        "--first-id",
+        "1",
+    ])
+    .ok();
+    assert_eq!(
+        ids(&["--keyword", "憧憬"]),
+        [3],
+        "found in the raw rationale"
+    );
     assert_eq!(ids(&["--keyword", "前途", "--source", "qwen"]), [3]);
     assert!(ids(&["--keyword", "前途", "--source", "other"]).is_empty());
-    let hits = env.run(&["--json", "query", "--keyword", "憧憬"]).ok().json();
+    let hits = env
+        .run(&["--json", "query", "--keyword", "憧憬"])
+        .ok()
+        .json();
     assert_eq!(hits[0]["matched"], "knowledge");
 }
 
@@ -286,14 +388,18 @@ fn the_store_survives_reopening_and_check_passes_after_reindex() {
         assert_eq!(store.examples(None).unwrap().len(), 10);
     }
     env.run(&["check"]).ok().stdout_has("ok");
-    env.run(&["reindex"]).ok().stdout_has("reindexed 10 examples");
+    env.run(&["reindex"])
+        .ok()
+        .stdout_has("reindexed 10 examples");
     let j = env.run(&["--json", "check"]).ok().json();
     assert_eq!(j["ok"], true);
     assert_eq!(j["indexed_examples"], 10);
 
     // An index that lost its documents fails the check until reindexed.
     std::fs::remove_dir_all(env.store().join("index")).unwrap();
-    env.run(&["check"]).code(1).stdout_has("index holds 0 example documents");
+    env.run(&["check"])
+        .code(1)
+        .stdout_has("index holds 0 example documents");
     env.run(&["reindex"]).ok();
     env.run(&["check"]).ok();
     env.run(&["query", "--keyword", "担忧未来"]).ok();
@@ -340,7 +446,10 @@ fn kill_during_full_corpus_ingest_leaves_all_or_nothing() {
         let j = check.ok().json();
         assert_eq!(j["ok"], true, "delay {delay_ms} ms: {j}");
         let n = j["examples"].as_u64().unwrap();
-        assert!(n == 0 || n == 26000, "delay {delay_ms} ms: partial batch of {n}");
+        assert!(
+            n == 0 || n == 26000,
+            "delay {delay_ms} ms: partial batch of {n}"
+        );
         assert_eq!(j["indexed_examples"].as_u64(), Some(n));
         outcomes.push((delay_ms, status.success(), n));
     }

@@ -3,7 +3,6 @@
 
 mod util;
 
-
 mod annotate_cli;
 mod model_cli;
 mod retrieval_cli;

@@ -187,7 +187,9 @@ pub struct DevServerArgs {
 
 fn load_prompts(dir: Option<&PathBuf>) -> anyhow::Result<Prompts> {
     Ok(match dir {
-        Some(d) => Prompts::load_dir(d).with_context(|| format!("loading prompts from {}", d.display()))?,
+        Some(d) => {
+            Prompts::load_dir(d).with_context(|| format!("loading prompts from {}", d.display()))?
+        }
         None => Prompts::default(),
     })
 }
@@ -223,21 +225,25 @@ pub fn run_annotate(a: AnnotateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         todo.push(e);
     }
     if todo.is_empty() {
-        ctx.note(format!("nothing to do: every {} sentence has an answer from {source}", a.split));
+        ctx.note(format!(
+            "nothing to do: every {} sentence has an answer from {source}",
+            a.split
+        ));
         return Ok(ExitCode::SUCCESS);
     }
     let shots: Vec<Vec<(String, LabelSet)>> = match a.retrieved {
         None | Some(0) => vec![Vec::new(); todo.len()],
         Some(k) => {
-            let r = Retriever::open(
-                &store,
-                &RetrievalArgs::new(k, Split::Train, None, None),
-            )?;
+            let r = Retriever::open(&store, &RetrievalArgs::new(k, Split::Train, None, None))?;
             let probes: Vec<Probe> = if r.encoder.is_some() {
                 r.probes(&todo)?
             } else {
                 todo.iter()
-                    .map(|e| Probe { id: Some(e.id), text: &e.text, vector: None })
+                    .map(|e| Probe {
+                        id: Some(e.id),
+                        text: &e.text,
+                        vector: None,
+                    })
                     .collect()
             };
             r.pool
@@ -275,7 +281,14 @@ pub fn run_annotate(a: AnnotateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         &mut |o| {
             let now = now_secs();
             match o {
-                Outcome::Accepted { id, raw, asserted, prompt_kind, attempts, model } => {
+                Outcome::Accepted {
+                    id,
+                    raw,
+                    asserted,
+                    prompt_kind,
+                    attempts,
+                    model,
+                } => {
                     let s = sanitize(&raw, &lexicon, false);
                     store.put_knowledge_deferred(
                         &[Knowledge {
@@ -294,12 +307,19 @@ pub fn run_annotate(a: AnnotateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                         &[],
                     )?;
                 }
-                Outcome::Failed { id, reason, kind, .. } => {
+                Outcome::Failed {
+                    id, reason, kind, ..
+                } => {
                     // Endpoint failures are not recorded: the next run tries again.
                     if kind != emoknow::knowledge::annotate::FailKind::Endpoint {
                         store.put_knowledge_deferred(
                             &[],
-                            &[Missing { example_id: id, source: source.clone(), reason, created_at: now }],
+                            &[Missing {
+                                example_id: id,
+                                source: source.clone(),
+                                reason,
+                                created_at: now,
+                            }],
                         )?;
                     }
                 }
@@ -322,7 +342,12 @@ pub fn run_annotate(a: AnnotateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     pb.finish_and_clear();
     // Index whatever arrived, whether or not the run finished.
     store.sync_index()?;
-    let summary = result.with_context(|| format!("annotating with {} at {} ({written} answers kept)", a.model, a.endpoint))?;
+    let summary = result.with_context(|| {
+        format!(
+            "annotating with {} at {} ({written} answers kept)",
+            a.model, a.endpoint
+        )
+    })?;
     if ctx.json {
         output::print_json(&summary)?;
     } else {
@@ -357,7 +382,11 @@ pub fn run_export(a: ExportArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     for e in store.examples(Some(a.split))? {
         if let Some(k) = store.knowledge_of(e.id, &a.source)? {
             if k.kind == KnowledgeKind::Rationale {
-                train.push(SftRecord::from_messages(e.id, &prompts.blind(&e.text, &[]), k.raw)?);
+                train.push(SftRecord::from_messages(
+                    e.id,
+                    &prompts.blind(&e.text, &[]),
+                    k.raw,
+                )?);
             }
         }
     }
@@ -385,9 +414,23 @@ pub fn run_export(a: ExportArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             "predict_name": files.predict_name, "train_rows": train.len(), "predict_rows": predict.len(),
         }))?;
     } else {
-        println!("{} ({} rows: {} rationales of {})", files.train.display(), train.len(), a.split, a.source);
-        println!("{} ({} rows: {} sentences, empty output)", files.predict.display(), predict.len(), a.predict_split);
-        println!("{} (example id of each prediction line)", files.predict_ids.display());
+        println!(
+            "{} ({} rows: {} rationales of {})",
+            files.train.display(),
+            train.len(),
+            a.split,
+            a.source
+        );
+        println!(
+            "{} ({} rows: {} sentences, empty output)",
+            files.predict.display(),
+            predict.len(),
+            a.predict_split
+        );
+        println!(
+            "{} (example id of each prediction line)",
+            files.predict_ids.display()
+        );
         println!(
             "{} (entries {:?} and {:?}, format {})",
             files.dataset_info.display(),
@@ -402,14 +445,22 @@ pub fn run_export(a: ExportArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 pub fn run_dev_server(a: DevServerArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     // The store's gold labels, when there is a store (the server works without one).
     let gold: Vec<(String, LabelSet)> = match Store::open(&ctx.store) {
-        Ok(s) => s.examples(None)?.into_iter().map(|e| (e.text, e.labels)).collect(),
+        Ok(s) => s
+            .examples(None)?
+            .into_iter()
+            .map(|e| (e.text, e.labels))
+            .collect(),
         Err(_) => Vec::new(),
     };
     let n = gold.len();
     let server = DevServer::start_on(
         &format!("127.0.0.1:{}", a.port),
         Behaviour {
-            answer: if a.wrong_first { AnswerMode::WrongUnlessGuided } else { AnswerMode::Right },
+            answer: if a.wrong_first {
+                AnswerMode::WrongUnlessGuided
+            } else {
+                AnswerMode::Right
+            },
             latency_ms: a.latency_ms,
             ..Behaviour::default()
         }

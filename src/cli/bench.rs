@@ -173,7 +173,10 @@ fn bench_store(a: StoreArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 
     let t = Instant::now();
     let lex = Lexicon::default();
-    for (source, field) in [("qwen-max", Field::Label), ("chatglm3-lora", Field::Predict)] {
+    for (source, field) in [
+        ("qwen-max", Field::Label),
+        ("chatglm3-lora", Field::Predict),
+    ] {
         let s = import_file(
             &store,
             &a.predictions,
@@ -310,7 +313,10 @@ fn bench_annotate(a: AnnotateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     if ctx.json {
         output::print_json(&r)?;
     } else {
-        println!("{} items, {} ms simulated latency per request", a.items, r.latency_ms);
+        println!(
+            "{} items, {} ms simulated latency per request",
+            a.items, r.latency_ms
+        );
         for run in &r.runs {
             println!(
                 "--jobs {:<3} {:>8.1} items/s  ({} requests in {:.2} s)  ×{:.1} vs --jobs {base}",
@@ -327,16 +333,25 @@ fn bench_annotate(a: AnnotateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 
 fn bench_embed(a: EmbedArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let parsed = corpus::read_file(&a.corpus)?;
-    let n = if a.sentences == 0 { parsed.rows.len() } else { a.sentences.min(parsed.rows.len()) };
+    let n = if a.sentences == 0 {
+        parsed.rows.len()
+    } else {
+        a.sentences.min(parsed.rows.len())
+    };
     let texts: Vec<&str> = parsed.rows[..n].iter().map(|r| r.text.as_str()).collect();
     let pb = output::bar(2 * n as u64, "embedding", ctx.quiet);
-    let r = emoknow::model::encoder::bench_embed(&a.encoder.encoder, &texts, &a.encoder.options(), &mut |phase, done| {
-        let base = match phase {
-            emoknow::model::encoder::BenchPhase::CorpusOrder => 0,
-            emoknow::model::encoder::BenchPhase::LengthSorted => n as u64,
-        };
-        pb.set_position(base + done as u64);
-    })?;
+    let r = emoknow::model::encoder::bench_embed(
+        &a.encoder.encoder,
+        &texts,
+        &a.encoder.options(),
+        &mut |phase, done| {
+            let base = match phase {
+                emoknow::model::encoder::BenchPhase::CorpusOrder => 0,
+                emoknow::model::encoder::BenchPhase::LengthSorted => n as u64,
+            };
+            pb.set_position(base + done as u64);
+        },
+    )?;
     pb.finish_and_clear();
     if ctx.json {
         output::print_json(&r)?;
@@ -345,13 +360,19 @@ fn bench_embed(a: EmbedArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             "encoder {} (dim {}), {} sentences, ≤{} tokens, {} threads, AVX-512 {}",
             r.encoder_id, r.dim, n, r.max_len, r.effective_threads, r.avx512
         );
-        for (name, run) in [("corpus order, batch 32 (baseline)", &r.corpus_order), ("length-sorted, batch 64", &r.length_sorted)] {
+        for (name, run) in [
+            ("corpus order, batch 32 (baseline)", &r.corpus_order),
+            ("length-sorted, batch 64", &r.length_sorted),
+        ] {
             println!(
                 "  {name:<36} {:>7.1} sentences/s  ({:.1} s; {} real of {} padded tokens)",
                 run.sentences_per_sec, run.secs, run.real_tokens, run.padded_tokens
             );
         }
-        println!("  length sorting: ×{:.2}; max |difference| between the runs' vectors {:.1e}", r.speedup, r.max_abs_diff);
+        println!(
+            "  length sorting: ×{:.2}; max |difference| between the runs' vectors {:.1e}",
+            r.speedup, r.max_abs_diff
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -360,17 +381,18 @@ fn bench_similar(a: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     use emoknow::knowledge::retrieve::{BruteForce, NeighbourSearch};
     use emoknow::store::vectors::What;
     let store = ctx.open()?;
-    let info = match &a.encoder {
-        Some(k) => store.find_encoder(k)?,
-        None => store
-            .encoders()?
-            .into_iter()
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("no stored embeddings: run `emoknow embed` first"))?,
-    };
+    let info =
+        match &a.encoder {
+            Some(k) => store.find_encoder(k)?,
+            None => store.encoders()?.into_iter().next().ok_or_else(|| {
+                anyhow::anyhow!("no stored embeddings: run `emoknow embed` first")
+            })?,
+        };
     let all = store.vectors(&info, &What::Text, None)?;
     let index = BruteForce::new(&all)?;
-    let queries: Vec<&[f32]> = (0..a.queries.min(all.ids.len())).map(|i| all.row(i)).collect();
+    let queries: Vec<&[f32]> = (0..a.queries.min(all.ids.len()))
+        .map(|i| all.row(i))
+        .collect();
     let allowed = |q: usize, r: usize| q != r;
     let mut one = Vec::new();
     let mut first = Vec::new();
@@ -407,7 +429,11 @@ fn bench_similar(a: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         std::hint::black_box(&s);
         naive.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    let (p50, p95, naive50) = (percentile(&mut one, 0.5), percentile(&mut one, 0.95), percentile(&mut naive, 0.5));
+    let (p50, p95, naive50) = (
+        percentile(&mut one, 0.5),
+        percentile(&mut one, 0.95),
+        percentile(&mut naive, 0.5),
+    );
     if ctx.json {
         output::print_json(&serde_json::json!({
             "vectors": all.ids.len(), "dim": all.dim, "k": a.k, "queries": queries.len(),
@@ -415,7 +441,14 @@ fn bench_similar(a: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             "naive_loop_p50_ms": naive50,
         }))?;
     } else {
-        println!("top-{} over {} vectors of dim {} ({}), {} queries", a.k, all.ids.len(), all.dim, info.name, queries.len());
+        println!(
+            "top-{} over {} vectors of dim {} ({}), {} queries",
+            a.k,
+            all.ids.len(),
+            all.dim,
+            info.name,
+            queries.len()
+        );
         println!("  one query per matmul   p50 {p50:.2} ms, p95 {p95:.2} ms");
         println!("  batched (256 per matmul) {batched_ms:.3} ms per query");
         println!("  baseline: loop of dot products + sort, p50 {naive50:.2} ms  (single ×{:.1}, batched ×{:.0})", naive50 / p50, naive50 / batched_ms);

@@ -36,14 +36,59 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let (t, p) = (train.display().to_string(), preds.display().to_string());
     let steps: Vec<Vec<&str>> = vec![
         vec!["ingest", &t],
-        vec!["knowledge", "import", &p, "--source", "qwen-max", "--field", "label", "--first-id", "1"],
-        vec!["knowledge", "import", &p, "--source", "chatglm3-lora", "--field", "predict", "--first-id", "1"],
+        vec![
+            "knowledge",
+            "import",
+            &p,
+            "--source",
+            "qwen-max",
+            "--field",
+            "label",
+            "--first-id",
+            "1",
+        ],
+        vec![
+            "knowledge",
+            "import",
+            &p,
+            "--source",
+            "chatglm3-lora",
+            "--field",
+            "predict",
+            "--first-id",
+            "1",
+        ],
         vec!["stats"],
-        vec!["query", "--emotion", "Anxiety", "--keyword", "担忧未来", "--limit", "3"],
-        vec!["query", "--emotion", "Love", "--emotion", "Joy", "--keyword", "孩子", "--source", "qwen-max", "--limit", "2"],
+        vec![
+            "query",
+            "--emotion",
+            "Anxiety",
+            "--keyword",
+            "担忧未来",
+            "--limit",
+            "3",
+        ],
+        vec![
+            "query",
+            "--emotion",
+            "Love",
+            "--emotion",
+            "Joy",
+            "--keyword",
+            "孩子",
+            "--source",
+            "qwen-max",
+            "--limit",
+            "2",
+        ],
     ];
     let store = ctx.store.display().to_string();
-    let model = ctx.store.join("models").join("linear").display().to_string();
+    let model = ctx
+        .store
+        .join("models")
+        .join("linear")
+        .display()
+        .to_string();
     let steps: Vec<Vec<&str>> = steps
         .into_iter()
         .chain([

@@ -100,10 +100,17 @@ pub struct EmbedArgs {
 }
 
 /// Loads an encoder and registers it in the store.
-pub fn load_encoder(store: &Store, args: &EncoderArgs, name: Option<&str>) -> anyhow::Result<(Encoder, EncoderInfo)> {
+pub fn load_encoder(
+    store: &Store,
+    args: &EncoderArgs,
+    name: Option<&str>,
+) -> anyhow::Result<(Encoder, EncoderInfo)> {
     let enc = Encoder::load(&args.encoder, args.options())
         .with_context(|| format!("loading encoder {}", args.encoder.display()))?;
-    let known = store.encoders()?.into_iter().find(|e| e.id == enc.encoder_id());
+    let known = store
+        .encoders()?
+        .into_iter()
+        .find(|e| e.id == enc.encoder_id());
     let info = EncoderInfo {
         id: enc.encoder_id().to_string(),
         // A given name, else the name it was registered with, else the directory's.
@@ -184,7 +191,9 @@ pub fn run_embed(a: EmbedArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         for chunk in todo.chunks(CHUNK) {
             if INTERRUPTED.load(Ordering::SeqCst) {
                 pb.finish_and_clear();
-                ctx.note(format!("interrupted after {done} of {total} vectors; run again to finish"));
+                ctx.note(format!(
+                    "interrupted after {done} of {total} vectors; run again to finish"
+                ));
                 return Err(emoknow::Error::Interrupted.into());
             }
             let texts: Vec<&str> = chunk.iter().map(|(_, t)| t.as_str()).collect();

@@ -39,7 +39,12 @@ pub struct Args {
     test_rows: Option<usize>,
 
     /// Fraction of the non-test rows drawn into validation.
-    #[arg(long, value_name = "F", default_value_t = 0.08, help_heading = "Splits")]
+    #[arg(
+        long,
+        value_name = "F",
+        default_value_t = 0.08,
+        help_heading = "Splits"
+    )]
     val_fraction: f64,
 
     /// Seed of the validation draw.
@@ -76,7 +81,10 @@ struct Skipped {
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     if !(0.0..1.0).contains(&args.val_fraction) {
-        anyhow::bail!("--val-fraction must be in [0, 1), got {}", args.val_fraction);
+        anyhow::bail!(
+            "--val-fraction must be in [0, 1), got {}",
+            args.val_fraction
+        );
     }
     let t0 = Instant::now();
     let parsed = corpus::read_file(&args.file)?;
@@ -87,12 +95,11 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
         .into());
     }
-    let seed_layout = parsed.format == Format::SeedList && parsed.rows.iter().all(|r| r.id.is_some());
+    let seed_layout =
+        parsed.format == Format::SeedList && parsed.rows.iter().all(|r| r.id.is_some());
     let plan = SplitPlan {
         all: args.split,
-        test_rows: args
-            .test_rows
-            .unwrap_or(if seed_layout { 1000 } else { 0 }),
+        test_rows: args.test_rows.unwrap_or(if seed_layout { 1000 } else { 0 }),
         val_fraction: args.val_fraction,
         seed: args.seed,
     };

@@ -48,7 +48,12 @@ struct ImportArgs {
     field: FieldArg,
 
     /// Example id of the first line.
-    #[arg(long, value_name = "N", required_unless_present = "ids", conflicts_with = "ids")]
+    #[arg(
+        long,
+        value_name = "N",
+        required_unless_present = "ids",
+        conflicts_with = "ids"
+    )]
     first_id: Option<u64>,
 
     /// Example ids of the lines, one per line (from `emoknow export llama-factory`).
@@ -100,7 +105,10 @@ fn run_import(a: ImportArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     };
     let (lo, hi) = match &align {
         Alignment::FirstId(f) => (*f, None),
-        Alignment::Ids(ids) => (ids.iter().copied().min().unwrap_or(0), ids.iter().copied().max()),
+        Alignment::Ids(ids) => (
+            ids.iter().copied().min().unwrap_or(0),
+            ids.iter().copied().max(),
+        ),
     };
     let cfg = ImportConfig {
         source: a.source.clone(),

@@ -107,14 +107,16 @@ pub fn highlight(text: &str, tokens: &[String], width: usize) -> String {
     out
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn snippets_are_one_line() {
-        assert_eq!(highlight("理由:\n\n担忧\n未来", &["担忧".into()], 40), "理由: 【担忧】 未来");
+        assert_eq!(
+            highlight("理由:\n\n担忧\n未来", &["担忧".into()], 40),
+            "理由: 【担忧】 未来"
+        );
     }
 
     #[test]
@@ -123,6 +125,9 @@ mod tests {
         assert_eq!(h, "我 【担忧】 孩子 的 【未来】");
         let long = format!("{}担忧{}", "甲".repeat(50), "乙".repeat(50));
         let h = highlight(&long, &["担忧".into()], 20);
-        assert!(h.starts_with('…') && h.ends_with('…') && h.contains("【担忧】"), "{h}");
+        assert!(
+            h.starts_with('…') && h.ends_with('…') && h.contains("【担忧】"),
+            "{h}"
+        );
     }
 }

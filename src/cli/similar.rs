@@ -93,7 +93,12 @@ pub struct RetrieveArgs {
 impl RetrievalArgs {
     /// Retrieval settings built in code (the annotator's shots).
     pub fn new(k: usize, from: Split, by: Option<By>, encoder: Option<String>) -> RetrievalArgs {
-        RetrievalArgs { k, from, by, encoder }
+        RetrievalArgs {
+            k,
+            from,
+            by,
+            encoder,
+        }
     }
 }
 
@@ -112,11 +117,13 @@ impl Retriever {
             anyhow::bail!("the {} split is empty: nothing to retrieve from", args.from);
         }
         let encoders = store.encoders()?;
-        let by = args.by.unwrap_or(if encoders.is_empty() && args.encoder.is_none() {
-            By::Bm25
-        } else {
-            By::Dense
-        });
+        let by = args
+            .by
+            .unwrap_or(if encoders.is_empty() && args.encoder.is_none() {
+                By::Bm25
+            } else {
+                By::Dense
+            });
         if by == By::Bm25 {
             return Ok(Retriever {
                 pool: Pool::sparse(pool_examples),
@@ -128,16 +135,25 @@ impl Retriever {
             Some(key) => store.find_encoder(key)?,
             None => match encoders.as_slice() {
                 [one] => one.clone(),
-                [] => anyhow::bail!("no stored embeddings: run `emoknow embed --encoder DIR` or use --by bm25"),
+                [] => anyhow::bail!(
+                    "no stored embeddings: run `emoknow embed --encoder DIR` or use --by bm25"
+                ),
                 _ => anyhow::bail!(
                     "the store holds vectors of several encoders, choose one with --encoder: {}",
-                    encoders.iter().map(|e| format!("{} ({})", e.id, e.name)).collect::<Vec<_>>().join(", ")
+                    encoders
+                        .iter()
+                        .map(|e| format!("{} ({})", e.id, e.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             },
         };
         let vectors = store.vectors(&info, &What::Text, None)?;
         let pool = Pool::dense(pool_examples, &vectors).with_context(|| {
-            format!("the {} split is not fully embedded by {}", args.from, info.name)
+            format!(
+                "the {} split is not fully embedded by {}",
+                args.from, info.name
+            )
         })?;
         Ok(Retriever {
             pool,
@@ -236,7 +252,13 @@ pub fn run_similar(args: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         output::print_json(&out)?;
     } else {
         for h in &hits {
-            println!("#{:<6} {:.3}  {:<24} {}", h.id, h.score, h.labels.to_string(), h.text);
+            println!(
+                "#{:<6} {:.3}  {:<24} {}",
+                h.id,
+                h.score,
+                h.labels.to_string(),
+                h.text
+            );
             if let Some(r) = best_rationale(&store, h.id)? {
                 println!("        {}", r);
             }
@@ -293,7 +315,9 @@ pub fn run_retrieve(args: RetrieveArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     }
     pb.finish_and_clear();
     if ctx.json {
-        output::print_json(&serde_json::json!({"source": source, "examples": stored, "k": args.retrieval.k}))?;
+        output::print_json(
+            &serde_json::json!({"source": source, "examples": stored, "k": args.retrieval.k}),
+        )?;
     } else {
         println!(
             "stored {} neighbours (k = {}) for {stored} examples as source {source}",

@@ -139,7 +139,12 @@ pub struct TrainArgs {
 
     /// Frozen: also feed the head the linear model's scores (out-of-fold on training rows from
     /// this many folds, then a linear model on all of them for validation and prediction); 0 = off.
-    #[arg(long, value_name = "FOLDS", default_value_t = 0, help_heading = "Frozen")]
+    #[arg(
+        long,
+        value_name = "FOLDS",
+        default_value_t = 0,
+        help_heading = "Frozen"
+    )]
     stack_linear: usize,
 
     /// Frozen/finetune: epochs.
@@ -257,7 +262,11 @@ fn train_config(a: &TrainArgs) -> TrainConfig {
     }
     let mut ft = FinetuneConfig {
         seed: a.seed,
-        head: if a.per_label { HeadKind::PerLabel } else { HeadKind::Shared },
+        head: if a.per_label {
+            HeadKind::PerLabel
+        } else {
+            HeadKind::Shared
+        },
         ..Default::default()
     };
     if let Some(e) = a.epochs {
@@ -369,7 +378,10 @@ pub fn print_report(r: &Report) {
         "  hamming {:.3}   exact {:.3}   micro-F1 {:.3}   macro-F1 {:.3}   (n = {})",
         r.hamming_accuracy, r.exact_match, r.micro_f1, r.macro_f1, r.n
     );
-    println!("  {:<10} {:>9} {:>7} {:>7} {:>8}", "label", "precision", "recall", "F1", "support");
+    println!(
+        "  {:<10} {:>9} {:>7} {:>7} {:>8}",
+        "label", "precision", "recall", "F1", "support"
+    );
     for l in &r.per_label {
         println!(
             "  {:<10} {:>9.3} {:>7.3} {:>7.3} {:>8}",
@@ -393,7 +405,10 @@ pub fn run_eval(a: EvalArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         return eval_source(&store, src, a.split, ctx);
     }
     let split = a.split.unwrap_or(Split::Test);
-    let dir = a.model.as_ref().expect("clap requires --model without --source");
+    let dir = a
+        .model
+        .as_ref()
+        .expect("clap requires --model without --source");
     let model = Model::load(dir).with_context(|| format!("loading model {}", dir.display()))?;
     let samples: Vec<Sample> = match &a.file {
         Some(f) => {
@@ -429,7 +444,10 @@ pub fn run_eval(a: EvalArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             "{} model {} on {} ({} examples):",
             model.meta.kind.name(),
             dir.display(),
-            a.file.as_ref().map(|f| f.display().to_string()).unwrap_or_else(|| format!("the {split} split")),
+            a.file
+                .as_ref()
+                .map(|f| f.display().to_string())
+                .unwrap_or_else(|| format!("the {split} split")),
             samples.len()
         );
         print_report(&report);
@@ -437,9 +455,16 @@ pub fn run_eval(a: EvalArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn eval_source(store: &emoknow::store::Store, src: &str, split: Option<Split>, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+fn eval_source(
+    store: &emoknow::store::Store,
+    src: &str,
+    split: Option<Split>,
+    ctx: &Ctx,
+) -> anyhow::Result<ExitCode> {
     let examples = store.examples(split)?;
-    let split = split.map(|s| format!("the {s} split")).unwrap_or_else(|| "all splits".into());
+    let split = split
+        .map(|s| format!("the {s} split"))
+        .unwrap_or_else(|| "all splits".into());
     let mut gold = Vec::new();
     let mut pred = Vec::new();
     let mut answered = 0;
@@ -495,7 +520,8 @@ fn eval_source(store: &emoknow::store::Store, src: &str, split: Option<Split>, c
 
 pub fn run_predict(a: PredictArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let store = ctx.open()?;
-    let model = Model::load(&a.model).with_context(|| format!("loading model {}", a.model.display()))?;
+    let model =
+        Model::load(&a.model).with_context(|| format!("loading model {}", a.model.display()))?;
     let texts: Vec<String> = if a.text.is_empty() {
         std::io::stdin()
             .lock()
@@ -519,7 +545,8 @@ pub fn run_predict(a: PredictArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                     .iter()
                     .map(|e| (e.name().to_string(), serde_json::json!(p[e.index()])))
                     .collect();
-                let mut v = serde_json::json!({"text": s.text, "labels": l, "probabilities": probs});
+                let mut v =
+                    serde_json::json!({"text": s.text, "labels": l, "probabilities": probs});
                 if a.explain {
                     v["knowledge"] = serde_json::json!(s.knowledge);
                     v["neighbours"] = serde_json::to_value(&s.neighbours).unwrap_or_default();
@@ -543,11 +570,16 @@ pub fn run_predict(a: PredictArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 println!("  knowledge: none (the model reads the text only)");
             }
             if matches!(spec.mode, KnowledgeMode::Rationale | KnowledgeMode::All) {
-                println!("  rationale: none (new text is not annotated; `emoknow annotate` stores one)");
+                println!(
+                    "  rationale: none (new text is not annotated; `emoknow annotate` stores one)"
+                );
             }
             for n in &s.neighbours {
                 let text = store.example(n.id)?.map(|e| e.text).unwrap_or_default();
-                println!("  neighbour #{} ({:.3}) {} — {}", n.id, n.score, n.labels, text);
+                println!(
+                    "  neighbour #{} ({:.3}) {} — {}",
+                    n.id, n.score, n.labels, text
+                );
             }
         }
     }

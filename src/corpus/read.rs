@@ -168,7 +168,11 @@ pub fn read_file(path: &Path) -> Result<Parsed> {
 /// [`read_file`] on bytes already in memory; `path` is used in messages only.
 pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Parsed> {
     let dec = decode(bytes);
-    let first = dec.text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let first = dec
+        .text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
     let mut parsed = if first.trim_start().starts_with('{') {
         parse_jsonl(&dec.text)
     } else {
@@ -395,9 +399,10 @@ fn parse_json_row(line: &str, lineno: u64) -> std::result::Result<Row, String> {
     };
     let id = match obj.get("id") {
         None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::Number(n)) => {
-            Some(n.as_u64().ok_or(format!("id {n} is not a non-negative integer"))?)
-        }
+        Some(serde_json::Value::Number(n)) => Some(
+            n.as_u64()
+                .ok_or(format!("id {n} is not a non-negative integer"))?,
+        ),
         Some(serde_json::Value::String(s)) => Some(parse_id(s)?),
         Some(_) => return Err("\"id\" must be an integer".into()),
     };

@@ -48,7 +48,6 @@ impl FromStr for Split {
     }
 }
 
-
 /// How to split an ingested file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SplitPlan {
@@ -132,7 +131,11 @@ mod tests {
         assert!(s[..10].iter().all(|&x| x == Split::Test));
         assert_eq!(s.iter().filter(|&&x| x == Split::Val).count(), 18);
         assert_eq!(plan.assign(&keys), s, "deterministic");
-        let other = SplitPlan { seed: 7, ..plan.clone() }.assign(&keys);
+        let other = SplitPlan {
+            seed: 7,
+            ..plan.clone()
+        }
+        .assign(&keys);
         assert_ne!(other, s, "the seed matters");
     }
 

@@ -118,7 +118,11 @@ pub fn render_neighbour_labels(neighbours: &[Neighbour], k: usize) -> String {
 }
 
 /// The rationale and neighbours `spec` attaches, picked from an example's stored records.
-pub fn pick(records: &[Knowledge], spec: &AttachSpec, eval: bool) -> (Option<String>, Vec<Neighbour>) {
+pub fn pick(
+    records: &[Knowledge],
+    spec: &AttachSpec,
+    eval: bool,
+) -> (Option<String>, Vec<Neighbour>) {
     let mut rationale = None;
     let mut neighbours = Vec::new();
     if spec.mode.rationale() {
@@ -134,9 +138,15 @@ pub fn pick(records: &[Knowledge], spec: &AttachSpec, eval: bool) -> (Option<Str
     }
     if spec.mode.neighbours() {
         if let Some(k) = records.iter().find(|k| {
-            Some(&k.source) == spec.neighbours_source.as_ref() && k.kind == KnowledgeKind::Neighbours
+            Some(&k.source) == spec.neighbours_source.as_ref()
+                && k.kind == KnowledgeKind::Neighbours
         }) {
-            neighbours = k.neighbours.iter().take(spec.neighbours_k.max(1)).cloned().collect();
+            neighbours = k
+                .neighbours
+                .iter()
+                .take(spec.neighbours_k.max(1))
+                .cloned()
+                .collect();
         }
     }
     (rationale, neighbours)
@@ -144,18 +154,20 @@ pub fn pick(records: &[Knowledge], spec: &AttachSpec, eval: bool) -> (Option<Str
 
 /// Checks that the sources a spec names exist in the store.
 pub fn validate(store: &Store, spec: &AttachSpec) -> Result<()> {
-    let stats_sources: Vec<String> = store
-        .stats()?
-        .sources
-        .into_keys()
-        .collect();
+    let stats_sources: Vec<String> = store.stats()?.sources.into_keys().collect();
     let need = |name: &Option<String>, what: &str| -> Result<()> {
         match name {
             Some(n) if !stats_sources.contains(n) => Err(Error::NotFound(format!(
                 "no knowledge from source {n:?} ({what}); the store has: {}",
-                if stats_sources.is_empty() { "none".to_string() } else { stats_sources.join(", ") }
+                if stats_sources.is_empty() {
+                    "none".to_string()
+                } else {
+                    stats_sources.join(", ")
+                }
             ))),
-            None => Err(Error::Invalid(format!("knowledge mode needs a {what} source"))),
+            None => Err(Error::Invalid(format!(
+                "knowledge mode needs a {what} source"
+            ))),
             _ => Ok(()),
         }
     };
@@ -172,7 +184,12 @@ pub fn validate(store: &Store, spec: &AttachSpec) -> Result<()> {
 }
 
 /// Samples for stored examples. `eval` picks the evaluation rationale source.
-pub fn samples(store: &Store, examples: &[Example], spec: &AttachSpec, eval: bool) -> Result<Vec<Sample>> {
+pub fn samples(
+    store: &Store,
+    examples: &[Example],
+    spec: &AttachSpec,
+    eval: bool,
+) -> Result<Vec<Sample>> {
     examples
         .iter()
         .map(|e| {
@@ -181,7 +198,14 @@ pub fn samples(store: &Store, examples: &[Example], spec: &AttachSpec, eval: boo
             } else {
                 pick(&store.knowledge(e.id)?, spec, eval)
             };
-            Ok(Sample::new(e.id, e.text.clone(), e.labels, rationale, neighbours, spec))
+            Ok(Sample::new(
+                e.id,
+                e.text.clone(),
+                e.labels,
+                rationale,
+                neighbours,
+                spec,
+            ))
         })
         .collect()
 }
@@ -224,8 +248,16 @@ mod tests {
     #[test]
     fn train_and_eval_sources_differ_and_neighbours_render_labels() {
         let nb = vec![
-            Neighbour { id: 2, score: 0.9, labels: "Love,Joy".parse().unwrap() },
-            Neighbour { id: 3, score: 0.8, labels: "Anger".parse().unwrap() },
+            Neighbour {
+                id: 2,
+                score: 0.9,
+                labels: "Love,Joy".parse().unwrap(),
+            },
+            Neighbour {
+                id: 3,
+                score: 0.8,
+                labels: "Anger".parse().unwrap(),
+            },
         ];
         let recs = vec![
             k("qwen", KnowledgeKind::Rationale, "甲", vec![]),

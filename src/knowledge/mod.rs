@@ -8,10 +8,10 @@
 //! - [`sanitize`]: the reason part of an answer, stripped of emotion words.
 
 pub mod annotate;
+pub mod attach;
+pub mod import;
 pub mod llama_factory;
 pub mod llm;
 pub mod prompts;
-pub mod sanitize;
-pub mod import;
 pub mod retrieve;
-pub mod attach;
+pub mod sanitize;

@@ -49,7 +49,9 @@ impl BruteForce {
             data.extend(normalized(set.row(i)));
         }
         let rows = set.ids.len();
-        let matrix = Tensor::from_vec(data, (rows, set.dim), &Device::Cpu)?.t()?.contiguous()?;
+        let matrix = Tensor::from_vec(data, (rows, set.dim), &Device::Cpu)?
+            .t()?
+            .contiguous()?;
         Ok(BruteForce {
             matrix,
             rows,
@@ -285,7 +287,12 @@ pub fn render_neighbours(hits: &[Hit]) -> String {
 }
 
 /// A "retrieved neighbours" knowledge record about `example_id`.
-pub fn neighbours_knowledge(example_id: ExampleId, source: &str, model: &str, hits: &[Hit]) -> Knowledge {
+pub fn neighbours_knowledge(
+    example_id: ExampleId,
+    source: &str,
+    model: &str,
+    hits: &[Hit],
+) -> Knowledge {
     let text = render_neighbours(hits);
     Knowledge {
         example_id,
@@ -342,7 +349,9 @@ mod tests {
 
     #[test]
     fn many_queries_across_batches_match_one_by_one() {
-        let rows: Vec<[f32; 2]> = (0..50).map(|i| [(i as f32).cos(), (i as f32).sin()]).collect();
+        let rows: Vec<[f32; 2]> = (0..50)
+            .map(|i| [(i as f32).cos(), (i as f32).sin()])
+            .collect();
         let bf = BruteForce::new(&set(&rows)).unwrap();
         let queries: Vec<[f32; 2]> = (0..600).map(|i| [(i as f32 * 0.3).sin(), 1.0]).collect();
         let refs: Vec<&[f32]> = queries.iter().map(|q| q.as_slice()).collect();

@@ -262,7 +262,8 @@ mod tests {
 
     #[test]
     fn asserted_labels_from_label_line_and_header() {
-        let raw = "这段评论包含以下分类:\nJoy,Expect\n\n理由:\n\n表明…属于Love? 不，这属于Expect分类。";
+        let raw =
+            "这段评论包含以下分类:\nJoy,Expect\n\n理由:\n\n表明…属于Love? 不，这属于Expect分类。";
         assert_eq!(asserted_labels(raw).to_string(), "Joy,Expect");
         let raw = "此评论可以被分类为Love和Surprise。\n\n理由如下:\n\n描述…Hate";
         assert_eq!(asserted_labels(raw).to_string(), "Love,Surprise");
@@ -274,13 +275,20 @@ mod tests {
         let raw = "这段评论包含以下分类:\n\nExpect: \"恳请有关部门\"表达了期待。\nAnxiety: 担忧。\nHate: 厌恶。\n\n综上所述";
         assert_eq!(asserted_labels(raw).to_string(), "Anxiety,Expect,Hate");
         let s = sanitize(raw, &Lexicon::default(), false);
-        assert!(!s.text.contains("Expect") && !s.text.contains("担忧"), "{}", s.text);
+        assert!(
+            !s.text.contains("Expect") && !s.text.contains("担忧"),
+            "{}",
+            s.text
+        );
         assert!(s.text.starts_with("恳请有关部门\""), "{}", s.text);
     }
 
     #[test]
     fn header_only_and_garbage() {
-        assert_eq!(asserted_labels("这段评论包含以下分类: Love").to_string(), "Love");
+        assert_eq!(
+            asserted_labels("这段评论包含以下分类: Love").to_string(),
+            "Love"
+        );
         assert!(asserted_labels("生活而 带来 生活而 带来").is_empty());
         assert!(asserted_labels("Lovely weather; unexpected").is_empty());
     }
@@ -288,12 +296,18 @@ mod tests {
     #[test]
     fn longest_match_wins_and_ascii_words_stay() {
         let lex = Lexicon::parse("Joy: 喜悦 欣喜若狂\nSurprise: 惊喜\n").unwrap();
-        assert_eq!(lex.strip("他欣喜若狂，满是惊喜。Lovely Joy!", false), "他，满是。Lovely !");
+        assert_eq!(
+            lex.strip("他欣喜若狂，满是惊喜。Lovely Joy!", false),
+            "他，满是。Lovely !"
+        );
     }
 
     #[test]
     fn lexicon_errors_name_the_line() {
-        assert_eq!(Lexicon::parse("# c\nJoy: 喜悦\nHappy: 开心").unwrap_err().0, 3);
+        assert_eq!(
+            Lexicon::parse("# c\nJoy: 喜悦\nHappy: 开心").unwrap_err().0,
+            3
+        );
         assert_eq!(Lexicon::parse("喜悦").unwrap_err().0, 1);
     }
 

@@ -177,7 +177,7 @@ enum Inner {
     Linear(LinearModel),
     Frozen(Mlp, Option<LinearModel>),
     Knn,
-    Finetune(FinetuneModel),
+    Finetune(Box<FinetuneModel>),
     Ensemble(Vec<Model>),
 }
 
@@ -199,7 +199,13 @@ fn gold(samples: &[Sample]) -> Vec<LabelSet> {
 }
 
 /// The examples of a split, restricted as the config asks.
-fn split_examples(store: &Store, split: Split, cfg_only: bool, attach: &AttachSpec, eval: bool) -> Result<Vec<Example>> {
+fn split_examples(
+    store: &Store,
+    split: Split,
+    cfg_only: bool,
+    attach: &AttachSpec,
+    eval: bool,
+) -> Result<Vec<Example>> {
     let mut ex = store.examples(Some(split))?;
     // With a source named, the restriction holds even for text-only models, so a text-only
     // baseline can be trained on exactly the rows the knowledge model sees.
@@ -225,8 +231,20 @@ pub fn train(
     if cfg.attach.mode != KnowledgeMode::None {
         attach::validate(store, &cfg.attach)?;
     }
-    let mut train_ex = split_examples(store, Split::Train, cfg.only_with_knowledge, &cfg.attach, false)?;
-    let val_ex = split_examples(store, Split::Val, cfg.only_with_knowledge, &cfg.attach, true)?;
+    let mut train_ex = split_examples(
+        store,
+        Split::Train,
+        cfg.only_with_knowledge,
+        &cfg.attach,
+        false,
+    )?;
+    let val_ex = split_examples(
+        store,
+        Split::Val,
+        cfg.only_with_knowledge,
+        &cfg.attach,
+        true,
+    )?;
     if let Some(n) = cfg.max_train {
         if n < train_ex.len() {
             let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
@@ -236,7 +254,9 @@ pub fn train(
         }
     }
     if train_ex.is_empty() {
-        return Err(Error::Invalid("no training examples (ingest a corpus; check --only-with-knowledge)".into()));
+        return Err(Error::Invalid(
+            "no training examples (ingest a corpus; check --only-with-knowledge)".into(),
+        ));
     }
     if val_ex.is_empty() {
         return Err(Error::Invalid(
@@ -271,7 +291,10 @@ pub fn train(
     };
     let val_probs = match cfg.kind {
         Kind::Linear => {
-            progress(TrainEvent::Phase(format!("linear: {} examples", train_s.len())));
+            progress(TrainEvent::Phase(format!(
+                "linear: {} examples",
+                train_s.len()
+            )));
             let texts: Vec<String> = train_s.iter().map(Sample::joined).collect();
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let m = LinearModel::train(&refs, &gold(&train_s), &cfg.linear, &mut |p| {
@@ -288,7 +311,11 @@ pub fn train(
             let enc = OnceEncoder::new(cfg.encoder_dir.as_deref(), &info);
             let (sx, sv) = match cfg.stack_folds {
                 0 => (None, None),
-                1 => return Err(Error::Invalid("--stack-linear needs at least 2 folds".into())),
+                1 => {
+                    return Err(Error::Invalid(
+                        "--stack-linear needs at least 2 folds".into(),
+                    ))
+                }
                 k => {
                     let (sx, sv) = stack_scores(&train_s, &val_s, k, cfg, out, progress)?;
                     meta.linear = Some(cfg.linear.clone());
@@ -297,7 +324,15 @@ pub fn train(
                 }
             };
             progress(TrainEvent::Phase("features".into()));
-            let fx = frozen_features(store, &info, &enc, &cfg.attach, &train_s, false, sx.as_deref())?;
+            let fx = frozen_features(
+                store,
+                &info,
+                &enc,
+                &cfg.attach,
+                &train_s,
+                false,
+                sx.as_deref(),
+            )?;
             let fv = frozen_features(store, &info, &enc, &cfg.attach, &val_s, true, sv.as_deref())?;
             let dim = fx.len() / train_s.len();
             let head = Mlp::train(
@@ -337,7 +372,9 @@ pub fn train(
         }
         Kind::Finetune => {
             let dir = cfg.encoder_dir.as_deref().ok_or_else(|| {
-                Error::Invalid("finetune needs --encoder-dir DIR (a BERT checkpoint to start from)".into())
+                Error::Invalid(
+                    "finetune needs --encoder-dir DIR (a BERT checkpoint to start from)".into(),
+                )
             })?;
             let texts: Vec<String> = train_s.iter().map(Sample::joined).collect();
             let vtexts: Vec<String> = val_s.iter().map(Sample::joined).collect();
@@ -353,28 +390,39 @@ pub fn train(
                 &ft,
                 &mut |e| {
                     progress(match e {
-                        finetune::FinetuneEvent::Step { epoch, step, total_steps, loss, lr } => {
-                            TrainEvent::Phase(format!(
-                                "epoch {epoch}, step {step}/{total_steps}: loss {loss:.4}, lr {lr:.1e}"
-                            ))
-                        }
-                        finetune::FinetuneEvent::Eval { epoch, val_loss, val_micro_f1, best, .. } => {
-                            TrainEvent::Epoch {
-                                epoch,
-                                loss: val_loss,
-                                val: format!(
-                                    "val micro-F1 {val_micro_f1:.3}{}",
-                                    if best { " (best)" } else { "" }
-                                ),
-                            }
-                        }
-                        finetune::FinetuneEvent::Epoch { epoch, train_loss, examples_per_sec, .. } => {
-                            TrainEvent::Epoch {
-                                epoch,
-                                loss: train_loss,
-                                val: format!("{examples_per_sec:.1} examples/s"),
-                            }
-                        }
+                        finetune::FinetuneEvent::Step {
+                            epoch,
+                            step,
+                            total_steps,
+                            loss,
+                            lr,
+                        } => TrainEvent::Phase(format!(
+                            "epoch {epoch}, step {step}/{total_steps}: loss {loss:.4}, lr {lr:.1e}"
+                        )),
+                        finetune::FinetuneEvent::Eval {
+                            epoch,
+                            val_loss,
+                            val_micro_f1,
+                            best,
+                            ..
+                        } => TrainEvent::Epoch {
+                            epoch,
+                            loss: val_loss,
+                            val: format!(
+                                "val micro-F1 {val_micro_f1:.3}{}",
+                                if best { " (best)" } else { "" }
+                            ),
+                        },
+                        finetune::FinetuneEvent::Epoch {
+                            epoch,
+                            train_loss,
+                            examples_per_sec,
+                            ..
+                        } => TrainEvent::Epoch {
+                            epoch,
+                            loss: train_loss,
+                            val: format!("{examples_per_sec:.1} examples/s"),
+                        },
                     })
                 },
             )?;
@@ -384,7 +432,9 @@ pub fn train(
         }
         Kind::Ensemble => {
             if cfg.members.len() < 2 {
-                return Err(Error::Invalid("an ensemble needs at least two --member DIR".into()));
+                return Err(Error::Invalid(
+                    "an ensemble needs at least two --member DIR".into(),
+                ));
             }
             let mut sum = vec![[0f32; NUM_EMOTIONS]; val_ex.len()];
             for m in &cfg.members {
@@ -396,7 +446,8 @@ pub fn train(
                         acc[i] += p[i] / cfg.members.len() as f32;
                     }
                 }
-                meta.members.push(std::fs::canonicalize(m).map_err(|e| Error::io(m, e))?);
+                meta.members
+                    .push(std::fs::canonicalize(m).map_err(|e| Error::io(m, e))?);
             }
             sum
         }
@@ -405,8 +456,11 @@ pub fn train(
     meta.val = metrics::evaluate(&gold(&val_s), &meta.thresholds.apply(&val_probs));
     meta.train_secs = t0.elapsed().as_secs_f64();
     let path = out.join("meta.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&meta).expect("meta serializes"))
-        .map_err(|e| Error::io(&path, e))?;
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&meta).expect("meta serializes"),
+    )
+    .map_err(|e| Error::io(&path, e))?;
     Ok(meta)
 }
 
@@ -520,6 +574,9 @@ fn vectors_for(
     Ok(out)
 }
 
+/// One sample's probabilities, canonical label order.
+type Probs = [f32; NUM_EMOTIONS];
+
 /// Where a stacked frozen model keeps its linear model.
 const STACK_DIR: &str = "stack-linear";
 
@@ -534,7 +591,7 @@ fn stack_scores(
     cfg: &TrainConfig,
     out: &Path,
     progress: &mut dyn FnMut(TrainEvent),
-) -> Result<(Vec<[f32; NUM_EMOTIONS]>, Vec<[f32; NUM_EMOTIONS]>)> {
+) -> Result<(Vec<Probs>, Vec<Probs>)> {
     if train_s.len() < folds {
         return Err(Error::Invalid(format!(
             "--stack-linear {folds}: only {} training examples",
@@ -551,8 +608,12 @@ fn stack_scores(
     }
     let mut oof = vec![[0f32; NUM_EMOTIONS]; texts.len()];
     for f in 0..folds {
-        progress(TrainEvent::Phase(format!("stacked linear: fold {}/{folds}", f + 1)));
-        let (fit, held): (Vec<usize>, Vec<usize>) = (0..texts.len()).partition(|&i| fold_of[i] != f);
+        progress(TrainEvent::Phase(format!(
+            "stacked linear: fold {}/{folds}",
+            f + 1
+        )));
+        let (fit, held): (Vec<usize>, Vec<usize>) =
+            (0..texts.len()).partition(|&i| fold_of[i] != f);
         let fit_t: Vec<&str> = fit.iter().map(|&i| texts[i].as_str()).collect();
         let fit_y: Vec<LabelSet> = fit.iter().map(|&i| y[i]).collect();
         let m = LinearModel::train(&fit_t, &fit_y, &cfg.linear, &mut |_| {})?;
@@ -568,7 +629,10 @@ fn stack_scores(
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     m.save(&dir)?;
     let vt: Vec<String> = val_s.iter().map(Sample::joined).collect();
-    Ok((oof, m.predict_proba(&vt.iter().map(String::as_str).collect::<Vec<_>>())))
+    Ok((
+        oof,
+        m.predict_proba(&vt.iter().map(String::as_str).collect::<Vec<_>>()),
+    ))
 }
 
 /// Frozen features: text vector ⊕ (rationale vector and a has-rationale flag, when the spec
@@ -584,7 +648,9 @@ fn frozen_features(
     stacked: Option<&[[f32; NUM_EMOTIONS]]>,
 ) -> Result<Vec<f32>> {
     let dim = info.dim;
-    let text = vectors_for(store, info, enc, &What::Text, samples, |i| Some(samples[i].text.clone()))?;
+    let text = vectors_for(store, info, enc, &What::Text, samples, |i| {
+        Some(samples[i].text.clone())
+    })?;
     let src = if eval {
         spec.eval_source.as_ref().or(spec.source.as_ref())
     } else {
@@ -593,17 +659,24 @@ fn frozen_features(
     let rationale = match (spec.mode, src) {
         (KnowledgeMode::Rationale | KnowledgeMode::All, Some(src)) => {
             let what = What::Knowledge(src.clone());
-            let has: Vec<bool> = samples.iter().map(|s| s.rationale.as_ref().is_some_and(|r| !r.is_empty())).collect();
-            Some((has.clone(), vectors_for(store, info, enc, &what, samples, |i| {
-                samples[i].rationale.clone().filter(|_| has[i])
-            })?))
+            let has: Vec<bool> = samples
+                .iter()
+                .map(|s| s.rationale.as_ref().is_some_and(|r| !r.is_empty()))
+                .collect();
+            Some((
+                has.clone(),
+                vectors_for(store, info, enc, &what, samples, |i| {
+                    samples[i].rationale.clone().filter(|_| has[i])
+                })?,
+            ))
         }
         _ => None,
     };
     let votes = matches!(spec.mode, KnowledgeMode::Neighbours | KnowledgeMode::All);
     let mut out = Vec::new();
     for (i, t) in text.into_iter().enumerate() {
-        let t = t.ok_or_else(|| Error::NotFound(format!("no vector for example {}", samples[i].id)))?;
+        let t =
+            t.ok_or_else(|| Error::NotFound(format!("no vector for example {}", samples[i].id)))?;
         out.extend(t);
         if let Some((has, r)) = &rationale {
             match r[i].as_ref().filter(|_| has[i]) {
@@ -674,7 +747,7 @@ impl Model {
                 },
             ),
             Kind::Knn => Inner::Knn,
-            Kind::Finetune => Inner::Finetune(FinetuneModel::load(dir)?),
+            Kind::Finetune => Inner::Finetune(Box::new(FinetuneModel::load(dir)?)),
             Kind::Ensemble => Inner::Ensemble(
                 meta.members
                     .iter()
@@ -718,7 +791,9 @@ impl Model {
             (Some(info), true) => {
                 let all = store.vectors(info, &What::Text, None)?;
                 let enc = OnceEncoder::new(self.meta.encoder_dir.as_deref(), info);
-                let v = vectors_for(store, info, &enc, &What::Text, samples, |i| Some(samples[i].text.clone()))?;
+                let v = vectors_for(store, info, &enc, &What::Text, samples, |i| {
+                    Some(samples[i].text.clone())
+                })?;
                 (Pool::dense(pool_ex, &all)?, Some(v))
             }
             _ => (Pool::sparse(pool_ex), None),
@@ -737,20 +812,36 @@ impl Model {
     }
 
     /// Probabilities per sample (canonical label order), before thresholds.
-    pub fn predict_proba(&self, store: &Store, samples: &[Sample]) -> Result<Vec<[f32; NUM_EMOTIONS]>> {
+    pub fn predict_proba(
+        &self,
+        store: &Store,
+        samples: &[Sample],
+    ) -> Result<Vec<[f32; NUM_EMOTIONS]>> {
         match &self.inner {
             Inner::Linear(m) => {
                 let t: Vec<String> = samples.iter().map(Sample::joined).collect();
                 Ok(m.predict_proba(&t.iter().map(String::as_str).collect::<Vec<_>>()))
             }
             Inner::Frozen(head, stack) => {
-                let info = self.meta.encoder.as_ref().expect("frozen models name their encoder");
+                let info = self
+                    .meta
+                    .encoder
+                    .as_ref()
+                    .expect("frozen models name their encoder");
                 let enc = OnceEncoder::new(self.meta.encoder_dir.as_deref(), info);
                 let stacked = stack.as_ref().map(|m| {
                     let t: Vec<String> = samples.iter().map(Sample::joined).collect();
                     m.predict_proba(&t.iter().map(String::as_str).collect::<Vec<_>>())
                 });
-                let f = frozen_features(store, info, &enc, &self.meta.attach, samples, true, stacked.as_deref())?;
+                let f = frozen_features(
+                    store,
+                    info,
+                    &enc,
+                    &self.meta.attach,
+                    samples,
+                    true,
+                    stacked.as_deref(),
+                )?;
                 head.predict_proba(Features {
                     data: &f,
                     dim: head.in_dim(),
@@ -783,7 +874,10 @@ impl Model {
         // An ensemble attaches nothing itself; show the first knowledge-using member's (each
         // member rebuilds its own inputs when predicting).
         if let Inner::Ensemble(members) = &self.inner {
-            if let Some(m) = members.iter().find(|m| m.meta.attach.mode != KnowledgeMode::None) {
+            if let Some(m) = members
+                .iter()
+                .find(|m| m.meta.attach.mode != KnowledgeMode::None)
+            {
                 return m.samples_for_texts(store, texts);
             }
         }
@@ -815,7 +909,11 @@ impl Model {
                 })
                 .collect();
             let k = spec.neighbours_k.max(1);
-            for (slot, hits) in neighbours.iter_mut().zip(pool.retrieve(store, &probes, k, LabelSet::EMPTY)?) {
+            for (slot, hits) in
+                neighbours
+                    .iter_mut()
+                    .zip(pool.retrieve(store, &probes, k, LabelSet::EMPTY)?)
+            {
                 *slot = hits
                     .into_iter()
                     .map(|h| Neighbour {
@@ -834,7 +932,11 @@ impl Model {
     }
 
     /// Label sets with the model's thresholds.
-    pub fn predict(&self, store: &Store, samples: &[Sample]) -> Result<(Vec<[f32; NUM_EMOTIONS]>, Vec<LabelSet>)> {
+    pub fn predict(
+        &self,
+        store: &Store,
+        samples: &[Sample],
+    ) -> Result<(Vec<[f32; NUM_EMOTIONS]>, Vec<LabelSet>)> {
         let p = self.predict_proba(store, samples)?;
         let l = self.meta.thresholds.apply(&p);
         Ok((p, l))
@@ -850,7 +952,14 @@ fn member_samples(store: &Store, m: &Model, samples: &[Sample]) -> Result<Vec<Sa
                 return Ok(fresh.remove(0));
             }
             let (r, n) = attach::pick(&store.knowledge(s.id)?, &m.meta.attach, true);
-            Ok(Sample::new(s.id, s.text.clone(), s.labels, r, n, &m.meta.attach))
+            Ok(Sample::new(
+                s.id,
+                s.text.clone(),
+                s.labels,
+                r,
+                n,
+                &m.meta.attach,
+            ))
         })
         .collect()
 }

@@ -796,11 +796,11 @@ pub fn train(
                 loss: loss_val,
                 lr,
             });
-            if cfg.eval_every_steps > 0 && step % cfg.eval_every_steps == 0 {
+            if cfg.eval_every_steps > 0 && step.is_multiple_of(cfg.eval_every_steps) {
                 evaluate(&mut model, epoch, step, &mut best, progress)?;
             }
         }
-        if cfg.eval_every_steps == 0 || step % cfg.eval_every_steps != 0 {
+        if cfg.eval_every_steps == 0 || !step.is_multiple_of(cfg.eval_every_steps) {
             evaluate(&mut model, epoch, step, &mut best, progress)?;
         }
         let secs = t0.elapsed().as_secs_f64();

@@ -474,7 +474,10 @@ mod tests {
         };
         let base = lin.forward(&x).unwrap();
         close(linear(&x, &lin, Epilogue::None).unwrap(), base.clone());
-        close(linear(&x, &lin, Epilogue::Gelu).unwrap(), base.gelu_erf().unwrap());
+        close(
+            linear(&x, &lin, Epilogue::Gelu).unwrap(),
+            base.gelu_erf().unwrap(),
+        );
         close(
             linear(&x, &lin, Epilogue::Residual(&r)).unwrap(),
             (&base + &r).unwrap(),

@@ -93,7 +93,11 @@ pub struct Mlp {
 /// Stable BCE with logits, averaged: pw·t·softplus(−x) + (1−t)·softplus(x), where
 /// softplus(x) = max(x,0) + ln(1+e^−|x|). (candle's `binary_cross_entropy_with_logit` takes
 /// the log of a sigmoid and overflows.)
-pub fn bce_with_logits(logits: &Tensor, targets: &Tensor, pos_weight: Option<&Tensor>) -> candle_core::Result<Tensor> {
+pub fn bce_with_logits(
+    logits: &Tensor,
+    targets: &Tensor,
+    pos_weight: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
     let softplus = |x: &Tensor| -> candle_core::Result<Tensor> {
         x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?
     };
@@ -209,7 +213,11 @@ impl Mlp {
         let std: Vec<f32> = var.iter().map(|v| v.sqrt().max(1e-6)).collect();
         let dev = Device::Cpu;
         let mut rng = StdRng::seed_from_u64(cfg.seed);
-        let out1 = if cfg.hidden > 0 { cfg.hidden } else { NUM_EMOTIONS };
+        let out1 = if cfg.hidden > 0 {
+            cfg.hidden
+        } else {
+            NUM_EMOTIONS
+        };
         let b = 1.0 / (d as f32).sqrt();
         let w1 = Var::from_vec(uniform(&mut rng, out1 * d, b), (out1, d), &dev)?;
         let b1 = Var::from_vec(vec![0f32; out1], out1, &dev)?;
@@ -257,11 +265,10 @@ impl Mlp {
         )?;
         let snapshot = |vars: &[Var]| -> Result<HashMap<String, Tensor>> {
             let names = ["w1", "b1", "w2", "b2"];
-            Ok(vars
-                .iter()
+            vars.iter()
                 .zip(names)
                 .map(|(v, n)| Ok((n.to_string(), v.as_tensor().copy()?)))
-                .collect::<Result<_>>()?)
+                .collect::<Result<_>>()
         };
         let mut best = (f32::INFINITY, snapshot(&vars)?);
         let mut stale = 0;
@@ -290,8 +297,8 @@ impl Mlp {
                 b1: b1.as_tensor(),
                 w2: second.as_ref().map(|(a, b)| (a.as_tensor(), b.as_tensor())),
             };
-            let val_loss = bce_with_logits(&net.forward(&vx, None)?, &vy, pw.as_ref())?
-                .to_scalar::<f32>()?;
+            let val_loss =
+                bce_with_logits(&net.forward(&vx, None)?, &vy, pw.as_ref())?.to_scalar::<f32>()?;
             progress(EpochReport {
                 epoch,
                 train_loss: total / batches.max(1) as f32,
@@ -354,10 +361,17 @@ impl Mlp {
     /// Saves weights and normalisation to `dir/<name>.safetensors`.
     pub fn save(&self, dir: &Path, name: &str) -> Result<()> {
         let mut t = self.params.clone();
-        t.insert("mean".into(), Tensor::from_slice(&self.mean, self.in_dim, &Device::Cpu)?);
-        t.insert("std".into(), Tensor::from_slice(&self.std, self.in_dim, &Device::Cpu)?);
+        t.insert(
+            "mean".into(),
+            Tensor::from_slice(&self.mean, self.in_dim, &Device::Cpu)?,
+        );
+        t.insert(
+            "std".into(),
+            Tensor::from_slice(&self.std, self.in_dim, &Device::Cpu)?,
+        );
         let path = dir.join(format!("{name}.safetensors"));
-        candle_core::safetensors::save(&t, &path).map_err(|e| Error::Model(format!("{}: {e}", path.display())))
+        candle_core::safetensors::save(&t, &path)
+            .map_err(|e| Error::Model(format!("{}: {e}", path.display())))
     }
 
     /// Loads what [`Mlp::save`] wrote.
@@ -421,7 +435,10 @@ mod tests {
     fn bce_matches_the_formula_and_is_stable() {
         let x = Tensor::new(&[[0.0f32, 100.0, -100.0]], &Device::Cpu).unwrap();
         let t = Tensor::new(&[[1.0f32, 1.0, 0.0]], &Device::Cpu).unwrap();
-        let l = bce_with_logits(&x, &t, None).unwrap().to_scalar::<f32>().unwrap();
+        let l = bce_with_logits(&x, &t, None)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         // (ln 2 + 0 + 0) / 3
         assert!((l - std::f32::consts::LN_2 / 3.0).abs() < 1e-6, "{l}");
     }
@@ -442,7 +459,10 @@ mod tests {
             Features { data: d, dim: 3 }
         }
         let mut losses = Vec::new();
-        let m = Mlp::train(f(&x), &y, f(&vx), &vy, &cfg, &mut |r| losses.push(r.val_loss)).unwrap();
+        let m = Mlp::train(f(&x), &y, f(&vx), &vy, &cfg, &mut |r| {
+            losses.push(r.val_loss)
+        })
+        .unwrap();
         assert!(losses.last().unwrap() < &(losses[0] * 0.7), "{losses:?}");
         let p = m.predict_proba(f(&vx)).unwrap();
         let correct = p
@@ -452,7 +472,11 @@ mod tests {
             .count();
         assert!(correct > 180, "{correct}/200");
         let m2 = Mlp::train(f(&x), &y, f(&vx), &vy, &cfg, &mut |_| {}).unwrap();
-        assert_eq!(m2.predict_proba(f(&vx)).unwrap(), p, "same seed, same model");
+        assert_eq!(
+            m2.predict_proba(f(&vx)).unwrap(),
+            p,
+            "same seed, same model"
+        );
         let dir = tempfile::tempdir().unwrap();
         m.save(dir.path(), "head").unwrap();
         let back = Mlp::load(dir.path(), "head").unwrap();

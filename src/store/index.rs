@@ -70,7 +70,9 @@ pub fn warm_up() {
 /// The first call loads jieba's dictionary (~0.1 s); later calls reuse it.
 pub fn tokenize(text: &str) -> Vec<String> {
     static TOKENIZER_ONCE: OnceLock<ChineseTokenizer> = OnceLock::new();
-    let mut tk = TOKENIZER_ONCE.get_or_init(ChineseTokenizer::default).clone();
+    let mut tk = TOKENIZER_ONCE
+        .get_or_init(ChineseTokenizer::default)
+        .clone();
     let mut s = tk.token_stream(text);
     let mut out: Vec<String> = Vec::new();
     while s.advance() {
@@ -210,7 +212,10 @@ impl SearchIndex {
         }
         w.add_document(doc)?;
         // Neighbour lists are not searchable text (they quote other examples).
-        for k in knowledge.iter().filter(|k| k.kind == KnowledgeKind::Rationale) {
+        for k in knowledge
+            .iter()
+            .filter(|k| k.kind == KnowledgeKind::Rationale)
+        {
             let mut doc = TantivyDocument::default();
             common(&mut doc, KIND_KNOWLEDGE);
             doc.add_text(f.raw, &k.raw);
@@ -332,7 +337,10 @@ impl SearchIndex {
         ]));
         let in_knowledge: Box<dyn Query> = Box::new(BooleanQuery::new(vec![
             (Occur::Must, self.kind_is(KIND_KNOWLEDGE)),
-            (Occur::Must, self.all_tokens_in(&[f.raw, f.sanitized], tokens)),
+            (
+                Occur::Must,
+                self.all_tokens_in(&[f.raw, f.sanitized], tokens),
+            ),
         ]));
         let either: Box<dyn Query> = Box::new(BooleanQuery::new(vec![
             (Occur::Should, in_text),
@@ -345,12 +353,7 @@ impl SearchIndex {
 
     /// Examples sharing words with `text` (BM25 over example text, any token: OR), best first.
     /// The fallback retrieval when no encoder is available.
-    pub fn search_similar(
-        &self,
-        text: &str,
-        filter: &Filter,
-        limit: usize,
-    ) -> Result<Vec<DocHit>> {
+    pub fn search_similar(&self, text: &str, filter: &Filter, limit: usize) -> Result<Vec<DocHit>> {
         let tokens = tokenize(text);
         if tokens.is_empty() || limit == 0 {
             return Ok(Vec::new());

@@ -226,9 +226,10 @@ impl Store {
             })?;
         match db.get(META_VERSION)? {
             Some(v) => {
-                let found = u32::from_be_bytes(v.as_ref().try_into().map_err(|_| {
-                    Error::Corrupt("format version is not 4 bytes".to_string())
-                })?);
+                let found =
+                    u32::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+                        Error::Corrupt("format version is not 4 bytes".to_string())
+                    })?);
                 if found != FORMAT_VERSION {
                     return Err(Error::StoreVersion {
                         path: path.to_path_buf(),
@@ -321,7 +322,12 @@ impl Store {
         self.commit_with(batch, ids, true)
     }
 
-    fn commit_with(&self, mut batch: sled::Batch, ids: &[ExampleId], index_now: bool) -> Result<()> {
+    fn commit_with(
+        &self,
+        mut batch: sled::Batch,
+        ids: &[ExampleId],
+        index_now: bool,
+    ) -> Result<()> {
         if !ids.is_empty() {
             batch.insert(&key_id(P_PENDING, self.db.generate_id()?), encode(&ids));
         }
@@ -478,11 +484,20 @@ impl Store {
     /// [`Store::put_knowledge`] that leaves indexing for a later [`Store::sync_index`] (or the
     /// next open): sled holds the records durably at once, the search index catches up in bulk.
     /// Streams of small writes (annotation) use it, so each answer is on disk when it arrives.
-    pub fn put_knowledge_deferred(&self, knowledge: &[Knowledge], missing: &[Missing]) -> Result<()> {
+    pub fn put_knowledge_deferred(
+        &self,
+        knowledge: &[Knowledge],
+        missing: &[Missing],
+    ) -> Result<()> {
         self.put_knowledge_with(knowledge, missing, false)
     }
 
-    fn put_knowledge_with(&self, knowledge: &[Knowledge], missing: &[Missing], index_now: bool) -> Result<()> {
+    fn put_knowledge_with(
+        &self,
+        knowledge: &[Knowledge],
+        missing: &[Missing],
+        index_now: bool,
+    ) -> Result<()> {
         let mut batch = sled::Batch::default();
         let mut ids = Vec::new();
         let mut absent = Vec::new();
@@ -705,7 +720,9 @@ impl Store {
             let src = s.sources.entry(k.source.clone()).or_default();
             src.kind = k.kind.name().into();
             src.records += 1;
-            *src.by_prompt.entry(k.prompt_kind.name().into()).or_default() += 1;
+            *src.by_prompt
+                .entry(k.prompt_kind.name().into())
+                .or_default() += 1;
             if let Some(sp) = split_of.get(&k.example_id) {
                 *covered
                     .entry(k.source.clone())
@@ -743,8 +760,11 @@ impl Store {
             match decode::<Example>(&v, "example") {
                 Ok(ex) => {
                     if ex.id != id_from_key(&k) {
-                        r.problems
-                            .push(format!("example key {} holds id {}", id_from_key(&k), ex.id));
+                        r.problems.push(format!(
+                            "example key {} holds id {}",
+                            id_from_key(&k),
+                            ex.id
+                        ));
                     }
                     for e in ex.labels.iter() {
                         labels_per_emotion[e.index()] += 1;
@@ -807,8 +827,9 @@ impl Store {
                 .push(format!("examples not in the index, e.g. {missing:?}"));
         }
         if !extra.is_empty() {
-            r.problems
-                .push(format!("index documents for unknown examples, e.g. {extra:?}"));
+            r.problems.push(format!(
+                "index documents for unknown examples, e.g. {extra:?}"
+            ));
         }
         if !census.duplicate_ids.is_empty() {
             r.problems.push(format!(

@@ -215,7 +215,10 @@ impl Store {
             ))),
             _ => Err(Error::Invalid(format!(
                 "encoder {key:?} is ambiguous: {}",
-                m.iter().map(|e| e.id.as_str()).collect::<Vec<_>>().join(", ")
+                m.iter()
+                    .map(|e| e.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))),
         }
     }
