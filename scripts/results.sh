@@ -2,6 +2,7 @@
 # Reproduces README's results table on the seed split, end to end, from a fresh store.
 #
 #   scripts/results.sh ENCODER_DIR [STORE_DIR]      (e.g. scripts/results.sh ../models/m3e-small)
+#   FULL=1 scripts/results.sh …                     also the full-data fine-tune (+25 min)
 #
 # Needs a release build (cargo build --release) and a BERT encoder directory (m3e-small was
 # used). Prints each step's command and wall time, then every model's test metrics. Thresholds
@@ -49,9 +50,18 @@ step train --classifier linear --knowledge none $seed --out $m/seed_text
 step train --classifier linear --knowledge rationale $seed --out $m/seed_rationale
 # Fine-tuning on CPU: a 2,000-example subset, one epoch.
 step train --classifier finetune --encoder-dir "$enc" --max-train 2000 --epochs 1 --max-len 64 --batch 16 --out $m/finetune_2000
+# The patient path (FULL=1; about 25 more minutes on 2 cores, past the 15-minute budget): one
+# epoch over all 23,000 training rows, and the four-member ensemble with it.
+full=""
+if [ "${FULL:-0}" = 1 ]; then
+  step train --classifier finetune --encoder-dir "$enc" --epochs 1 --lr 1e-4 --max-len 64 --batch 16 --out $m/finetune_full
+  step train --classifier ensemble --member $m/linear --member $m/linear_nb --member $m/frozen_nb --member $m/finetune_full --out $m/ens4_full
+  step train --classifier ensemble --member $m/linear --member $m/linear_nb --member $m/frozen_nb --member $m/finetune_full --threshold-objective exact --out $m/ens4_full_exact
+  full="finetune_full ens4_full ens4_full_exact"
+fi
 
 printf '\n%-16s %-8s %-8s %-8s %-8s   %s\n' model hamming exact micro-F1 macro-F1 "(validation micro / macro)"
-for d in linear linear_macro frozen knn frozen_nb linear_nb frozen_nb_stack ens2 ens3 ens3_exact ens_stack finetune_8000 ens4 ens4_exact seed_text seed_rationale finetune_2000; do
+for d in linear linear_macro frozen knn frozen_nb linear_nb frozen_nb_stack ens2 ens3 ens3_exact ens_stack finetune_8000 ens4 ens4_exact seed_text seed_rationale finetune_2000 $full; do
   "$e" --store "$store" --json eval --model "$m/$d" |
     python3 -c "import json,sys; r=json.load(sys.stdin); v=json.load(open('$m/$d/meta.json'))['val']; print('%-16s %-8.3f %-8.3f %-8.3f %-8.3f   (%.3f / %.3f)' % ('$d', r['hamming_accuracy'], r['exact_match'], r['micro_f1'], r['macro_f1'], v['micro_f1'], v['macro_f1']))"
 done
