@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         }
         default_hook(info);
     }));
+    emoknow::model::tune_allocator();
     let cli = cli::Cli::parse();
     match cli::run(cli) {
         Ok(code) => code,

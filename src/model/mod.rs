@@ -28,3 +28,24 @@ pub use finetune::{FinetuneConfig, FinetuneEvent, FinetuneModel, HeadKind};
 pub use linear::{HeadConfig, LinearConfig, LinearModel, LinearProgress};
 pub use thresholds::{tune, Objective, Thresholds};
 pub use tiny::{write_random_checkpoint, TinyBertSpec};
+
+/// Keeps freed tensor buffers in the process heap instead of handing them back to the kernel.
+///
+/// candle allocates a fresh buffer for every op's output; with glibc's defaults each one above
+/// 128 KiB is a new `mmap` whose pages are faulted in and zeroed, then `munmap`ed when the
+/// tensor drops. Fine-tuning m3e-small spent a third of its time in the kernel that way. Raising
+/// the mmap and trim thresholds lets malloc recycle those buffers: 14.3 → 19.1 examples/s, sys
+/// time 17 s → 2.6 s (`examples/bench_finetune.rs`, 480 sentences). Call once at start-up;
+/// a no-op outside Linux with glibc, or when `EMOKNOW_DEFAULT_MALLOC` is set (to measure the
+/// difference).
+pub fn tune_allocator() {
+    if std::env::var_os("EMOKNOW_DEFAULT_MALLOC").is_some() {
+        return;
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it is called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
