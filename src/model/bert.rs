@@ -641,6 +641,19 @@ fn extended_mask(mask: &Tensor, dtype: DType) -> candle_core::Result<Tensor> {
     (m.ones_like()? - m)? * f32::MIN as f64
 }
 
+/// The variables of `vm` (names and shapes), sorted by name: what a model built on it declares.
+pub(crate) fn var_shapes(vm: &candle_nn::VarMap) -> Vec<(String, Vec<usize>)> {
+    let mut shapes: Vec<(String, Vec<usize>)> = vm
+        .data()
+        .lock()
+        .expect("varmap poisoned")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.dims().to_vec()))
+        .collect();
+    shapes.sort();
+    shapes
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

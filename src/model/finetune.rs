@@ -644,15 +644,7 @@ pub fn train(
     let (mut varmap, bert, head) = FinetuneModel::build(&bert_cfg, &cfg)?;
     let src = weights_builder(&files, &dev)?;
     let prefix = bert::detect_prefix(&src, &bert_cfg);
-    let names: Vec<(String, Vec<usize>)> = varmap
-        .data()
-        .lock()
-        .expect("varmap poisoned")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.dims().to_vec()))
-        .collect();
-    let mut names = names;
-    names.sort();
+    let names = bert::var_shapes(&varmap);
     for (name, shape) in &names {
         if name.starts_with("head.") {
             continue;

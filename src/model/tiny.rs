@@ -121,13 +121,7 @@ pub fn write_random_checkpoint(dir: &Path, spec: &TinyBertSpec, seed: u64) -> cr
     let dev = Device::Cpu;
     let vm = VarMap::new();
     BertModel::load(VarBuilder::from_varmap(&vm, DType::F32, &dev), &cfg)?;
-    let mut shapes: Vec<(String, Vec<usize>)> = vm
-        .data()
-        .lock()
-        .expect("varmap poisoned")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.dims().to_vec()))
-        .collect();
+    let mut shapes = crate::model::bert::var_shapes(&vm);
     let h = spec.hidden_size;
     shapes.push(("pooler.dense.weight".into(), vec![h, h]));
     shapes.push(("pooler.dense.bias".into(), vec![h]));
