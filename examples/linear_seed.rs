@@ -68,6 +68,7 @@ fn main() -> anyhow::Result<()> {
         test_rows: 1000,
         val_fraction: 2000.0 / 25000.0,
         seed: 42,
+        ..Default::default()
     };
     let splits = plan.assign(&ids);
     let part = |s: Split| -> (Vec<&str>, Vec<LabelSet>) {

@@ -3,6 +3,9 @@
 #
 #   scripts/results.sh ENCODER_DIR [STORE_DIR]      (e.g. scripts/results.sh ../models/m3e-small)
 #   FULL=1 scripts/results.sh …                     also the full-data fine-tune (+25 min)
+#   VAL_BLOCK=100 EXCLUDE_WITHIN=100 scripts/results.sh …
+#                                                   the document-aware protocol: validation in
+#                                                   runs of 100 rows, no same-document neighbours
 #
 # Needs a release build (cargo build --release) and a BERT encoder directory (m3e-small was
 # used). Prints each step's command and wall time, then every model's test metrics. Thresholds
@@ -17,12 +20,12 @@ rm -rf "$store"
 t0=$(date +%s)
 step() { echo "\$ emoknow $*" >&2; local s=$(date +%s.%N); "$e" --store "$store" -q "$@" > /dev/null; printf '  %.1f s\n' "$(echo "$(date +%s.%N) - $s" | bc)" >&2; }
 
-step ingest data/Train.csv
+step ingest data/Train.csv --val-block "${VAL_BLOCK:-1}"
 step knowledge import data/generated_predictions.jsonl --source qwen-max --field label --first-id 1
 step knowledge import data/generated_predictions.jsonl --source chatglm3-lora --field predict --first-id 1
 # Text embeddings of all 26,000 sentences, then each example's 10 nearest training examples.
 step embed --encoder "$enc" --max-len 64 --name m3e
-step knowledge retrieve -k 10 --encoder m3e
+step knowledge retrieve -k 10 --encoder m3e --exclude-within "${EXCLUDE_WITHIN:-0}"
 nb="--knowledge neighbours --neighbours-source knn-m3e --neighbours-k 10"
 # The best model on validation first, timed end to end: linear, linear + neighbours, frozen +
 # neighbours, and m3e-small fine-tuned on a 12,000-example subset for one epoch (about the most

@@ -112,3 +112,55 @@ fn retrieved_neighbours_never_include_the_example_and_come_from_train() {
     env.run(&["query", "--keyword", "相似例句"]).code(1);
     env.run(&["check"]).ok();
 }
+
+#[test]
+fn exclude_within_keeps_nearby_ids_out() {
+    let env = env();
+    // Without the window, row 2 (same words) is among 3's matches.
+    let j = env
+        .run(&["--json", "similar", "--id", "3", "-k", "5", "--by", "bm25"])
+        .ok()
+        .json();
+    assert!(ids(&j).contains(&2), "{j}");
+    let j = env
+        .run(&[
+            "--json",
+            "similar",
+            "--id",
+            "3",
+            "-k",
+            "5",
+            "--by",
+            "bm25",
+            "--exclude-within",
+            "1",
+        ])
+        .ok()
+        .json();
+    let got = ids(&j);
+    assert!(!got.is_empty(), "{j}");
+    assert!(
+        got.iter().all(|&n| n.abs_diff(3) > 1),
+        "ids 2..=4 are within 1 of 3: {got:?}"
+    );
+    env.run(&[
+        "knowledge",
+        "retrieve",
+        "-k",
+        "3",
+        "--by",
+        "bm25",
+        "--exclude-within",
+        "2",
+    ])
+    .ok();
+    for id in 1..=8u64 {
+        let show = env.run(&["--json", "show", &id.to_string()]).ok().json();
+        for k in show["knowledge"].as_array().unwrap() {
+            for n in k["neighbours"].as_array().unwrap() {
+                let nid = n["id"].as_u64().unwrap();
+                assert!(nid.abs_diff(id) > 2, "{id} got neighbour {nid}");
+            }
+        }
+    }
+}

@@ -105,6 +105,25 @@ fn the_seed_layout_defaults_to_1000_test_rows() {
     };
     assert_eq!(ids(&a), ids(&b));
     assert_eq!(ids(&a).as_array().unwrap().len(), 20);
+    // --val-block 10: the same count, drawn as runs of ten consecutive rows.
+    a.run(&[
+        "ingest",
+        s(&a.path("big.csv")),
+        "--val-fraction",
+        "0.1",
+        "--val-block",
+        "10",
+    ])
+    .ok();
+    let mut rows: Vec<u64> = ids(&a)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_u64().unwrap())
+        .collect();
+    rows.sort();
+    assert_eq!(rows.len(), 20);
+    assert!(rows.chunks(10).all(|r| r[0] % 10 == 1 && r[9] == r[0] + 9), "{rows:?}");
 }
 
 #[test]

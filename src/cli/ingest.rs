@@ -47,6 +47,12 @@ pub struct Args {
     )]
     val_fraction: f64,
 
+    /// Draw validation in runs of N consecutive rows instead of single rows (1: single
+    /// rows). A corpus in document order (the seed's Train.csv is) otherwise puts sentences of
+    /// one document on both sides, and validation scores come out higher than test scores.
+    #[arg(long, value_name = "N", default_value_t = 1, help_heading = "Splits")]
+    val_block: usize,
+
     /// Seed of the validation draw.
     #[arg(long, value_name = "S", default_value_t = 42, help_heading = "Splits")]
     seed: u64,
@@ -101,6 +107,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         all: args.split,
         test_rows: args.test_rows.unwrap_or(if seed_layout { 1000 } else { 0 }),
         val_fraction: args.val_fraction,
+        val_block: args.val_block,
         seed: args.seed,
     };
     let keys: Vec<u64> = parsed

@@ -39,6 +39,12 @@ pub struct RetrievalArgs {
     /// Stored encoder (id, id prefix or name) or an encoder directory [default: the only one].
     #[arg(long, value_name = "ENCODER")]
     encoder: Option<String>,
+
+    /// Never return examples whose id is within W of the query's (0: only the query itself).
+    /// In a corpus in document order, such as the seed's, nearby ids are the same document;
+    /// excluding them keeps training examples' neighbours as informative as a new text's.
+    #[arg(long, value_name = "W", default_value_t = 0)]
+    exclude_within: u64,
 }
 
 /// Find the labelled examples most similar to a text or a stored example.
@@ -98,6 +104,7 @@ impl RetrievalArgs {
             from,
             by,
             encoder,
+            exclude_within: 0,
         }
     }
 }
@@ -126,7 +133,7 @@ impl Retriever {
             });
         if by == By::Bm25 {
             return Ok(Retriever {
-                pool: Pool::sparse(pool_examples),
+                pool: Pool::sparse(pool_examples).exclude_within(args.exclude_within),
                 encoder: None,
                 vectors: VectorSet::default(),
             });
@@ -149,12 +156,14 @@ impl Retriever {
             },
         };
         let vectors = store.vectors(&info, &What::Text, None)?;
-        let pool = Pool::dense(pool_examples, &vectors).with_context(|| {
-            format!(
-                "the {} split is not fully embedded by {}",
-                args.from, info.name
-            )
-        })?;
+        let pool = Pool::dense(pool_examples, &vectors)
+            .with_context(|| {
+                format!(
+                    "the {} split is not fully embedded by {}",
+                    args.from, info.name
+                )
+            })?
+            .exclude_within(args.exclude_within);
         Ok(Retriever {
             pool,
             encoder: Some(info),

@@ -57,6 +57,10 @@ pub struct SplitPlan {
     pub test_rows: usize,
     /// Fraction of the remaining rows drawn into validation.
     pub val_fraction: f64,
+    /// Validation is drawn in runs of this many consecutive rows (0 or 1: single rows). A
+    /// corpus in document order (the seed's is) keeps whole stretches of a document out of
+    /// training, so validation sees unseen documents as the test split does.
+    pub val_block: usize,
     /// Seed of the validation draw.
     pub seed: u64,
 }
@@ -67,6 +71,7 @@ impl Default for SplitPlan {
             all: None,
             test_rows: 0,
             val_fraction: 0.0,
+            val_block: 0,
             seed: 42,
         }
     }
@@ -85,7 +90,9 @@ impl SplitPlan {
     ///
     /// Validation takes exactly `round(val_fraction × n_train)` rows: those whose
     /// `splitmix64(seed ^ key)` ranks lowest, so the draw depends on the keys and the seed
-    /// only, not on the order or the other rows' presence.
+    /// only, not on the order or the other rows' presence. With `val_block` > 1 the ranked
+    /// units are runs of `val_block` consecutive non-test rows (keyed by their first row's key)
+    /// and the last run drawn is cut to give the exact count.
     pub fn assign(&self, keys: &[u64]) -> Vec<Split> {
         if let Some(s) = self.all {
             return vec![s; keys.len()];
@@ -102,13 +109,14 @@ impl SplitPlan {
         let train: Vec<usize> = (self.test_rows.min(keys.len())..keys.len()).collect();
         let n_val = (self.val_fraction * train.len() as f64).round() as usize;
         if n_val > 0 {
-            let mut ranked: Vec<(u64, usize)> = train
-                .iter()
-                .map(|&i| (splitmix64(self.seed ^ splitmix64(keys[i])), i))
+            let block = self.val_block.max(1);
+            let mut ranked: Vec<(u64, &[usize])> = train
+                .chunks(block)
+                .map(|run| (splitmix64(self.seed ^ splitmix64(keys[run[0]])), run))
                 .collect();
             ranked.sort_unstable();
-            for &(_, i) in ranked.iter().take(n_val) {
-                out[i] = Split::Val;
+            for i in ranked.iter().flat_map(|(_, run)| run.iter()).take(n_val) {
+                out[*i] = Split::Val;
             }
         }
         out
@@ -137,6 +145,39 @@ mod tests {
         }
         .assign(&keys);
         assert_ne!(other, s, "the seed matters");
+    }
+
+    #[test]
+    fn val_blocks_are_runs_of_consecutive_rows() {
+        let keys: Vec<u64> = (1..=1000).collect();
+        let plan = SplitPlan {
+            test_rows: 100,
+            val_fraction: 0.1,
+            val_block: 20,
+            ..Default::default()
+        };
+        let s = plan.assign(&keys);
+        assert!(s[..100].iter().all(|&x| x == Split::Test));
+        assert_eq!(s.iter().filter(|&&x| x == Split::Val).count(), 90);
+        // 90 rows = four whole runs and half of a fifth; runs start at row 100 + 20·j.
+        let starts: Vec<usize> = (1..s.len())
+            .filter(|&i| s[i] == Split::Val && s[i - 1] != Split::Val)
+            .collect();
+        assert!(starts.len() <= 5, "{starts:?}");
+        assert!(starts.iter().all(|i| (i - 100) % 20 == 0), "{starts:?}");
+        let single = SplitPlan {
+            val_block: 1,
+            ..plan.clone()
+        };
+        assert_eq!(
+            single.assign(&keys),
+            SplitPlan {
+                val_block: 0,
+                ..plan
+            }
+            .assign(&keys),
+            "blocks of one row are the row-wise draw"
+        );
     }
 
     #[test]

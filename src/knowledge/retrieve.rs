@@ -116,6 +116,9 @@ pub struct Pool {
     index: Option<BruteForce>,
     /// Text → rows with that exact text (to keep duplicates of the query out).
     by_text: HashMap<String, Vec<usize>>,
+    /// Examples whose id is within this distance of the query's id are never returned (0: only
+    /// the query itself). See [`Pool::exclude_within`].
+    exclude_within: u64,
 }
 
 /// One retrieved neighbour.
@@ -164,6 +167,7 @@ impl Pool {
             index: Some(BruteForce::new(&set)?),
             by_text: Self::texts(&examples),
             examples,
+            exclude_within: 0,
         })
     }
 
@@ -173,7 +177,18 @@ impl Pool {
             index: None,
             by_text: Self::texts(&examples),
             examples,
+            exclude_within: 0,
         }
+    }
+
+    /// Never return examples whose id is within `w` of the query's id. In a corpus stored in
+    /// document order (ids are rows), nearby ids are the same document: its sentences share
+    /// topic and emotions, so a training sentence's same-document neighbours tell more about
+    /// its labels than a new document's neighbours ever can. Excluding them makes the
+    /// neighbours knowledge of training examples look like that of unseen text.
+    pub fn exclude_within(mut self, w: u64) -> Pool {
+        self.exclude_within = w;
+        self
     }
 
     fn texts(examples: &[Example]) -> HashMap<String, Vec<usize>> {
@@ -204,9 +219,12 @@ impl Pool {
         k: usize,
         emotions: LabelSet,
     ) -> Result<Vec<Vec<Hit>>> {
+        let w = self.exclude_within;
         let excluded = |p: &Probe, row: usize| {
             let e = &self.examples[row];
-            Some(e.id) == p.id || e.text == p.text || !e.labels.is_superset(emotions)
+            p.id.is_some_and(|q| e.id.abs_diff(q) <= w)
+                || e.text == p.text
+                || !e.labels.is_superset(emotions)
         };
         match &self.index {
             Some(index) => {
@@ -237,7 +255,8 @@ impl Pool {
                         ..Default::default()
                     };
                     // Over-fetch: hits outside the pool or with the same text are dropped.
-                    let dup = self.by_text.get(p.text).map_or(0, Vec::len);
+                    let dup = self.by_text.get(p.text).map_or(0, Vec::len)
+                        + if p.id.is_some() { 2 * w as usize } else { 0 };
                     let docs = store
                         .index()
                         .search_similar(p.text, &filter, (k + dup) * 3 + 10)?;
