@@ -123,7 +123,10 @@ fn the_seed_layout_defaults_to_1000_test_rows() {
         .collect();
     rows.sort();
     assert_eq!(rows.len(), 20);
-    assert!(rows.chunks(10).all(|r| r[0] % 10 == 1 && r[9] == r[0] + 9), "{rows:?}");
+    assert!(
+        rows.chunks(10).all(|r| r[0] % 10 == 1 && r[9] == r[0] + 9),
+        "{rows:?}"
+    );
 }
 
 #[test]
