@@ -293,11 +293,15 @@ pub fn run_retrieve(args: RetrieveArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let store = ctx.open()?;
     let r = Retriever::open(&store, &args.retrieval)?;
     let source = args.source.clone().unwrap_or_else(|| r.source_name());
-    let model = r
+    let mut model = r
         .encoder
         .as_ref()
         .map(|e| e.id.clone())
         .unwrap_or_else(|| "bm25".into());
+    if args.retrieval.exclude_within > 0 {
+        // Recorded with the neighbours: a model trained on them depends on it.
+        model = format!("{model}, exclude-within {}", args.retrieval.exclude_within);
+    }
     let examples = store.examples(args.split)?;
     let pb = output::bar(examples.len() as u64, "retrieving", ctx.quiet);
     let mut stored = 0;
