@@ -510,3 +510,46 @@ fn llm_sources_are_scored_like_the_seed_did() {
         .json();
     assert!(q["micro_f1"].as_f64().unwrap() > 0.95, "{q}");
 }
+
+#[test]
+fn neighbours_stored_before_a_new_split_are_refused() {
+    let Setup { env, .. } = setup();
+    env.run(&["knowledge", "retrieve", "-k", "3", "--by", "bm25"])
+        .ok();
+    let train = |env: &TestEnv| {
+        env.run(&[
+            "train",
+            "--classifier",
+            "linear",
+            "--knowledge",
+            "neighbours",
+            "--neighbours-source",
+            "knn-bm25",
+            "--neighbours-k",
+            "3",
+            "--out",
+            s(&env.path("models/nb")),
+        ])
+    };
+    train(&env).ok();
+    // Another validation draw: some stored neighbours are validation examples now, and their
+    // labels must not reach the features.
+    env.run(&[
+        "ingest",
+        s(&env.path("c.csv")),
+        "--test-rows",
+        "20",
+        "--val-fraction",
+        "0.2",
+        "--seed",
+        "2",
+    ])
+    .ok();
+    train(&env)
+        .code(2)
+        .stderr_has("not in the train split now")
+        .stderr_has("knowledge retrieve");
+    env.run(&["knowledge", "retrieve", "-k", "3", "--by", "bm25"])
+        .ok();
+    train(&env).ok();
+}

@@ -5,11 +5,13 @@
 //! The seed's protocol is expressible: train on one rationale source (qwen-max, written with
 //! the gold answer in view) and evaluate on another (the fine-tuned LLM's, written blind).
 
+use crate::corpus::Split;
 use crate::error::{Error, Result};
 use crate::labels::LabelSet;
 use crate::store::records::{Example, ExampleId, Knowledge, KnowledgeKind, Neighbour};
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 
 /// Separator between a sentence and its knowledge.
 pub const SEP: &str = " [SEP] ";
@@ -184,12 +186,25 @@ pub fn validate(store: &Store, spec: &AttachSpec) -> Result<()> {
 }
 
 /// Samples for stored examples. `eval` picks the evaluation rationale source.
+///
+/// Attached neighbours must be other examples of the train split: neighbours stored before the
+/// splits changed (a re-ingest with another draw) could carry validation or test labels into
+/// the features, so they are refused with the fix.
 pub fn samples(
     store: &Store,
     examples: &[Example],
     spec: &AttachSpec,
     eval: bool,
 ) -> Result<Vec<Sample>> {
+    let train: HashSet<ExampleId> = if spec.mode.neighbours() {
+        store
+            .examples(Some(Split::Train))?
+            .iter()
+            .map(|e| e.id)
+            .collect()
+    } else {
+        HashSet::new()
+    };
     examples
         .iter()
         .map(|e| {
@@ -198,6 +213,24 @@ pub fn samples(
             } else {
                 pick(&store.knowledge(e.id)?, spec, eval)
             };
+            if let Some(n) = neighbours
+                .iter()
+                .find(|n| n.id == e.id || !train.contains(&n.id))
+            {
+                return Err(Error::Invalid(format!(
+                    "the stored neighbours ({}) of example {} include example {}, which is {}: \
+                     the splits changed after they were retrieved; run `emoknow knowledge \
+                     retrieve` again",
+                    spec.neighbours_source.as_deref().unwrap_or("?"),
+                    e.id,
+                    n.id,
+                    if n.id == e.id {
+                        "itself"
+                    } else {
+                        "not in the train split now"
+                    }
+                )));
+            }
             Ok(Sample::new(
                 e.id,
                 e.text.clone(),
