@@ -48,8 +48,8 @@ pub struct Args {
     val_fraction: f64,
 
     /// Draw validation in runs of N consecutive rows instead of single rows (1: single
-    /// rows). A corpus in document order (the seed's Train.csv is) otherwise puts sentences of
-    /// one document on both sides, and validation scores come out higher than test scores.
+    /// rows), so that in a corpus in document order (the seed's Train.csv is) validation holds
+    /// whole stretches of documents that training never sees, as the test split does.
     #[arg(long, value_name = "N", default_value_t = 1, help_heading = "Splits")]
     val_block: usize,
 

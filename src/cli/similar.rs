@@ -28,7 +28,7 @@ pub struct RetrievalArgs {
     #[arg(short, default_value_t = 10)]
     k: usize,
 
-    /// Split to retrieve from.
+    /// Split to retrieve from (trainers attach only neighbours from train).
     #[arg(long = "from", value_name = "SPLIT", default_value = "train")]
     from: Split,
 
@@ -42,7 +42,7 @@ pub struct RetrievalArgs {
 
     /// Never return examples whose id is within W of the query's (0: only the query itself).
     /// In a corpus in document order, such as the seed's, nearby ids are the same document;
-    /// excluding them keeps training examples' neighbours as informative as a new text's.
+    /// excluding them makes training examples' neighbours no more telling than a new text's.
     #[arg(long, value_name = "W", default_value_t = 0)]
     exclude_within: u64,
 }
