@@ -2,7 +2,7 @@
 # Reproduces README's results table on the seed split, end to end, from a fresh store.
 #
 #   scripts/results.sh ENCODER_DIR [STORE_DIR]      (e.g. scripts/results.sh ../models/m3e-small)
-#   FULL=1 scripts/results.sh …                     also the full-data fine-tune (+25 min)
+#   FULL=1 scripts/results.sh …                     also the full-data fine-tune (+15 min)
 #   VAL_BLOCK=100 EXCLUDE_WITHIN=100 scripts/results.sh …
 #                                                   the document-aware protocol: validation in
 #                                                   runs of 100 rows, no same-document neighbours
@@ -53,8 +53,9 @@ step train --classifier linear --knowledge none $seed --out $m/seed_text
 step train --classifier linear --knowledge rationale $seed --out $m/seed_rationale
 # Fine-tuning on CPU: a 2,000-example subset, one epoch.
 step train --classifier finetune --encoder-dir "$enc" --max-train 2000 --epochs 1 --max-len 64 --batch 16 --out $m/finetune_2000
-# The patient path (FULL=1; about 25 more minutes on 2 cores, past the 15-minute budget): one
-# epoch over all 23,000 training rows, and the four-member ensemble with it.
+# The patient path (FULL=1; about 14 more minutes on 2 cores, and about 16 end to end in place
+# of the 12,000-row fine-tune: past the budget): one epoch over all 23,000 training rows, and
+# the four-member ensemble with it.
 full=""
 if [ "${FULL:-0}" = 1 ]; then
   step train --classifier finetune --encoder-dir "$enc" --epochs 1 --lr 1e-4 --max-len 64 --batch 16 --out $m/finetune_full
