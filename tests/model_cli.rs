@@ -26,20 +26,27 @@ struct Setup {
     encoder: PathBuf,
 }
 
-fn setup() -> Setup {
-    let env = TestEnv::new();
-    let f = env.write("c.csv", corpus());
+/// Ingests `file` with the tests' split: 20 test rows, a fifth of the rest validation, drawn
+/// with `seed`.
+fn ingest_split(env: &TestEnv, file: &std::path::Path, seed: u32) {
+    let seed = seed.to_string();
     env.run(&[
         "ingest",
-        s(&f),
+        s(file),
         "--test-rows",
         "20",
         "--val-fraction",
         "0.2",
         "--seed",
-        "1",
+        &seed,
     ])
     .ok();
+}
+
+fn setup() -> Setup {
+    let env = TestEnv::new();
+    let f = env.write("c.csv", corpus());
+    ingest_split(&env, &f, 1);
     let encoder = env.path("tiny-bert");
     let texts: Vec<String> = corpus().lines().map(str::to_string).collect();
     write_random_checkpoint(
@@ -268,17 +275,7 @@ fn thresholds_depend_on_validation_never_on_test_labels() {
         })
         .collect();
     let f = b.write("c.csv", relabelled);
-    b.run(&[
-        "ingest",
-        s(&f),
-        "--test-rows",
-        "20",
-        "--val-fraction",
-        "0.2",
-        "--seed",
-        "1",
-    ])
-    .ok();
+    ingest_split(&b, &f, 1);
     let ma = a
         .env
         .run(&["--json", "train", "--out", s(&a.env.path("m"))])
@@ -534,17 +531,7 @@ fn neighbours_stored_before_a_new_split_are_refused() {
     train(&env).ok();
     // Another validation draw: some stored neighbours are validation examples now, and their
     // labels must not reach the features.
-    env.run(&[
-        "ingest",
-        s(&env.path("c.csv")),
-        "--test-rows",
-        "20",
-        "--val-fraction",
-        "0.2",
-        "--seed",
-        "2",
-    ])
-    .ok();
+    ingest_split(&env, &env.path("c.csv"), 2);
     train(&env)
         .code(2)
         .stderr_has("not in the train split now")
