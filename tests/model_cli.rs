@@ -469,30 +469,9 @@ fn llm_sources_are_scored_like_the_seed_did() {
     let env = TestEnv::new();
     let data = repo().join("data");
     env.run(&["-q", "ingest", s(&data.join("Train.csv"))]).ok();
-    env.run(&[
-        "knowledge",
-        "import",
-        s(&data.join("generated_predictions.jsonl")),
-        "--source",
-        "glm",
-        "--field",
-        "predict",
-        "--first-id",
-        "1",
-    ])
-    .ok();
-    env.run(&[
-        "knowledge",
-        "import",
-        s(&data.join("generated_predictions.jsonl")),
-        "--source",
-        "qwen",
-        "--field",
-        "label",
-        "--first-id",
-        "1",
-    ])
-    .ok();
+    let preds = data.join("generated_predictions.jsonl");
+    env.import(&preds, "glm", "predict", 1).ok();
+    env.import(&preds, "qwen", "label", 1).ok();
     let j = env.run(&["--json", "eval", "--source", "glm"]).ok().json();
     assert_eq!(j["examples"], 2000);
     assert_eq!(j["answered"], 1836);

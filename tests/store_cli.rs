@@ -277,19 +277,9 @@ fn import_aligns_rows_to_ids_and_records_nan_as_missing() {
     assert_eq!(st["sources"]["glm"]["missing"], 2);
 
     // Shifted so the last rows point past the corpus: refused, nothing written.
-    env.run(&[
-        "knowledge",
-        "import",
-        s(&p),
-        "--source",
-        "late",
-        "--field",
-        "label",
-        "--first-id",
-        "9",
-    ])
-    .code(2)
-    .stderr_has("2 example id(s) not in the store (first: 11, 12)");
+    env.import(&p, "late", "label", 9)
+        .code(2)
+        .stderr_has("2 example id(s) not in the store (first: 11, 12)");
     assert!(env.stats()["sources"].get("late").is_none());
     env.run(&["check"]).ok();
 }
@@ -299,18 +289,7 @@ fn sanitized_knowledge_keeps_the_reason_and_drops_emotion_words() {
     let env = TestEnv::new();
     ingested(&env);
     let p = env.write("p.jsonl", PREDICTIONS);
-    env.run(&[
-        "knowledge",
-        "import",
-        s(&p),
-        "--source",
-        "qwen",
-        "--field",
-        "label",
-        "--first-id",
-        "1",
-    ])
-    .ok();
+    env.import(&p, "qwen", "label", 1).ok();
     let k = &env.run(&["--json", "show", "1"]).ok().json()["knowledge"][0];
     assert_eq!(k["asserted"], serde_json::json!(["Love", "Anxiety"]));
     let san = k["sanitized"].as_str().unwrap();
@@ -368,18 +347,7 @@ fn keyword_queries_segment_chinese_and_filter_by_label() {
 
     // Knowledge matches count, and --source restricts to that source.
     let p = env.write("p.jsonl", PREDICTIONS);
-    env.run(&[
-        "knowledge",
-        "import",
-        s(&p),
-        "--source",
-        "qwen",
-        "--field",
-        "label",
-        "--first-id",
-        "1",
-    ])
-    .ok();
+    env.import(&p, "qwen", "label", 1).ok();
     assert_eq!(
         ids(&["--keyword", "憧憬"]),
         [3],

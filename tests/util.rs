@@ -128,6 +128,23 @@ impl TestEnv {
         }
     }
 
+    /// `knowledge import FILE --source SOURCE --field FIELD --first-id ID`: rationales from a
+    /// seed-style prediction file (line n is example `first_id + n - 1`).
+    pub fn import(&self, file: &Path, source: &str, field: &str, first_id: u64) -> Run {
+        let first_id = first_id.to_string();
+        self.run(&[
+            "knowledge",
+            "import",
+            s(file),
+            "--source",
+            source,
+            "--field",
+            field,
+            "--first-id",
+            &first_id,
+        ])
+    }
+
     /// `stats --json` as JSON.
     pub fn stats(&self) -> serde_json::Value {
         self.run(&["--json", "stats"]).ok().json()
