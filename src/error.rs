@@ -32,7 +32,7 @@ pub enum Error {
     },
 
     /// Bad input data, located at `path:line`.
-    #[error("{}: {msg}", location(path, *line))]
+    #[error("{}: {}", location(path, *line), snippet(msg, MAX_MESSAGE_CHARS))]
     Input {
         /// The input file.
         path: PathBuf,
@@ -110,12 +110,25 @@ fn location(path: &std::path::Path, line: usize) -> String {
     }
 }
 
+/// The longest message about one input line that is printed whole; longer ones (a message
+/// quoting a 10 MB line) are cut.
+const MAX_MESSAGE_CHARS: usize = 400;
+
+/// `s` cut to at most `max` characters, with what was cut said (`…(+1234 bytes)`), for
+/// quoting user input in messages.
+pub fn snippet(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((at, _)) => format!("{}…(+{} bytes)", &s[..at], s.len() - at),
+    }
+}
+
 fn render_lines(errors: &[(usize, String)]) -> String {
     const SHOW: usize = 20;
     let mut s: Vec<String> = errors
         .iter()
         .take(SHOW)
-        .map(|(l, m)| format!("  line {l}: {m}"))
+        .map(|(l, m)| format!("  line {l}: {}", snippet(m, MAX_MESSAGE_CHARS)))
         .collect();
     if errors.len() > SHOW {
         s.push(format!("  … and {} more", errors.len() - SHOW));

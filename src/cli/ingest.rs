@@ -61,7 +61,10 @@ pub struct Args {
     #[arg(long)]
     skip_bad: bool,
 
-    /// Let this file's ids overwrite sentences stored from another file.
+    /// Let this file's rows overwrite what the store holds under their ids: another
+    /// sentence (from any file), or another file's labels. What was derived from a replaced
+    /// sentence (its rationales, vectors and the neighbour lists naming it) is dropped, and
+    /// the output counts it.
     #[arg(long)]
     replace: bool,
 }
@@ -118,11 +121,11 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         .collect();
     let splits = plan.assign(&keys);
     let store = ctx.open_or_create()?;
-    let name = args
-        .file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| args.file.display().to_string());
+    // A file's identity is its canonical path: files that share a name are different files.
+    let name = std::fs::canonicalize(&args.file)
+        .map_err(|e| emoknow::Error::io(&args.file, e))?
+        .to_string_lossy()
+        .into_owned();
     let pb = output::spinner(&format!("writing {} rows", parsed.rows.len()), ctx.quiet);
     let summary = store
         .ingest(&name, &parsed.rows, &splits, args.replace)
@@ -161,13 +164,18 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         println!(
-            "{}: {} ({}), {} rows: {} added, {} updated, {} unchanged{} [{}] in {:.2}s",
+            "{}: {} ({}), {} rows: {} added, {} updated, {}{} unchanged{} [{}] in {:.2}s",
             report.file,
             report.format,
             report.encoding,
             report.rows,
             report.summary.added,
             report.summary.updated,
+            if report.summary.replaced > 0 {
+                format!("{} replaced, ", report.summary.replaced)
+            } else {
+                String::new()
+            },
             report.summary.unchanged,
             if report.skipped.is_empty() {
                 String::new()
@@ -177,6 +185,13 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             splits.join(", "),
             report.elapsed_secs
         );
+        let sm = &report.summary;
+        if sm.dropped_knowledge + sm.dropped_neighbour_lists + sm.dropped_vectors > 0 {
+            println!(
+                "dropped what was derived from the old sentences and labels: {} knowledge record(s), {} vector(s), {} neighbour list(s) (`emoknow embed` and `emoknow knowledge retrieve` fill them again)",
+                sm.dropped_knowledge, sm.dropped_vectors, sm.dropped_neighbour_lists
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

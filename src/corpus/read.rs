@@ -268,6 +268,28 @@ fn parse_csv(path: &Path, text: &str) -> Result<Parsed> {
             emotions,
         }
     };
+    let known: Vec<usize> = match &cols {
+        Columns::Seed { id, text, labels } => [Some(*text), Some(*labels), *id].to_vec(),
+        Columns::OneHot { id, text, emotions } => emotions
+            .iter()
+            .map(|&c| Some(c))
+            .chain([Some(*text), *id])
+            .collect(),
+    }
+    .into_iter()
+    .flatten()
+    .collect();
+    if let Some((i, raw)) = header.iter().enumerate().find(|(i, _)| !known.contains(i)) {
+        return Err(Error::input(
+            path,
+            1,
+            format!(
+                "column {} ({}) is not ID, Text, Labels or one of the eight emotions Love, Joy, Anxiety, Sorrow, Expect, Hate, Surprise, Anger; remove or rename it (its values would be dropped)",
+                i + 1,
+                quote(raw)
+            ),
+        ));
+    }
     let width = header.len();
     let format = match cols {
         Columns::Seed { .. } => Format::SeedList,
@@ -301,19 +323,75 @@ fn parse_csv(path: &Path, text: &str) -> Result<Parsed> {
     })
 }
 
+/// A value from the input, quoted for a message (cut when long).
+fn quote(s: &str) -> String {
+    format!("{:?}", crate::error::snippet(s, 60))
+}
+
 fn parse_id(s: &str) -> std::result::Result<u64, String> {
     s.trim()
         .parse::<u64>()
-        .map_err(|_| format!("ID {s:?} is not a non-negative integer"))
+        .map_err(|_| format!("ID {} is not a non-negative integer", quote(s)))
 }
 
+/// Text rule: not empty after trimming, no control characters other than tab and newline
+/// (a NUL byte or an escape sequence is damage, not language).
 fn check_text(s: &str) -> std::result::Result<String, String> {
     let t = s.trim();
     if t.is_empty() {
-        Err("empty text".to_string())
-    } else {
-        Ok(t.to_string())
+        return Err("empty text".to_string());
     }
+    if let Some((at, c)) = t
+        .char_indices()
+        .find(|&(_, c)| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        return Err(format!(
+            "text contains the control character U+{:04X} at byte {at} (a NUL byte or other damage); remove it",
+            c as u32
+        ));
+    }
+    Ok(t.to_string())
+}
+
+/// Labels rule: at least one of the eight emotions (every sentence of this corpus carries
+/// one; a row without any is a labelling mistake, not a "neutral" class).
+fn nonempty(set: LabelSet, raw: &str) -> std::result::Result<LabelSet, String> {
+    if set.is_empty() {
+        Err(format!(
+            "no label in {} (every row needs at least one of Love, Joy, Anxiety, Sorrow, Expect, Hate, Surprise, Anger)",
+            quote(raw)
+        ))
+    } else {
+        Ok(set)
+    }
+}
+
+/// A label list cell as the seed writes it, `['Love', 'Joy']` (brackets and quotes optional,
+/// but balanced when present), or a comma-separated list `Love,Joy`.
+fn parse_label_cell(raw: &str) -> std::result::Result<LabelSet, String> {
+    let t = raw.trim();
+    let open = t.starts_with('[');
+    let close = t.ends_with(']');
+    if open != close || (open && t.len() < 2) {
+        return Err(format!(
+            "unterminated label list {} (expected e.g. ['Love', 'Joy'])",
+            quote(raw)
+        ));
+    }
+    if t.matches('\'').count() % 2 == 1 || t.matches('"').count() % 2 == 1 {
+        return Err(format!(
+            "unbalanced quotes in label list {} (expected e.g. ['Love', 'Joy'])",
+            quote(raw)
+        ));
+    }
+    let set = LabelSet::parse_list(t).map_err(|e| {
+        format!(
+            "unknown emotion {} in Labels {} (expected Love, Joy, Anxiety, Sorrow, Expect, Hate, Surprise or Anger)",
+            quote(&e.0),
+            quote(raw)
+        )
+    })?;
+    nonempty(set, raw)
 }
 
 fn parse_csv_row(
@@ -329,21 +407,17 @@ fn parse_csv_row(
         ));
     }
     let (id, text, labels) = match cols {
-        Columns::Seed { id, text, labels } => {
-            let labels = LabelSet::parse_list(&rec[*labels])
-                .map_err(|e| format!("{e} in Labels {:?}", &rec[*labels]))?;
-            (*id, *text, labels)
-        }
+        Columns::Seed { id, text, labels } => (*id, *text, parse_label_cell(&rec[*labels])?),
         Columns::OneHot { id, text, emotions } => {
             let mut set = LabelSet::EMPTY;
             for e in Emotion::ALL {
                 match rec[emotions[e.index()]].trim() {
                     "1" | "1.0" => set.insert(e),
                     "0" | "0.0" => {}
-                    v => return Err(format!("column {e} is {v:?}, expected 0 or 1")),
+                    v => return Err(format!("column {e} is {}, expected 0 or 1", quote(v))),
                 }
             }
-            (*id, *text, set)
+            (*id, *text, nonempty(set, "all eight columns 0")?)
         }
     };
     Ok(Row {
@@ -376,7 +450,7 @@ fn parse_jsonl(text: &str) -> Parsed {
 
 fn parse_json_row(line: &str, lineno: u64) -> std::result::Result<Row, String> {
     let v: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
+        serde_json::from_str(line).map_err(|e| format!("invalid JSON ({e}): {}", quote(line)))?;
     let obj = v.as_object().ok_or("expected a JSON object")?;
     let text = obj
         .get("text")
@@ -387,22 +461,25 @@ fn parse_json_row(line: &str, lineno: u64) -> std::result::Result<Row, String> {
             let mut set = LabelSet::EMPTY;
             for x in a {
                 let name = x.as_str().ok_or("\"labels\" must hold strings")?;
-                set.insert(name.parse().map_err(|e| format!("{e}"))?);
+                set.insert(name.parse().map_err(|_| {
+                    format!(
+                        "unknown emotion {} in \"labels\" (expected Love, Joy, Anxiety, Sorrow, Expect, Hate, Surprise or Anger)",
+                        quote(name)
+                    )
+                })?);
             }
-            set
+            nonempty(set, "[]")?
         }
-        Some(serde_json::Value::String(s)) => {
-            LabelSet::parse_list(s).map_err(|e| format!("{e}"))?
-        }
+        Some(serde_json::Value::String(s)) => parse_label_cell(s)?,
         Some(_) => return Err("\"labels\" must be a list of names".into()),
         None => return Err("missing field \"labels\"".into()),
     };
     let id = match obj.get("id") {
         None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::Number(n)) => Some(
-            n.as_u64()
-                .ok_or(format!("id {n} is not a non-negative integer"))?,
-        ),
+        Some(serde_json::Value::Number(n)) => Some(n.as_u64().ok_or(format!(
+            "id {} is not a non-negative integer",
+            quote(&n.to_string())
+        ))?),
         Some(serde_json::Value::String(s)) => Some(parse_id(s)?),
         Some(_) => return Err("\"id\" must be an integer".into()),
     };
@@ -493,5 +570,43 @@ mod tests {
     fn header_without_text_is_an_error() {
         let e = parse_bytes(Path::new("f.csv"), b"a,b\n1,2\n").unwrap_err();
         assert!(e.to_string().starts_with("f.csv:1:"), "{e}");
+    }
+
+    #[test]
+    fn label_cells_are_strict_and_never_empty() {
+        for ok in ["['Love', 'Joy']", "['Joy']", "Love,Joy", "[\"Hate\"]"] {
+            assert!(parse_label_cell(ok).is_ok(), "{ok}");
+        }
+        for (bad, why) in [
+            ("['Love'", "unterminated"),
+            ("'Love']", "unterminated"),
+            ("['Love]", "unbalanced quotes"),
+            ("[]", "no label"),
+            ("", "no label"),
+            ("['Happy']", "unknown emotion"),
+        ] {
+            let e = parse_label_cell(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn control_characters_and_unknown_columns_are_refused() {
+        assert!(check_text("好\0").unwrap_err().contains("U+0000"));
+        assert!(check_text("a\u{1b}[31m").is_err());
+        assert_eq!(check_text(" 好\t的 ").unwrap(), "好\t的");
+        let e = parse_bytes(
+            Path::new("f.csv"),
+            b"ID,Text,Labels,Source\n1,a,['Joy'],x\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("column 4 (\"Source\")"), "{e}");
+    }
+
+    #[test]
+    fn long_values_are_cut_in_messages() {
+        let long = "x".repeat(100_000);
+        let p = parse(format!("ID,Text,Labels\n{long},a,['Joy']\n").as_bytes());
+        assert!(p.bad[0].1.len() < 300, "{}", p.bad[0].1.len());
     }
 }

@@ -161,6 +161,24 @@ impl Store {
         Ok(())
     }
 
+    /// Keys of every vector (any encoder, any `what`) of the given examples.
+    pub(super) fn vector_keys_of(
+        &self,
+        ids: &std::collections::HashSet<ExampleId>,
+    ) -> Result<Vec<sled::IVec>> {
+        let mut out = Vec::new();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        for k in self.vectors.iter().keys() {
+            let k = k?;
+            if split_key(&k).is_some_and(|(_, _, id)| ids.contains(&id)) {
+                out.push(k);
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether a vector exists.
     pub fn has_vector(&self, encoder: &str, what: &What, id: ExampleId) -> Result<bool> {
         let mut k = prefix(encoder, what);
