@@ -199,6 +199,10 @@ fn a_replaced_sentence_drops_its_rationales_vectors_and_the_neighbour_lists_nami
         .stdout_has("run `emoknow embed` again");
     env.run(&["embed", "--encoder", s(&encoder), "--name", "tiny"])
         .ok();
+    env.run(&["check"])
+        .code(1)
+        .stdout_has("the train split changed since they were retrieved");
+    env.run(&["knowledge", "retrieve", "-k", "3"]).ok();
     env.run(&["check"]).ok();
     // The text output says what was dropped.
     let b5 = env.write(

@@ -244,12 +244,17 @@ pub fn run_stats(_args: StatsArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 .map(|sp| format!("{sp} {:.1}%", 100.0 * src.coverage.get(*sp).unwrap_or(&0.0)))
                 .collect();
             println!(
-                "{:<18} {:<10} {:>7} {:>7}  {}",
+                "{:<18} {:<10} {:>7} {:>7}  {}{}",
                 name,
                 src.kind,
                 src.records,
                 src.missing,
-                cov.join(", ")
+                cov.join(", "),
+                if src.partial {
+                    "  (partial: run the same `knowledge retrieve` again to resume)"
+                } else {
+                    ""
+                }
             );
         }
     }

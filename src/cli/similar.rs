@@ -5,10 +5,12 @@ use anyhow::Context;
 use emoknow::corpus::Split;
 use emoknow::knowledge::retrieve::{neighbours_knowledge, Pool, Probe};
 use emoknow::labels::{Emotion, LabelSet};
-use emoknow::store::records::Example;
+use emoknow::store::fingerprint;
+use emoknow::store::records::{
+    now_secs, Example, KnowledgeKind, NeighbourBy, NeighbourRun, NeighbourSpec,
+};
 use emoknow::store::vectors::{EncoderInfo, VectorSet, What};
 use emoknow::store::Store;
-use std::collections::HashSet;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
@@ -81,6 +83,10 @@ pub struct SimilarArgs {
 /// split (never itself or a same-text duplicate) are stored with their ids, scores and labels,
 /// rendered as "相似例句: <text> → Love,Joy; …" for trainers and the annotator.
 ///
+/// Resumable: each batch of 2,048 examples is written atomically, and a rerun of a stopped
+/// retrieval (same settings, same pool) fills only what is missing. `check` and `stats` report
+/// a retrieval that stopped part-way, and trainers refuse examples without neighbours.
+///
 /// Example: emoknow knowledge retrieve -k 5 --by bm25
 #[derive(clap::Args, Debug)]
 pub struct RetrieveArgs {
@@ -91,6 +97,12 @@ pub struct RetrieveArgs {
     /// Source name to store under [default: knn-bm25 or knn-<encoder name>].
     #[arg(long)]
     source: Option<String>,
+
+    /// Recompute every example's neighbours. Without it, a run with the same settings over
+    /// the same pool as the last one (killed part-way, say) only fills the examples that
+    /// have none; other settings always start afresh.
+    #[arg(long)]
+    fresh: bool,
 
     #[command(flatten)]
     retrieval: RetrievalArgs,
@@ -169,6 +181,21 @@ impl Retriever {
             encoder: Some(info),
             vectors,
         })
+    }
+
+    /// The settings of this retrieval, as stored with its neighbours.
+    pub fn spec(&self, args: &RetrievalArgs) -> NeighbourSpec {
+        NeighbourSpec {
+            by: match &self.encoder {
+                Some(e) => NeighbourBy::Dense {
+                    encoder_id: e.id.clone(),
+                },
+                None => NeighbourBy::Bm25,
+            },
+            k: args.k,
+            from: args.from,
+            exclude_within: args.exclude_within,
+        }
     }
 
     /// The source name neighbours knowledge gets by default.
@@ -302,10 +329,45 @@ pub fn run_retrieve(args: RetrieveArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         // Recorded with the neighbours: a model trained on them depends on it.
         model = format!("{model}, exclude-within {}", args.retrieval.exclude_within);
     }
-    let examples = store.examples(args.split)?;
+    let mut run = NeighbourRun {
+        spec: r.spec(&args.retrieval),
+        pool: fingerprint(&r.pool.examples),
+        split: args.split,
+        complete: false,
+        updated_at: now_secs(),
+    };
+    // The same retrieval over the same pool resumes: examples that have neighbours keep them.
+    // Anything else starts afresh, so one source never mixes neighbours of two settings.
+    let resume = !args.fresh
+        && store
+            .neighbour_run(&source)?
+            .is_some_and(|prev| prev.spec == run.spec && prev.pool == run.pool);
+    if !resume {
+        if store
+            .all_knowledge(Some(&source))?
+            .iter()
+            .any(|k| k.kind != KnowledgeKind::Neighbours)
+        {
+            anyhow::bail!(
+                "source {source} holds rationales, not neighbours; store neighbours under another --source"
+            );
+        }
+        store.delete_source(&source)?;
+    }
+    store.put_neighbour_run(&source, &run)?;
+    let mut examples = store.examples(args.split)?;
+    let asked = examples.len();
+    if resume {
+        let mut todo = Vec::with_capacity(examples.len());
+        for e in examples {
+            if !store.has_attempt(e.id, &source)? {
+                todo.push(e);
+            }
+        }
+        examples = todo;
+    }
     let pb = output::bar(examples.len() as u64, "retrieving", ctx.quiet);
     let mut stored = 0;
-    let mut seen = HashSet::new();
     for chunk in examples.chunks(2048) {
         if INTERRUPTED.load(Ordering::SeqCst) {
             return Err(emoknow::Error::Interrupted.into());
@@ -317,24 +379,31 @@ pub fn run_retrieve(args: RetrieveArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         let records: Vec<_> = chunk
             .iter()
             .zip(&found)
-            .map(|(e, hits)| {
-                seen.insert(e.id);
-                neighbours_knowledge(e.id, &source, &model, hits)
-            })
+            .map(|(e, hits)| neighbours_knowledge(e.id, &source, &model, hits))
             .collect();
         store.put_knowledge(&records, &[])?;
         stored += records.len();
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
+    run.complete = true;
+    run.updated_at = now_secs();
+    store.put_neighbour_run(&source, &run)?;
+    let kept = asked - stored;
     if ctx.json {
-        output::print_json(
-            &serde_json::json!({"source": source, "examples": stored, "k": args.retrieval.k}),
-        )?;
+        output::print_json(&serde_json::json!({
+            "source": source, "examples": stored, "already_done": kept, "k": args.retrieval.k
+        }))?;
     } else {
         println!(
-            "stored {} neighbours (k = {}) for {stored} examples as source {source}",
-            args.retrieval.from, args.retrieval.k
+            "stored {} neighbours (k = {}) for {stored} examples as source {source}{}",
+            args.retrieval.from,
+            args.retrieval.k,
+            if kept > 0 {
+                format!(" ({kept} already had them: resumed; --fresh recomputes all)")
+            } else {
+                String::new()
+            }
         );
     }
     Ok(ExitCode::SUCCESS)

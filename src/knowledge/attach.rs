@@ -211,7 +211,22 @@ pub fn samples(
             let (rationale, neighbours) = if spec.mode == KnowledgeMode::None {
                 (None, Vec::new())
             } else {
-                pick(&store.knowledge(e.id)?, spec, eval)
+                let records = store.knowledge(e.id)?;
+                if spec.mode.neighbours()
+                    && !records.iter().any(|k| {
+                        Some(&k.source) == spec.neighbours_source.as_ref()
+                            && k.kind == KnowledgeKind::Neighbours
+                    })
+                {
+                    return Err(Error::NotFound(format!(
+                        "example {} ({}) has no neighbours of source {}: the retrieval stopped part-way or did not cover the {} split; run `emoknow knowledge retrieve` again (it resumes)",
+                        e.id,
+                        e.split,
+                        spec.neighbours_source.as_deref().unwrap_or("?"),
+                        e.split
+                    )));
+                }
+                pick(&records, spec, eval)
             };
             if let Some(n) = neighbours
                 .iter()

@@ -15,6 +15,7 @@
 
 pub mod index;
 pub mod records;
+mod runs;
 pub mod vectors;
 
 use crate::corpus::{Row, Split};
@@ -26,6 +27,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 pub use index::{DocHit, Filter, HitKind, SearchIndex};
+pub use runs::fingerprint;
 
 /// Version of the on-disk format; bumped on any change to the records or key layout.
 pub const FORMAT_VERSION: u32 = 1;
@@ -161,6 +163,8 @@ pub struct SourceStats {
     pub by_prompt: BTreeMap<String, usize>,
     /// Fraction of each split's examples with a record.
     pub coverage: BTreeMap<String, f64>,
+    /// For neighbours: the last retrieval stopped part-way (rerun it to resume).
+    pub partial: bool,
 }
 
 /// The result of `check`.
@@ -755,6 +759,7 @@ impl Store {
             }
         }
         self.commit(batch, &ids)?;
+        self.delete_neighbour_run(source)?;
         Ok(n)
     }
 
@@ -890,6 +895,11 @@ impl Store {
                 src.coverage.insert(split.clone(), c as f64 / *n as f64);
             }
         }
+        for (name, run) in self.neighbour_runs()? {
+            if let Some(src) = s.sources.get_mut(&name) {
+                src.partial = !run.complete;
+            }
+        }
         s.encoders = self.encoder_stats()?;
         Ok(s)
     }
@@ -993,6 +1003,7 @@ impl Store {
             }
         }
         self.check_vectors(&split_of, &mut r)?;
+        self.check_neighbour_runs(&mut r)?;
         Ok(r)
     }
 

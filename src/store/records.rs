@@ -142,3 +142,48 @@ pub fn now_secs() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// How neighbours are found.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NeighbourBy {
+    /// Cosine over the stored text vectors of this encoder.
+    Dense {
+        /// The encoder's id (see [`crate::store::vectors::EncoderInfo`]).
+        encoder_id: String,
+    },
+    /// BM25 over the search index.
+    Bm25,
+}
+
+/// The settings of a neighbours retrieval. Stored with a source's neighbour records, so that
+/// whatever uses them knows exactly how they were found.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NeighbourSpec {
+    /// Dense (which encoder) or BM25.
+    pub by: NeighbourBy,
+    /// Neighbours per example.
+    pub k: usize,
+    /// The split neighbours come from (the pool).
+    pub from: Split,
+    /// Examples whose id is within this distance of the query's are never neighbours.
+    pub exclude_within: u64,
+}
+
+/// The state of one source's neighbours retrieval: what it was asked, over which pool, and
+/// whether it ran to the end. Written before the first neighbour record and updated when the
+/// last is stored, so a killed run is seen (by `check`, `stats`, the next run) as partial.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeighbourRun {
+    /// The retrieval settings.
+    pub spec: NeighbourSpec,
+    /// Fingerprint of the pool ([`crate::store::Store::split_fingerprint`] of `spec.from`)
+    /// when the run started: neighbours found in another pool are not resumed.
+    pub pool: String,
+    /// The split whose examples the last run gave neighbours (None: every split).
+    pub split: Option<Split>,
+    /// Whether the last run stored neighbours for every example it was asked for.
+    pub complete: bool,
+    /// Seconds since the Unix epoch, at the last update.
+    pub updated_at: u64,
+}
