@@ -5,6 +5,7 @@ mod util;
 
 mod annotate_cli;
 mod model_cli;
+mod reliability_fuzz;
 mod reliability_retrieve;
 mod reliability_store;
 mod retrieval_cli;

@@ -49,7 +49,22 @@ pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
-    bincode::serde::decode_from_slice(bytes, bincode_config())
+    // bincode allocates a string or list of the length a record claims before reading it, so
+    // a damaged length could ask for exabytes. A limit proportional to the record's size
+    // (a decoded record never takes more than 64 times its encoded bytes) bounds that.
+    macro_rules! limited {
+        ($limit:expr) => {
+            bincode::serde::decode_from_slice(bytes, bincode_config().with_limit::<{ $limit }>())
+        };
+    }
+    let decoded = match bytes.len() {
+        0..=1024 => limited!(1 << 16),
+        1025..=65_536 => limited!(1 << 22),
+        65_537..=1_048_576 => limited!(1 << 26),
+        1_048_577..=16_777_216 => limited!(1 << 30),
+        _ => limited!(1 << 36),
+    };
+    decoded
         .map(|(v, _)| v)
         .map_err(|e| Error::Corrupt(format!("{what}: {e}")))
 }

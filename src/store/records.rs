@@ -187,3 +187,115 @@ pub struct NeighbourRun {
     /// Seconds since the Unix epoch, at the last update.
     pub updated_at: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::vectors::EncoderInfo;
+    use crate::store::{decode, encode};
+
+    /// xorshift64*: a deterministic stream of test bytes.
+    struct Bytes(u64);
+    impl Bytes {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn fill(&mut self, n: usize) -> Vec<u8> {
+            (0..n).map(|_| self.next() as u8).collect()
+        }
+    }
+
+    fn knowledge() -> Knowledge {
+        Knowledge {
+            example_id: 7,
+            source: "qwen-max".into(),
+            kind: KnowledgeKind::Neighbours,
+            raw: "理由: 担心".into(),
+            sanitized: "担心".into(),
+            asserted: "Love,Joy".parse().unwrap(),
+            prompt_kind: PromptKind::Guided,
+            attempts: 2,
+            model: "m".into(),
+            created_at: 1,
+            neighbours: vec![Neighbour {
+                id: 3,
+                score: 0.5,
+                labels: "Anger".parse().unwrap(),
+            }],
+        }
+    }
+
+    /// Decoding arbitrary bytes, or a valid record cut, flipped or extended, returns a value
+    /// or an error: it never panics (nor allocates without bound).
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics() {
+        let example = Example {
+            id: 1,
+            text: "我 很 担忧".into(),
+            labels: "Anxiety".parse().unwrap(),
+            split: Split::Train,
+            origin: Origin {
+                file: "/data/Train.csv".into(),
+                line: 2,
+            },
+        };
+        let run = NeighbourRun {
+            spec: NeighbourSpec {
+                by: NeighbourBy::Dense {
+                    encoder_id: "abc".into(),
+                },
+                k: 10,
+                from: Split::Train,
+                exclude_within: 0,
+            },
+            pool: "00ff".into(),
+            split: None,
+            complete: true,
+            updated_at: 0,
+        };
+        let valid = [
+            encode(&example),
+            encode(&knowledge()),
+            encode(&Missing {
+                example_id: 1,
+                source: "s".into(),
+                reason: "nan".into(),
+                created_at: 0,
+            }),
+            encode(&run),
+        ];
+        let mut rng = Bytes(0x9E37_79B9_7F4A_7C15);
+        let mut inputs: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..3000 {
+            let n = (rng.next() % 64) as usize;
+            inputs.push(rng.fill(n));
+        }
+        for v in &valid {
+            for cut in 0..v.len() {
+                inputs.push(v[..cut].to_vec());
+            }
+            for _ in 0..500 {
+                let mut m = v.clone();
+                let at = (rng.next() as usize) % m.len();
+                m[at] = rng.next() as u8;
+                inputs.push(m);
+            }
+            let mut long = v.clone();
+            long.extend([0xFF; 16]);
+            inputs.push(long);
+        }
+        for bytes in &inputs {
+            let _ = decode::<Example>(bytes, "example");
+            let _ = decode::<Knowledge>(bytes, "knowledge");
+            let _ = decode::<Missing>(bytes, "missing");
+            let _ = decode::<NeighbourRun>(bytes, "run");
+            let _ = decode::<EncoderInfo>(bytes, "encoder");
+            let _ = decode::<Vec<ExampleId>>(bytes, "pending ids");
+            let _ = decode::<u64>(bytes, "origin");
+        }
+        assert_eq!(decode::<Example>(&valid[0], "example").unwrap(), example);
+    }
+}
