@@ -76,7 +76,8 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "linear")]
     classifier: KindArg,
 
-    /// Model directory to write.
+    /// Model directory to write: absent, empty, or a model (replaced whole). The new model is
+    /// written next to it and swapped in when complete, so the old one stays whole until then.
     #[arg(long)]
     out: PathBuf,
 
@@ -216,7 +217,8 @@ pub struct EvalArgs {
 /// Predict emotions for sentences (arguments, or one per line on stdin).
 ///
 /// Prints each sentence's labels and per-label probabilities. --explain shows the knowledge the
-/// model used (new text has no rationale; neighbours are retrieved now).
+/// model used (new text has no rationale; neighbours are retrieved now). A text with nothing
+/// the model knows (no word of its vocabulary) gets a warning: its prediction is the prior.
 ///
 /// Example: echo "我 很 担心 明天 的 考试" | emoknow predict --model models/linear --explain
 #[derive(clap::Args, Debug)]
