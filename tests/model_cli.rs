@@ -6,7 +6,7 @@ use emoknow::model::tiny::{write_random_checkpoint, TinyBertSpec, WeightFormat};
 use std::path::PathBuf;
 
 /// 120 sentences, three label patterns tied to words, so every classifier has signal.
-fn corpus() -> String {
+pub(crate) fn corpus() -> String {
     let words = [
         ("担心 考试 明天", "['Anxiety']"),
         ("孩子 开心 笑", "\"['Joy', 'Love']\""),
@@ -21,14 +21,14 @@ fn corpus() -> String {
     csv
 }
 
-struct Setup {
-    env: TestEnv,
-    encoder: PathBuf,
+pub(crate) struct Setup {
+    pub(crate) env: TestEnv,
+    pub(crate) encoder: PathBuf,
 }
 
 /// Ingests `file` with the tests' split: 20 test rows, a fifth of the rest validation, drawn
 /// with `seed`.
-fn ingest_split(env: &TestEnv, file: &std::path::Path, seed: u32) {
+pub(crate) fn ingest_split(env: &TestEnv, file: &std::path::Path, seed: u32) {
     let seed = seed.to_string();
     env.run(&[
         "ingest",
@@ -43,7 +43,7 @@ fn ingest_split(env: &TestEnv, file: &std::path::Path, seed: u32) {
     .ok();
 }
 
-fn setup() -> Setup {
+pub(crate) fn setup() -> Setup {
     let env = TestEnv::new();
     let f = env.write("c.csv", corpus());
     ingest_split(&env, &f, 1);
@@ -61,7 +61,7 @@ fn setup() -> Setup {
     Setup { env, encoder }
 }
 
-fn metrics(j: &serde_json::Value) -> [f64; 4] {
+pub(crate) fn metrics(j: &serde_json::Value) -> [f64; 4] {
     ["hamming_accuracy", "exact_match", "micro_f1", "macro_f1"].map(|k| j[k].as_f64().unwrap())
 }
 

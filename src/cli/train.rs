@@ -76,7 +76,8 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "linear")]
     classifier: KindArg,
 
-    /// Model directory to write.
+    /// Model directory to write: absent, empty, or a model (replaced whole). The new model is
+    /// written next to it and swapped in when complete, so the old one stays whole until then.
     #[arg(long)]
     out: PathBuf,
 
@@ -216,7 +217,8 @@ pub struct EvalArgs {
 /// Predict emotions for sentences (arguments, or one per line on stdin).
 ///
 /// Prints each sentence's labels and per-label probabilities. --explain shows the knowledge the
-/// model used (new text has no rationale; neighbours are retrieved now).
+/// model used (new text has no rationale; neighbours are retrieved now). A text with nothing
+/// the model knows (no word of its vocabulary) gets a warning: its prediction is the prior.
 ///
 /// Example: echo "我 很 担心 明天 的 考试" | emoknow predict --model models/linear --explain
 #[derive(clap::Args, Debug)]
@@ -518,35 +520,50 @@ fn eval_source(
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `predict` says about a text with nothing the model knows.
+const UNKNOWN_WARNING: &str =
+    "no known words: the model knows none of this text's words, so the prediction is its prior (the same for any such text), not about this text";
+
 pub fn run_predict(a: PredictArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let store = ctx.open()?;
     let model =
         Model::load(&a.model).with_context(|| format!("loading model {}", a.model.display()))?;
-    let texts: Vec<String> = if a.text.is_empty() {
+    // (where the text came from, text): stdin line numbers count blank lines too.
+    let (origins, texts): (Vec<String>, Vec<String>) = if a.text.is_empty() {
         std::io::stdin()
             .lock()
             .lines()
             .collect::<std::io::Result<Vec<_>>>()?
             .into_iter()
-            .filter(|l| !l.trim().is_empty())
-            .collect()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| (format!("stdin line {}", i + 1), l))
+            .unzip()
     } else {
-        vec![a.text.join(" ")]
+        (vec!["the text".to_string()], vec![a.text.join(" ")])
     };
     let samples = model.samples_for_texts(&store, &texts)?;
     let (probs, labels) = model.predict(&store, &samples)?;
+    let unknown = model.unknown_texts(&store, &samples)?;
+    for (origin, _) in origins.iter().zip(&unknown).filter(|(_, &u)| u) {
+        eprintln!("warning: {origin}: {UNKNOWN_WARNING}");
+    }
     if ctx.json {
         let out: Vec<serde_json::Value> = samples
             .iter()
             .zip(&probs)
             .zip(&labels)
-            .map(|((s, p), l)| {
+            .zip(&unknown)
+            .map(|(((s, p), l), &unknown)| {
                 let probs: serde_json::Map<String, serde_json::Value> = Emotion::ALL
                     .iter()
                     .map(|e| (e.name().to_string(), serde_json::json!(p[e.index()])))
                     .collect();
                 let mut v =
                     serde_json::json!({"text": s.text, "labels": l, "probabilities": probs});
+                if unknown {
+                    v["warning"] = serde_json::json!(UNKNOWN_WARNING);
+                }
                 if a.explain {
                     v["knowledge"] = serde_json::json!(s.knowledge);
                     v["neighbours"] = serde_json::to_value(&s.neighbours).unwrap_or_default();

@@ -15,6 +15,7 @@ use crate::model::encoder::{Encoder, EncoderOptions};
 use crate::model::finetune::{self, FinetuneConfig, FinetuneModel};
 use crate::model::linear::{LinearConfig, LinearModel};
 use crate::model::mlp::{Features, Mlp, MlpConfig};
+use crate::model::modeldir::{self, FileSum, Staging};
 use crate::model::thresholds::{self, Objective, Thresholds};
 use crate::store::records::{now_secs, Example, Neighbour};
 use crate::store::vectors::{EncoderInfo, What};
@@ -23,7 +24,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -113,6 +114,10 @@ pub struct Meta {
     pub train_secs: f64,
     /// Seconds since the Unix epoch.
     pub created_at: u64,
+    /// Size and SHA-256 of every other file of the model directory, checked when it is
+    /// loaded (absent in models written before they were recorded: not checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<BTreeMap<String, FileSum>>,
 }
 
 /// What `emoknow train` asks for.
@@ -170,6 +175,8 @@ pub struct Model {
     /// Its meta.json.
     pub meta: Meta,
     dir: PathBuf,
+    /// `dir` canonicalized (cycle and overlap checks).
+    canon: PathBuf,
     inner: Inner,
 }
 
@@ -221,13 +228,90 @@ fn split_examples(
     Ok(ex)
 }
 
+/// Refuses paths that training would destroy or that make no model: an `--out` that is (or
+/// holds, or lies inside) an ensemble member or a model such a member contains, or the
+/// encoder directory; duplicate members, fewer than two, or members for another kind. Returns
+/// the loaded members (canonical directory, model) of an ensemble.
+fn check_train_paths(cfg: &TrainConfig, out: &Path) -> Result<Vec<(PathBuf, Model)>> {
+    if let Some(enc) = &cfg.encoder_dir {
+        if modeldir::absolute(enc)?.starts_with(out) {
+            return Err(Error::Invalid(format!(
+                "--out {} would replace --encoder-dir {}: choose another --out",
+                out.display(),
+                enc.display()
+            )));
+        }
+    }
+    if cfg.kind != Kind::Ensemble {
+        if !cfg.members.is_empty() {
+            return Err(Error::Invalid(
+                "--member is only for --classifier ensemble".into(),
+            ));
+        }
+        return Ok(Vec::new());
+    }
+    if cfg.members.len() < 2 {
+        return Err(Error::Invalid(format!(
+            "an ensemble needs at least two --member DIR ({} given)",
+            cfg.members.len()
+        )));
+    }
+    let mut loaded: Vec<(PathBuf, Model)> = Vec::with_capacity(cfg.members.len());
+    for m in &cfg.members {
+        let canon = std::fs::canonicalize(m).map_err(|e| Error::io(m, e))?;
+        if loaded.iter().any(|(c, _)| *c == canon) {
+            return Err(Error::Invalid(format!(
+                "--member {} is given twice (each member counts once in the average)",
+                m.display()
+            )));
+        }
+        if modeldir::overlaps(&canon, out) {
+            let how = if canon == out {
+                "is"
+            } else if out.starts_with(&canon) {
+                "is inside"
+            } else {
+                "holds"
+            };
+            return Err(Error::Invalid(format!(
+                "--out {} {how} --member {}: training would overwrite the member; choose another --out",
+                out.display(),
+                m.display()
+            )));
+        }
+        let model = Model::load(m)?;
+        if let Some(d) = model
+            .dirs()
+            .into_iter()
+            .find(|d| modeldir::overlaps(d, out))
+        {
+            return Err(Error::Invalid(format!(
+                "--member {} is an ensemble that reads {}, and --out {} would overwrite it (the new ensemble would contain itself); choose another --out",
+                m.display(),
+                d.display(),
+                out.display()
+            )));
+        }
+        loaded.push((canon, model));
+    }
+    Ok(loaded)
+}
+
 /// Trains a model from the store into `out` and returns its meta.
+///
+/// The model is written into a staging directory next to `out` and swapped into place when
+/// complete ([`modeldir::Staging`]): an existing model at `out` stays whole until then, and an
+/// interrupted train never leaves a mix of two models. `out` must be absent, empty or a model
+/// directory (it is replaced whole).
 pub fn train(
     store: &Store,
     cfg: &TrainConfig,
     out: &Path,
     progress: &mut dyn FnMut(TrainEvent),
 ) -> Result<Meta> {
+    let out = modeldir::absolute(out)?;
+    let members = check_train_paths(cfg, &out)?;
+    modeldir::check_out(&out)?;
     if cfg.attach.mode != KnowledgeMode::None {
         attach::validate(store, &cfg.attach)?;
     }
@@ -265,7 +349,9 @@ pub fn train(
     }
     let train_s = attach::samples(store, &train_ex, &cfg.attach, false)?;
     let val_s = attach::samples(store, &val_ex, &cfg.attach, true)?;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let staging = Staging::begin(&out)?;
+    let tmp = staging.path().to_path_buf();
+    let out: &Path = &tmp;
     let t0 = Instant::now();
     let mut meta = Meta {
         format: MODEL_FORMAT,
@@ -288,6 +374,7 @@ pub fn train(
         val: metrics::evaluate(&[], &[]),
         train_secs: 0.0,
         created_at: now_secs(),
+        files: None,
     };
     let val_probs = match cfg.kind {
         Kind::Linear => {
@@ -366,6 +453,7 @@ pub fn train(
             let model = Model {
                 meta: meta.clone(),
                 dir: out.to_path_buf(),
+                canon: out.to_path_buf(),
                 inner: Inner::Knn,
             };
             model.knn_probs(store, &val_s)?
@@ -431,23 +519,16 @@ pub fn train(
             m.predict_proba(&vtexts.iter().map(String::as_str).collect::<Vec<_>>())?
         }
         Kind::Ensemble => {
-            if cfg.members.len() < 2 {
-                return Err(Error::Invalid(
-                    "an ensemble needs at least two --member DIR".into(),
-                ));
-            }
             let mut sum = vec![[0f32; NUM_EMOTIONS]; val_ex.len()];
-            for m in &cfg.members {
-                let member = Model::load(m)?;
+            for (canon, member) in &members {
                 // Each member attaches its own knowledge.
                 let s = attach::samples(store, &val_ex, &member.meta.attach, true)?;
                 for (acc, p) in sum.iter_mut().zip(member.predict_proba(store, &s)?) {
                     for i in 0..NUM_EMOTIONS {
-                        acc[i] += p[i] / cfg.members.len() as f32;
+                        acc[i] += p[i] / members.len() as f32;
                     }
                 }
-                meta.members
-                    .push(std::fs::canonicalize(m).map_err(|e| Error::io(m, e))?);
+                meta.members.push(canon.clone());
             }
             sum
         }
@@ -455,12 +536,13 @@ pub fn train(
     meta.thresholds = thresholds::tune(&val_probs, &gold(&val_s), cfg.objective);
     meta.val = metrics::evaluate(&gold(&val_s), &meta.thresholds.apply(&val_probs));
     meta.train_secs = t0.elapsed().as_secs_f64();
+    // Weights are all written: record them, then meta.json last, then swap into place.
+    meta.files = Some(modeldir::checksums(out)?);
     let path = out.join("meta.json");
-    std::fs::write(
-        &path,
-        serde_json::to_vec_pretty(&meta).expect("meta serializes"),
-    )
-    .map_err(|e| Error::io(&path, e))?;
+    let json = serde_json::to_vec_pretty(&meta)
+        .map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
+    std::fs::write(&path, json).map_err(|e| Error::io(&path, e))?;
+    staging.commit()?;
     Ok(meta)
 }
 
@@ -723,43 +805,253 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
     }
 }
 
-impl Model {
-    /// Loads a model directory.
-    pub fn load(dir: &Path) -> Result<Model> {
+/// Deepest nesting of ensembles a load follows.
+const MAX_ENSEMBLE_DEPTH: usize = 8;
+/// Most model directories one load reads (an ensemble and all it contains).
+const MAX_LOADED_MODELS: usize = 64;
+/// Largest `k` (kNN, attached neighbours) a model may ask for.
+const MAX_K: usize = 100_000;
+/// Largest embedding dimension a frozen or kNN model may name.
+const MAX_ENCODER_DIM: usize = 1 << 16;
+
+/// Checks what serde cannot: labels, thresholds, the settings each kind needs, and bounds on
+/// the sizes a load or prediction would allocate. Errors name `path` (the meta.json).
+fn check_meta(meta: &Meta, path: &Path) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let bad = |msg: String| -> Result<()> {
+        Err(Error::input(
+            path,
+            0,
+            format!(
+                "{msg}: not as emoknow writes it (edited by hand?); restore it or retrain the model (`emoknow train … --out {}`)",
+                dir.display()
+            ),
+        ))
+    };
+    if meta.format != MODEL_FORMAT {
+        return Err(Error::Invalid(format!(
+            "{}: model format {}, this emoknow reads {MODEL_FORMAT}",
+            path.display(),
+            meta.format
+        )));
+    }
+    let names: Vec<&str> = Emotion::ALL.iter().map(|e| e.name()).collect();
+    if let Some(l) = meta.labels.iter().find(|l| !names.contains(&l.as_str())) {
+        return bad(format!(
+            "unknown label {l:?} in \"labels\" (the labels are {})",
+            names.join(", ")
+        ));
+    }
+    if meta.labels != names {
+        return bad(format!(
+            "\"labels\" is [{}], models output [{}] in that order",
+            meta.labels.join(", "),
+            names.join(", ")
+        ));
+    }
+    for (t, name) in meta.thresholds.per_label.iter().zip(&names) {
+        if !(t.is_finite() && (0.0..=1.0).contains(t)) {
+            return bad(format!("the threshold of {name} is {t}, outside [0, 1]"));
+        }
+    }
+    if meta.attach.neighbours_k > MAX_K {
+        return bad(format!(
+            "neighbours_k {} is above {MAX_K}",
+            meta.attach.neighbours_k
+        ));
+    }
+    if let Some(e) = &meta.encoder {
+        if e.dim == 0 || e.dim > MAX_ENCODER_DIM {
+            return bad(format!(
+                "encoder {:?} has dimension {}, outside 1..={MAX_ENCODER_DIM}",
+                e.name, e.dim
+            ));
+        }
+    }
+    let kind = meta.kind.name();
+    let need = |what: &str, present: bool| -> Result<()> {
+        if present {
+            Ok(())
+        } else {
+            bad(format!("a {kind} model without its \"{what}\" settings"))
+        }
+    };
+    match meta.kind {
+        Kind::Linear => need("linear", meta.linear.is_some())?,
+        Kind::Frozen => {
+            need("mlp", meta.mlp.is_some())?;
+            need("encoder", meta.encoder.is_some())?;
+            if meta.stack_folds > 0 {
+                need("linear", meta.linear.is_some())?;
+            }
+        }
+        Kind::Knn => {
+            let Some(knn) = &meta.knn else {
+                return need("knn", false);
+            };
+            if knn.k == 0 || knn.k > MAX_K {
+                return bad(format!("kNN k = {}, outside 1..={MAX_K}", knn.k));
+            }
+            if knn.dense {
+                need("encoder", meta.encoder.is_some())?;
+            }
+        }
+        Kind::Finetune => need("finetune", meta.finetune.is_some())?,
+        Kind::Ensemble => {
+            if meta.members.is_empty() {
+                return bad("an ensemble with no \"members\"".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The number of features a frozen head of `meta` reads (what [`frozen_features`] builds at
+/// prediction).
+fn frozen_in_dim(meta: &Meta) -> usize {
+    let dim = meta.encoder.as_ref().map_or(0, |e| e.dim);
+    let spec = &meta.attach;
+    let mut n = dim;
+    let rationale = matches!(spec.mode, KnowledgeMode::Rationale | KnowledgeMode::All)
+        && spec.eval_source.as_ref().or(spec.source.as_ref()).is_some();
+    if rationale {
+        n = n.saturating_add(dim).saturating_add(1);
+    }
+    if matches!(spec.mode, KnowledgeMode::Neighbours | KnowledgeMode::All) {
+        n = n.saturating_add(NUM_EMOTIONS);
+    }
+    if meta.stack_folds > 0 {
+        n = n.saturating_add(NUM_EMOTIONS);
+    }
+    n
+}
+
+/// Loads model directories, following ensemble members with a bound on depth and count and
+/// refusing cycles.
+struct Loader {
+    /// Canonical directories of the ensembles being loaded, outermost first.
+    chain: Vec<PathBuf>,
+    /// Directories read so far.
+    loaded: usize,
+}
+
+impl Loader {
+    fn load(&mut self, dir: &Path) -> Result<Model> {
         let path = dir.join("meta.json");
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let bytes = modeldir::read_meta(dir)?;
+        let canon = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
         let meta: Meta = serde_json::from_slice(&bytes)
             .map_err(|e| Error::input(&path, e.line(), format!("not an emoknow model: {e}")))?;
-        if meta.format != MODEL_FORMAT {
-            return Err(Error::Invalid(format!(
-                "{}: model format {}, this emoknow reads {MODEL_FORMAT}",
-                path.display(),
-                meta.format
-            )));
+        check_meta(&meta, &path)?;
+        if let Some(files) = &meta.files {
+            modeldir::verify(dir, &path, files)?;
+        }
+        self.loaded += 1;
+        if self.loaded > MAX_LOADED_MODELS {
+            return Err(Error::input(
+                &path,
+                0,
+                format!("the ensemble reads more than {MAX_LOADED_MODELS} model directories"),
+            ));
         }
         let inner = match meta.kind {
             Kind::Linear => Inner::Linear(LinearModel::load(dir)?),
-            Kind::Frozen => Inner::Frozen(
-                Mlp::load(dir, "head")?,
-                match meta.stack_folds {
+            Kind::Frozen => {
+                let head = Mlp::load(dir, "head")?;
+                let want = frozen_in_dim(&meta);
+                if head.in_dim() != want {
+                    return Err(Error::Model(format!(
+                        "{}: the head reads {} features, but {} (encoder dimension and knowledge) gives {want}: the head does not belong to this meta.json; retrain the model",
+                        dir.join("head.safetensors").display(),
+                        head.in_dim(),
+                        path.display()
+                    )));
+                }
+                let stack = match meta.stack_folds {
                     0 => None,
                     _ => Some(LinearModel::load(&dir.join(STACK_DIR))?),
-                },
-            ),
+                };
+                Inner::Frozen(head, stack)
+            }
             Kind::Knn => Inner::Knn,
             Kind::Finetune => Inner::Finetune(Box::new(FinetuneModel::load(dir)?)),
-            Kind::Ensemble => Inner::Ensemble(
-                meta.members
-                    .iter()
-                    .map(|m| Model::load(&resolve(dir, m)))
-                    .collect::<Result<_>>()?,
-            ),
+            Kind::Ensemble => {
+                if self.chain.len() >= MAX_ENSEMBLE_DEPTH {
+                    return Err(Error::input(
+                        &path,
+                        0,
+                        format!("ensembles nested more than {MAX_ENSEMBLE_DEPTH} deep"),
+                    ));
+                }
+                self.chain.push(canon.clone());
+                let mut members = Vec::with_capacity(meta.members.len());
+                let mut seen = HashSet::new();
+                for m in &meta.members {
+                    let p = resolve(dir, m);
+                    let c = std::fs::canonicalize(&p).map_err(|e| {
+                        Error::input(&path, 0, format!("member {}: {e}", p.display()))
+                    })?;
+                    if self.chain.contains(&c) {
+                        let what = if c == canon {
+                            "this ensemble itself".to_string()
+                        } else {
+                            format!("the ensemble {} that contains it", c.display())
+                        };
+                        return Err(Error::input(
+                            &path,
+                            0,
+                            format!(
+                                "member {} is {what}: an ensemble cannot contain itself; edit \"members\" or retrain the ensemble",
+                                m.display()
+                            ),
+                        ));
+                    }
+                    if !seen.insert(c) {
+                        return Err(Error::input(
+                            &path,
+                            0,
+                            format!("member {} is listed twice", m.display()),
+                        ));
+                    }
+                    members.push(self.load(&p)?);
+                }
+                self.chain.pop();
+                Inner::Ensemble(members)
+            }
         };
         Ok(Model {
             meta,
             dir: dir.to_path_buf(),
+            canon,
             inner,
         })
+    }
+}
+
+impl Model {
+    /// Loads a model directory.
+    ///
+    /// Checks `meta.json` (at most 64 MB; known labels in order, thresholds in [0, 1], the
+    /// settings of its kind), that the weight files are the ones it records, and that shapes
+    /// agree before allocating; follows ensemble members at most 8 deep and 64 directories in
+    /// all, refusing cycles and duplicates. Errors name the file at fault.
+    pub fn load(dir: &Path) -> Result<Model> {
+        Loader {
+            chain: Vec::new(),
+            loaded: 0,
+        }
+        .load(dir)
+    }
+
+    /// The canonical directories of this model and, for an ensemble, of every model it reads.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        let mut out = vec![self.canon.clone()];
+        if let Inner::Ensemble(members) = &self.inner {
+            for m in members {
+                out.extend(m.dirs());
+            }
+        }
+        out
     }
 
     /// The knowledge this model (for an ensemble: its first member using any) attaches.
@@ -785,7 +1077,12 @@ impl Model {
     }
 
     fn knn_probs(&self, store: &Store, samples: &[Sample]) -> Result<Vec<[f32; NUM_EMOTIONS]>> {
-        let knn = self.meta.knn.as_ref().expect("knn meta");
+        let knn = self.meta.knn.as_ref().ok_or_else(|| {
+            Error::Model(format!(
+                "{}: a knn model without knn settings",
+                self.dir.display()
+            ))
+        })?;
         let pool_ex = store.examples(Some(Split::Train))?;
         let (pool, vecs) = match (&self.meta.encoder, knn.dense) {
             (Some(info), true) => {
@@ -823,11 +1120,12 @@ impl Model {
                 Ok(m.predict_proba(&t.iter().map(String::as_str).collect::<Vec<_>>()))
             }
             Inner::Frozen(head, stack) => {
-                let info = self
-                    .meta
-                    .encoder
-                    .as_ref()
-                    .expect("frozen models name their encoder");
+                let info = self.meta.encoder.as_ref().ok_or_else(|| {
+                    Error::Model(format!(
+                        "{}: a frozen model without its encoder",
+                        self.dir.display()
+                    ))
+                })?;
                 let enc = OnceEncoder::new(self.meta.encoder_dir.as_deref(), info);
                 let stacked = stack.as_ref().map(|m| {
                     let t: Vec<String> = samples.iter().map(Sample::joined).collect();
@@ -931,6 +1229,70 @@ impl Model {
             .collect())
     }
 
+    /// For each sample, whether its text has nothing the model knows: no n-gram of a linear
+    /// model's vocabulary, only unknown tokens (or none) for the encoder's or fine-tuned
+    /// model's tokenizer, no BM25 match for a sparse kNN model; for an ensemble, for every
+    /// member. The prediction for such a text is the model's prior, not about the text.
+    /// `false` where it cannot be told (e.g. the encoder directory is gone).
+    pub fn unknown_texts(&self, store: &Store, samples: &[Sample]) -> Result<Vec<bool>> {
+        let texts: Vec<&str> = samples.iter().map(|s| s.text.as_str()).collect();
+        let by_tokenizer = |tok: Option<&tokenizers::Tokenizer>| -> Vec<bool> {
+            texts
+                .iter()
+                .map(|t| tok.is_some_and(|tok| known_tokens(tok, t) == Some(0)))
+                .collect()
+        };
+        Ok(match &self.inner {
+            Inner::Linear(m) => texts.iter().map(|t| m.known_features(t) == 0).collect(),
+            Inner::Frozen(_, stack) => match (self.encoder_tokenizer(), stack) {
+                (Some(tok), _) => by_tokenizer(Some(&tok)),
+                (None, Some(m)) => texts.iter().map(|t| m.known_features(t) == 0).collect(),
+                (None, None) => vec![false; texts.len()],
+            },
+            Inner::Knn => {
+                if self.meta.knn.as_ref().is_some_and(|k| k.dense) {
+                    by_tokenizer(self.encoder_tokenizer().as_ref())
+                } else {
+                    let pool = Pool::sparse(store.examples(Some(Split::Train))?);
+                    let probes: Vec<Probe> = texts
+                        .iter()
+                        .map(|t| Probe {
+                            id: None,
+                            text: t,
+                            vector: None,
+                        })
+                        .collect();
+                    pool.retrieve(store, &probes, 1, LabelSet::EMPTY)?
+                        .iter()
+                        .map(Vec::is_empty)
+                        .collect()
+                }
+            }
+            Inner::Finetune(m) => by_tokenizer(Some(m.tokenizer())),
+            Inner::Ensemble(members) => {
+                let mut all = vec![true; texts.len()];
+                for m in members {
+                    for (a, u) in all.iter_mut().zip(m.unknown_texts(store, samples)?) {
+                        *a &= u;
+                    }
+                }
+                all
+            }
+        })
+    }
+
+    /// The tokenizer of the encoder a frozen or kNN model reads, if its directory is there.
+    fn encoder_tokenizer(&self) -> Option<tokenizers::Tokenizer> {
+        let info = self.meta.encoder.as_ref()?;
+        let dir = self
+            .meta
+            .encoder_dir
+            .clone()
+            .or_else(|| (!info.dir.is_empty()).then(|| PathBuf::from(&info.dir)))?;
+        let files = crate::model::encoder::ModelFiles::find(&dir).ok()?;
+        crate::model::encoder::load_tokenizer(&files.tokenizer, info.max_len.max(2)).ok()
+    }
+
     /// Label sets with the model's thresholds.
     pub fn predict(
         &self,
@@ -941,6 +1303,20 @@ impl Model {
         let l = self.meta.thresholds.apply(&p);
         Ok((p, l))
     }
+}
+
+/// Tokens of `text` that `tok` knows (special and unknown tokens not counted); `None` when it
+/// cannot tokenize the text.
+fn known_tokens(tok: &tokenizers::Tokenizer, text: &str) -> Option<usize> {
+    let enc = tok.encode(text, false).ok()?;
+    let unk = tok.token_to_id("[UNK]");
+    Some(
+        enc.get_ids()
+            .iter()
+            .zip(enc.get_special_tokens_mask())
+            .filter(|&(&id, &special)| special == 0 && Some(id) != unk)
+            .count(),
+    )
 }
 
 fn member_samples(store: &Store, m: &Model, samples: &[Sample]) -> Result<Vec<Sample>> {

@@ -157,6 +157,24 @@ struct SavedMeta {
 }
 
 const WEIGHTS_FILE: &str = "model.safetensors";
+
+/// A lower bound on the f32 bytes of a BERT of `cfg` (embeddings, attention and feed-forward
+/// matrices; biases, norms and the head left out).
+fn min_param_bytes(cfg: &bert::Config) -> u128 {
+    let u = |v: usize| v as u128;
+    let h = u(cfg.hidden_size);
+    let emb = u(cfg.vocab_size)
+        .saturating_add(u(cfg.max_position_embeddings))
+        .saturating_add(u(cfg.type_vocab_size))
+        .saturating_mul(h);
+    let layer = h
+        .saturating_mul(h)
+        .saturating_mul(4)
+        .saturating_add(h.saturating_mul(u(cfg.intermediate_size)).saturating_mul(2));
+    emb.saturating_add(u(cfg.num_hidden_layers).saturating_mul(layer))
+        .saturating_mul(4)
+}
+
 const META_FILE: &str = "finetune.json";
 
 enum Head {
@@ -259,6 +277,11 @@ impl FinetuneModel {
         Ok(out)
     }
 
+    /// Its tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
     /// The configuration it was trained with.
     pub fn config(&self) -> &FinetuneConfig {
         &self.cfg
@@ -312,9 +335,23 @@ impl FinetuneModel {
         let text = std::fs::read_to_string(&mpath).map_err(|e| crate::Error::io(&mpath, e))?;
         let meta: SavedMeta = serde_json::from_str(&text)
             .map_err(|e| crate::Error::input(&mpath, e.line(), e.to_string()))?;
-        let bert_cfg = bert::Config::from_file(&dir.join("config.json"))?;
-        let (mut varmap, bert, head) = FinetuneModel::build(&bert_cfg, &meta.finetune)?;
+        let cpath = dir.join("config.json");
+        let bert_cfg = bert::Config::from_file(&cpath)?;
         let wpath = dir.join(WEIGHTS_FILE);
+        // The network is allocated before the weights are read into it: refuse a config
+        // describing more parameters than the weight file can hold.
+        let wlen = std::fs::metadata(&wpath)
+            .map_err(|e| crate::Error::io(&wpath, e))?
+            .len();
+        let need = min_param_bytes(&bert_cfg);
+        if need > wlen as u128 {
+            return Err(crate::Error::Model(format!(
+                "{}: describes a network of at least {need} bytes of weights, but {} has {wlen} bytes: they do not belong together; retrain the model",
+                cpath.display(),
+                wpath.display()
+            )));
+        }
+        let (mut varmap, bert, head) = FinetuneModel::build(&bert_cfg, &meta.finetune)?;
         varmap
             .load(&wpath)
             .map_err(|e| crate::Error::Model(format!("{}: {e}", wpath.display())))?;
@@ -1075,5 +1112,28 @@ mod tests {
         assert!(matches!(err, crate::Error::Invalid(_)));
         let err = train(&[], &[], &[], &[], &cfg, &mut |_| {}).err().unwrap();
         assert!(matches!(err, crate::Error::Invalid(_)));
+    }
+
+    #[test]
+    fn a_config_larger_than_its_weights_is_refused_before_allocating() {
+        let enc = tiny_encoder();
+        let (texts, labels) = data();
+        let cfg = FinetuneConfig {
+            encoder: enc.path().to_path_buf(),
+            epochs: 1,
+            batch: 8,
+            ..FinetuneConfig::default()
+        };
+        let model = train(&texts, &labels, &[], &[], &cfg, &mut |_| {}).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        model.save(dir.path()).unwrap();
+        let cpath = dir.path().join("config.json");
+        let mut c: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&cpath).unwrap()).unwrap();
+        // 640 MB of embeddings for a file of a few hundred KB.
+        c["vocab_size"] = 5_000_000.into();
+        std::fs::write(&cpath, c.to_string()).unwrap();
+        let err = FinetuneModel::load(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("do not belong together"), "{err}");
     }
 }

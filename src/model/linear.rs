@@ -128,6 +128,12 @@ impl LinearConfig {
                 self.char_ngram_min, self.char_ngram_max
             ));
         }
+        if self.word_ngrams > MAX_NGRAM || self.char_ngram_max > MAX_NGRAM {
+            return bad(format!(
+                "n-grams longer than {MAX_NGRAM} (word_ngrams {}, char_ngram_max {})",
+                self.word_ngrams, self.char_ngram_max
+            ));
+        }
         if self.heads.is_empty() {
             return bad("no heads".into());
         }
@@ -802,6 +808,9 @@ pub struct LinearModel {
     bias: Vec<f32>,
 }
 
+/// Longest word or character n-gram a config may ask for (prediction cost grows with it).
+const MAX_NGRAM: usize = 16;
+
 const WEIGHTS_FILE: &str = "weights.safetensors";
 const VOCAB_FILE: &str = "vocab.json";
 const CONFIG_FILE: &str = "config.json";
@@ -925,6 +934,12 @@ impl LinearModel {
     /// Number of features (word + character n-grams).
     pub fn n_features(&self) -> usize {
         self.feat.n_features()
+    }
+
+    /// How many of the model's features (n-grams of its vocabulary) `text` has; 0 means the
+    /// model knows nothing of it and predicts its bias, the training label frequencies.
+    pub fn known_features(&self, text: &str) -> usize {
+        self.feat.vectorize(text).0.len()
     }
 
     /// Mean over heads of the per-label probabilities of one text.

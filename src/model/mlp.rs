@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::labels::{LabelSet, NUM_EMOTIONS};
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -374,27 +374,66 @@ impl Mlp {
             .map_err(|e| Error::Model(format!("{}: {e}", path.display())))
     }
 
-    /// Loads what [`Mlp::save`] wrote.
+    /// Loads what [`Mlp::save`] wrote. Errors: [`Error::Model`] naming the file when a tensor
+    /// is missing or its shape does not fit the others (so prediction cannot fail later).
     pub fn load(dir: &Path, name: &str) -> Result<Mlp> {
         let path = dir.join(format!("{name}.safetensors"));
-        let t = candle_core::safetensors::load(&path, &Device::Cpu)
-            .map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
+        let bad = |msg: String| Error::Model(format!("{}: {msg}", path.display()));
+        let t =
+            candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
         let get = |k: &str| -> Result<Tensor> {
             t.get(k)
-                .cloned()
-                .ok_or_else(|| Error::Model(format!("{}: no tensor {k}", path.display())))
+                .ok_or_else(|| bad(format!("no tensor {k}")))?
+                .to_dtype(DType::F32)
+                .map_err(|e| bad(format!("tensor {k}: {e}")))
         };
-        let mean: Vec<f32> = get("mean")?.to_dtype(DType::F32)?.to_vec1()?;
-        let std: Vec<f32> = get("std")?.to_vec1()?;
         let w1 = get("w1")?;
-        let hidden = if t.contains_key("w2") { w1.dim(0)? } else { 0 };
-        let in_dim = w1.dim(D::Minus1)?;
-        let mut params = HashMap::new();
-        for k in ["w1", "b1", "w2", "b2"] {
-            if let Some(v) = t.get(k) {
-                params.insert(k.to_string(), v.clone());
-            }
+        let (out1, in_dim) = w1.dims2().map_err(|_| {
+            bad(format!(
+                "w1 has shape {:?}, expected 2 dimensions",
+                w1.dims()
+            ))
+        })?;
+        if out1 == 0 || in_dim == 0 {
+            return Err(bad(format!("w1 has shape {:?}", w1.dims())));
         }
+        let shape = |k: &str, t: &Tensor, want: &[usize]| -> Result<()> {
+            if t.dims() == want {
+                Ok(())
+            } else {
+                Err(bad(format!(
+                    "tensor {k} has shape {:?}, expected {want:?}",
+                    t.dims()
+                )))
+            }
+        };
+        let mean_t = get("mean")?;
+        let std_t = get("std")?;
+        shape("mean", &mean_t, &[in_dim])?;
+        shape("std", &std_t, &[in_dim])?;
+        let b1 = get("b1")?;
+        shape("b1", &b1, &[out1])?;
+        let mut params = HashMap::new();
+        params.insert("w1".to_string(), w1);
+        params.insert("b1".to_string(), b1);
+        let hidden = if t.contains_key("w2") {
+            let w2 = get("w2")?;
+            let b2 = get("b2")?;
+            shape("w2", &w2, &[NUM_EMOTIONS, out1])?;
+            shape("b2", &b2, &[NUM_EMOTIONS])?;
+            params.insert("w2".to_string(), w2);
+            params.insert("b2".to_string(), b2);
+            out1
+        } else {
+            if out1 != NUM_EMOTIONS {
+                return Err(bad(format!(
+                    "w1 has {out1} outputs and there is no w2: expected {NUM_EMOTIONS}"
+                )));
+            }
+            0
+        };
+        let mean: Vec<f32> = mean_t.to_vec1()?;
+        let std: Vec<f32> = std_t.to_vec1()?;
         Ok(Mlp {
             params,
             in_dim,

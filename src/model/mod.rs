@@ -19,6 +19,7 @@ pub mod finetune;
 mod kernels;
 pub mod linear;
 pub mod mlp;
+pub mod modeldir;
 pub mod thresholds;
 pub mod tiny;
 
