@@ -2,9 +2,10 @@
 //!
 //! It speaks just enough HTTP/1.1 (keep-alive, `Content-Length` bodies) over `std::net` to be
 //! fully scriptable: it answers in the seed's format from a map of gold labels, or answers wrong
-//! until it sees the guided prompt, and it can inject faults per sentence (429 with
-//! Retry-After, any status, a hang, non-JSON, an answer naming no label, a connection closed
-//! without a response). Every request is logged with its headers and body.
+//! until it sees the guided prompt, and it can inject faults per sentence, per request or at a
+//! seeded random rate (429 with Retry-After, any status, a content-moderation refusal, a hang,
+//! a 200 whose body is HTML, truncated JSON or JSON without choices, an answer naming no label,
+//! a connection closed without a response). Every request is logged with its headers and body.
 //!
 //! One thread accepts; each connection gets its own thread, so `jobs` concurrent clients are
 //! served concurrently (a fixed `latency_ms` then behaves like a remote model). It is a test
@@ -60,6 +61,13 @@ pub enum Fault {
     Hang,
     /// HTTP 200 with an HTML body.
     NotJson,
+    /// HTTP 200 with a chat completion cut off halfway (truncated JSON).
+    Truncated,
+    /// HTTP 200, valid JSON, but no `choices` (the chat-completions shape is wrong).
+    NoChoices,
+    /// HTTP 400 refusing the sentence's content, as DashScope's content inspection does
+    /// (`data_inspection_failed`): other sentences are answered.
+    Refuse,
     /// HTTP 200, valid JSON, an answer that names no label.
     NoLabel,
     /// Read the request, then close the connection without a response.
@@ -80,6 +88,17 @@ pub struct Behaviour {
     pub faults: Vec<Fault>,
     /// Server-wide: the k-th request overall gets `global_faults[k]` (checked first).
     pub global_faults: Vec<Fault>,
+    /// Every request about this sentence (whitespace-trimmed) gets this fault (checked after
+    /// `global_faults`, before `faults`).
+    pub fault_for: HashMap<String, Fault>,
+    /// Each request not caught above gets, with probability `random_fault_rate`, one of these
+    /// (picked by a hash of `random_seed` and the request's arrival number, so a run is
+    /// reproducible up to the order in which concurrent requests arrive).
+    pub random_faults: Vec<Fault>,
+    /// See `random_faults` (0.0–1.0).
+    pub random_fault_rate: f64,
+    /// See `random_faults`.
+    pub random_seed: u64,
     /// Every request not caught above gets this fault.
     pub always: Option<Fault>,
     /// When set, requests without `Authorization: Bearer <key>` get 401.
@@ -101,6 +120,10 @@ impl Default for Behaviour {
             latency_ms: 0,
             faults: Vec::new(),
             global_faults: Vec::new(),
+            fault_for: HashMap::new(),
+            random_faults: Vec::new(),
+            random_fault_rate: 0.0,
+            random_seed: 0,
             always: None,
             require_key: None,
             echo_key_in_errors: false,
@@ -437,6 +460,7 @@ fn reason(status: u16) -> &'static str {
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
+        422 => "Unprocessable Entity",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
@@ -620,7 +644,9 @@ fn decide(
     let fault = b
         .global_faults
         .get(seq as usize)
+        .or_else(|| b.fault_for.get(sentence))
         .or_else(|| b.faults.get(nth))
+        .or_else(|| random_fault(b, seq))
         .or(b.always.as_ref())
         .cloned();
     entry.fault = fault.clone();
@@ -656,6 +682,29 @@ fn decide(
                 vec![("Content-Type".into(), "text/html".into())],
                 b"<html><body><h1>502 Bad Gateway</h1> (devserver garbage)</body></html>".to_vec(),
             ),
+            Fault::Truncated => {
+                let full = completion(json, &model, &seed_answer(sentence, hashed_label(sentence)));
+                let text = String::from_utf8_lossy(&full);
+                let mut cut = text.len() / 2;
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                Reply::Send(200, vec![], text[..cut].as_bytes().to_vec())
+            }
+            Fault::NoChoices => Reply::Send(
+                200,
+                vec![],
+                br#"{"id":"chatcmpl-devserver","object":"chat.completion","model":"dev"}"#.to_vec(),
+            ),
+            Fault::Refuse => Reply::Send(
+                400,
+                vec![],
+                error_body(
+                    "Input data may contain inappropriate content.",
+                    "invalid_request_error",
+                    "data_inspection_failed",
+                ),
+            ),
             Fault::NoLabel => Reply::Send(
                 200,
                 vec![],
@@ -678,6 +727,22 @@ fn decide(
         vec![],
         completion(json, &model, &seed_answer(sentence, labels)),
     )
+}
+
+/// The seeded random fault for request `seq`, if it draws one.
+fn random_fault(b: &Behaviour, seq: u64) -> Option<&Fault> {
+    if b.random_faults.is_empty() || b.random_fault_rate <= 0.0 {
+        return None;
+    }
+    // splitmix64 of (seed, seq): well spread, stable across platforms.
+    let mut z = b
+        .random_seed
+        .wrapping_add(seq.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let u = (z >> 11) as f64 / (1u64 << 53) as f64;
+    (u < b.random_fault_rate).then(|| &b.random_faults[(z % b.random_faults.len() as u64) as usize])
 }
 
 /// An answer in the seed's format: `这段评论包含以下分类:\n<labels>\n\n理由:\n\n…`.
@@ -873,6 +938,43 @@ mod tests {
             "{out}"
         );
         assert_eq!(server.requests()[2].status, None);
+    }
+
+    #[test]
+    fn malformed_answers_refusals_per_sentence_and_random_faults() {
+        let b = Behaviour {
+            global_faults: vec![Fault::Truncated, Fault::NoChoices],
+            fault_for: [("坏 句".to_string(), Fault::Refuse)].into(),
+            ..Behaviour::default()
+        };
+        let server = DevServer::start(b).unwrap();
+        let (s, body) = post(&server, &chat("x"), "");
+        assert_eq!(s, 200);
+        assert!(body.starts_with('{') && serde_json::from_str::<serde_json::Value>(&body).is_err());
+        let (s, body) = post(&server, &chat("x"), "");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(s == 200 && v.get("choices").is_none(), "{body}");
+        let (s, body) = post(&server, &chat("坏 句"), "");
+        assert!(
+            s == 400 && body.contains("data_inspection_failed"),
+            "{body}"
+        );
+        assert_eq!(post(&server, &chat("好 句"), "").0, 200);
+
+        let b = Behaviour {
+            random_faults: vec![Fault::Status(503)],
+            random_fault_rate: 0.25,
+            random_seed: 7,
+            ..Behaviour::default()
+        };
+        let hits = (0..400u64)
+            .filter(|&seq| random_fault(&b, seq).is_some())
+            .count();
+        assert!((60..140).contains(&hits), "{hits} of 400 at rate 0.25");
+        let again = (0..400u64)
+            .filter(|&seq| random_fault(&b, seq).is_some())
+            .count();
+        assert_eq!(hits, again, "seeded");
     }
 
     #[test]

@@ -59,7 +59,8 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
-    /// An LLM endpoint failed. `retryable` is true for 429, 5xx, timeouts and resets.
+    /// An LLM endpoint failed. `retryable` is true for 429, 5xx, timeouts, resets and answers
+    /// that are not a well-formed chat completion.
     #[error("LLM endpoint: {msg}")]
     Llm {
         /// HTTP status, when there was a response.
@@ -70,6 +71,16 @@ pub enum Error {
         msg: String,
         /// Seconds the server asked us to wait (Retry-After).
         retry_after_secs: Option<f64>,
+    },
+
+    /// An LLM endpoint refused one request's content (content inspection, context too long):
+    /// asking again is pointless, but other requests may succeed.
+    #[error("LLM endpoint: {msg}")]
+    LlmRefused {
+        /// HTTP status (400 for a refusal, 200 when a content filter withheld the answer).
+        status: Option<u16>,
+        /// The endpoint's explanation (never contains the API key).
+        msg: String,
     },
 
     /// I/O on a named file.

@@ -141,11 +141,12 @@ fn every_fault_is_retried_and_the_guided_prompt_fixes_wrong_answers() {
 }
 
 #[test]
-fn garbage_is_counted_and_recorded_as_missing_never_as_knowledge() {
-    // A 200 with an HTML body, and JSON whose answer names no label.
-    for (fault, kind) in [
-        (Fault::NotJson, "failed_bad_response"),
-        (Fault::NoLabel, "failed_no_label"),
+fn garbage_is_counted_and_never_stored_as_knowledge() {
+    // A 200 with an HTML body (retried, then left for a rerun: exit 2, nothing recorded), and
+    // JSON whose answer names no label (recorded as missing, exit 0).
+    for (fault, kind, code, missing) in [
+        (Fault::NotJson, "failed_bad_response", 2, 0),
+        (Fault::NoLabel, "failed_no_label", 0, 4),
     ] {
         let env = env();
         let server = DevServer::start(Behaviour {
@@ -153,7 +154,9 @@ fn garbage_is_counted_and_recorded_as_missing_never_as_knowledge() {
             ..Behaviour::default()
         })
         .unwrap();
-        let j = annotate(&env, &server, &["--max-guided", "1"]).ok().json();
+        let j = annotate(&env, &server, &["--max-guided", "1"])
+            .code(code)
+            .json();
         assert_eq!(
             (j["accepted"].as_u64(), j["failed"].as_u64()),
             (Some(0), Some(4)),
@@ -161,8 +164,8 @@ fn garbage_is_counted_and_recorded_as_missing_never_as_knowledge() {
         );
         assert_eq!(j[kind], 4, "{fault:?}: {j}");
         let st = env.stats();
-        assert_eq!(st["sources"]["mock-qwen"]["records"], 0);
-        assert_eq!(st["sources"]["mock-qwen"]["missing"], 4);
+        let count = |k: &str| st["sources"]["mock-qwen"][k].as_u64().unwrap_or(0);
+        assert_eq!((count("records"), count("missing")), (0, missing), "{st}");
         env.run(&["query", "--source", "mock-qwen"]).code(1);
     }
 }

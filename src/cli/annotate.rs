@@ -5,9 +5,11 @@ use super::{output, Ctx, INTERRUPTED};
 use anyhow::Context;
 use emoknow::corpus::Split;
 use emoknow::devserver::{AnswerMode, Behaviour, DevServer};
-use emoknow::knowledge::annotate::{annotate, AnnotateConfig, Item, Outcome};
+use emoknow::knowledge::annotate::{annotate, AnnotateConfig, Item, Outcome, WaitNotice};
 use emoknow::knowledge::llama_factory::{write_dataset, LfFormat, SftRecord};
-use emoknow::knowledge::llm::{resolve_api_key, LlmClient, LlmConfig, DASHSCOPE_BASE_URL};
+use emoknow::knowledge::llm::{
+    redact_url, resolve_api_key, LlmClient, LlmConfig, DASHSCOPE_BASE_URL, DEFAULT_MAX_WAIT_SECS,
+};
 use emoknow::knowledge::prompts::Prompts;
 use emoknow::knowledge::retrieve::Probe;
 use emoknow::knowledge::sanitize::{sanitize, Lexicon};
@@ -27,9 +29,16 @@ use std::time::{Duration, Instant};
 /// fine-tuned model). Answers are sanitized (reason part, emotion words removed) and stored as
 /// knowledge of --source; an answer naming no label is never stored as knowledge.
 ///
+/// Faults: 429, 5xx, timeouts, resets and garbage answers (HTML, truncated JSON) are retried
+/// with backoff, honouring Retry-After up to --max-wait; sentences that still got no answer are
+/// not recorded, the run exits 2 and a rerun tries them again. A sentence the endpoint refuses
+/// (content inspection) is recorded as missing, like an answer naming no label
+/// (--retry-failed asks again). Any other 4xx (bad key, model, URL, request) stops the run.
+///
 /// Resumable: (sentence, source) pairs already answered are skipped, each answer is on disk as
 /// soon as it arrives, and Ctrl-C or a kill loses only the requests in flight. The API key is
-/// read from --api-key-env (default DASHSCOPE_API_KEY, then OPENAI_API_KEY) and never stored.
+/// read from --api-key-env (default DASHSCOPE_API_KEY, then OPENAI_API_KEY) and never stored;
+/// credentials in --endpoint (user:pass@host) are sent as Basic auth and shown as ***.
 ///
 /// Examples:
 ///
@@ -70,9 +79,14 @@ pub struct AnnotateArgs {
     #[arg(long, default_value_t = 60.0, help_heading = "Endpoint")]
     timeout: f64,
 
-    /// Retries of a 429/5xx/timeout/reset before the sentence counts as failed.
+    /// Retries of a 429/5xx/timeout/reset/garbage answer before the sentence counts as failed.
     #[arg(long, default_value_t = 5, help_heading = "Endpoint")]
     retries: u32,
+
+    /// Longest Retry-After to wait, seconds; a server asking for longer stops the run (what is
+    /// done is kept; rerun later).
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_MAX_WAIT_SECS, help_heading = "Endpoint")]
+    max_wait: f64,
 
     /// Concurrent requests.
     #[arg(long, short, default_value_t = 4, help_heading = "Endpoint")]
@@ -208,8 +222,11 @@ pub fn run_annotate(a: AnnotateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         timeout_secs: a.timeout,
         max_retries: a.retries,
         rpm: a.rpm,
+        max_wait_secs: a.max_wait,
         ..LlmConfig::new(a.endpoint.clone(), a.model.clone())
     })?;
+    let host = client.host();
+    let shown_endpoint = redact_url(&a.endpoint);
     let lexicon = Lexicon::default();
 
     let mut todo = Vec::new();
@@ -272,6 +289,8 @@ pub fn run_annotate(a: AnnotateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     };
     let mut last_sync = Instant::now();
     let mut written = 0usize;
+    let mut last_unfinished: Option<String> = None;
+    let mut last_wait_note: Option<Instant> = None;
     let result = annotate(
         &client,
         &prompts,
@@ -310,8 +329,10 @@ pub fn run_annotate(a: AnnotateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 Outcome::Failed {
                     id, reason, kind, ..
                 } => {
-                    // Endpoint failures are not recorded: the next run tries again.
-                    if kind != emoknow::knowledge::annotate::FailKind::Endpoint {
+                    // Endpoint failures and garbage are not recorded: the next run tries again.
+                    if !kind.is_verdict() {
+                        last_unfinished = Some(reason);
+                    } else {
                         store.put_knowledge_deferred(
                             &[],
                             &[Missing {
@@ -332,6 +353,16 @@ pub fn run_annotate(a: AnnotateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             Ok(())
         },
         &mut |p| {
+            if let Some(w) = &p.waiting {
+                // One line a second at most: with many jobs a rate limit hits them all at once.
+                if !ctx.quiet
+                    && last_wait_note.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+                {
+                    pb.suspend(|| eprintln!("{}", wait_message(w, &host)));
+                    last_wait_note = Some(Instant::now());
+                }
+                return;
+            }
             pb.set_position(p.done as u64);
             pb.set_prefix(format!(
                 "accepted {} (guided {}), failed {}, requests {}",
@@ -344,21 +375,22 @@ pub fn run_annotate(a: AnnotateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     store.sync_index()?;
     let summary = result.with_context(|| {
         format!(
-            "annotating with {} at {} ({written} answers kept)",
-            a.model, a.endpoint
+            "annotating with {} at {shown_endpoint} ({written} answers kept)",
+            a.model,
         )
     })?;
     if ctx.json {
         output::print_json(&summary)?;
     } else {
         println!(
-            "{}: accepted {} ({} after the guided prompt), failed {} (endpoint {}, unusable {}, no label {}, gold never matched {}), in {:.1}s",
+            "{}: accepted {} ({} after the guided prompt), failed {} (endpoint {}, garbage answers {}, refused {}, no label {}, gold never matched {}), in {:.1}s",
             source,
             summary.accepted,
             summary.guided,
             summary.failed,
             summary.failed_endpoint,
             summary.failed_bad_response,
+            summary.failed_refused,
             summary.failed_no_label,
             summary.failed_gold_mismatch,
             summary.elapsed_secs
@@ -371,7 +403,34 @@ pub fn run_annotate(a: AnnotateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     if summary.cancelled {
         return Err(emoknow::Error::Interrupted.into());
     }
+    let unfinished = summary.unfinished();
+    if unfinished > 0 {
+        anyhow::bail!(
+            "{unfinished} sentence(s) got no usable answer from {shown_endpoint} after {} retries ({} endpoint failures, {} garbage answers); they are not recorded: rerun the same command to try them again. Last: {}",
+            a.retries,
+            summary.failed_endpoint,
+            summary.failed_bad_response,
+            last_unfinished.as_deref().unwrap_or("?")
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// "waiting 30 s (Retry-After from HOST, HTTP 429) before retrying item 17; …".
+fn wait_message(w: &WaitNotice, host: &str) -> String {
+    let cause = match (w.wait.retry_after, w.wait.status) {
+        (true, Some(s)) => format!("Retry-After from {host}, HTTP {s}"),
+        (true, None) => format!("Retry-After from {host}"),
+        (false, Some(s)) => format!("backoff after HTTP {s} from {host}"),
+        (false, None) => format!("backoff after no answer from {host}"),
+    };
+    format!(
+        "waiting {:.0} s ({cause}) before retrying item {} (retry {} of {}); Ctrl-C stops, rerun resumes",
+        w.wait.delay.as_secs_f64(),
+        w.item,
+        w.wait.retry,
+        w.wait.max_retries
+    )
 }
 
 pub fn run_export(a: ExportArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {

@@ -8,13 +8,18 @@
 //! gold (the test split), or every sentence in `blind_only` mode, keep the blind answer. An
 //! answer that names no label is never accepted.
 //!
+//! What a failed item is worth ([`FailKind`]): a well-formed answer that names no label (or
+//! never the gold labels), and a sentence the endpoint refuses, are verdicts on the sentence, to
+//! be recorded; an endpoint that stayed down or answered garbage through every retry says
+//! nothing about the sentence, so a rerun should simply try again ([`Summary::unfinished`]).
+//!
 //! This module does not touch the store. Each [`Outcome`] goes to a callback on the caller's
 //! thread (workers send through a channel), so the caller can write it with one short atomic
 //! write; a killed run then loses only the requests in flight, and a rerun can skip what is
 //! stored. [`bench_throughput`] measures the engine against a [`DevServer`].
 
 use crate::devserver::{Behaviour, DevServer};
-use crate::knowledge::llm::{is_fatal, LlmClient, LlmConfig, Usage};
+use crate::knowledge::llm::{is_fatal, LlmClient, LlmConfig, Usage, Wait};
 use crate::knowledge::prompts::Prompts;
 use crate::knowledge::sanitize::asserted_labels;
 use crate::labels::{Emotion, LabelSet};
@@ -23,7 +28,11 @@ use crate::{Error, Result};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Waits before a retry at least this long are reported through [`Progress::waiting`]
+/// (shorter ones pass unnoticed).
+pub const ANNOUNCE_WAIT: Duration = Duration::from_secs(2);
 
 /// One sentence to annotate.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,10 +51,15 @@ pub struct Item {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailKind {
-    /// The endpoint failed (retries exhausted, or a request it refused).
+    /// The endpoint failed through every retry (429, 5xx, timeouts, resets). Says nothing about
+    /// the sentence: not worth recording, a rerun tries again.
     Endpoint,
-    /// The response was not a usable chat completion (not JSON, no content).
+    /// Every answer was garbage, not a well-formed chat completion (HTML, truncated JSON, no
+    /// choices or content), through every retry. Like `Endpoint`: a rerun tries again.
     BadResponse,
+    /// The endpoint refused this sentence (content inspection, context too long): a verdict on
+    /// the sentence, recorded like an unusable answer.
+    Refused,
     /// The answer named no label.
     NoLabel,
     /// Guided answers never asserted the gold labels.
@@ -53,11 +67,18 @@ pub enum FailKind {
 }
 
 impl FailKind {
+    /// Whether the failure is a verdict on the sentence (no label, gold never matched,
+    /// refused), worth recording so a rerun skips it, rather than the endpoint's trouble.
+    pub fn is_verdict(self) -> bool {
+        !matches!(self, FailKind::Endpoint | FailKind::BadResponse)
+    }
+
     /// snake_case name.
     pub fn name(self) -> &'static str {
         match self {
             FailKind::Endpoint => "endpoint",
             FailKind::BadResponse => "bad_response",
+            FailKind::Refused => "refused",
             FailKind::NoLabel => "no_label",
             FailKind::GoldMismatch => "gold_mismatch",
         }
@@ -130,9 +151,21 @@ impl Default for AnnotateConfig {
     }
 }
 
+/// A worker about to wait before retrying an item's request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WaitNotice {
+    /// The item's id.
+    pub item: u64,
+    /// How long, and why.
+    pub wait: Wait,
+}
+
 /// Counts so far, for a progress bar.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Progress {
+    /// `Some` when this report announces a wait of at least [`ANNOUNCE_WAIT`] (the counts are
+    /// unchanged then); `None` when it follows an outcome.
+    pub waiting: Option<WaitNotice>,
     /// Items finished (accepted + failed).
     pub done: usize,
     /// Items in the batch, when known.
@@ -156,10 +189,12 @@ pub struct Summary {
     pub guided: usize,
     /// Failed items.
     pub failed: usize,
-    /// Failed items by kind: endpoint, bad response, no label, gold mismatch.
+    /// Failed items by kind: endpoint, bad response, refused, no label, gold mismatch.
     pub failed_endpoint: usize,
     /// See `failed_endpoint`.
     pub failed_bad_response: usize,
+    /// See `failed_endpoint`.
+    pub failed_refused: usize,
     /// See `failed_endpoint`.
     pub failed_no_label: usize,
     /// See `failed_endpoint`.
@@ -182,9 +217,18 @@ pub struct Summary {
     pub cancelled: bool,
 }
 
+impl Summary {
+    /// Failed items a rerun should try again: the endpoint failed or answered garbage through
+    /// every retry (`failed_endpoint + failed_bad_response`).
+    pub fn unfinished(&self) -> usize {
+        self.failed_endpoint + self.failed_bad_response
+    }
+}
+
 /// Messages from workers to the caller's thread.
 enum Msg {
     Outcome(Outcome, usize),
+    Waiting(WaitNotice),
     Interrupted,
     Fatal(Error),
 }
@@ -193,12 +237,15 @@ enum Msg {
 ///
 /// `on_outcome` runs on the calling thread once per finished item, in completion order; an
 /// error from it (a failed store write) stops the run and is returned. `on_progress` runs after
-/// each outcome. Setting `cancel` stops handing out items; requests in flight finish (their
-/// outcomes are delivered) unless they were waiting to retry, which drops them.
+/// each outcome, and when a worker is about to wait [`ANNOUNCE_WAIT`] or longer before a retry
+/// ([`Progress::waiting`]). Setting `cancel` stops handing out items; requests in flight finish
+/// (their outcomes are delivered) unless they were waiting to retry, which drops them at once.
 ///
 /// Errors: the first fatal endpoint error ([`is_fatal`]: bad key, unknown model or URL,
-/// exhausted quota), a run of `max_consecutive_failures` endpoint failures, or `on_outcome`'s
-/// error. Outcomes delivered before the error stay delivered.
+/// exhausted quota, any other 4xx, a Retry-After beyond the longest wait), a run of
+/// `max_consecutive_failures` items that failed without a verdict or were refused, or
+/// `on_outcome`'s error. Outcomes delivered before the error stay delivered; workers waiting to
+/// retry stop waiting.
 ///
 /// ```
 /// use emoknow::devserver::{Behaviour, DevServer};
@@ -266,7 +313,16 @@ where
                 }
                 let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
                 let Some(item) = next else { return };
-                let msg = match annotate_one(client, prompts, &item, cfg, cancel) {
+                let stop = || cancel.load(Ordering::Relaxed) || abort.load(Ordering::Relaxed);
+                let on_wait = |w: &Wait| {
+                    if w.delay >= ANNOUNCE_WAIT {
+                        let _ = tx.send(Msg::Waiting(WaitNotice {
+                            item: item.id,
+                            wait: *w,
+                        }));
+                    }
+                };
+                let msg = match annotate_one(client, prompts, &item, cfg, &stop, &on_wait) {
                     Ok(Some(done)) => Msg::Outcome(done.0, done.1),
                     Ok(None) => Msg::Interrupted,
                     Err(e) => {
@@ -285,6 +341,13 @@ where
         for msg in rx {
             match msg {
                 Msg::Interrupted => summary.interrupted += 1,
+                Msg::Waiting(w) => {
+                    if first_error.is_none() {
+                        progress.waiting = Some(w);
+                        on_progress(&progress);
+                        progress.waiting = None;
+                    }
+                }
                 Msg::Fatal(e) => {
                     abort.store(true, Ordering::Relaxed);
                     first_error.get_or_insert(e);
@@ -304,10 +367,11 @@ where
                             match kind {
                                 FailKind::Endpoint => summary.failed_endpoint += 1,
                                 FailKind::BadResponse => summary.failed_bad_response += 1,
+                                FailKind::Refused => summary.failed_refused += 1,
                                 FailKind::NoLabel => summary.failed_no_label += 1,
                                 FailKind::GoldMismatch => summary.failed_gold_mismatch += 1,
                             }
-                            if *kind == FailKind::Endpoint {
+                            if !matches!(kind, FailKind::NoLabel | FailKind::GoldMismatch) {
                                 consecutive += 1;
                                 let limit = cfg.max_consecutive_failures;
                                 if limit > 0 && consecutive >= limit && first_error.is_none() {
@@ -357,14 +421,15 @@ where
     Ok(summary)
 }
 
-/// One item through the scheme. `Ok(None)`: interrupted by cancel. `Err`: fatal for the run.
+/// One item through the scheme. `Ok(None)`: interrupted by `stop`. `Err`: fatal for the run.
 /// The `usize` counts answers that named no label.
 fn annotate_one(
     client: &LlmClient,
     prompts: &Prompts,
     item: &Item,
     cfg: &AnnotateConfig,
-    cancel: &AtomicBool,
+    stop: &dyn Fn() -> bool,
+    on_wait: &dyn Fn(&Wait),
 ) -> Result<Option<(Outcome, usize)>> {
     let mut attempts = 0u32;
     let mut unparseable = 0usize;
@@ -380,12 +445,13 @@ fn annotate_one(
     let check_gold = if cfg.blind_only { None } else { item.gold };
     loop {
         attempts += 1;
-        let resp = match client.chat_cancellable(&messages, Some(cancel)) {
+        let resp = match client.chat_observed(&messages, stop, on_wait) {
             Ok(r) => r,
             Err(Error::Interrupted) => return Ok(None),
             Err(e) if is_fatal(&e) => return Err(e),
             Err(e) => {
                 let k = match &e {
+                    Error::LlmRefused { .. } => FailKind::Refused,
                     Error::Llm {
                         status: Some(s), ..
                     } if (200..300).contains(s) => FailKind::BadResponse,
@@ -892,6 +958,38 @@ mod tests {
         assert!(outs.is_empty());
         // Stopped early: at most one request per worker.
         assert!(server.request_count() <= 2, "{}", server.request_count());
+    }
+
+    #[test]
+    fn a_fatal_error_cuts_short_a_siblings_long_wait() {
+        let items = vec![item(1, "限 流 句", None), item(2, "坏 请求 句", None)];
+        let b = Behaviour {
+            fault_for: [
+                (
+                    "限 流 句".to_string(),
+                    Fault::RateLimit {
+                        retry_after: Some("250".into()),
+                    },
+                ),
+                ("坏 请求 句".to_string(), Fault::Status(400)),
+            ]
+            .into(),
+            ..Behaviour::default()
+        };
+        let server = DevServer::start(b).unwrap();
+        // Without the cut, this call would sleep 250 s before returning.
+        let (s, outs, prog) = run(&client(&server, 5.0, 3), items, cfg(2));
+        let e = s.unwrap_err().to_string();
+        assert!(e.contains("HTTP 400"), "{e}");
+        assert!(outs.is_empty(), "{outs:?}");
+        assert!(server.request_count() <= 2);
+        // The wait, if it began before the stop, was announced with the item's id.
+        for p in prog.iter().filter_map(|p| p.waiting) {
+            assert_eq!(
+                (p.item, p.wait.status, p.wait.retry_after),
+                (1, Some(429), true)
+            );
+        }
     }
 
     #[test]

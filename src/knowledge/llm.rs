@@ -7,10 +7,19 @@
 //! [`crate::knowledge::prompts`] builds the messages and [`crate::knowledge::annotate`] decides
 //! what an answer is worth.
 //!
-//! Faults: 429, 408, 5xx, timeouts and connection failures are retried (Retry-After in seconds
-//! or as an HTTP date is honoured); a bad key, a missing model, a wrong URL and other 4xx stop
-//! at once with [`crate::Error::Llm`] saying which. The API key is an [`ApiKey`]: its `Debug`
-//! prints `<redacted>`, and server messages are scrubbed of it before they reach an error.
+//! Faults: 429, 408, 5xx, timeouts, connection failures and 2xx answers that are not a
+//! well-formed chat completion (HTML, truncated JSON, no choices or content) are retried
+//! (Retry-After in seconds or as an HTTP date is honoured, up to
+//! [`LlmConfig::max_wait_secs`]; a server asking for longer stops the call instead of
+//! sleeping). A refusal of one request's content (content inspection, context too long) is
+//! [`crate::Error::LlmRefused`]: other requests may still succeed. A bad key, a missing model,
+//! a wrong URL and every other 4xx stop at once with [`crate::Error::Llm`] saying which
+//! ([`is_fatal`]). Waits can be watched ([`LlmClient::chat_observed`]) and cut short.
+//!
+//! Secrets: the API key is an [`ApiKey`] whose `Debug` prints `<redacted>`; credentials inside
+//! the endpoint URL (`http://user:pass@host/v1`, sent as Basic auth) are shown as
+//! `http://***@host/v1` ([`redact_url`]). Every message that leaves the client is scrubbed of
+//! both, in every form the server could echo them.
 
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -30,6 +39,103 @@ pub const DEFAULT_KEY_ENV_VARS: [&str; 2] = ["DASHSCOPE_API_KEY", "OPENAI_API_KE
 
 /// Longest server message (in chars) kept in an error.
 const MAX_SERVER_MSG_CHARS: usize = 300;
+
+/// The default [`LlmConfig::max_wait_secs`]: five minutes.
+pub const DEFAULT_MAX_WAIT_SECS: f64 = 300.0;
+
+/// `url` with the credentials of its authority (`user:password@`) replaced by `***@`, for
+/// messages: `http://u:p@host:8000/v1` → `http://***@host:8000/v1`. Anything else is returned
+/// as is.
+pub fn redact_url(url: &str) -> String {
+    match split_userinfo(url) {
+        Some((scheme, _, rest)) => format!("{scheme}://***@{rest}"),
+        None => url.to_string(),
+    }
+}
+
+/// `(scheme, userinfo, host-and-rest)` of a URL whose authority has a `userinfo@` part.
+fn split_userinfo(url: &str) -> Option<(&str, &str, &str)> {
+    let i = url.find("://")?;
+    let rest = &url[i + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let at = rest[..authority_end].rfind('@')?;
+    Some((&url[..i], &rest[..at], &rest[at + 1..]))
+}
+
+/// The host (and port) of a URL, without credentials or path: `127.0.0.1:8000`.
+fn host_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    rest.rsplit_once('@').map_or(rest, |(_, h)| h).to_string()
+}
+
+/// `%XX` escapes decoded (invalid ones kept), lossily as UTF-8.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Standard base64 with padding (what Basic auth carries).
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// What must never appear in a message: the API key, and the endpoint's credentials as typed,
+/// percent-decoded, and as the Basic auth value. Longest first, so a secret containing another
+/// is replaced whole.
+fn secrets_of(cfg: &LlmConfig) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    if let Some(k) = &cfg.api_key {
+        v.push(k.expose().to_string());
+    }
+    if let Some((_, userinfo, _)) = split_userinfo(&cfg.endpoint) {
+        v.push(userinfo.to_string());
+        let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+        let (user_d, pass_d) = (percent_decode(user), percent_decode(pass));
+        v.push(format!("{user_d}:{pass_d}"));
+        v.push(base64(format!("{user_d}:{pass_d}").as_bytes()));
+        // Short parts would blot out ordinary words; the forms above catch them in context.
+        v.extend(
+            [user, pass, &user_d, &pass_d]
+                .into_iter()
+                .filter(|p| p.chars().count() >= 4)
+                .map(str::to_string),
+        );
+    }
+    v.retain(|s| !s.is_empty());
+    v.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    v.dedup();
+    v
+}
 
 /// An API key. `Debug` never shows it; only [`ApiKey::expose`] does, for the header.
 #[derive(Clone, PartialEq, Eq)]
@@ -123,11 +229,13 @@ impl ChatMessage {
     }
 }
 
-/// How to reach the model and how hard to try.
-#[derive(Debug, Clone)]
+/// How to reach the model and how hard to try. `Debug` shows neither the key nor the
+/// endpoint's credentials.
+#[derive(Clone)]
 pub struct LlmConfig {
     /// Base URL ending in `/v1` (`{endpoint}/chat/completions` is posted to). A URL that already
-    /// ends in `/chat/completions` is used as is.
+    /// ends in `/chat/completions` is used as is. Credentials in it (`http://user:pass@host/v1`)
+    /// are sent as Basic auth and never shown.
     pub endpoint: String,
     /// Model name sent in every request.
     pub model: String,
@@ -147,12 +255,32 @@ pub struct LlmConfig {
     pub backoff_base_ms: u64,
     /// Longest backoff delay, milliseconds.
     pub backoff_max_ms: u64,
-    /// Longest Retry-After honoured, seconds (a server asking for more gets this much).
-    pub max_retry_after_secs: f64,
+    /// Longest wait honoured, seconds: a server whose Retry-After asks for more stops the call
+    /// with a fatal [`Error::Llm`] (saying how long it asked for) instead of a long sleep.
+    pub max_wait_secs: f64,
+}
+
+impl fmt::Debug for LlmConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LlmConfig")
+            .field("endpoint", &redact_url(&self.endpoint))
+            .field("model", &self.model)
+            .field("api_key", &self.api_key)
+            .field("temperature", &self.temperature)
+            .field("max_tokens", &self.max_tokens)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("max_retries", &self.max_retries)
+            .field("rpm", &self.rpm)
+            .field("backoff_base_ms", &self.backoff_base_ms)
+            .field("backoff_max_ms", &self.backoff_max_ms)
+            .field("max_wait_secs", &self.max_wait_secs)
+            .finish()
+    }
 }
 
 impl Default for LlmConfig {
-    /// qwen-max on DashScope, no key, 60 s timeout, 5 retries, backoff 0.5 s → 30 s.
+    /// qwen-max on DashScope, no key, 60 s timeout, 5 retries, backoff 0.5 s → 30 s, waits up
+    /// to [`DEFAULT_MAX_WAIT_SECS`].
     fn default() -> Self {
         LlmConfig::new(DASHSCOPE_BASE_URL, DEFAULT_MODEL)
     }
@@ -172,7 +300,7 @@ impl LlmConfig {
             rpm: None,
             backoff_base_ms: 500,
             backoff_max_ms: 30_000,
-            max_retry_after_secs: 120.0,
+            max_wait_secs: DEFAULT_MAX_WAIT_SECS,
         }
     }
 
@@ -200,6 +328,21 @@ pub struct ChatResponse {
     pub completion_tokens: u64,
     /// HTTP requests this call took (1 + retries).
     pub requests: u32,
+}
+
+/// A wait before a retry, as announced to [`LlmClient::chat_observed`]'s observer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Wait {
+    /// How long.
+    pub delay: Duration,
+    /// Whether the server asked for it (Retry-After), rather than the client's own backoff.
+    pub retry_after: bool,
+    /// HTTP status of the failed attempt; `None` for a timeout or a broken connection.
+    pub status: Option<u16>,
+    /// The retry the wait precedes (1 = the first retry).
+    pub retry: u32,
+    /// Retries allowed per call.
+    pub max_retries: u32,
 }
 
 /// Totals since the client was built. Cheap to take; counters are atomics.
@@ -276,15 +419,20 @@ impl RateLimiter {
 
     /// Waits for a slot. Errors with [`Error::Interrupted`] if `cancel` is set meanwhile.
     pub fn acquire(&self, cancel: Option<&AtomicBool>) -> Result<()> {
+        self.acquire_until(&|| cancel.is_some_and(|c| c.load(Ordering::Relaxed)))
+    }
+
+    /// [`RateLimiter::acquire`] that gives up when `stop()` turns true.
+    fn acquire_until(&self, stop: &dyn Fn() -> bool) -> Result<()> {
         let slot = self.reserve(Instant::now());
-        sleep_until(slot, cancel)
+        sleep_until(slot, stop)
     }
 }
 
-/// Sleeps until `deadline`, waking every 50 ms to look at `cancel`.
-fn sleep_until(deadline: Instant, cancel: Option<&AtomicBool>) -> Result<()> {
+/// Sleeps until `deadline`, waking every 50 ms to ask `stop`.
+fn sleep_until(deadline: Instant, stop: &dyn Fn() -> bool) -> Result<()> {
     loop {
-        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+        if stop() {
             return Err(Error::Interrupted);
         }
         let now = Instant::now();
@@ -295,11 +443,13 @@ fn sleep_until(deadline: Instant, cancel: Option<&AtomicBool>) -> Result<()> {
     }
 }
 
-/// A failed attempt, before it becomes an [`Error::Llm`].
+/// A failed attempt, before it becomes an [`Error::Llm`] or [`Error::LlmRefused`].
 #[derive(Debug)]
 struct Failure {
     status: Option<u16>,
     retryable: bool,
+    /// The server refused this request's content; others may succeed.
+    refused: bool,
     msg: String,
     retry_after_secs: Option<f64>,
 }
@@ -308,7 +458,12 @@ struct Failure {
 /// one rate limiter, one set of counters).
 pub struct LlmClient {
     http: reqwest::blocking::Client,
+    /// Where requests go (credentials included: reqwest turns them into Basic auth).
     url: String,
+    /// `url` for messages, credentials replaced by `***`.
+    shown_url: String,
+    /// Strings scrubbed from every message (see [`secrets_of`]).
+    secrets: Vec<String>,
     cfg: LlmConfig,
     limiter: Option<RateLimiter>,
     usage: UsageCounters,
@@ -317,7 +472,7 @@ pub struct LlmClient {
 impl fmt::Debug for LlmClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LlmClient")
-            .field("url", &self.url)
+            .field("url", &self.shown_url)
             .field("cfg", &self.cfg)
             .finish_non_exhaustive()
     }
@@ -333,7 +488,13 @@ impl LlmClient {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(Error::Invalid(format!(
                 "LLM endpoint {:?} must start with http:// or https:// (e.g. {DASHSCOPE_BASE_URL})",
-                cfg.endpoint
+                redact_url(&cfg.endpoint)
+            )));
+        }
+        if cfg.max_wait_secs.is_nan() || cfg.max_wait_secs < 0.0 {
+            return Err(Error::Invalid(format!(
+                "the longest wait must be a number of seconds ≥ 0, got {}",
+                cfg.max_wait_secs
             )));
         }
         if !(cfg.timeout_secs > 0.0 && cfg.timeout_secs.is_finite()) {
@@ -359,6 +520,8 @@ impl LlmClient {
             })?;
         Ok(LlmClient {
             http,
+            shown_url: redact_url(&url),
+            secrets: secrets_of(&cfg),
             url,
             limiter: cfg.rpm.map(RateLimiter::per_minute),
             cfg,
@@ -369,6 +532,16 @@ impl LlmClient {
     /// The configuration.
     pub fn config(&self) -> &LlmConfig {
         &self.cfg
+    }
+
+    /// The URL requests go to, credentials shown as `***` (for messages).
+    pub fn display_url(&self) -> &str {
+        &self.shown_url
+    }
+
+    /// The endpoint's host and port, without credentials (`127.0.0.1:8000`).
+    pub fn host(&self) -> String {
+        host_of(&self.shown_url)
     }
 
     /// Totals so far.
@@ -399,12 +572,32 @@ impl LlmClient {
         messages: &[ChatMessage],
         cancel: Option<&AtomicBool>,
     ) -> Result<ChatResponse> {
+        self.chat_observed(
+            messages,
+            &|| cancel.is_some_and(|c| c.load(Ordering::Relaxed)),
+            &|_| {},
+        )
+    }
+
+    /// [`LlmClient::chat`] that tells `on_wait` before each wait for a retry (so a caller can
+    /// say what it is waiting for) and gives up with [`Error::Interrupted`] as soon as `stop()`
+    /// turns true while it waits (it is asked every 50 ms). A request already on the wire is
+    /// not aborted.
+    ///
+    /// Errors: as [`LlmClient::chat`]; a Retry-After longer than
+    /// [`LlmConfig::max_wait_secs`] is a fatal [`Error::Llm`] at once.
+    pub fn chat_observed(
+        &self,
+        messages: &[ChatMessage],
+        stop: &dyn Fn() -> bool,
+        on_wait: &dyn Fn(&Wait),
+    ) -> Result<ChatResponse> {
         let body = self.request_body(messages);
         let mut attempt: u32 = 0;
         loop {
             if let Some(l) = &self.limiter {
-                l.acquire(cancel)?;
-            } else if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                l.acquire_until(stop)?;
+            } else if stop() {
                 return Err(Error::Interrupted);
             }
             self.usage.requests.fetch_add(1, Ordering::Relaxed);
@@ -425,10 +618,27 @@ impl LlmClient {
                 Err(f) => {
                     self.usage.failed_requests.fetch_add(1, Ordering::Relaxed);
                     if f.retryable && attempt < self.cfg.max_retries {
+                        if let Some(s) = f.retry_after_secs.filter(|s| *s > self.cfg.max_wait_secs)
+                        {
+                            return Err(self.too_long_a_wait(&f, s));
+                        }
                         let delay = self.delay(attempt, f.retry_after_secs);
-                        sleep_until(Instant::now() + delay, cancel)?;
+                        on_wait(&Wait {
+                            delay,
+                            retry_after: f.retry_after_secs.is_some(),
+                            status: f.status,
+                            retry: attempt + 1,
+                            max_retries: self.cfg.max_retries,
+                        });
+                        sleep_until(Instant::now() + delay, stop)?;
                         attempt += 1;
                         continue;
+                    }
+                    if f.refused {
+                        return Err(Error::LlmRefused {
+                            status: f.status,
+                            msg: self.redact(&f.msg),
+                        });
                     }
                     let msg = if f.retryable {
                         format!("{} (gave up after {} attempts)", f.msg, attempt + 1)
@@ -461,13 +671,32 @@ impl LlmClient {
         body
     }
 
+    /// The fatal error for a server that asks to wait `secs` (> `max_wait_secs`): a quota
+    /// reset or maintenance window dooms every request meanwhile, so the run should stop.
+    fn too_long_a_wait(&self, f: &Failure, secs: f64) -> Error {
+        let status = f.status.map(|s| format!(", HTTP {s}")).unwrap_or_default();
+        let msg = format!(
+            "{} asks to wait {secs:.0} s before retrying (Retry-After{status}), longer than --max-wait {:.0} s; stopping instead of sleeping. What is done is kept: rerun later, or raise --max-wait. Last answer: {}",
+            self.host(),
+            self.cfg.max_wait_secs,
+            f.msg
+        );
+        Error::Llm {
+            status: f.status,
+            retryable: false,
+            msg: self.redact(&msg),
+            retry_after_secs: Some(secs),
+        }
+    }
+
     /// Backoff before retry number `attempt + 1`: the server's Retry-After when it sent one
-    /// (capped, plus up to 10 % jitter), else base × 2^attempt with "equal jitter" (50–100 %).
+    /// (at most `max_wait_secs`, plus up to 10 % jitter), else base × 2^attempt with "equal
+    /// jitter" (50–100 %).
     fn delay(&self, attempt: u32, retry_after_secs: Option<f64>) -> Duration {
         use rand::Rng;
         let mut rng = rand::rng();
         if let Some(s) = retry_after_secs {
-            let s = s.clamp(0.0, self.cfg.max_retry_after_secs);
+            let s = s.clamp(0.0, self.cfg.max_wait_secs);
             return Duration::from_secs_f64(s * rng.random_range(1.0..=1.1));
         }
         let exp = self
@@ -478,11 +707,11 @@ impl LlmClient {
         Duration::from_secs_f64(exp as f64 / 1000.0 * rng.random_range(0.5..=1.0))
     }
 
+    /// `msg` with the key and the endpoint's credentials scrubbed (see [`secrets_of`]).
     fn redact(&self, msg: &str) -> String {
-        match &self.cfg.api_key {
-            Some(k) if !k.expose().is_empty() => msg.replace(k.expose(), "<redacted>"),
-            _ => msg.to_string(),
-        }
+        self.secrets
+            .iter()
+            .fold(msg.to_string(), |m, s| m.replace(s.as_str(), "<redacted>"))
     }
 
     fn attempt(&self, body: &serde_json::Value) -> std::result::Result<ChatResponse, Failure> {
@@ -499,11 +728,20 @@ impl LlmClient {
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
         let text = resp.text().map_err(|e| self.transport_failure(&e))?;
         if (200..300).contains(&status) {
-            parse_completion(&text, &self.cfg.model).map_err(|msg| Failure {
-                status: Some(status),
-                retryable: false,
-                msg,
-                retry_after_secs: None,
+            parse_completion(&text, &self.cfg.model).map_err(|bad| {
+                let (refused, msg) = match bad {
+                    BadAnswer::Garbage(m) => (false, m),
+                    BadAnswer::Refused(m) => (true, m),
+                };
+                Failure {
+                    status: Some(status),
+                    // Garbage is a glitch between us and the model (a proxy's error page, a
+                    // cut connection): the same request may well be answered next time.
+                    retryable: !refused,
+                    refused,
+                    msg,
+                    retry_after_secs: None,
+                }
             })
         } else {
             Err(self.classify(status, &text, retry_after))
@@ -514,14 +752,15 @@ impl LlmClient {
         let what = if e.is_timeout() {
             format!("no answer within {} s", self.cfg.timeout_secs)
         } else if e.is_connect() {
-            format!("cannot connect to {}", self.url)
+            format!("cannot connect to {}", self.shown_url)
         } else {
-            format!("request to {} failed", self.url)
+            format!("request to {} failed", self.shown_url)
         };
         Failure {
             status: None,
             // A builder error is ours and would fail again; everything else is the network.
             retryable: !e.is_builder(),
+            refused: false,
             msg: format!("{what}: {}", error_chain(e)),
             retry_after_secs: None,
         }
@@ -538,6 +777,27 @@ impl LlmClient {
                 || lower.contains("model_not_found")
                 || lower.contains("unknown model")
                 || lower.contains("no such model"));
+        let refusal = [
+            "data_inspection_failed",
+            "datainspectionfailed",
+            "inappropriate content",
+            "content_filter",
+            "content_policy",
+            "content management policy",
+            "context_length_exceeded",
+            "maximum context length",
+        ]
+        .iter()
+        .any(|m| lower.contains(m));
+        if refusal && matches!(status, 400 | 413 | 422) {
+            return Failure {
+                status: Some(status),
+                retryable: false,
+                refused: true,
+                msg: format!("the endpoint refused this sentence (HTTP {status}): {server}"),
+                retry_after_secs: None,
+            };
+        }
         let (retryable, msg) = match status {
             429 if lower.contains("insufficient_quota") || lower.contains("arrearage") => (
                 false,
@@ -560,17 +820,21 @@ impl LlmClient {
             ),
             _ if mentions_model && (400..500).contains(&status) => (
                 false,
-                format!("unknown model {model:?} at {} (HTTP {status}): {server}", self.url),
+                format!("unknown model {model:?} at {} (HTTP {status}): {server}", self.shown_url),
             ),
             404 => (
                 false,
-                format!("{} not found (HTTP 404): is the endpoint right? It should be the base URL ending in /v1, e.g. {DASHSCOPE_BASE_URL}: {server}", self.url),
+                format!("{} not found (HTTP 404): is the endpoint right? It should be the base URL ending in /v1, e.g. {DASHSCOPE_BASE_URL}: {server}", self.shown_url),
             ),
-            _ => (false, format!("request refused (HTTP {status}): {server}")),
+            _ => (
+                false,
+                format!("the endpoint rejected a request (HTTP {status}); stopping, since a request it cannot accept fails the same way every time: check --model, --temperature and what the endpoint accepts. The server said: {server}"),
+            ),
         };
         Failure {
             status: Some(status),
             retryable,
+            refused: false,
             msg,
             retry_after_secs: if retryable { retry_after } else { None },
         }
@@ -578,21 +842,17 @@ impl LlmClient {
 }
 
 /// Whether `err` dooms every later request as well (bad key, no such model or URL, quota
-/// exhausted), so a batch should stop instead of failing item after item.
+/// exhausted, any other refused request, a Retry-After beyond the longest wait), so a batch
+/// should stop instead of failing item after item. Every non-retryable [`Error::Llm`] is:
+/// faults of one request alone are retryable, or [`Error::LlmRefused`].
 pub fn is_fatal(err: &Error) -> bool {
-    match err {
+    matches!(
+        err,
         Error::Llm {
-            status: Some(s),
             retryable: false,
-            msg,
             ..
-        } => {
-            matches!(s, 401 | 403 | 404)
-                || msg.starts_with("unknown model")
-                || msg.starts_with("quota")
         }
-        _ => false,
-    }
+    )
 }
 
 /// `e` and its sources, joined with ": ".
@@ -679,38 +939,74 @@ struct WireUsage {
     completion_tokens: u64,
 }
 
+/// What was wrong with a 2xx body.
+#[derive(Debug, PartialEq)]
+enum BadAnswer {
+    /// Not a well-formed chat completion (not JSON, truncated, no choices, no content): the
+    /// answer was lost on the way, worth asking again.
+    Garbage(String),
+    /// A well-formed completion withheld by the provider's content filter: this request's
+    /// content is refused, asking again is pointless.
+    Refused(String),
+}
+
+impl BadAnswer {
+    #[cfg(test)]
+    fn msg(&self) -> &str {
+        match self {
+            BadAnswer::Garbage(m) | BadAnswer::Refused(m) => m,
+        }
+    }
+}
+
 /// Parses a 2xx body; `Err` says what was wrong with it.
-fn parse_completion(text: &str, default_model: &str) -> std::result::Result<ChatResponse, String> {
+fn parse_completion(
+    text: &str,
+    default_model: &str,
+) -> std::result::Result<ChatResponse, BadAnswer> {
+    let garbage = |m: String| BadAnswer::Garbage(m);
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-        format!(
+        garbage(format!(
             "the answer is not chat-completions JSON ({e}); body starts: {}",
             truncate_chars(text.trim(), 120)
-        )
+        ))
     })?;
     if v.get("choices").is_none() {
         if let Some(err) = v.get("error") {
-            return Err(format!(
+            return Err(garbage(format!(
                 "the server answered with an error: {}",
                 server_message(&err.to_string())
-            ));
+            )));
         }
     }
-    let w: WireResponse = serde_json::from_value(v)
-        .map_err(|e| format!("the answer does not have the chat-completions shape: {e}"))?;
+    let w: WireResponse = serde_json::from_value(v).map_err(|e| {
+        garbage(format!(
+            "the answer does not have the chat-completions shape: {e}"
+        ))
+    })?;
     let choice = w
         .choices
         .into_iter()
         .next()
-        .ok_or_else(|| "the answer has no choices".to_string())?;
+        .ok_or_else(|| garbage("the answer has no choices".to_string()))?;
+    let finish = choice
+        .finish_reason
+        .as_deref()
+        .unwrap_or("none")
+        .to_string();
     let content = choice
         .message
         .and_then(|m| m.content)
         .filter(|c| !c.trim().is_empty())
         .ok_or_else(|| {
-            format!(
-                "the answer has no message content (finish_reason: {})",
-                choice.finish_reason.as_deref().unwrap_or("none")
-            )
+            let msg = format!("the answer has no message content (finish_reason: {finish})");
+            if finish == "content_filter" {
+                BadAnswer::Refused(format!(
+                    "the endpoint's content filter withheld the answer: {msg}"
+                ))
+            } else {
+                garbage(msg)
+            }
         })?;
     let (p, c) = w
         .usage
@@ -791,6 +1087,7 @@ mod tests {
     use super::*;
     use crate::devserver::{Behaviour, DevServer, Fault};
     use std::collections::HashMap;
+    use std::sync::Mutex;
 
     fn fast(server: &DevServer) -> LlmConfig {
         let mut c = LlmConfig::new(server.base_url(), "dev-model");
@@ -893,13 +1190,13 @@ mod tests {
         let mut c = LlmConfig::new("http://127.0.0.1:9/v1", "m");
         c.backoff_base_ms = 100;
         c.backoff_max_ms = 1000;
-        c.max_retry_after_secs = 5.0;
+        c.max_wait_secs = 5.0;
         let client = LlmClient::new(c).unwrap();
         for _ in 0..20 {
             let d = client.delay(0, Some(2.0)).as_secs_f64();
             assert!((2.0..=2.2).contains(&d), "{d}");
-            let d = client.delay(0, Some(3600.0)).as_secs_f64();
-            assert!((5.0..=5.5).contains(&d), "capped: {d}");
+            let d = client.delay(0, Some(5.0)).as_secs_f64();
+            assert!((5.0..=5.5).contains(&d), "{d}");
             let d = client.delay(3, None).as_secs_f64(); // 100 ms × 2^3 = 800 ms, 50–100 %
             assert!((0.4..=0.8).contains(&d), "{d}");
             let d = client.delay(10, None).as_secs_f64(); // capped at 1 s
@@ -920,20 +1217,177 @@ mod tests {
             ),
             ("hi", "qwen-max", 3, 1)
         );
-        assert!(parse_completion("<html>", "m")
-            .unwrap_err()
-            .contains("not chat-completions JSON"));
-        assert!(parse_completion(r#"{"choices":[]}"#, "m")
-            .unwrap_err()
-            .contains("no choices"));
-        let e = parse_completion(r#"{"error":{"message":"boom"}}"#, "m").unwrap_err();
-        assert!(e.contains("boom"), "{e}");
+        let garbage = |body: &str, needle: &str| match parse_completion(body, "m") {
+            Err(BadAnswer::Garbage(m)) => assert!(m.contains(needle), "{body}: {m}"),
+            r => panic!("{body}: {r:?}"),
+        };
+        garbage("<html>", "not chat-completions JSON");
+        garbage(&ok[..ok.len() / 2], "not chat-completions JSON");
+        garbage("", "not chat-completions JSON");
+        garbage(r#"{"choices":[]}"#, "no choices");
+        garbage(r#"{"object":"chat.completion"}"#, "no choices");
+        garbage(
+            r#"{"choices":[{"finish_reason":"stop"}]}"#,
+            "no message content",
+        );
+        garbage(r#"{"choices":"x"}"#, "shape");
+        garbage(r#"{"error":{"message":"boom"}}"#, "boom");
         let e = parse_completion(
             r#"{"choices":[{"message":{"content":null},"finish_reason":"content_filter"}]}"#,
             "m",
         )
         .unwrap_err();
-        assert!(e.contains("content_filter"), "{e}");
+        assert!(matches!(e, BadAnswer::Refused(_)), "{e:?}");
+        assert!(e.msg().contains("content_filter"), "{e:?}");
+    }
+
+    #[test]
+    fn garbage_answers_are_retried_like_server_errors() {
+        let b = Behaviour {
+            faults: vec![Fault::NotJson, Fault::Truncated, Fault::NoChoices],
+            ..Behaviour::default()
+        };
+        let server = DevServer::start(b).unwrap();
+        let client = LlmClient::new(fast(&server)).unwrap();
+        let r = client.chat(&user("一 句话")).unwrap();
+        assert_eq!(r.requests, 4);
+        // Outliving the retries: retryable (a rerun may succeed), not fatal, status 200.
+        let b = Behaviour {
+            always: Some(Fault::Truncated),
+            ..Behaviour::default()
+        };
+        let server = DevServer::start(b).unwrap();
+        let err = LlmClient::new(fast(&server))
+            .unwrap()
+            .chat(&user("x"))
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Llm { status: Some(200), retryable: true, msg, .. } if msg.contains("gave up after 4 attempts")),
+            "{err:?}"
+        );
+        assert!(!is_fatal(&err));
+    }
+
+    #[test]
+    fn other_4xx_are_fatal_and_content_refusals_are_not() {
+        let b = Behaviour {
+            fault_for: [
+                ("坏".to_string(), Fault::Status(400)),
+                ("拒".to_string(), Fault::Refuse),
+                ("怪".to_string(), Fault::Status(422)),
+            ]
+            .into(),
+            ..Behaviour::default()
+        };
+        let server = DevServer::start(b).unwrap();
+        let client = LlmClient::new(fast(&server)).unwrap();
+        for s in ["坏", "怪"] {
+            let err = client.chat(&user(s)).unwrap_err();
+            assert!(is_fatal(&err), "{err:?}");
+            assert!(err.to_string().contains("devserver injected HTTP"), "{err}");
+        }
+        let err = client.chat(&user("拒")).unwrap_err();
+        assert!(
+            matches!(&err, Error::LlmRefused { status: Some(400), msg } if msg.contains("inappropriate content")),
+            "{err:?}"
+        );
+        assert!(!is_fatal(&err));
+        assert_eq!(server.request_count(), 3, "none of them retried");
+    }
+
+    #[test]
+    fn a_retry_after_beyond_max_wait_stops_and_shorter_waits_are_announced() {
+        let b = Behaviour {
+            faults: vec![
+                Fault::RateLimit {
+                    retry_after: Some("0.01".into()),
+                },
+                Fault::Status(503),
+            ],
+            ..Behaviour::default()
+        };
+        let server = DevServer::start(b).unwrap();
+        let client = LlmClient::new(fast(&server)).unwrap();
+        let waits = Mutex::new(Vec::new());
+        client
+            .chat_observed(&user("x"), &|| false, &|w| waits.lock().unwrap().push(*w))
+            .unwrap();
+        let waits = waits.into_inner().unwrap();
+        assert_eq!(waits.len(), 2);
+        assert_eq!(
+            (waits[0].retry_after, waits[0].status, waits[0].retry),
+            (true, Some(429), 1)
+        );
+        assert_eq!(
+            (waits[1].retry_after, waits[1].status, waits[1].retry),
+            (false, Some(503), 2)
+        );
+
+        let b = Behaviour {
+            always: Some(Fault::RateLimit {
+                retry_after: Some("3600".into()),
+            }),
+            ..Behaviour::default()
+        };
+        let server = DevServer::start(b).unwrap();
+        let mut cfg = fast(&server);
+        cfg.max_wait_secs = 60.0;
+        let err = LlmClient::new(cfg).unwrap().chat(&user("x")).unwrap_err();
+        assert!(is_fatal(&err), "{err:?}");
+        let e = err.to_string();
+        assert!(
+            e.contains("wait 3600 s") && e.contains("--max-wait 60 s") && e.contains("HTTP 429"),
+            "{e}"
+        );
+        assert_eq!(server.request_count(), 1);
+    }
+
+    #[test]
+    fn endpoint_credentials_are_redacted_everywhere() {
+        assert_eq!(
+            redact_url("http://user:pa%40ss@h:8000/v1"),
+            "http://***@h:8000/v1"
+        );
+        assert_eq!(
+            redact_url("https://tok@h/v1?a=b@c"),
+            "https://***@h/v1?a=b@c"
+        );
+        assert_eq!(redact_url("http://h:1/v1"), "http://h:1/v1");
+        assert_eq!(host_of("http://u:p@h:1/v1/x"), "h:1");
+        assert_eq!(percent_decode("pa%40ss%zz%4"), "pa@ss%zz%4");
+        assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b"a"), "YQ==");
+
+        // A server that echoes the Authorization header (Basic, from the URL) in its 401.
+        let b = Behaviour {
+            require_key: Some("k".into()),
+            echo_key_in_errors: true,
+            ..Behaviour::default()
+        };
+        let server = DevServer::start(b).unwrap();
+        let endpoint = format!("http://someone:pa%40ssw0rd@{}/v1", server.addr());
+        let mut cfg = fast(&server);
+        cfg.endpoint = endpoint.clone();
+        let client = LlmClient::new(cfg.clone()).unwrap();
+        let err = client.chat(&user("x")).unwrap_err();
+        let auth = server.requests()[0]
+            .header("authorization")
+            .unwrap()
+            .to_string();
+        assert_eq!(auth, format!("Basic {}", base64(b"someone:pa@ssw0rd")));
+        for shown in [
+            format!("{err} {err:?}"),
+            format!("{cfg:?} {client:?}"),
+            client.display_url().to_string(),
+        ] {
+            for secret in ["someone", "pa%40ssw0rd", "pa@ssw0rd", &auth[6..]] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+        }
+        assert!(client.display_url().starts_with("http://***@127.0.0.1:"));
+        let err = LlmClient::new(LlmConfig::new("ftp://someone:secret@h/v1", "m")).unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
     }
 
     #[test]
