@@ -1,6 +1,12 @@
 //! emoknow: an embedded knowledge store and toolkit for LLM-knowledge-augmented, multi-label
 //! Chinese emotion classification.
 #![warn(missing_docs)]
+// No panic reachable from user input or store contents: library code returns errors. Tests may
+// unwrap.
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod corpus;
 pub mod devserver;

@@ -1,5 +1,7 @@
 //! The `emoknow` binary: parse arguments, run, print errors, exit with a meaningful code.
 
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod cli;
 
 use clap::Parser;

@@ -19,13 +19,11 @@ pub fn bar(len: u64, msg: &str, quiet: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{msg:>12} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta}) {prefix}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg:>12} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta}) {prefix}",
+    ) {
+        pb.set_style(style.progress_chars("=> "));
+    }
     pb.set_message(msg.to_string());
     pb
 }

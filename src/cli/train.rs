@@ -407,10 +407,9 @@ pub fn run_eval(a: EvalArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         return eval_source(&store, src, a.split, ctx);
     }
     let split = a.split.unwrap_or(Split::Test);
-    let dir = a
-        .model
-        .as_ref()
-        .expect("clap requires --model without --source");
+    let Some(dir) = a.model.as_ref() else {
+        anyhow::bail!("give --model DIR (or --source NAME to score an LLM's answers)");
+    };
     let model = Model::load(dir).with_context(|| format!("loading model {}", dir.display()))?;
     let samples: Vec<Sample> = match &a.file {
         Some(f) => {

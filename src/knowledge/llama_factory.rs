@@ -287,10 +287,14 @@ pub fn write_dataset(
 
     for (path, records) in [(&train_path, train), (&predict_path, predict)] {
         let bytes = match format {
-            LfFormat::Alpaca => to_json(&records.iter().map(AlpacaRow::from).collect::<Vec<_>>()),
-            LfFormat::Sharegpt => {
-                to_json(&records.iter().map(SharegptRow::from).collect::<Vec<_>>())
-            }
+            LfFormat::Alpaca => to_json(
+                path,
+                &records.iter().map(AlpacaRow::from).collect::<Vec<_>>(),
+            )?,
+            LfFormat::Sharegpt => to_json(
+                path,
+                &records.iter().map(SharegptRow::from).collect::<Vec<_>>(),
+            )?,
         };
         write_atomic(path, &bytes)?;
     }
@@ -304,7 +308,10 @@ pub fn write_dataset(
             .unwrap_or_default();
         info.insert(ds.clone(), dataset_info_entry(file, format));
     }
-    write_atomic(&info_path, &to_json(&serde_json::Value::Object(info)))?;
+    write_atomic(
+        &info_path,
+        &to_json(&info_path, &serde_json::Value::Object(info))?,
+    )?;
 
     Ok(ExportFiles {
         train: train_path,
@@ -316,10 +323,11 @@ pub fn write_dataset(
     })
 }
 
-fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
-    let mut b = serde_json::to_vec_pretty(v).expect("plain data serializes");
+fn to_json<T: Serialize>(path: &Path, v: &T) -> Result<Vec<u8>> {
+    let mut b = serde_json::to_vec_pretty(v)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
     b.push(b'\n');
-    b
+    Ok(b)
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -160,6 +160,9 @@ pub struct Prompts {
 
 impl Default for Prompts {
     /// The seed's prompts (the shipped files).
+    // The shipped prompts are compiled in and a unit test parses them: these cannot fail at run
+    // time.
+    #[allow(clippy::expect_used)]
     fn default() -> Self {
         Prompts {
             blind: PromptTemplate::parse(DEFAULT_BLIND_JSON, Kind::Blind)

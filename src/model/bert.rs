@@ -233,7 +233,10 @@ impl DropoutRng {
         }
         let scale = (1.0 / (1.0 - p)) as f32;
         let n = xs.elem_count();
-        let mut rng = self.0.lock().expect("dropout rng poisoned");
+        let mut rng = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let keep: Vec<f32> = (0..n)
             .map(|_| if rng.random::<f64>() >= p { scale } else { 0.0 })
             .collect();
@@ -564,7 +567,12 @@ impl BertModel {
 
     /// Reseeds the generator of the dropout masks (it starts at seed 0).
     pub fn set_dropout_seed(&self, seed: u64) {
-        *self.rng.0.lock().expect("dropout rng poisoned") = rand::rngs::StdRng::seed_from_u64(seed);
+        *self
+            .rng
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            rand::rngs::StdRng::seed_from_u64(seed);
     }
 
     /// Training-time dropout with the model's seeded generator (for heads stacked on top).
@@ -646,7 +654,7 @@ pub(crate) fn var_shapes(vm: &candle_nn::VarMap) -> Vec<(String, Vec<usize>)> {
     let mut shapes: Vec<(String, Vec<usize>)> = vm
         .data()
         .lock()
-        .expect("varmap poisoned")
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .iter()
         .map(|(k, v)| (k.clone(), v.dims().to_vec()))
         .collect();

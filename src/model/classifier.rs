@@ -550,9 +550,9 @@ fn pick_encoder(store: &Store, key: Option<&str>) -> Result<EncoderInfo> {
     match key {
         Some(k) => store.find_encoder(k),
         None => {
-            let all = store.encoders()?;
+            let mut all = store.encoders()?;
             match all.len() {
-                1 => Ok(all.into_iter().next().expect("one")),
+                1 => Ok(all.remove(0)),
                 0 => Err(Error::NotFound(
                     "no stored embeddings: run `emoknow embed --encoder DIR` first".into(),
                 )),

@@ -302,7 +302,8 @@ impl FinetuneModel {
             .save(&wpath)
             .map_err(|e| crate::Error::Model(format!("{}: {e}", wpath.display())))?;
         let cpath = dir.join("config.json");
-        let cjson = serde_json::to_string_pretty(self.bert.config()).expect("config serializes");
+        let cjson = serde_json::to_string_pretty(self.bert.config())
+            .map_err(|e| crate::Error::Model(format!("{}: {e}", cpath.display())))?;
         std::fs::write(&cpath, cjson).map_err(|e| crate::Error::io(&cpath, e))?;
         let tname = self
             .tokenizer_file
@@ -321,7 +322,8 @@ impl FinetuneModel {
         let mpath = dir.join(META_FILE);
         std::fs::write(
             &mpath,
-            serde_json::to_string_pretty(&meta).expect("meta serializes"),
+            serde_json::to_string_pretty(&meta)
+                .map_err(|e| crate::Error::Model(format!("{}: {e}", mpath.display())))?,
         )
         .map_err(|e| crate::Error::io(&mpath, e))?;
         Ok(())
@@ -487,7 +489,7 @@ pub fn decide(p: &[f32; NUM_EMOTIONS], threshold: f32) -> LabelSet {
     if s.is_empty() {
         let best = (0..NUM_EMOTIONS)
             .max_by(|&a, &b| p[a].total_cmp(&p[b]))
-            .expect("8 labels");
+            .unwrap_or(0);
         s.insert(crate::labels::Emotion::from_index(best));
     }
     s
@@ -726,7 +728,11 @@ pub fn train(
     };
 
     let named: Vec<(String, Var)> = {
-        let data = model.varmap.data().lock().expect("varmap poisoned");
+        let data = model
+            .varmap
+            .data()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut v: Vec<(String, Var)> = data
             .iter()
             .filter(|(k, _)| !(cfg.freeze_embeddings && k.contains("word_embeddings")))

@@ -60,7 +60,9 @@ pub(crate) fn linear(
     }
     let m = x.elem_count() / k.max(1);
     let mut out_dims = x.dims().to_vec();
-    *out_dims.last_mut().expect("rank >= 1") = n;
+    if let Some(last) = out_dims.last_mut() {
+        *last = n;
+    }
 
     let x = x.contiguous()?;
     let w = w.contiguous()?;

@@ -879,7 +879,7 @@ impl LinearModel {
         let total = heads * NUM_EMOTIONS;
         let n_word = feat.word_terms.len();
         let (tx, rx) = std::sync::mpsc::channel::<(usize, Emotion, usize)>();
-        let fits: Vec<Fit> = std::thread::scope(|scope| {
+        let fits: Vec<Fit> = std::thread::scope(|scope| -> Result<Vec<Fit>> {
             let x = &x;
             let worker = scope.spawn(move || {
                 (0..total)
@@ -905,8 +905,8 @@ impl LinearModel {
             }
             worker
                 .join()
-                .expect("linear model training thread panicked")
-        });
+                .map_err(|_| Error::Model("a linear model training thread panicked".into()))
+        })?;
 
         let d = feat.n_features();
         let mut weights_t = vec![0.0f32; d * total];
@@ -1100,7 +1100,8 @@ impl LinearModel {
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let bytes = serde_json::to_vec(value).expect("model metadata serializes");
+    let bytes =
+        serde_json::to_vec(value).map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
     std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
 }
 

@@ -352,7 +352,9 @@ impl Mlp {
             let t = Tensor::from_vec(std, (rows, x.dim), &Device::Cpu)?;
             let p = candle_nn::ops::sigmoid(&self.net().forward(&t, None)?)?;
             for row in p.to_vec2::<f32>()? {
-                out.push(row.try_into().expect("8 outputs"));
+                out.push(row.try_into().map_err(|r: Vec<f32>| {
+                    crate::Error::Model(format!("the head gives {} outputs, not 8", r.len()))
+                })?);
             }
         }
         Ok(out)

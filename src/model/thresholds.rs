@@ -198,7 +198,7 @@ pub fn tune(probs: &[[f32; NUM_EMOTIONS]], gold: &[LabelSet], objective: Objecti
             best = Some((score, th));
         }
     }
-    best.expect("at least one start").1
+    best.map(|(_, th)| th).unwrap_or_default()
 }
 
 /// The middle of the grid values that reach the best score (scores are per grid value).

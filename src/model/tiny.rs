@@ -162,11 +162,12 @@ pub fn write_random_checkpoint(dir: &Path, spec: &TinyBertSpec, seed: u64) -> cr
         WeightFormat::PytorchBin => write_pytorch_bin(&dir.join("pytorch_model.bin"), &tensors)?,
     }
     let config_path = dir.join("config.json");
-    let mut json = serde_json::to_value(&cfg).expect("config serializes");
+    let bad = |e: serde_json::Error| crate::Error::Model(format!("{}: {e}", config_path.display()));
+    let mut json = serde_json::to_value(&cfg).map_err(bad)?;
     json["architectures"] = serde_json::json!(["BertModel"]);
     std::fs::write(
         &config_path,
-        serde_json::to_string_pretty(&json).expect("json serializes"),
+        serde_json::to_string_pretty(&json).map_err(bad)?,
     )
     .map_err(|e| crate::Error::io(&config_path, e))?;
     let vocab_path = dir.join("vocab.txt");

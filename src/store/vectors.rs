@@ -199,7 +199,13 @@ impl Store {
         };
         for kv in self.vectors.scan_prefix(prefix(&encoder.id, what)) {
             let (k, v) = kv?;
-            let id = u64::from_be_bytes(k[k.len() - 8..].try_into().expect("8-byte id"));
+            let Some((_, _, id)) = split_key(&k) else {
+                return Err(Error::Corrupt(format!(
+                    "vector key {:?} of encoder {} is malformed (run `emoknow check`)",
+                    String::from_utf8_lossy(&k),
+                    encoder.name
+                )));
+            };
             if only.is_some_and(|o| !o.contains(&id)) {
                 continue;
             }
@@ -213,7 +219,7 @@ impl Store {
             set.ids.push(id);
             set.data.extend(
                 v.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))),
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
             );
         }
         Ok(set)
