@@ -5,5 +5,6 @@ mod util;
 
 mod annotate_cli;
 mod model_cli;
+mod reliability_index;
 mod retrieval_cli;
 mod store_cli;
