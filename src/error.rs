@@ -94,11 +94,30 @@ pub enum Error {
 
     /// The sled database failed.
     #[error("store database: {0}")]
-    Db(#[from] sled::Error),
+    Db(sled::Error),
 
     /// The tantivy index failed.
     #[error("search index: {0}")]
-    Index(#[from] tantivy::TantivyError),
+    Index(tantivy::TantivyError),
+
+    /// The search index cannot be read (missing, truncated or corrupted files). It is derived
+    /// from the records, so `emoknow reindex` rebuilds it; the records themselves are intact.
+    #[error("search index at {} is damaged ({reason}); run `emoknow reindex` to rebuild it from the records", path.display())]
+    IndexDamaged {
+        /// The index directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The disk holding the store is full (ENOSPC).
+    #[error("disk full: no space left on the device holding {}; free some space and run the command again ({cause})", path.as_ref().map_or_else(|| "the store".to_string(), |p| p.display().to_string()))]
+    DiskFull {
+        /// The store (or index) directory, when known.
+        path: Option<PathBuf>,
+        /// The underlying error.
+        cause: String,
+    },
 
     /// A stored record could not be decoded.
     #[error("corrupt record in store: {0}")]
@@ -166,6 +185,73 @@ impl Error {
     }
 }
 
+/// Whether `e` (or an error it wraps) is "no space left on device".
+///
+/// Walks the `source()` chain looking for an `io::Error` of kind `StorageFull` (ENOSPC); sled
+/// and tantivy sometimes keep the `io::Error` behind an `Arc` or a string, so their debug
+/// rendering is searched as well.
+pub fn is_disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::StorageFull
+                || io.raw_os_error() == Some(libc::ENOSPC)
+            {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    format!("{e:?}").contains("StorageFull")
+}
+
+impl Error {
+    /// `e` as [`Error::DiskFull`] naming `path` when it is "no space left on device", else as
+    /// it is.
+    pub fn disk_full_at(self, path: &std::path::Path) -> Error {
+        match self {
+            Error::DiskFull { cause, .. } => Error::DiskFull {
+                path: Some(path.to_path_buf()),
+                cause,
+            },
+            Error::Io { ref source, .. } if is_disk_full(source) => Error::DiskFull {
+                path: Some(path.to_path_buf()),
+                cause: self.to_string(),
+            },
+            e => e,
+        }
+    }
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        if is_disk_full(&e) {
+            Error::DiskFull {
+                path: None,
+                cause: match &e {
+                    sled::Error::Io(io) => io.to_string(),
+                    e => e.to_string(),
+                },
+            }
+        } else {
+            Error::Db(e)
+        }
+    }
+}
+
+impl From<tantivy::TantivyError> for Error {
+    fn from(e: tantivy::TantivyError) -> Self {
+        if is_disk_full(&e) {
+            Error::DiskFull {
+                path: None,
+                cause: e.to_string(),
+            }
+        } else {
+            Error::Index(e)
+        }
+    }
+}
+
 impl From<candle_core::Error> for Error {
     fn from(e: candle_core::Error) -> Self {
         Error::Model(e.to_string())
@@ -174,3 +260,43 @@ impl From<candle_core::Error> for Error {
 
 /// `Result` with [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn enospc() -> std::io::Error {
+        std::io::Error::from_raw_os_error(libc::ENOSPC)
+    }
+
+    #[test]
+    fn no_space_left_is_disk_full_from_sled_tantivy_and_io() {
+        let e: Error = sled::Error::Io(enospc()).into();
+        assert!(matches!(e, Error::DiskFull { path: None, .. }), "{e:?}");
+        let e = e.disk_full_at(Path::new("/data/store"));
+        let msg = e.to_string();
+        assert!(msg.starts_with("disk full"), "{msg}");
+        assert!(msg.contains("/data/store"), "{msg}");
+        assert!(msg.contains("No space left on device"), "{msg}");
+
+        let e: Error = tantivy::TantivyError::from(enospc()).into();
+        assert!(matches!(e, Error::DiskFull { .. }), "{e:?}");
+        let e: Error = tantivy::TantivyError::OpenWriteError(
+            tantivy::directory::error::OpenWriteError::wrap_io_error(enospc(), "meta.json".into()),
+        )
+        .into();
+        assert!(matches!(e, Error::DiskFull { .. }), "{e:?}");
+        let kind_only = std::io::Error::new(std::io::ErrorKind::StorageFull, "full");
+        assert!(matches!(
+            Error::io("/x", kind_only).disk_full_at(Path::new("/x")),
+            Error::DiskFull { .. }
+        ));
+
+        // Other I/O errors stay what they are.
+        let e: Error = sled::Error::Io(std::io::Error::from_raw_os_error(libc::EACCES)).into();
+        assert!(matches!(e, Error::Db(_)), "{e:?}");
+        let e = Error::io("/x", std::io::Error::from_raw_os_error(libc::EIO));
+        assert!(matches!(e.disk_full_at(Path::new("/x")), Error::Io { .. }));
+    }
+}

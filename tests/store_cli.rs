@@ -386,11 +386,11 @@ fn the_store_survives_reopening_and_check_passes_after_reindex() {
     assert_eq!(j["ok"], true);
     assert_eq!(j["indexed_examples"], 10);
 
-    // An index that lost its documents fails the check until reindexed.
+    // A store that lost its index fails the check until reindexed.
     std::fs::remove_dir_all(env.store().join("index")).unwrap();
     env.run(&["check"])
         .code(1)
-        .stdout_has("index holds 0 example documents");
+        .stdout_has("is damaged (the directory is missing)");
     env.run(&["reindex"]).ok();
     env.run(&["check"]).ok();
     env.run(&["query", "--keyword", "担忧未来"]).ok();

@@ -6,6 +6,7 @@ mod util;
 mod annotate_cli;
 mod model_cli;
 mod reliability_fuzz;
+mod reliability_index;
 mod reliability_llm;
 mod reliability_models;
 mod reliability_retrieve;

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 /// Verify that the store is consistent; exit 1 if it is not.
 ///
-/// Checks that every record decodes, that the search index holds exactly the examples and
+/// Checks that every record decodes, that the search index opens, passes its checksums and
+/// reads in full (every term, posting list and column), that it holds exactly the examples and
 /// knowledge sled holds (counts, ids, labels), that nothing is pending indexing, and that every
 /// example of an embedded split has a vector of the encoder's dimension. Fix index problems
 /// with `emoknow reindex`.
@@ -14,6 +15,9 @@ use std::time::Instant;
 pub struct CheckArgs {}
 
 /// Rebuild the search index from sled (the source of truth).
+///
+/// Works whatever state the index is in (missing, truncated, corrupted): a new index is built
+/// next to it and then put in its place.
 #[derive(clap::Args, Debug)]
 pub struct ReindexArgs {}
 

@@ -6,19 +6,23 @@
 //! knowledge document its own source, so `--source` filters both. The index is never the source
 //! of truth: `Store::reindex` rebuilds it from sled.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::labels::{Emotion, LabelSet};
 use crate::store::records::{Example, ExampleId, Knowledge, KnowledgeKind, Split};
 use std::collections::HashSet;
-use std::path::Path;
-use std::sync::OnceLock;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use tantivy::collector::{Count, TopDocs};
+use tantivy::index::SegmentComponent;
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, STRING,
 };
 use tantivy::tokenizer::{PreTokenizedStream, PreTokenizedString, Token, TokenStream, Tokenizer};
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{
+    DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, TERMINATED,
+};
 
 /// Name the Chinese tokenizer is registered under.
 const TOKENIZER: &str = "zh";
@@ -163,35 +167,264 @@ pub struct IndexCensus {
     pub duplicate_ids: Vec<ExampleId>,
 }
 
-/// The search index of a store.
+/// The search index of a store, at `<store>/index`.
+///
+/// It is opened on first use, so commands that never search (show, stats, train, …) work
+/// whatever state it is in. Opening verifies every segment file's checksum, so a truncated,
+/// missing or overwritten file is found before tantivy parses it. A damaged index is remembered
+/// (every search then fails with [`Error::IndexDamaged`], naming the fix); [`SearchIndex::rebuild`]
+/// replaces it whatever its state.
 pub struct SearchIndex {
+    dir: PathBuf,
+    /// Whether sled held examples when the store was opened: an index directory without
+    /// `meta.json` is then missing, not new.
+    expect_existing: bool,
+    f: Fields,
+    state: Mutex<State>,
+}
+
+enum State {
+    Unopened,
+    Open(Arc<Live>),
+    Damaged(String),
+}
+
+/// An opened, verified index.
+struct Live {
     index: Index,
     reader: IndexReader,
-    f: Fields,
+}
+
+/// The segment files every segment has (plus its deletes file when it has deletes).
+const SEGMENT_COMPONENTS: [SegmentComponent; 6] = [
+    SegmentComponent::Postings,
+    SegmentComponent::Positions,
+    SegmentComponent::FastFields,
+    SegmentComponent::FieldNorms,
+    SegmentComponent::Terms,
+    SegmentComponent::Store,
+];
+
+/// A short account of a tantivy error met while reading the index.
+fn describe(e: &tantivy::TantivyError) -> String {
+    use tantivy::directory::error::OpenReadError;
+    use tantivy::TantivyError as T;
+    let s = match e {
+        T::OpenReadError(OpenReadError::FileDoesNotExist(p)) => {
+            format!("{} is missing", file_name(p))
+        }
+        T::OpenReadError(OpenReadError::IoError { io_error, filepath }) => {
+            if io_error.to_string().contains("Footer magic byte mismatch") {
+                // tantivy's message goes on to blame an old tantivy version; here the usual
+                // cause is a truncated or overwritten file.
+                format!(
+                    "{} is truncated or corrupted (its footer is wrong)",
+                    file_name(filepath)
+                )
+            } else {
+                format!("{}: {io_error}", file_name(filepath))
+            }
+        }
+        // The debug form names the file; drop the file's content tantivy appends.
+        T::DataCorruption(c) => {
+            let s = format!("{c:?}");
+            match s.find(" Content: ") {
+                Some(i) => s[..i].to_string(),
+                None => s,
+            }
+        }
+        T::IoError(io) => io.to_string(),
+        e => e.to_string(),
+    };
+    shorten(s)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .unwrap_or(p.as_os_str())
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Caps a reason at 300 characters (tantivy quotes whole files in some errors).
+fn shorten(s: String) -> String {
+    const MAX: usize = 300;
+    match s.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s,
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Opens and verifies the index in `dir` (which has a `meta.json`). `Err` is why it is damaged.
+fn open_existing(dir: &Path) -> std::result::Result<Live, String> {
+    let index = Index::open_in_dir(dir).map_err(|e| describe(&e))?;
+    if index.schema() != schema().0 {
+        return Err("its schema is not the one this emoknow writes".into());
+    }
+    let metas = index.searchable_segment_metas().map_err(|e| describe(&e))?;
+    let mut bad = Vec::new();
+    for meta in &metas {
+        let mut files: Vec<PathBuf> = SEGMENT_COMPONENTS
+            .iter()
+            .map(|c| meta.relative_path(c.clone()))
+            .collect();
+        if meta.has_deletes() {
+            files.push(meta.relative_path(SegmentComponent::Delete));
+        }
+        for f in files {
+            match index.directory().validate_checksum(f.as_path()) {
+                Ok(true) => {}
+                Ok(false) => bad.push(format!("{} fails its checksum", file_name(&f))),
+                Err(e) => bad.push(describe(&e.into())),
+            }
+        }
+    }
+    if !bad.is_empty() {
+        let n = bad.len();
+        bad.truncate(3);
+        let more = if n > 3 {
+            format!(" and {} more", n - 3)
+        } else {
+            String::new()
+        };
+        return Err(format!("{}{more}", bad.join("; ")));
+    }
+    index
+        .tokenizers()
+        .register(TOKENIZER, ChineseTokenizer::default());
+    let reader = index
+        .reader_builder()
+        .reload_policy(ReloadPolicy::Manual)
+        .try_into()
+        .map_err(|e| describe(&e))?;
+    Ok(Live { index, reader })
+}
+
+/// Creates an empty index in `dir` (which has no `meta.json`).
+fn create(dir: &Path) -> Result<Live> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e).disk_full_at(dir))?;
+    let index =
+        Index::create_in_dir(dir, schema().0).map_err(|e| Error::from(e).disk_full_at(dir))?;
+    index
+        .tokenizers()
+        .register(TOKENIZER, ChineseTokenizer::default());
+    let reader = index
+        .reader_builder()
+        .reload_policy(ReloadPolicy::Manual)
+        .try_into()?;
+    Ok(Live { index, reader })
+}
+
+fn writer(index: &Index) -> Result<IndexWriter> {
+    Ok(index.writer(WRITER_HEAP_BYTES)?)
 }
 
 impl SearchIndex {
-    /// Opens the index in `dir`, creating it when absent.
-    pub fn open_or_create(dir: &Path) -> Result<SearchIndex> {
-        let (schema, f) = schema();
-        std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
-        let index = if dir.join("meta.json").exists() {
-            Index::open_in_dir(dir)?
+    /// The index in `dir`, opened on first use. `expect_existing`: whether the store holds
+    /// records, so that a missing index is reported as damaged instead of created empty.
+    /// Without records and without an index, the empty index is created at once, so it exists
+    /// before the first record is written (a writer killed after sled's commit then leaves
+    /// an index to catch up with the pending records, not a missing one).
+    pub fn new(dir: &Path, expect_existing: bool) -> Result<SearchIndex> {
+        let state = if !expect_existing && !dir.join("meta.json").exists() {
+            State::Open(Arc::new(create(dir)?))
         } else {
-            Index::create_in_dir(dir, schema)?
+            State::Unopened
         };
-        index
-            .tokenizers()
-            .register(TOKENIZER, ChineseTokenizer::default());
-        let reader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()?;
-        Ok(SearchIndex { index, reader, f })
+        Ok(SearchIndex {
+            dir: dir.to_path_buf(),
+            expect_existing,
+            f: schema().1,
+            state: Mutex::new(state),
+        })
     }
 
-    fn writer(&self) -> Result<IndexWriter> {
-        Ok(self.index.writer(WRITER_HEAP_BYTES)?)
+    fn damaged(&self, reason: impl Into<String>) -> Error {
+        Error::IndexDamaged {
+            path: self.dir.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Remembers that the index is damaged and returns the error saying so.
+    fn mark_damaged(&self, reason: String) -> Error {
+        *self.state() = State::Damaged(reason.clone());
+        self.damaged(reason)
+    }
+
+    /// The open index: opened (and verified) or created on first use.
+    fn live(&self) -> Result<Arc<Live>> {
+        let mut st = self.state();
+        match &*st {
+            State::Open(l) => return Ok(l.clone()),
+            State::Damaged(r) => return Err(self.damaged(r.clone())),
+            State::Unopened => {}
+        }
+        let dir = &self.dir;
+        let live = if dir.join("meta.json").exists() {
+            // tantivy may panic on garbage; its checksums are verified before anything is
+            // parsed, but a panic here must still not take the process down.
+            let opened = catch_unwind(AssertUnwindSafe(|| open_existing(dir)))
+                .unwrap_or_else(|p| Err(format!("opening it panicked: {}", panic_message(&*p))));
+            match opened {
+                Ok(l) => l,
+                Err(reason) => {
+                    *st = State::Damaged(reason.clone());
+                    return Err(self.damaged(reason));
+                }
+            }
+        } else if self.expect_existing {
+            let reason = if dir.exists() {
+                "meta.json is missing"
+            } else {
+                "the directory is missing"
+            };
+            *st = State::Damaged(reason.into());
+            return Err(self.damaged(reason));
+        } else {
+            create(dir)?
+        };
+        let live = Arc::new(live);
+        *st = State::Open(live.clone());
+        Ok(live)
+    }
+
+    /// Runs a read of the index. A panic inside tantivy, or an error from it (the index is
+    /// local and already open, so either means damaged files), marks the index damaged and
+    /// becomes [`Error::IndexDamaged`].
+    fn read<T>(&self, f: impl FnOnce(&Live) -> Result<T>) -> Result<T> {
+        let live = self.live()?;
+        match catch_unwind(AssertUnwindSafe(|| f(&live))) {
+            Ok(Err(Error::Index(e))) => Err(self.mark_damaged(describe(&e))),
+            Ok(r) => r,
+            Err(p) => {
+                Err(self.mark_damaged(format!("reading it panicked: {}", panic_message(&*p))))
+            }
+        }
+    }
+
+    /// Runs a write to the index: a panic marks it damaged; "no space left on device" becomes
+    /// [`Error::DiskFull`] naming the index.
+    fn write<T>(&self, f: impl FnOnce(&Live) -> Result<T>) -> Result<T> {
+        let live = self.live()?;
+        match catch_unwind(AssertUnwindSafe(|| f(&live))) {
+            Ok(r) => r.map_err(|e| e.disk_full_at(&self.dir)),
+            Err(p) => {
+                Err(self.mark_damaged(format!("writing it panicked: {}", panic_message(&*p))))
+            }
+        }
     }
 
     fn add_docs(&self, w: &IndexWriter, ex: &Example, knowledge: &[Knowledge]) -> Result<()> {
@@ -232,30 +465,70 @@ impl SearchIndex {
     where
         I: IntoIterator<Item = (ExampleId, Option<(&'a Example, &'a [Knowledge])>)>,
     {
-        let mut w = self.writer()?;
-        for (id, item) in items {
-            w.delete_term(Term::from_field_u64(self.f.eid, id));
-            if let Some((ex, kn)) = item {
-                self.add_docs(&w, ex, kn)?;
+        self.write(|live| {
+            let mut w = writer(&live.index)?;
+            for (id, item) in items {
+                w.delete_term(Term::from_field_u64(self.f.eid, id));
+                if let Some((ex, kn)) = item {
+                    self.add_docs(&w, ex, kn)?;
+                }
             }
-        }
-        w.commit()?;
-        self.reader.reload()?;
-        Ok(())
+            w.commit()?;
+            live.reader.reload()?;
+            Ok(())
+        })
     }
 
-    /// Drops every document and adds the given ones, in one commit.
+    /// Builds a new index of the given documents and puts it in place of the current one,
+    /// whatever state that is in (missing, damaged or fine): the new index is written and
+    /// committed in `<dir>.rebuilding`, then renamed over. A crash before the rename leaves the
+    /// old index; after it, the new one; in between, none (which opening reports as damaged).
     pub fn rebuild<'a, I>(&self, items: I) -> Result<()>
     where
         I: IntoIterator<Item = (&'a Example, &'a [Knowledge])>,
     {
-        let mut w = self.writer()?;
-        w.delete_all_documents()?;
-        for (ex, kn) in items {
-            self.add_docs(&w, ex, kn)?;
+        let dir = &self.dir;
+        let name = file_name(dir);
+        let tmp = dir.with_file_name(format!("{name}.rebuilding"));
+        let old = dir.with_file_name(format!("{name}.old"));
+        let io = |p: &Path, e: std::io::Error| Error::io(p, e).disk_full_at(dir);
+        for p in [&tmp, &old] {
+            if p.exists() {
+                std::fs::remove_dir_all(p).map_err(|e| io(p, e))?;
+            }
         }
-        w.commit()?;
-        self.reader.reload()?;
+        let built = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
+            let live = create(&tmp)?;
+            let mut w = writer(&live.index)?;
+            for (ex, kn) in items {
+                self.add_docs(&w, ex, kn)?;
+            }
+            w.commit()?;
+            w.wait_merging_threads()?;
+            Ok(())
+        }));
+        let built = match built {
+            Ok(r) => r.map_err(|e| e.disk_full_at(dir)),
+            Err(p) => Err(Error::Invalid(format!(
+                "building the search index in {} panicked: {}",
+                tmp.display(),
+                panic_message(&*p)
+            ))),
+        };
+        if let Err(e) = built {
+            // Give the space back (the disk may be full); the current index is untouched.
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        // Close the current index (its files are about to go), then swap.
+        let mut st = self.state();
+        *st = State::Unopened;
+        if dir.exists() {
+            std::fs::rename(dir, &old).map_err(|e| io(dir, e))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(|e| io(&tmp, e))?;
+        // Best effort: a leftover is removed by the next rebuild and never read.
+        let _ = std::fs::remove_dir_all(&old);
         Ok(())
     }
 
@@ -378,7 +651,11 @@ impl SearchIndex {
 
     /// Top documents grouped by example: at most `limit` distinct examples, best score each.
     fn top_distinct(&self, q: &dyn Query, limit: usize) -> Result<Vec<DocHit>> {
-        let searcher = self.reader.searcher();
+        self.read(|live| self.top_distinct_in(live, q, limit))
+    }
+
+    fn top_distinct_in(&self, live: &Live, q: &dyn Query, limit: usize) -> Result<Vec<DocHit>> {
+        let searcher = live.reader.searcher();
         let mut fetch = limit * 2 + 8;
         loop {
             let (top, total) =
@@ -414,7 +691,11 @@ impl SearchIndex {
 
     /// Counts and example ids as indexed (for `check`).
     pub fn census(&self) -> Result<IndexCensus> {
-        let searcher = self.reader.searcher();
+        self.read(Self::census_in)
+    }
+
+    fn census_in(live: &Live) -> Result<IndexCensus> {
+        let searcher = live.reader.searcher();
         let mut c = IndexCensus::default();
         for seg in searcher.segment_readers() {
             let ff = seg.fast_fields();
@@ -435,6 +716,80 @@ impl SearchIndex {
         Ok(c)
     }
 
+    /// Reads every segment in full (each term dictionary and posting list, field norms, fast
+    /// fields, the document store), then counts like [`SearchIndex::census`]. Damage found on
+    /// the way (an error, a panic, a posting past the segment's end, a document frequency that
+    /// disagrees with its posting list) is [`Error::IndexDamaged`]. Used by `check`.
+    pub fn verify(&self) -> Result<IndexCensus> {
+        self.read(|live| {
+            let searcher = live.reader.searcher();
+            let schema = live.index.schema();
+            let schema = &schema;
+            for seg in searcher.segment_readers() {
+                let seg_name = seg.segment_id().uuid_string();
+                let max_doc = seg.max_doc();
+                let corrupt =
+                    |what: String| -> Error { self.damaged(format!("segment {seg_name}: {what}")) };
+                for (field, entry) in schema.fields() {
+                    if entry.is_indexed() {
+                        let inv = seg.inverted_index(field)?;
+                        let option = entry
+                            .field_type()
+                            .index_record_option()
+                            .unwrap_or(IndexRecordOption::Basic);
+                        let mut terms =
+                            inv.terms().stream().map_err(tantivy::TantivyError::from)?;
+                        while terms.advance() {
+                            let info = terms.value().clone();
+                            let mut postings = inv
+                                .read_postings_from_terminfo(&info, option)
+                                .map_err(tantivy::TantivyError::from)?;
+                            let mut n = 0u32;
+                            let mut doc = postings.doc();
+                            while doc != TERMINATED {
+                                if doc >= max_doc {
+                                    return Err(corrupt(format!(
+                                        "field {} lists document {doc} of {max_doc}",
+                                        entry.name()
+                                    )));
+                                }
+                                n += 1;
+                                doc = postings.advance();
+                            }
+                            if n != info.doc_freq {
+                                return Err(corrupt(format!(
+                                    "field {}: a term lists {n} documents, its dictionary says {}",
+                                    entry.name(),
+                                    info.doc_freq
+                                )));
+                            }
+                        }
+                    }
+                    if entry.has_fieldnorms() {
+                        let norms = seg.get_fieldnorms_reader(field)?;
+                        for doc in 0..max_doc {
+                            norms.fieldnorm_id(doc);
+                        }
+                    }
+                }
+                let ff = seg.fast_fields();
+                for name in ["kind", "eid"] {
+                    let col = ff.u64(name)?;
+                    for doc in 0..max_doc {
+                        col.first(doc);
+                    }
+                }
+                let store = seg
+                    .get_store_reader(0)
+                    .map_err(tantivy::TantivyError::from)?;
+                for doc in store.iter::<TantivyDocument>(seg.alive_bitset()) {
+                    doc?;
+                }
+            }
+            Self::census_in(live)
+        })
+    }
+
     /// Number of example documents carrying `e` (used by tests and stats cross-checks).
     pub fn count_label(&self, e: Emotion) -> Result<usize> {
         let q = BooleanQuery::new(vec![
@@ -447,7 +802,7 @@ impl SearchIndex {
                 )),
             ),
         ]);
-        Ok(self.reader.searcher().search(&q, &Count)?)
+        self.read(|live| Ok(live.reader.searcher().search(&q, &Count)?))
     }
 }
 

@@ -236,7 +236,9 @@ impl Store {
                 path: path.to_path_buf(),
             });
         }
-        std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
+        let full = |e: Error| e.disk_full_at(path);
+        std::fs::create_dir_all(path).map_err(|e| full(Error::io(path, e)))?;
+        remove_partial_snapshots(path, &db_dir)?;
         let db = sled::Config::new()
             .path(&db_dir)
             .open()
@@ -249,7 +251,7 @@ impl Store {
                         path: path.to_path_buf(),
                     }
                 }
-                e => Error::Db(e),
+                e => full(e.into()),
             })?;
         match db.get(META_VERSION)? {
             Some(v) => {
@@ -266,19 +268,27 @@ impl Store {
                 }
             }
             None => {
-                db.insert(META_VERSION, &FORMAT_VERSION.to_be_bytes())?;
-                db.flush()?;
+                db.insert(META_VERSION, &FORMAT_VERSION.to_be_bytes())
+                    .map_err(|e| full(e.into()))?;
+                db.flush().map_err(|e| full(e.into()))?;
             }
         }
-        let vectors = db.open_tree("vectors")?;
-        let index = SearchIndex::open_or_create(&path.join("index"))?;
+        let vectors = db.open_tree("vectors").map_err(|e| full(e.into()))?;
+        // The index is opened on first use; with records in sled, a missing one is damaged.
+        let has_examples = db.scan_prefix([P_EXAMPLE]).next().is_some();
+        let index = SearchIndex::new(&path.join("index"), has_examples).map_err(full)?;
         let store = Store {
             path: path.to_path_buf(),
             db,
             vectors,
             index,
         };
-        store.repair_pending()?;
+        match store.repair_pending() {
+            // The pending marks stay: `check` reports them, `reindex` clears them, and the
+            // commands that need the index say it is damaged.
+            Ok(_) | Err(Error::IndexDamaged { .. }) => {}
+            Err(e) => return Err(full(e)),
+        }
         Ok(store)
     }
 
@@ -287,7 +297,8 @@ impl Store {
         &self.path
     }
 
-    /// The search index.
+    /// The search index (opened on first use; its searches fail with
+    /// [`Error::IndexDamaged`] when it is damaged).
     pub fn index(&self) -> &SearchIndex {
         &self.index
     }
@@ -976,7 +987,26 @@ impl Store {
                 pending.len()
             ));
         }
-        let census = self.index.census()?;
+        match self.check_index(&ids, rationales, &labels_per_emotion, &mut r) {
+            Ok(()) => {}
+            Err(e @ Error::IndexDamaged { .. }) => r.problems.push(e.to_string()),
+            Err(e) => return Err(e),
+        }
+        self.check_vectors(&split_of, &mut r)?;
+        self.check_neighbour_runs(&mut r)?;
+        Ok(r)
+    }
+
+    /// The index half of [`Store::check`]: reads every segment in full, then compares counts,
+    /// ids and labels with sled's. [`Error::IndexDamaged`] when the index cannot be read.
+    fn check_index(
+        &self,
+        ids: &HashSet<ExampleId>,
+        rationales: u64,
+        labels_per_emotion: &[usize; NUM_EMOTIONS],
+        r: &mut CheckReport,
+    ) -> Result<()> {
+        let census = self.index.verify()?;
         r.indexed_examples = census.examples;
         r.indexed_knowledge = census.knowledge;
         if census.examples != r.examples as u64 {
@@ -992,7 +1022,7 @@ impl Store {
             ));
         }
         let missing: Vec<_> = ids.difference(&census.example_ids).take(5).collect();
-        let extra: Vec<_> = census.example_ids.difference(&ids).take(5).collect();
+        let extra: Vec<_> = census.example_ids.difference(ids).take(5).collect();
         if !missing.is_empty() {
             r.problems
                 .push(format!("examples not in the index, e.g. {missing:?}"));
@@ -1017,12 +1047,11 @@ impl Store {
                 ));
             }
         }
-        self.check_vectors(&split_of, &mut r)?;
-        self.check_neighbour_runs(&mut r)?;
-        Ok(r)
+        Ok(())
     }
 
-    /// Rebuilds the index from sled. Returns (examples, knowledge) indexed.
+    /// Rebuilds the index from sled, whatever state it is in (missing, damaged or fine: it is
+    /// derived data), and clears the pending marks. Returns (examples, knowledge) indexed.
     pub fn reindex(&self) -> Result<(usize, usize)> {
         let examples = self.examples(None)?;
         let mut by_id: HashMap<ExampleId, Vec<Knowledge>> = HashMap::new();
@@ -1037,7 +1066,8 @@ impl Store {
                 .iter()
                 .map(|e| (e, by_id.get(&e.id).unwrap_or(&empty).as_slice())),
         )?;
-        self.clear_pending()?;
+        self.clear_pending()
+            .map_err(|e| e.disk_full_at(&self.path))?;
         Ok((examples.len(), nk))
     }
 
@@ -1046,6 +1076,85 @@ impl Store {
         self.db.flush()?;
         Ok(())
     }
+}
+
+/// Removes the partial snapshots (`db/snap.*.generating`) sled leaves when a disk fills, or
+/// the process dies, while it writes one.
+///
+/// sled (0.34) writes a snapshot when it opens a database whose log moved on since the last
+/// one: to `snap.<lsn>.generating`, synced, then renamed `snap.<lsn>`. At open it reads the
+/// newest `snap.*` file and refuses to start ("Read corrupted data") when that file is short or
+/// fails its checksum; a leftover `.generating` file sorts after the finished snapshot it was
+/// replacing, so it is the one read. Such a file is never a snapshot sled finished; without it
+/// sled starts from the previous snapshot and replays its log from there (the log holds the
+/// data; snapshots only shorten recovery), exactly as if the earlier open had died just before
+/// it began the snapshot. So removing it loses nothing.
+///
+/// Only with sled's lock on `db/db` (taken and released here): a process holding the store may
+/// be writing a snapshot at this moment.
+fn remove_partial_snapshots(store: &Path, db_dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(db_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(db_dir, e)),
+    };
+    let partial: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("snap.") && n.ends_with(".generating"))
+        })
+        .collect();
+    if partial.is_empty() {
+        return Ok(());
+    }
+    let db_file = db_dir.join("db");
+    let _lock = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&db_file)
+    {
+        Ok(f) => {
+            if !try_lock_exclusive(&f).map_err(|e| Error::io(&db_file, e))? {
+                return Err(Error::StoreLocked {
+                    path: store.to_path_buf(),
+                });
+            }
+            Some(f)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(&db_file, e)),
+    };
+    for p in partial {
+        std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+    }
+    Ok(())
+}
+
+/// Takes the advisory lock sled takes on its data file (`flock(LOCK_EX | LOCK_NB)`, as fs2
+/// does); `Ok(false)` when another process holds it. Released when `f` is closed.
+#[cfg(unix)]
+fn try_lock_exclusive(f: &std::fs::File) -> std::io::Result<bool> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: flock on a file descriptor owned by `f`, which outlives the call.
+    let ret = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if ret == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.kind() == std::io::ErrorKind::WouldBlock {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+/// Elsewhere sled's own lock (taken right after) is the only guard.
+#[cfg(not(unix))]
+fn try_lock_exclusive(_f: &std::fs::File) -> std::io::Result<bool> {
+    Ok(true)
 }
 
 /// Ids of `examples` as a label lookup (a helper for trainers and evaluators).
