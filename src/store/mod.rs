@@ -44,6 +44,10 @@ fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
+/// bincode encodes every record type here (structs, strings, vectors of known length): a
+/// failure would be a bug in this module, never a property of the data, so it is not an error
+/// callers could handle.
+#[allow(clippy::expect_used)]
 pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(v, bincode_config()).expect("records always serialize")
 }
@@ -82,8 +86,14 @@ fn key_id_source(prefix: u8, id: ExampleId, source: &str) -> Vec<u8> {
     k
 }
 
+/// The id in a `prefix + id` key. A damaged, shorter key gives a wrong id (which `check`
+/// reports, as it compares each key with its record), never a panic.
 fn id_from_key(k: &[u8]) -> ExampleId {
-    u64::from_be_bytes(k[1..9].try_into().expect("keys carry a u64 id"))
+    let mut id = [0u8; 8];
+    for (dst, src) in id.iter_mut().zip(k.iter().skip(1)) {
+        *dst = *src;
+    }
+    u64::from_be_bytes(id)
 }
 
 fn origin_key(file: &str, row: u64) -> Vec<u8> {
@@ -395,7 +405,16 @@ impl Store {
         }
         self.db.flush()?;
         if index_now && !ids.is_empty() {
-            self.index_ids(ids)?;
+            self.index_ids(ids).map_err(|e| match e {
+                // The records are durable and pending: say so, with the fix.
+                Error::IndexDamaged { path, reason } => Error::IndexDamaged {
+                    path,
+                    reason: format!(
+                        "{reason}; the new records were stored and `reindex` indexes them too"
+                    ),
+                },
+                e => e,
+            })?;
         }
         Ok(())
     }
