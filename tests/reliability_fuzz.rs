@@ -199,3 +199,57 @@ fn a_batch_with_any_bad_row_is_written_whole_or_not_at_all() {
         }
     }
 }
+
+/// Every reader of user files, on arbitrary bytes and on valid files with bytes flipped, cut or
+/// spliced: a value or an error, never a panic.
+#[test]
+fn the_readers_never_panic_on_arbitrary_bytes() {
+    use emoknow::knowledge::{llama_factory, sanitize};
+    let valid: Vec<Vec<u8>> = vec![
+        CORPUS.as_bytes().to_vec(),
+        "Text,'Love','Joy','Anxiety','Sorrow','Expect','Hate','Surprise','Anger'\n好,1,0,0,0,0,0,0,0\n"
+            .as_bytes()
+            .to_vec(),
+        "{\"id\": 3, \"text\": \"好\", \"labels\": [\"Joy\"]}\n{\"text\": \"坏\", \"labels\": \"Hate,Anger\"}\n"
+            .as_bytes()
+            .to_vec(),
+        PREDICTIONS.as_bytes().to_vec(),
+        encoding_rs::GB18030.encode(CORPUS).0.into_owned(),
+        b"\xEF\xBB\xBFID,Text,Labels\n1,a,['Joy']\n".to_vec(),
+    ];
+    let mut rng = Rng(0xF00D_CAFE_0000_0042);
+    let mut inputs: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..400 {
+        let n = rng.below(300);
+        inputs.push(rng.bytes(n));
+    }
+    for v in &valid {
+        for _ in 0..150 {
+            let mut m = v.clone();
+            match rng.below(3) {
+                0 => {
+                    let at = rng.below(m.len());
+                    m[at] = rng.next() as u8;
+                }
+                1 => m.truncate(rng.below(m.len())),
+                _ => {
+                    let at = rng.below(m.len());
+                    let n = 1 + rng.below(8);
+                    let noise = rng.bytes(n);
+                    m.splice(at..at, noise);
+                }
+            }
+            inputs.push(m);
+        }
+    }
+    let path = Path::new("fuzz.csv");
+    for bytes in &inputs {
+        let _ = emoknow::corpus::parse_bytes(path, bytes);
+        let text = String::from_utf8_lossy(bytes);
+        let _ = llama_factory::parse_predictions(&text, path);
+        let _ = sanitize::Lexicon::parse(&text);
+        let lexicon = sanitize::Lexicon::default();
+        let _ = sanitize::sanitize(&text, &lexicon, false);
+        let _ = emoknow::labels::LabelSet::parse_list(&text);
+    }
+}
