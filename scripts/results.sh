@@ -7,14 +7,14 @@
 #                                                   the document-aware protocol: validation in
 #                                                   runs of 100 rows, no same-document neighbours
 #
-# Needs a release build (cargo build --release) and a BERT encoder directory (m3e-small was
-# used). Prints each step's command and wall time, then every model's test metrics. Thresholds
+# Needs a release build (cargo build --release; EMOKNOW=path/to/binary runs another build) and
+# a BERT encoder directory (m3e-small was used). Prints each step's command and wall time, then every model's test metrics. Thresholds
 # and every choice come from the validation split; the test rows are only evaluated.
 set -euo pipefail
 enc=${1:?usage: scripts/results.sh ENCODER_DIR [STORE_DIR]}
 store=${2:-results-store}
 cd "$(dirname "$0")/.."
-e=./target/release/emoknow
+e=${EMOKNOW:-./target/release/emoknow}
 m=$store/models
 rm -rf "$store"
 t0=$(date +%s)
