@@ -15,6 +15,8 @@ pub mod knowledge;
 pub mod labels;
 pub mod metrics;
 pub mod model;
+pub mod neighbours;
+pub mod spec;
 pub mod store;
 
 pub use error::{Error, Result};

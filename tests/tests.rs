@@ -5,6 +5,7 @@ mod util;
 
 mod annotate_cli;
 mod model_cli;
+mod neighbours_cli;
 mod reliability_fuzz;
 mod reliability_index;
 mod reliability_llm;

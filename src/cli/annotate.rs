@@ -1,6 +1,6 @@
 //! `emoknow annotate`, `emoknow export llama-factory` and `emoknow dev-server`.
 
-use super::similar::{RetrievalArgs, Retriever};
+use super::similar::RetrievalArgs;
 use super::{output, Ctx, INTERRUPTED};
 use anyhow::Context;
 use emoknow::corpus::Split;
@@ -11,7 +11,6 @@ use emoknow::knowledge::llm::{
     redact_url, resolve_api_key, LlmClient, LlmConfig, DASHSCOPE_BASE_URL, DEFAULT_MAX_WAIT_SECS,
 };
 use emoknow::knowledge::prompts::Prompts;
-use emoknow::knowledge::retrieve::Probe;
 use emoknow::knowledge::sanitize::{sanitize, Lexicon};
 use emoknow::labels::LabelSet;
 use emoknow::store::records::{now_secs, Knowledge, KnowledgeKind, Missing};
@@ -251,20 +250,8 @@ pub fn run_annotate(a: AnnotateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let shots: Vec<Vec<(String, LabelSet)>> = match a.retrieved {
         None | Some(0) => vec![Vec::new(); todo.len()],
         Some(k) => {
-            let r = Retriever::open(&store, &RetrievalArgs::new(k, Split::Train, None, None))?;
-            let probes: Vec<Probe> = if r.encoder.is_some() {
-                r.probes(&todo)?
-            } else {
-                todo.iter()
-                    .map(|e| Probe {
-                        id: Some(e.id),
-                        text: &e.text,
-                        vector: None,
-                    })
-                    .collect()
-            };
-            r.pool
-                .retrieve(&store, &probes, k, LabelSet::EMPTY)?
+            let r = RetrievalArgs::new(k, Split::Train, None, None).open(&store)?;
+            r.for_examples(&store, &todo, k, LabelSet::EMPTY)?
                 .into_iter()
                 .map(|hits| hits.into_iter().map(|h| (h.text, h.labels)).collect())
                 .collect()

@@ -378,7 +378,7 @@ fn bench_embed(a: EmbedArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 }
 
 fn bench_similar(a: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    use emoknow::knowledge::retrieve::{BruteForce, NeighbourSearch};
+    use emoknow::neighbours::{BruteForce, NeighbourSearch};
     use emoknow::store::vectors::What;
     let store = ctx.open()?;
     let info =

@@ -6,9 +6,13 @@
 //!   own (`kernels`: one gemm call per linear layer with bias/GELU/residual fused into a
 //!   parallel pass, and a fused multi-head attention); training runs through candle's
 //!   differentiable ops. Both give the same numbers (tested).
+//! - [`sample`]: what a classifier consumes ([`Sample`](sample::Sample)) and what a model says
+//!   it needs in its samples ([`Needs`](sample::Needs)). Models never read the store: the
+//!   knowledge stage builds their samples.
 //! - Classifiers: [`linear`] (TF-IDF + logistic regression), [`mlp`] (a head over stored
 //!   embeddings), [`finetune`] (BERT end to end); [`classifier`] puts every kind, kNN and
-//!   ensembles behind one interface and reads their inputs from the store.
+//!   ensembles behind one interface; [`modeldir`] writes model directories atomically and
+//!   checks them when loading.
 //! - [`thresholds`]: per-label thresholds shared by all of them; every classifier outputs
 //!   `[f32; 8]` probabilities in canonical label order.
 
@@ -20,6 +24,7 @@ mod kernels;
 pub mod linear;
 pub mod mlp;
 pub mod modeldir;
+pub mod sample;
 pub mod thresholds;
 pub mod tiny;
 

@@ -190,6 +190,10 @@ pub struct SourceStats {
     pub coverage: BTreeMap<String, f64>,
     /// For neighbours: the last retrieval stopped part-way (rerun it to resume).
     pub partial: bool,
+    /// For neighbours: how they were retrieved (absent for neighbours stored before it was
+    /// recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<records::NeighbourSpec>,
 }
 
 /// The result of `check`.
@@ -943,6 +947,7 @@ impl Store {
         for (name, run) in self.neighbour_runs()? {
             if let Some(src) = s.sources.get_mut(&name) {
                 src.partial = !run.complete;
+                src.retrieval = Some(run.spec);
             }
         }
         s.encoders = self.encoder_stats()?;
