@@ -9,12 +9,12 @@
 )]
 
 pub mod corpus;
-pub mod devserver;
 pub mod error;
 pub mod knowledge;
 pub mod labels;
 pub mod metrics;
 pub mod model;
 pub mod store;
+pub mod testkit;
 
 pub use error::{Error, Result};
