@@ -9,7 +9,6 @@
 )]
 
 pub mod corpus;
-pub mod devserver;
 pub mod error;
 pub mod knowledge;
 pub mod labels;
@@ -18,5 +17,6 @@ pub mod model;
 pub mod neighbours;
 pub mod spec;
 pub mod store;
+pub mod testkit;
 
 pub use error::{Error, Result};

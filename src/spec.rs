@@ -1,10 +1,18 @@
 //! Plain descriptions shared by the store, the neighbours and the models: which encoder made
-//! a vector, how neighbours were found, and one neighbour. They are data only — no stage's
-//! logic — so every stage can name them without importing another stage.
+//! a vector, how neighbours were found, one neighbour, and the clock. They are data only — no
+//! stage's logic — so every stage can name them without importing another stage.
 
 use crate::corpus::Split;
 use crate::labels::LabelSet;
 use serde::{Deserialize, Serialize};
+
+/// Seconds since the Unix epoch, now (timestamps of records and models).
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 /// Example id: the source file's ID column when it has one, else assigned in file order.
 pub type ExampleId = u64;

@@ -103,17 +103,6 @@ pub struct RetrieveArgs {
 }
 
 impl RetrievalArgs {
-    /// Retrieval settings built in code (the annotator's shots).
-    pub fn new(k: usize, from: Split, by: Option<By>, encoder: Option<String>) -> RetrievalArgs {
-        RetrievalArgs {
-            k,
-            from,
-            by,
-            encoder,
-            exclude_within: 0,
-        }
-    }
-
     /// The library's description of this choice.
     pub fn choice(&self) -> Choice {
         Choice {

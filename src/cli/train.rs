@@ -4,7 +4,6 @@ use super::{output, Ctx};
 use anyhow::Context;
 use emoknow::corpus::{self, Split};
 use emoknow::knowledge::samples::{self, SampleBuilder, Selection};
-use emoknow::knowledge::sanitize::asserted_labels;
 use emoknow::labels::{Emotion, LabelSet};
 use emoknow::metrics::{self, Report};
 use emoknow::model::classifier::{self, KindConfig, Model, TrainConfig, TrainEvent, TrainInputs};
@@ -507,37 +506,8 @@ fn eval_source(
     split: Option<Split>,
     ctx: &Ctx,
 ) -> anyhow::Result<ExitCode> {
-    let examples = store.examples(split)?;
-    let split = split
-        .map(|s| format!("the {s} split"))
-        .unwrap_or_else(|| "all splits".into());
-    let mut gold = Vec::new();
-    let mut pred = Vec::new();
-    let mut answered = 0;
-    let mut tried = 0;
-    for e in &examples {
-        let k = store.knowledge_of(e.id, src)?;
-        if k.is_none() && !store.has_attempt(e.id, src)? {
-            continue;
-        }
-        tried += 1;
-        gold.push(e.labels);
-        pred.push(match k {
-            Some(k) => {
-                answered += 1;
-                if k.asserted.is_empty() {
-                    asserted_labels(&k.raw)
-                } else {
-                    k.asserted
-                }
-            }
-            None => LabelSet::EMPTY,
-        });
-    }
-    if tried == 0 {
-        anyhow::bail!("source {src:?} has no knowledge about {split}");
-    }
-    let report = metrics::evaluate(&gold, &pred);
+    let score = emoknow::knowledge::score::score_source(store, src, split)?;
+    let split = emoknow::knowledge::score::split_phrase(split);
     if ctx.json {
         #[derive(serde::Serialize)]
         struct Out<'a> {
@@ -551,15 +521,16 @@ fn eval_source(
         output::print_json(&Out {
             source: src,
             split: split.clone(),
-            examples: tried,
-            answered,
-            report: &report,
+            examples: score.examples,
+            answered: score.answered,
+            report: &score.report,
         })?;
     } else {
         println!(
-            "source {src} on {split}: {tried} examples, {answered} with a usable answer (missing ones count as predicting nothing)"
+            "source {src} on {split}: {} examples, {} with a usable answer (missing ones count as predicting nothing)",
+            score.examples, score.answered
         );
-        print_report(&report);
+        print_report(&score.report);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -20,6 +20,10 @@
 //! the endpoint URL (`http://user:pass@host/v1`, sent as Basic auth) are shown as
 //! `http://***@host/v1` ([`redact_url`]). Every message that leaves the client is scrubbed of
 //! both, in every form the server could echo them.
+//!
+//! Over 900 lines but one concept, the client: its retry, rate-limit, answer-parsing and
+//! secret-scrubbing parts all act on the same call, and almost a third of the file is their
+//! tests against the local dev server.
 
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -1085,7 +1089,7 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devserver::{Behaviour, DevServer, Fault};
+    use crate::testkit::devserver::{Behaviour, DevServer, Fault};
     use std::collections::HashMap;
     use std::sync::Mutex;
 

@@ -4,18 +4,28 @@
 //! side: [`samples`] reads the store (or retrieves and embeds for new text, through
 //! [`crate::neighbours`]) and builds the samples a model's needs describe.
 //!
+//! The rationale side:
 //! - [`llm`]: the OpenAI-compatible client (retries, rate limit, token counts).
 //! - [`prompts`]: the seed's two prompts as editable data.
 //! - [`annotate`]: the blind → guided annotation engine (no store access).
-//! - [`import`]: rationales from a prediction file into the store.
+//! - [`pipeline`]: the engine run into the store (pending sentences, sanitized answers saved
+//!   as they arrive), and the stored rationales as LLaMA-Factory records.
+//! - [`sanitize`]: the reason part of an answer, stripped of emotion words; the labels an
+//!   answer asserts.
+//! - [`import`]: rationales written elsewhere (LLaMA-Factory predictions) into the store.
 //! - [`llama_factory`]: dataset export for LLaMA-Factory and its predictions reader.
-//! - [`sanitize`]: the reason part of an answer, stripped of emotion words.
-//! - [`samples`]: classifier inputs for stored examples and new text.
+//! - [`score`]: an LLM source's asserted labels scored against gold (`eval --source`).
+//!
+//!
+//! Classifier inputs:
+//! - [`samples`]: the samples a model needs, for stored examples and new text.
 
 pub mod annotate;
 pub mod import;
 pub mod llama_factory;
 pub mod llm;
+pub mod pipeline;
 pub mod prompts;
 pub mod samples;
 pub mod sanitize;
+pub mod score;

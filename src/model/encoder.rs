@@ -536,7 +536,7 @@ pub fn cpu_has_avx512() -> bool {
 mod tests {
     use super::*;
     use crate::model::bert::tests::max_abs_diff;
-    use crate::model::tiny::{write_random_checkpoint, TinyBertSpec, WeightFormat};
+    use crate::testkit::tiny::{write_random_checkpoint, TinyBertSpec, WeightFormat};
 
     const SENTENCES: [&str; 5] = [
         "现在 好 终于 如愿以偿",

@@ -886,7 +886,7 @@ fn eval_loss(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::tiny::{write_random_checkpoint, TinyBertSpec};
+    use crate::testkit::tiny::{write_random_checkpoint, TinyBertSpec};
 
     fn data() -> (Vec<&'static str>, Vec<LabelSet>) {
         let rows = [

@@ -1,8 +1,8 @@
 //! Models: classifiers that turn texts (optionally with appended knowledge) into per-label
 //! probabilities, and the thresholds that turn probabilities into label sets.
 //!
-//! - [`bert`]: our trainable BERT; [`encoder`]: sentence embeddings for the store;
-//!   [`tiny`]: tiny random checkpoints for tests. Inference runs through CPU kernels of our
+//! - [`bert`]: our trainable BERT; [`encoder`]: sentence embeddings for the store.
+//!   Inference runs through CPU kernels of our
 //!   own (`kernels`: one gemm call per linear layer with bias/GELU/residual fused into a
 //!   parallel pass, and a fused multi-head attention); training runs through candle's
 //!   differentiable ops. Both give the same numbers (tested).
@@ -26,14 +26,12 @@ pub mod mlp;
 pub mod modeldir;
 pub mod sample;
 pub mod thresholds;
-pub mod tiny;
 
 pub use bert::Pooling;
 pub use encoder::{bench_embed, EmbedBench, Encoder, EncoderOptions};
 pub use finetune::{FinetuneConfig, FinetuneEvent, FinetuneModel, HeadKind};
 pub use linear::{HeadConfig, LinearConfig, LinearModel, LinearProgress};
 pub use thresholds::{tune, Objective, Thresholds};
-pub use tiny::{write_random_checkpoint, TinyBertSpec};
 
 /// Keeps freed tensor buffers in the process heap instead of handing them back to the kernel.
 ///

@@ -7,7 +7,7 @@ pub use crate::corpus::split::Split;
 use crate::labels::LabelSet;
 use serde::{Deserialize, Serialize};
 
-pub use crate::spec::{ExampleId, Neighbour, NeighbourBy, NeighbourSpec};
+pub use crate::spec::{now_secs, ExampleId, Neighbour, NeighbourBy, NeighbourSpec};
 
 /// Where a record came from: file name and 1-based line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,14 +121,6 @@ pub struct Missing {
     pub reason: String,
     /// Seconds since the Unix epoch.
     pub created_at: u64,
-}
-
-/// Seconds since the Unix epoch, now.
-pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// The state of one source's neighbours retrieval: what it was asked, over which pool, and

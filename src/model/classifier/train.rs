@@ -229,7 +229,7 @@ pub fn train(
         n_val: val_s.len(),
         val: metrics::evaluate(&[], &[]),
         train_secs: 0.0,
-        created_at: crate::store::records::now_secs(),
+        created_at: crate::spec::now_secs(),
         files: None,
     };
     let val_probs = match &cfg.kind {
