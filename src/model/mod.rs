@@ -10,7 +10,8 @@
 //!   it needs in its samples ([`Needs`](sample::Needs)). Models never read the store: the
 //!   knowledge stage builds their samples.
 //! - Classifiers: [`linear`] (TF-IDF + logistic regression), [`mlp`] (a head over stored
-//!   embeddings), [`finetune`] (BERT end to end); [`classifier`] puts every kind, kNN and
+//!   embeddings), [`finetune`] (BERT end to end; its training loop is the private
+//!   `finetune_train`, re-exported by [`finetune`]); [`classifier`] puts every kind, kNN and
 //!   ensembles behind one interface; [`modeldir`] writes model directories atomically and
 //!   checks them when loading.
 //! - [`thresholds`]: per-label thresholds shared by all of them; every classifier outputs
@@ -20,6 +21,7 @@ pub mod bert;
 pub mod classifier;
 pub mod encoder;
 pub mod finetune;
+mod finetune_train;
 mod kernels;
 pub mod linear;
 pub mod mlp;
@@ -38,10 +40,10 @@ pub use thresholds::{tune, Objective, Thresholds};
 /// candle allocates a fresh buffer for every op's output; with glibc's defaults each one above
 /// 128 KiB is a new `mmap` whose pages are faulted in and zeroed, then `munmap`ed when the
 /// tensor drops. Fine-tuning m3e-small spent a third of its time in the kernel that way. Raising
-/// the mmap and trim thresholds lets malloc recycle those buffers: 14.3 → 19.1 examples/s, sys
-/// time 17 s → 2.6 s (`examples/bench_finetune.rs`, 480 sentences). Call once at start-up;
-/// a no-op outside Linux with glibc, or when `EMOKNOW_DEFAULT_MALLOC` is set (to measure the
-/// difference).
+/// the mmap and trim thresholds lets malloc recycle those buffers (README's benchmarks give the
+/// examples/s and system time measured with `examples/bench_finetune.rs` either way). Call once
+/// at start-up; a no-op outside Linux with glibc, or when `EMOKNOW_DEFAULT_MALLOC` is set (to
+/// measure the difference).
 pub fn tune_allocator() {
     if std::env::var_os("EMOKNOW_DEFAULT_MALLOC").is_some() {
         return;
