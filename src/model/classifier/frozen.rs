@@ -1,8 +1,7 @@
 //! The frozen kind: a head over the samples' vectors (text ⊕ rationale ⊕ neighbour vote ⊕ the
 //! stacked linear model's scores), and its training.
 
-use super::train::{gold, TrainEvent};
-use super::{refs, texts_of, KindMeta, Meta, STACK_DIR};
+use super::{gold, refs, texts_of, KindMeta, Meta, TrainEvent, STACK_DIR};
 use crate::error::{Error, Result};
 use crate::labels::{LabelSet, NUM_EMOTIONS};
 use crate::model::linear::{LinearConfig, LinearModel};

@@ -16,7 +16,7 @@ mod check;
 mod frozen;
 pub mod train;
 
-pub use train::{prepare, train, KindConfig, Prepared, TrainConfig, TrainEvent, TrainInputs};
+pub use train::{prepare, train, KindConfig, Prepared, TrainConfig, TrainInputs};
 
 use crate::corpus::Split;
 use crate::error::{Error, Result};
@@ -208,6 +208,26 @@ fn average(members: Vec<Vec<Probs>>, rows: usize) -> Vec<Probs> {
         }
     }
     sum
+}
+
+/// Progress of training, for the CLI.
+#[derive(Debug, Clone)]
+pub enum TrainEvent {
+    /// A phase began.
+    Phase(String),
+    /// One epoch (frozen head, finetune) finished.
+    Epoch {
+        /// 1-based epoch.
+        epoch: usize,
+        /// Training loss.
+        loss: f32,
+        /// Validation loss or F1, named.
+        val: String,
+    },
+}
+
+fn gold(samples: &[Sample]) -> Vec<LabelSet> {
+    samples.iter().map(|s| s.labels).collect()
 }
 
 fn texts_of(samples: &[Sample]) -> Vec<String> {

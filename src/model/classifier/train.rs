@@ -4,9 +4,11 @@
 //! `out` and swapped in when complete.
 
 use super::check::check_train_paths;
-use super::{average, frozen, refs, texts_of, KindMeta, KnnConfig, Meta, Model, MODEL_FORMAT};
+use super::{
+    average, frozen, gold, refs, texts_of, KindMeta, KnnConfig, Meta, Model, TrainEvent, MODEL_FORMAT,
+};
 use crate::error::{Error, Result};
-use crate::labels::{Emotion, LabelSet};
+use crate::labels::Emotion;
 use crate::metrics;
 use crate::model::finetune::{self, FinetuneConfig, FinetuneEvent};
 use crate::model::linear::{LinearConfig, LinearModel};
@@ -108,22 +110,6 @@ impl TrainConfig {
     }
 }
 
-/// Progress of training, for the CLI.
-#[derive(Debug, Clone)]
-pub enum TrainEvent {
-    /// A phase began.
-    Phase(String),
-    /// One epoch (frozen head, finetune) finished.
-    Epoch {
-        /// 1-based epoch.
-        epoch: usize,
-        /// Training loss.
-        loss: f32,
-        /// Validation loss or F1, named.
-        val: String,
-    },
-}
-
 /// A training run whose paths were checked and whose ensemble members are loaded: what the
 /// knowledge stage needs to know to build [`TrainInputs`].
 pub struct Prepared {
@@ -167,10 +153,6 @@ pub fn prepare(cfg: &TrainConfig, out: &Path) -> Result<Prepared> {
     let members = check_train_paths(encoder_dir, members, &out)?;
     modeldir::check_out(&out)?;
     Ok(Prepared { out, members })
-}
-
-pub(super) fn gold(samples: &[Sample]) -> Vec<LabelSet> {
-    samples.iter().map(|s| s.labels).collect()
 }
 
 fn hash_samples(samples: &[Sample]) -> String {
