@@ -4,6 +4,11 @@
 //! data to stdout (a table, or one JSON document with `--json`), messages and progress to
 //! stderr. Exit codes: 0 ok, 1 ran but found nothing (or `check` found problems), 2 error,
 //! 130 interrupted.
+//!
+//! - `ingest`; `query` (query, show, stats); `check` (check, reindex); `knowledge` (import;
+//!   retrieve is in `similar`); `similar` (similar, knowledge retrieve); `embed`;
+//!   `annotate` (annotate, export, dev-server); `train` (train, eval, predict); `demo`;
+//!   `bench`; `output` (JSON, progress bars, highlights).
 
 mod annotate;
 mod bench;
