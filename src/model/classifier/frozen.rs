@@ -154,7 +154,7 @@ fn stack_scores(
 /// Trains the head of a frozen model (whose `meta.kind` is filled) into `out`; returns the
 /// validation probabilities.
 pub(super) fn train(
-    meta: &mut Meta,
+    meta: &Meta,
     mlp: &MlpConfig,
     linear: &LinearConfig,
     stack_folds: usize,

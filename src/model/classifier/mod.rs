@@ -286,32 +286,7 @@ impl Model {
     }
 
     fn own_needs(&self) -> Needs {
-        let mut needs = Needs {
-            attach: self.meta.attach.clone(),
-            vectors: None,
-            encoder_dir: None,
-            retrieve: None,
-        };
-        match &self.meta.kind {
-            KindMeta::Frozen {
-                encoder,
-                encoder_dir,
-                ..
-            } => {
-                needs.vectors = Some(encoder.clone());
-                needs.encoder_dir = encoder_dir.clone();
-            }
-            KindMeta::Knn {
-                knn,
-                encoder,
-                encoder_dir,
-            } => {
-                needs.retrieve = Some(knn_spec(knn, encoder.as_ref()));
-                needs.encoder_dir = encoder_dir.clone();
-            }
-            _ => {}
-        }
-        needs
+        needs_of(&self.meta.attach, &self.meta.kind)
     }
 
     /// The knowledge this model (for an ensemble: its first member using any) attaches.
@@ -459,6 +434,36 @@ impl Model {
         let files = crate::model::encoder::ModelFiles::find(&dir).ok()?;
         crate::model::encoder::load_tokenizer(&files.tokenizer, info.max_len.max(2)).ok()
     }
+}
+
+/// What a single model of `kind` attaching `attach` needs in its samples.
+fn needs_of(attach: &AttachSpec, kind: &KindMeta) -> Needs {
+    let mut needs = Needs {
+        attach: attach.clone(),
+        vectors: None,
+        encoder_dir: None,
+        retrieve: None,
+    };
+    match kind {
+        KindMeta::Frozen {
+            encoder,
+            encoder_dir,
+            ..
+        } => {
+            needs.vectors = Some(encoder.clone());
+            needs.encoder_dir = encoder_dir.clone();
+        }
+        KindMeta::Knn {
+            knn,
+            encoder,
+            encoder_dir,
+        } => {
+            needs.retrieve = Some(knn_spec(knn, encoder.as_ref()));
+            needs.encoder_dir = encoder_dir.clone();
+        }
+        _ => {}
+    }
+    needs
 }
 
 /// The retrieval a kNN model votes over: the train split, dense with its encoder or BM25.

@@ -5,7 +5,8 @@
 
 use super::check::check_train_paths;
 use super::{
-    average, frozen, gold, refs, texts_of, KindMeta, KnnConfig, Meta, Model, TrainEvent, MODEL_FORMAT,
+    average, frozen, gold, refs, texts_of, KindMeta, KnnConfig, Meta, Model, TrainEvent,
+    MODEL_FORMAT,
 };
 use crate::error::{Error, Result};
 use crate::labels::Emotion;
@@ -75,38 +76,49 @@ impl TrainConfig {
     /// What the model being trained needs in its samples (an ensemble: only its own text;
     /// its members' needs come from [`Prepared::member_needs`]).
     pub fn needs(&self) -> Needs {
-        let mut needs = Needs {
-            attach: self.attach.clone(),
-            vectors: None,
-            encoder_dir: None,
-            retrieve: None,
-        };
+        super::needs_of(&self.attach, &self.kind_meta())
+    }
+
+    /// The settings `meta.json` will record for this kind (an ensemble's members are pinned
+    /// once trained).
+    fn kind_meta(&self) -> KindMeta {
         match &self.kind {
+            KindConfig::Linear(linear) => KindMeta::Linear {
+                linear: linear.clone(),
+            },
             KindConfig::Frozen {
                 encoder,
                 encoder_dir,
-                ..
-            } => {
-                needs.vectors = Some(encoder.clone());
-                needs.encoder_dir = encoder_dir.clone();
-            }
+                mlp,
+                stack_folds,
+                linear,
+            } => KindMeta::Frozen {
+                encoder: encoder.clone(),
+                encoder_dir: encoder_dir.clone(),
+                mlp: mlp.clone(),
+                stack_folds: *stack_folds,
+                linear: (*stack_folds > 0).then(|| linear.clone()),
+            },
             KindConfig::Knn {
                 k,
                 encoder,
                 encoder_dir,
-            } => {
-                needs.retrieve = Some(super::knn_spec(
-                    &KnnConfig {
-                        k: *k,
-                        dense: encoder.is_some(),
-                    },
-                    encoder.as_ref(),
-                ));
-                needs.encoder_dir = encoder_dir.clone();
-            }
-            _ => {}
+            } => KindMeta::Knn {
+                knn: KnnConfig {
+                    k: *k,
+                    dense: encoder.is_some(),
+                },
+                encoder: encoder.clone(),
+                encoder_dir: encoder_dir.clone(),
+            },
+            KindConfig::Finetune(ft) => KindMeta::Finetune {
+                finetune: ft.clone(),
+            },
+            KindConfig::Ensemble { members } => KindMeta::Ensemble {
+                members: members.clone(),
+                member_meta_sha256: Vec::new(),
+            },
         }
-        needs
     }
 }
 
@@ -199,9 +211,7 @@ pub fn train(
     let t0 = Instant::now();
     let mut meta = Meta {
         format: MODEL_FORMAT,
-        kind: KindMeta::Linear {
-            linear: LinearConfig::default(),
-        },
+        kind: cfg.kind_meta(),
         labels: Emotion::ALL.iter().map(|e| e.name().to_string()).collect(),
         thresholds: Thresholds::default(),
         objective: cfg.objective,
@@ -215,60 +225,26 @@ pub fn train(
         files: None,
     };
     let val_probs = match &cfg.kind {
-        KindConfig::Linear(linear) => {
-            meta.kind = KindMeta::Linear {
-                linear: linear.clone(),
-            };
-            train_linear(linear, &train_s, &val_s, &out, progress)?
-        }
+        KindConfig::Linear(linear) => train_linear(linear, &train_s, &val_s, &out, progress)?,
         KindConfig::Frozen {
-            encoder,
-            encoder_dir,
             mlp,
             stack_folds,
             linear,
-        } => {
-            meta.kind = KindMeta::Frozen {
-                encoder: encoder.clone(),
-                encoder_dir: encoder_dir.clone(),
-                mlp: mlp.clone(),
-                stack_folds: *stack_folds,
-                linear: (*stack_folds > 0).then(|| linear.clone()),
-            };
-            frozen::train(
-                &mut meta,
-                mlp,
-                linear,
-                *stack_folds,
-                cfg.seed,
-                &train_s,
-                &val_s,
-                &out,
-                progress,
-            )?
-        }
-        KindConfig::Knn {
-            k,
-            encoder,
-            encoder_dir,
-        } => {
-            meta.kind = KindMeta::Knn {
-                knn: KnnConfig {
-                    k: *k,
-                    dense: encoder.is_some(),
-                },
-                encoder: encoder.clone(),
-                encoder_dir: encoder_dir.clone(),
-            };
-            // The validation samples carry their k nearest training examples.
-            val_s.iter().map(|s| knn_vote(&s.neighbours)).collect()
-        }
-        KindConfig::Finetune(ft) => {
-            meta.kind = KindMeta::Finetune {
-                finetune: ft.clone(),
-            };
-            train_finetune(ft, &train_s, &val_s, &out, progress)?
-        }
+            ..
+        } => frozen::train(
+            &meta,
+            mlp,
+            linear,
+            *stack_folds,
+            cfg.seed,
+            &train_s,
+            &val_s,
+            &out,
+            progress,
+        )?,
+        // The validation samples carry their k nearest training examples.
+        KindConfig::Knn { .. } => val_s.iter().map(|s| knn_vote(&s.neighbours)).collect(),
+        KindConfig::Finetune(ft) => train_finetune(ft, &train_s, &val_s, &out, progress)?,
         KindConfig::Ensemble { .. } => {
             let (kind, probs) = train_ensemble(&prepared, &member_val, val_s.len())?;
             meta.kind = kind;
