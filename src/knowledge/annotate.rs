@@ -459,7 +459,7 @@ fn annotate_one(
                     } if (200..300).contains(s) => FailKind::BadResponse,
                     _ => FailKind::Endpoint,
                 };
-                return Ok(Some((failed(e.to_string(), k, attempts), unparseable)));
+                return Ok(Some((failed(e.full_message(), k, attempts), unparseable)));
             }
         };
         let asserted = asserted_labels(&resp.content);

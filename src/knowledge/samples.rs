@@ -7,7 +7,7 @@
 //! the gold answer in view) and evaluate on another (the fine-tuned LLM's, written blind).
 
 use crate::corpus::Split;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SourceRole};
 use crate::labels::LabelSet;
 use crate::model::classifier::Model;
 use crate::model::sample::{AttachSpec, KnowledgeMode, Needs, Sample};
@@ -59,30 +59,24 @@ pub fn resolve(store: &Store, spec: &mut AttachSpec) -> Result<()> {
         return Ok(());
     }
     let sources: Vec<String> = store.stats()?.sources.into_keys().collect();
-    let need = |name: &Option<String>, what: &str| -> Result<()> {
+    let need = |name: &Option<String>, role: SourceRole| -> Result<()> {
         match name {
-            Some(n) if !sources.contains(n) => Err(Error::NotFound(format!(
-                "no knowledge from source {n:?} ({what}); the store has: {}",
-                if sources.is_empty() {
-                    "none".to_string()
-                } else {
-                    sources.join(", ")
-                }
-            ))),
-            None => Err(Error::Invalid(format!(
-                "knowledge mode needs a {what} source"
-            ))),
-            _ => Ok(()),
+            Some(n) if sources.contains(n) => Ok(()),
+            _ => Err(Error::MissingSource {
+                role,
+                name: name.clone(),
+                available: sources.clone(),
+            }),
         }
     };
     if spec.mode.rationale() {
-        need(&spec.source, "rationale (--source)")?;
+        need(&spec.source, SourceRole::Rationale)?;
         if spec.eval_source.is_some() {
-            need(&spec.eval_source, "evaluation rationale (--eval-source)")?;
+            need(&spec.eval_source, SourceRole::EvalRationale)?;
         }
     }
     if spec.mode.neighbours() {
-        need(&spec.neighbours_source, "neighbours (--neighbours-source)")?;
+        need(&spec.neighbours_source, SourceRole::Neighbours)?;
         if let Some(src) = &spec.neighbours_source {
             spec.neighbours = Some(stored_spec(store, src)?);
         }

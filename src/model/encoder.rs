@@ -127,7 +127,7 @@ pub(crate) fn weights_builder(
     } else {
         VarBuilder::from_pth(w, DType::F32, dev)
     };
-    r.map_err(|e| crate::Error::Model(format!("{}: {e}", w.display())))
+    r.map_err(|e| crate::Error::model_file(w, e))
 }
 
 /// Loads `tokenizer.json`, or builds BERT's WordPiece tokenizer from `vocab.txt`
@@ -183,7 +183,8 @@ impl Encoder {
     ///
     /// Cost: maps the weights and hashes every file once for [`Encoder::encoder_id`]
     /// (~0.3 s for a 100 MB model). Errors: [`crate::Error::Input`] for a missing or bad file,
-    /// [`crate::Error::Model`] for weights that do not fit the config.
+    /// [`crate::Error::ModelFile`] or [`crate::Error::Candle`] for weights that do not fit the
+    /// config.
     pub fn load(dir: &Path, opts: EncoderOptions) -> crate::Result<Encoder> {
         Encoder::load_with_engine(dir, opts, Engine::default())
     }
@@ -205,9 +206,8 @@ impl Encoder {
         let net = match engine {
             Engine::Ours => Net::Ours(BertModel::load(vb, &cfg)?),
             Engine::CandleTransformers => Net::Candle(
-                candle_transformers::models::bert::BertModel::load(vb, &cfg.to_candle()).map_err(
-                    |e| crate::Error::Model(format!("{}: {e}", files.weights.display())),
-                )?,
+                candle_transformers::models::bert::BertModel::load(vb, &cfg.to_candle())
+                    .map_err(|e| crate::Error::model_file(&files.weights, e))?,
             ),
         };
         let tokenizer = load_tokenizer(&files.tokenizer, opts.max_len)?;

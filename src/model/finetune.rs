@@ -233,7 +233,7 @@ impl FinetuneModel {
                         .replace("LayerNorm.bias", "LayerNorm.beta");
                     src.get(shape.as_slice(), &format!("{prefix}{alt}"))
                 })
-                .map_err(|e| crate::Error::Model(format!("{}: {e}", files.weights.display())))?;
+                .map_err(|e| crate::Error::model_file(&files.weights, e))?;
             varmap.set_one(name, t)?;
         }
         drop(src);
@@ -305,10 +305,10 @@ impl FinetuneModel {
         let wpath = dir.join(WEIGHTS_FILE);
         self.varmap
             .save(&wpath)
-            .map_err(|e| crate::Error::Model(format!("{}: {e}", wpath.display())))?;
+            .map_err(|e| crate::Error::model_file(&wpath, e))?;
         let cpath = dir.join("config.json");
         let cjson = serde_json::to_string_pretty(self.bert.config())
-            .map_err(|e| crate::Error::Model(format!("{}: {e}", cpath.display())))?;
+            .map_err(|e| crate::Error::model_file(&cpath, e))?;
         std::fs::write(&cpath, cjson).map_err(|e| crate::Error::io(&cpath, e))?;
         let tname = self
             .tokenizer_file
@@ -327,16 +327,15 @@ impl FinetuneModel {
         let mpath = dir.join(META_FILE);
         std::fs::write(
             &mpath,
-            serde_json::to_string_pretty(&meta)
-                .map_err(|e| crate::Error::Model(format!("{}: {e}", mpath.display())))?,
+            serde_json::to_string_pretty(&meta).map_err(|e| crate::Error::model_file(&mpath, e))?,
         )
         .map_err(|e| crate::Error::io(&mpath, e))?;
         Ok(())
     }
 
     /// Loads a directory written by [`FinetuneModel::save`]. Errors: [`crate::Error::Io`],
-    /// [`crate::Error::Input`] for a missing or bad file, [`crate::Error::Model`] for weights
-    /// that do not match.
+    /// [`crate::Error::Input`] for a missing or bad file, [`crate::Error::ModelFile`] or
+    /// [`crate::Error::ModelDamaged`] for weights that do not match.
     pub fn load(dir: &Path) -> crate::Result<FinetuneModel> {
         let mpath = dir.join(META_FILE);
         let text = std::fs::read_to_string(&mpath).map_err(|e| crate::Error::io(&mpath, e))?;
@@ -352,16 +351,19 @@ impl FinetuneModel {
             .len();
         let need = min_param_bytes(&bert_cfg);
         if need > wlen as u128 {
-            return Err(crate::Error::Model(format!(
-                "{}: describes a network of at least {need} bytes of weights, but {} has {wlen} bytes: they do not belong together; retrain the model",
-                cpath.display(),
-                wpath.display()
-            )));
+            return Err(crate::Error::ModelDamaged {
+                dir: dir.to_path_buf(),
+                msg: format!(
+                    "{}: describes a network of at least {need} bytes of weights, but {} has {wlen} bytes: they do not belong together; retrain the model",
+                    cpath.display(),
+                    wpath.display()
+                ),
+            });
         }
         let (mut varmap, bert, head) = FinetuneModel::build(&bert_cfg, &meta.finetune)?;
         varmap
             .load(&wpath)
-            .map_err(|e| crate::Error::Model(format!("{}: {e}", wpath.display())))?;
+            .map_err(|e| crate::Error::model_file(&wpath, e))?;
         let tokenizer_file = dir.join(&meta.tokenizer_file);
         let tokenizer = load_tokenizer(&tokenizer_file, meta.finetune.max_len)?;
         Ok(FinetuneModel {

@@ -374,17 +374,17 @@ impl Mlp {
             Tensor::from_slice(&self.std, self.in_dim, &Device::Cpu)?,
         );
         let path = dir.join(format!("{name}.safetensors"));
-        candle_core::safetensors::save(&t, &path)
-            .map_err(|e| Error::Model(format!("{}: {e}", path.display())))
+        candle_core::safetensors::save(&t, &path).map_err(|e| Error::model_file(&path, e))
     }
 
-    /// Loads what [`Mlp::save`] wrote. Errors: [`Error::Model`] naming the file when a tensor
-    /// is missing or its shape does not fit the others (so prediction cannot fail later).
+    /// Loads what [`Mlp::save`] wrote. Errors: [`Error::ModelFile`] for a file that does not
+    /// parse, [`Error::Model`] naming the file when a tensor is missing or its shape does not
+    /// fit the others (so prediction cannot fail later).
     pub fn load(dir: &Path, name: &str) -> Result<Mlp> {
         let path = dir.join(format!("{name}.safetensors"));
         let bad = |msg: String| Error::Model(format!("{}: {msg}", path.display()));
-        let t =
-            candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
+        let t = candle_core::safetensors::load(&path, &Device::Cpu)
+            .map_err(|e| Error::model_file(&path, e))?;
         let get = |k: &str| -> Result<Tensor> {
             t.get(k)
                 .ok_or_else(|| bad(format!("no tensor {k}")))?

@@ -111,15 +111,13 @@ pub fn pick_encoder(store: &Store, key: Option<&str>) -> Result<EncoderInfo> {
     let mut all = store.encoders()?;
     match all.len() {
         1 => Ok(all.remove(0)),
-        0 => Err(Error::NotFound(
-            "no stored embeddings: run `emoknow embed --encoder DIR` first".into(),
-        )),
-        _ => Err(Error::Invalid(format!(
-            "the store holds vectors of several encoders, choose one: {}",
-            all.iter()
+        0 => Err(Error::NoEmbeddings { encoder: None }),
+        _ => Err(Error::AmbiguousEncoder {
+            key: None,
+            candidates: all
+                .iter()
                 .map(|e| format!("{} ({})", e.id, e.name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
+                .collect(),
+        }),
     }
 }

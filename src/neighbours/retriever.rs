@@ -136,11 +136,10 @@ impl Retriever {
                     self.vectors
                         .position(e.id)
                         .map(|r| self.vectors.row(r))
-                        .ok_or_else(|| {
-                            Error::NotFound(format!(
-                                "example {} has no vector of encoder {} (run `emoknow embed --split {}`)",
-                                e.id, info.name, e.split
-                            ))
+                        .ok_or_else(|| Error::MissingVector {
+                            example: e.id,
+                            split: e.split.name(),
+                            encoder: info.name.clone(),
                         })?,
                 ),
             };

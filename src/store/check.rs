@@ -161,7 +161,7 @@ impl Store {
                     split_of.insert(ex.id, ex.split);
                     ids.insert(ex.id);
                 }
-                Err(e) => r.problems.push(e.to_string()),
+                Err(e) => r.problems.push(e.full_message()),
             }
         }
         r.examples = ids.len();
@@ -184,7 +184,7 @@ impl Store {
                         rationales += 1;
                     }
                 }
-                Err(e) => r.problems.push(e.to_string()),
+                Err(e) => r.problems.push(e.full_message()),
             }
         }
         let pending = self.pending_ids()?;
@@ -196,7 +196,7 @@ impl Store {
         }
         match self.check_index(&ids, rationales, &labels_per_emotion, &mut r) {
             Ok(()) => {}
-            Err(e @ Error::IndexDamaged { .. }) => r.problems.push(e.to_string()),
+            Err(e @ Error::IndexDamaged { .. }) => r.problems.push(e.full_message()),
             Err(e) => return Err(e),
         }
         self.check_vectors(&split_of, &mut r)?;

@@ -1,4 +1,4 @@
-//! Examples in the store: [`Store::ingest`] (ids, conflicts, `--replace`, and dropping what
+//! Examples in the store: [`Store::ingest`] (ids, conflicts, `replace`, and dropping what
 //! was derived from a replaced sentence or relabelled example, in the same atomic write) and
 //! the example reads.
 
@@ -18,7 +18,7 @@ pub struct IngestSummary {
     pub added: usize,
     /// Existing examples whose labels or split changed (same sentence).
     pub updated: usize,
-    /// Existing examples whose sentence was replaced (`--replace`).
+    /// Existing examples whose sentence was replaced (`replace`).
     pub replaced: usize,
     /// Rows identical to what the store held.
     pub unchanged: usize,
@@ -75,6 +75,7 @@ impl Store {
         let mut summary = IngestSummary::default();
         let mut seen: HashMap<ExampleId, u64> = HashMap::new();
         let mut conflicts = Vec::new();
+        let mut replaceable = false;
         for (ordinal, (row, &split)) in rows.iter().zip(splits).enumerate() {
             let id = match row.id {
                 Some(id) => id,
@@ -142,14 +143,14 @@ impl Store {
             if !replace {
                 let why = if old.text != ex.text {
                     format!(
-                        "ID {id} already holds a different sentence from {}:{} ({}); replacing it drops what was derived from the old sentence (rationales, vectors, neighbour lists): pass --replace to do so",
+                        "ID {id} already holds a different sentence from {}:{} ({}); replacing it drops what was derived from the old sentence (rationales, vectors, neighbour lists)",
                         old.origin.file,
                         old.origin.line,
                         crate::error::snippet(&old.text, 40)
                     )
                 } else if !same_file {
                     format!(
-                        "ID {id} already holds this sentence from {}:{} with other labels or split (ids must be unique across files; pass --replace to overwrite)",
+                        "ID {id} already holds this sentence from {}:{} with other labels or split (ids must be unique across files)",
                         old.origin.file, old.origin.line
                     )
                 } else {
@@ -157,6 +158,7 @@ impl Store {
                 };
                 if !why.is_empty() {
                     conflicts.push((row.line as usize, why));
+                    replaceable = true;
                     continue;
                 }
             }
@@ -173,9 +175,10 @@ impl Store {
             changed.push(id);
         }
         if !conflicts.is_empty() {
-            return Err(Error::InputBatch {
+            return Err(Error::IdConflicts {
                 path: PathBuf::from(file),
                 errors: conflicts,
+                replaceable,
             });
         }
         let vector_keys = self.drop_derived(

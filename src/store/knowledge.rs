@@ -44,7 +44,7 @@ pub struct QueryHit {
 
 impl Store {
     /// Writes knowledge and missing records as one atomic batch (each replaces the record of
-    /// the same example and source), then indexes. Errors with [`Error::NotFound`] if any
+    /// the same example and source), then indexes. Errors with [`Error::UnknownExamples`] if any
     /// record names an example the store does not hold; nothing is written then.
     pub fn put_knowledge(&self, knowledge: &[Knowledge], missing: &[Missing]) -> Result<()> {
         index::warm_up();
@@ -83,12 +83,10 @@ impl Store {
         }
         if !absent.is_empty() {
             absent.sort_unstable();
-            let shown: Vec<String> = absent.iter().take(10).map(|i| i.to_string()).collect();
-            return Err(Error::NotFound(format!(
-                "{} example id(s) not in the store (first: {}); ingest the corpus first or check --first-id",
-                absent.len(),
-                shown.join(", ")
-            )));
+            return Err(Error::UnknownExamples {
+                count: absent.len(),
+                first: absent.into_iter().take(10).collect(),
+            });
         }
         for k in knowledge {
             batch.insert(

@@ -87,7 +87,10 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T>
     };
     decoded
         .map(|(v, _)| v)
-        .map_err(|e| Error::Corrupt(format!("{what}: {e}")))
+        .map_err(|source| Error::CorruptRecord {
+            what: what.to_string(),
+            source,
+        })
 }
 
 fn key_id(prefix: u8, id: ExampleId) -> [u8; 9] {
@@ -302,7 +305,7 @@ impl Store {
                     Ok::<(), ConflictableTransactionError<()>>(())
                 })
                 .map_err(|e| match e {
-                    TransactionError::Storage(e) => Error::Db(e),
+                    TransactionError::Storage(e) => e.into(),
                     TransactionError::Abort(()) => {
                         Error::Corrupt("store transaction aborted".into())
                     }

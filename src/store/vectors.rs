@@ -219,16 +219,13 @@ impl Store {
             .collect();
         match m.as_slice() {
             [one] => Ok((*one).clone()),
-            [] => Err(Error::NotFound(format!(
-                "no stored vectors for encoder {key:?} (run `emoknow embed --encoder DIR` first)"
-            ))),
-            _ => Err(Error::Invalid(format!(
-                "encoder {key:?} is ambiguous: {}",
-                m.iter()
-                    .map(|e| e.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
+            [] => Err(Error::NoEmbeddings {
+                encoder: Some(key.to_string()),
+            }),
+            _ => Err(Error::AmbiguousEncoder {
+                key: Some(key.to_string()),
+                candidates: m.iter().map(|e| e.id.clone()).collect(),
+            }),
         }
     }
 

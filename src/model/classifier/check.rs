@@ -2,7 +2,7 @@
 //! sizes, refusing cycles), and the output paths training refuses.
 
 use super::{frozen, Inner, KindMeta, Meta, Model, MODEL_FORMAT, STACK_DIR};
-use crate::error::{Error, Result};
+use crate::error::{Error, OutPathReason, Overlap, Result};
 use crate::labels::Emotion;
 use crate::model::finetune::FinetuneModel;
 use crate::model::linear::LinearModel;
@@ -23,15 +23,13 @@ const MAX_ENCODER_DIM: usize = 1 << 16;
 
 /// The error for a `meta.json` that is not as emoknow writes it.
 fn edited(path: &Path, msg: String) -> Error {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    Error::input(
-        path,
-        0,
-        format!(
-            "{msg}: not as emoknow writes it (edited by hand?); restore it or retrain the model (`emoknow train … --out {}`)",
-            dir.display()
+    Error::ModelDamaged {
+        dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        msg: format!(
+            "{}: {msg}: not as emoknow writes it (edited by hand?); restore it or retrain the model",
+            path.display()
         ),
-    )
+    }
 }
 
 /// Parses `meta.json`, naming a kind's missing settings before serde would (its message
@@ -199,12 +197,15 @@ impl Loader {
                 let head = Mlp::load(dir, "head")?;
                 let want = frozen::in_dim(&meta);
                 if head.in_dim() != want {
-                    return Err(Error::Model(format!(
-                        "{}: the head reads {} features, but {} (encoder dimension and knowledge) gives {want}: the head does not belong to this meta.json; retrain the model",
-                        dir.join("head.safetensors").display(),
-                        head.in_dim(),
-                        path.display()
-                    )));
+                    return Err(Error::ModelDamaged {
+                        dir: dir.to_path_buf(),
+                        msg: format!(
+                            "{}: the head reads {} features, but {} (encoder dimension and knowledge) gives {want}: the head does not belong to this meta.json; retrain the model",
+                            dir.join("head.safetensors").display(),
+                            head.in_dim(),
+                            path.display()
+                        ),
+                    });
                 }
                 let stack = match stack_folds {
                     0 => None,
@@ -321,44 +322,43 @@ pub(super) fn check_train_paths(
 ) -> Result<Vec<(PathBuf, Model)>> {
     if let Some(enc) = encoder_dir {
         if modeldir::absolute(enc)?.starts_with(out) {
-            return Err(Error::Invalid(format!(
-                "--out {} would replace --encoder-dir {}: choose another --out",
-                out.display(),
-                enc.display()
-            )));
+            return Err(Error::out_path(
+                out,
+                OutPathReason::Encoder {
+                    encoder: enc.to_path_buf(),
+                },
+            ));
         }
     }
     let Some(members) = members else {
         return Ok(Vec::new());
     };
     if members.len() < 2 {
-        return Err(Error::Invalid(format!(
-            "an ensemble needs at least two --member DIR ({} given)",
-            members.len()
-        )));
+        return Err(Error::TooFewMembers {
+            given: members.len(),
+        });
     }
     let mut loaded: Vec<(PathBuf, Model)> = Vec::with_capacity(members.len());
     for m in members {
         let canon = std::fs::canonicalize(m).map_err(|e| Error::io(m, e))?;
         if loaded.iter().any(|(c, _)| *c == canon) {
-            return Err(Error::Invalid(format!(
-                "--member {} is given twice (each member counts once in the average)",
-                m.display()
-            )));
+            return Err(Error::DuplicateMember { member: m.clone() });
         }
         if modeldir::overlaps(&canon, out) {
-            let how = if canon == out {
-                "is"
+            let overlap = if canon == out {
+                Overlap::Is
             } else if out.starts_with(&canon) {
-                "is inside"
+                Overlap::IsInside
             } else {
-                "holds"
+                Overlap::Holds
             };
-            return Err(Error::Invalid(format!(
-                "--out {} {how} --member {}: training would overwrite the member; choose another --out",
-                out.display(),
-                m.display()
-            )));
+            return Err(Error::out_path(
+                out,
+                OutPathReason::Member {
+                    member: m.clone(),
+                    overlap,
+                },
+            ));
         }
         let model = Model::load(m)?;
         if let Some(d) = model
@@ -366,12 +366,13 @@ pub(super) fn check_train_paths(
             .into_iter()
             .find(|d| modeldir::overlaps(d, out))
         {
-            return Err(Error::Invalid(format!(
-                "--member {} is an ensemble that reads {}, and --out {} would overwrite it (the new ensemble would contain itself); choose another --out",
-                m.display(),
-                d.display(),
-                out.display()
-            )));
+            return Err(Error::out_path(
+                out,
+                OutPathReason::MemberReads {
+                    member: m.clone(),
+                    reads: d,
+                },
+            ));
         }
         loaded.push((canon, model));
     }

@@ -114,10 +114,13 @@ fn stack_scores(
     progress: &mut dyn FnMut(TrainEvent),
 ) -> Result<(Vec<Probs>, Vec<Probs>)> {
     if train_s.len() < folds {
-        return Err(Error::Invalid(format!(
-            "--stack-linear {folds}: only {} training examples",
-            train_s.len()
-        )));
+        return Err(Error::Setting {
+            name: "stack_folds",
+            msg: format!(
+                "stacking the linear model's scores in {folds} folds needs at least {folds} training examples, there are {}",
+                train_s.len()
+            ),
+        });
     }
     let texts = texts_of(train_s);
     let y = gold(train_s);
@@ -167,9 +170,11 @@ pub(super) fn train(
     let (sx, sv) = match stack_folds {
         0 => (None, None),
         1 => {
-            return Err(Error::Invalid(
-                "--stack-linear needs at least 2 folds".into(),
-            ))
+            return Err(Error::Setting {
+                name: "stack_folds",
+                msg: "stacking the linear model's scores needs at least 2 folds (or 0 for none)"
+                    .into(),
+            })
         }
         k => {
             let (sx, sv) = stack_scores(train_s, val_s, k, linear, seed, out, progress)?;

@@ -8,6 +8,7 @@ use super::{
     average, frozen, gold, refs, texts_of, KindMeta, KnnConfig, Meta, Model, TrainEvent,
     MODEL_FORMAT,
 };
+use crate::corpus::Split;
 use crate::error::{Error, Result};
 use crate::labels::Emotion;
 use crate::metrics;
@@ -197,14 +198,20 @@ pub fn train(
         member_val,
     } = inputs;
     if train_s.is_empty() {
-        return Err(Error::Invalid(
-            "no training examples (ingest a corpus; check --only-with-knowledge)".into(),
-        ));
+        return Err(Error::EmptySplit {
+            split: Split::Train.name(),
+            why: "nothing to train on (ingest a corpus; if only examples with knowledge are \
+                  used, check that the knowledge source covers some)"
+                .into(),
+        });
     }
     if val_s.is_empty() {
-        return Err(Error::Invalid(
-            "no validation examples: thresholds are tuned on the val split (ingest with --val-fraction)".into(),
-        ));
+        return Err(Error::EmptySplit {
+            split: Split::Val.name(),
+            why:
+                "thresholds are tuned on the val split (ingest with a validation fraction above 0)"
+                    .into(),
+        });
     }
     let staging = Staging::begin(&prepared.out)?;
     let out = staging.path().to_path_buf();
@@ -257,8 +264,7 @@ pub fn train(
     // Weights are all written: record them, then meta.json last, then swap into place.
     meta.files = Some(modeldir::checksums(&out)?);
     let path = out.join("meta.json");
-    let json = serde_json::to_vec_pretty(&meta)
-        .map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
+    let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::model_file(&path, e))?;
     std::fs::write(&path, json).map_err(|e| Error::io(&path, e))?;
     staging.commit()?;
     Ok(meta)

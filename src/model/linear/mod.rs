@@ -430,7 +430,7 @@ impl LinearModel {
         tensors.insert("idf", Tensor::from_vec(self.feat.idf.clone(), d, &dev)?);
         let wpath = dir.join(WEIGHTS_FILE);
         candle_core::safetensors::save(&tensors, &wpath)
-            .map_err(|e| Error::Model(format!("{}: {e}", wpath.display())))?;
+            .map_err(|e| Error::model_file(&wpath, e))?;
         let cfg = SavedConfig {
             format: FORMAT.into(),
             version: FORMAT_VERSION,
@@ -448,8 +448,9 @@ impl LinearModel {
 
     /// Reads a model written by [`LinearModel::save`]. Predictions equal the saved model's.
     ///
-    /// Errors: [`Error::Io`] for a missing or unreadable file, [`Error::Model`] for a file of
-    /// another format or with inconsistent shapes.
+    /// Errors: [`Error::Io`] for a missing or unreadable file, [`Error::ModelFile`] for one that
+    /// does not parse, [`Error::Model`] for a file of another format or with inconsistent
+    /// shapes.
     pub fn load(dir: &Path) -> Result<LinearModel> {
         let cpath = dir.join(CONFIG_FILE);
         let saved: SavedConfig = read_json(&cpath)?;
@@ -464,7 +465,7 @@ impl LinearModel {
         saved
             .config
             .validate()
-            .map_err(|e| Error::Model(format!("{}: {e}", cpath.display())))?;
+            .map_err(|e| Error::model_file(&cpath, e))?;
         let vpath = dir.join(VOCAB_FILE);
         let vocab: SavedVocab = read_json(&vpath)?;
         if vocab.words.len() != saved.word_features || vocab.chars.len() != saved.char_features {
@@ -488,8 +489,8 @@ impl LinearModel {
             ));
         }
         let bad = |e: String| Error::Model(format!("{}: {e}", wpath.display()));
-        let tensors =
-            candle_core::safetensors::load(&wpath, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
+        let tensors = candle_core::safetensors::load(&wpath, &Device::Cpu)
+            .map_err(|e| Error::model_file(&wpath, e))?;
         let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
             let t = tensors
                 .get(name)
@@ -535,14 +536,13 @@ impl LinearModel {
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let bytes =
-        serde_json::to_vec(value).map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
+    let bytes = serde_json::to_vec(value).map_err(|e| Error::model_file(path, e))?;
     std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::Model(format!("{}: {e}", path.display())))
+    serde_json::from_slice(&bytes).map_err(|e| Error::model_file(path, e))
 }
 
 #[cfg(test)]
