@@ -3,6 +3,8 @@
 #
 #   scripts/results.sh ENCODER_DIR [STORE_DIR]      (e.g. scripts/results.sh ../models/m3e-small)
 #   FULL=1 scripts/results.sh …                     also the full-data fine-tune (+15 min)
+#   RESUME=1 scripts/results.sh …                   keep STORE_DIR and skip every model already
+#                                                   trained (a run that was stopped goes on)
 #   VAL_BLOCK=100 EXCLUDE_WITHIN=100 scripts/results.sh …
 #                                                   the document-aware protocol: validation in
 #                                                   runs of 100 rows, no same-document neighbours
@@ -16,9 +18,16 @@ store=${2:-results-store}
 cd "$(dirname "$0")/.."
 e=${EMOKNOW:-./target/release/emoknow}
 m=$store/models
-rm -rf "$store"
+resume=${RESUME:-0}
+[ "$resume" = 1 ] && [ -d "$m" ] || { resume=0; rm -rf "$store"; }
 t0=$(date +%s)
-step() { echo "\$ emoknow $*" >&2; local s=$(date +%s.%N); "$e" --store "$store" -q "$@" > /dev/null; printf '  %.1f s\n' "$(echo "$(date +%s.%N) - $s" | bc)" >&2; }
+step() {
+  # With RESUME=1, a step is skipped when its --out directory exists (setup steps when models/ does).
+  if [ "$resume" = 1 ]; then
+    local out=""; local a prev=""; for a in "$@"; do [ "$prev" = --out ] && out=$a; prev=$a; done
+    if [ -z "$out" ] || [ -d "$out" ]; then echo "\$ emoknow $* (done before)" >&2; return; fi
+  fi
+  echo "\$ emoknow $*" >&2; local s=$(date +%s.%N); "$e" --store "$store" -q "$@" > /dev/null; printf '  %.1f s\n' "$(echo "$(date +%s.%N) - $s" | bc)" >&2; }
 
 step ingest data/Train.csv --val-block "${VAL_BLOCK:-1}"
 step knowledge import data/generated_predictions.jsonl --source qwen-max --field label --first-id 1

@@ -1,13 +1,23 @@
 //! The library's one error type. Variants are what a caller can act on: the CLI tells "store in
 //! use" from bad input, the annotator tells a retryable HTTP status from garbage.
+//!
+//! Messages say what is wrong and, in the library's terms, what would fix it; they never name
+//! command-line flags (the CLI adds those as a hint). An error that wraps another keeps it as
+//! its `source()`, so `{:#}` (anyhow) or [`chain`] prints "what: cause" once.
+//!
+//! Shared vocabulary: it imports no stage (splits are named by `Split::name`, example ids are
+//! plain `u64`), so every stage can use it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// Any error, boxed, as a variant's cause.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything that can go wrong in the library.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Another process holds the store.
-    #[error("store {path} is in use by another process (close it, or pass another --store)")]
+    #[error("store {path} is in use by another process (close it, or use another store)")]
     StoreLocked {
         /// The store directory.
         path: PathBuf,
@@ -25,7 +35,7 @@ pub enum Error {
     },
 
     /// The path holds no store (and the command does not create one).
-    #[error("no store at {path} (run `emoknow ingest FILE` first, or pass --store DIR)")]
+    #[error("no store at {path} (run `emoknow ingest FILE` first)")]
     NoStore {
         /// The path that was tried.
         path: PathBuf,
@@ -43,7 +53,7 @@ pub enum Error {
     },
 
     /// Several bad input lines; the batch was not written.
-    #[error("{} bad line(s) in {}; nothing was written (fix them, or pass --skip-bad):\n{}", errors.len(), path.display(), render_lines(errors))]
+    #[error("{} bad line(s) in {}; nothing was written:\n{}", errors.len(), path.display(), render_lines(errors))]
     InputBatch {
         /// The input file.
         path: PathBuf,
@@ -51,13 +61,129 @@ pub enum Error {
         errors: Vec<(usize, String)>,
     },
 
+    /// Rows of an ingested file collide with what the store holds under their ids (another
+    /// sentence, or another file's labels), or repeat an id within the file; nothing was
+    /// written.
+    #[error("{} id conflict(s) in {}; nothing was written:\n{}", errors.len(), path.display(), render_lines(errors))]
+    IdConflicts {
+        /// The input file.
+        path: PathBuf,
+        /// (line, message) for every conflicting row.
+        errors: Vec<(usize, String)>,
+        /// Whether ingesting with `replace` would resolve the conflicts (false when the only
+        /// conflicts are ids repeated within the file).
+        replaceable: bool,
+    },
+
+    /// Knowledge records name examples the store does not hold; nothing was written.
+    #[error("{count} example id(s) not in the store (first: {}); ingest the corpus first, or number the records from the right first id", join(first))]
+    UnknownExamples {
+        /// How many ids are missing.
+        count: usize,
+        /// The first few of them, ascending.
+        first: Vec<u64>,
+    },
+
     /// A request refers to something the store does not hold.
     #[error("{0}")]
     NotFound(String),
 
+    /// A knowledge source the request needs is not given, or the store holds nothing from it.
+    #[error("{}", missing_source(*role, name.as_deref(), available))]
+    MissingSource {
+        /// What the source is for.
+        role: SourceRole,
+        /// The source named, `None` when none was.
+        name: Option<String>,
+        /// The sources the store holds.
+        available: Vec<String>,
+    },
+
+    /// The store holds no vectors (of any encoder, or of the one asked for).
+    #[error("{}", match encoder { None => "no stored embeddings: embed the corpus first (`emoknow embed`)".to_string(), Some(k) => format!("no stored vectors for encoder {k:?}: embed the corpus with it first (`emoknow embed`)") })]
+    NoEmbeddings {
+        /// The encoder asked for (id, id prefix or name), `None` for any.
+        encoder: Option<String>,
+    },
+
+    /// Several stored encoders fit the request; one must be chosen.
+    #[error("{}: {}", match key { None => "the store holds vectors of several encoders, choose one".to_string(), Some(k) => format!("encoder {k:?} is ambiguous") }, candidates.join(", "))]
+    AmbiguousEncoder {
+        /// The key asked for, `None` when none was given.
+        key: Option<String>,
+        /// The encoders that fit (id, and name when no key was given).
+        candidates: Vec<String>,
+    },
+
+    /// A stored example has no vector of the encoder a dense retrieval uses.
+    #[error("example {example} has no vector of encoder {encoder}: embed the {split} split with it first")]
+    MissingVector {
+        /// The example id.
+        example: u64,
+        /// Its split (`Split::name`).
+        split: &'static str,
+        /// The encoder's name.
+        encoder: String,
+    },
+
+    /// A split training needs holds no (usable) examples: `train` (nothing to train on) or
+    /// `val` (thresholds are tuned on it).
+    #[error("no {split} examples: {why}")]
+    EmptySplit {
+        /// The split (`Split::name`).
+        split: &'static str,
+        /// What it is needed for, and how to fill it.
+        why: String,
+    },
+
     /// An invalid argument or configuration value.
     #[error("{0}")]
     Invalid(String),
+
+    /// A configuration value out of its range. `name` is the config field (`rpm`,
+    /// `max_wait_secs`, `timeout_secs`, `endpoint`, `stack_folds`), for a caller to point at
+    /// where the value came from.
+    #[error("{msg}")]
+    Setting {
+        /// The config field.
+        name: &'static str,
+        /// What is wrong with its value.
+        msg: String,
+    },
+
+    /// The directory a model is to be trained into is refused: training would destroy
+    /// something else, or it is no model directory.
+    #[error("{}", out_path(path, reason))]
+    OutPath {
+        /// The output directory.
+        path: PathBuf,
+        /// Why it is refused.
+        reason: OutPathReason,
+    },
+
+    /// An ensemble was given fewer than two members.
+    #[error("an ensemble needs at least two members ({given} given)")]
+    TooFewMembers {
+        /// How many were given.
+        given: usize,
+    },
+
+    /// An ensemble was given the same member twice.
+    #[error("member {} is given twice (each member counts once in the average)", member.display())]
+    DuplicateMember {
+        /// The member, as given.
+        member: PathBuf,
+    },
+
+    /// The files of a model directory are not what emoknow wrote there (a hand edit, files of
+    /// two models, an interrupted copy): retraining into `dir` fixes it.
+    #[error("{msg}")]
+    ModelDamaged {
+        /// The model directory.
+        dir: PathBuf,
+        /// What is wrong, naming the file.
+        msg: String,
+    },
 
     /// An LLM endpoint failed. `retryable` is true for 429, 5xx, timeouts, resets and answers
     /// that are not a well-formed chat completion.
@@ -73,6 +199,22 @@ pub enum Error {
         retry_after_secs: Option<f64>,
     },
 
+    /// An LLM endpoint asked to wait longer than the client's longest wait: a quota reset or
+    /// maintenance window dooms every request meanwhile, so the run stops (what is done is kept).
+    #[error("LLM endpoint: {host} asks to wait {wait_secs:.0} s before retrying (Retry-After{}), longer than the longest wait of {max_wait_secs:.0} s; stopping instead of sleeping. What is done is kept: rerun later. Last answer: {last}", status.map(|s| format!(", HTTP {s}")).unwrap_or_default())]
+    LlmWaitTooLong {
+        /// The endpoint's host.
+        host: String,
+        /// HTTP status of the last answer.
+        status: Option<u16>,
+        /// Seconds the server asked to wait.
+        wait_secs: f64,
+        /// The client's longest wait, seconds.
+        max_wait_secs: f64,
+        /// The last answer (never contains the API key).
+        last: String,
+    },
+
     /// An LLM endpoint refused one request's content (content inspection, context too long):
     /// asking again is pointless, but other requests may succeed.
     #[error("LLM endpoint: {msg}")]
@@ -83,8 +225,15 @@ pub enum Error {
         msg: String,
     },
 
+    /// The environment variable named to hold the API key is unset or empty.
+    #[error("environment variable {var} is not set (or empty); export it, or read the key from another variable")]
+    ApiKeyUnset {
+        /// The variable.
+        var: String,
+    },
+
     /// I/O on a named file.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -93,12 +242,12 @@ pub enum Error {
     },
 
     /// The sled database failed.
-    #[error("store database: {0}")]
-    Db(sled::Error),
+    #[error("store database")]
+    Db(#[source] sled::Error),
 
     /// The tantivy index failed.
-    #[error("search index: {0}")]
-    Index(tantivy::TantivyError),
+    #[error("search index")]
+    Index(#[source] tantivy::TantivyError),
 
     /// The search index cannot be read (missing, truncated or corrupted files). It is derived
     /// from the records, so `emoknow reindex` rebuilds it; the records themselves are intact.
@@ -123,13 +272,159 @@ pub enum Error {
     #[error("corrupt record in store: {0}")]
     Corrupt(String),
 
+    /// A stored record's bytes do not decode as the record they should be.
+    #[error("corrupt record in store: {what}")]
+    CorruptRecord {
+        /// Which kind of record.
+        what: String,
+        /// The decoder's complaint.
+        source: bincode::error::DecodeError,
+    },
+
     /// Model loading, training or inference failed.
     #[error("model: {0}")]
     Model(String),
 
+    /// A model file (weights, JSON, tokenizer) could not be parsed or written.
+    #[error("model: {}", path.display())]
+    ModelFile {
+        /// The file.
+        path: PathBuf,
+        /// The parser's or writer's error.
+        source: BoxError,
+    },
+
+    /// A tensor operation of the model failed (candle): loading weights into the network, or
+    /// computing with them.
+    #[error("model")]
+    Candle(#[source] candle_core::Error),
+
     /// The operation was interrupted (Ctrl-C); what was done so far is kept.
     #[error("interrupted")]
     Interrupted,
+}
+
+/// What a knowledge source named in a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceRole {
+    /// The rationales attached to training and prediction inputs.
+    Rationale,
+    /// The rationales attached when evaluating (instead of [`SourceRole::Rationale`]).
+    EvalRationale,
+    /// The stored neighbour lists attached to inputs.
+    Neighbours,
+}
+
+impl std::fmt::Display for SourceRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SourceRole::Rationale => "rationale",
+            SourceRole::EvalRationale => "evaluation rationale",
+            SourceRole::Neighbours => "neighbours",
+        })
+    }
+}
+
+/// How a model output directory overlaps an ensemble member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlap {
+    /// The output is the member.
+    Is,
+    /// The output lies inside the member.
+    IsInside,
+    /// The output holds the member.
+    Holds,
+}
+
+impl std::fmt::Display for Overlap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Overlap::Is => "is",
+            Overlap::IsInside => "is inside",
+            Overlap::Holds => "holds",
+        })
+    }
+}
+
+/// Why a model output directory is refused ([`Error::OutPath`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutPathReason {
+    /// It exists and is not a directory.
+    NotADirectory,
+    /// It is a non-empty directory without `meta.json`: no emoknow model, and training
+    /// replaces the whole directory.
+    NotAModel,
+    /// It has no parent directory or no UTF-8 name.
+    NoName,
+    /// Training would replace the encoder directory it starts from.
+    Encoder {
+        /// The encoder directory, as given.
+        encoder: PathBuf,
+    },
+    /// It overlaps an ensemble member.
+    Member {
+        /// The member, as given.
+        member: PathBuf,
+        /// How it overlaps.
+        overlap: Overlap,
+    },
+    /// An ensemble member is an ensemble that reads a model the output would overwrite (the
+    /// new ensemble would contain itself).
+    MemberReads {
+        /// The member, as given.
+        member: PathBuf,
+        /// The model it reads that the output would overwrite.
+        reads: PathBuf,
+    },
+}
+
+fn out_path(path: &Path, reason: &OutPathReason) -> String {
+    let p = path.display();
+    match reason {
+        OutPathReason::NotADirectory => {
+            format!("model output {p} exists and is not a directory")
+        }
+        OutPathReason::NotAModel => format!(
+            "model output {p} is a non-empty directory without meta.json, not an emoknow model; training replaces the whole directory, so choose a new one (or remove it yourself)"
+        ),
+        OutPathReason::NoName => {
+            format!("model output {p}: a model directory needs a parent directory and a UTF-8 name")
+        }
+        OutPathReason::Encoder { encoder } => format!(
+            "model output {p} would replace the encoder directory {}",
+            encoder.display()
+        ),
+        OutPathReason::Member { member, overlap } => format!(
+            "model output {p} {overlap} the ensemble member {}: training would overwrite the member",
+            member.display()
+        ),
+        OutPathReason::MemberReads { member, reads } => format!(
+            "ensemble member {} is an ensemble that reads {}, which the model output {p} would overwrite (the new ensemble would contain itself)",
+            member.display(),
+            reads.display()
+        ),
+    }
+}
+
+fn missing_source(role: SourceRole, name: Option<&str>, available: &[String]) -> String {
+    match name {
+        None => format!("knowledge mode needs a {role} source"),
+        Some(n) => format!(
+            "no knowledge from source {n:?} ({role}); the store has: {}",
+            if available.is_empty() {
+                "none".to_string()
+            } else {
+                available.join(", ")
+            }
+        ),
+    }
+}
+
+fn join(ids: &[u64]) -> String {
+    ids.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn location(path: &std::path::Path, line: usize) -> String {
@@ -175,6 +470,27 @@ impl Error {
         }
     }
 
+    /// A model file `path` that could not be parsed or written, because of `source`.
+    pub fn model_file(path: impl Into<PathBuf>, source: impl Into<BoxError>) -> Error {
+        Error::ModelFile {
+            path: path.into(),
+            source: source.into(),
+        }
+    }
+
+    /// A model output directory refused for `reason`.
+    pub fn out_path(path: impl Into<PathBuf>, reason: OutPathReason) -> Error {
+        Error::OutPath {
+            path: path.into(),
+            reason,
+        }
+    }
+
+    /// The message with its causes, as [`chain`] renders it.
+    pub fn full_message(&self) -> String {
+        chain(self)
+    }
+
     /// A bad-input error at `path:line`.
     pub fn input(path: impl Into<PathBuf>, line: usize, msg: impl Into<String>) -> Error {
         Error::Input {
@@ -183,6 +499,25 @@ impl Error {
             msg: msg.into(),
         }
     }
+}
+
+/// `e` and its causes (its `source()` chain) joined with ": ", as anyhow's `{:#}` prints
+/// them, except that a cause whose text the message before it already quotes is left out
+/// (some errors of other crates print their cause and return it as the source too).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !t.is_empty() && !s.contains(&t) {
+            if !s.is_empty() {
+                s.push_str(": ");
+            }
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 /// Whether `e` (or an error it wraps) is "no space left on device".
@@ -216,7 +551,7 @@ impl Error {
             },
             Error::Io { ref source, .. } if is_disk_full(source) => Error::DiskFull {
                 path: Some(path.to_path_buf()),
-                cause: self.to_string(),
+                cause: self.full_message(),
             },
             e => e,
         }
@@ -254,7 +589,7 @@ impl From<tantivy::TantivyError> for Error {
 
 impl From<candle_core::Error> for Error {
     fn from(e: candle_core::Error) -> Self {
-        Error::Model(e.to_string())
+        Error::Candle(e)
     }
 }
 
@@ -298,5 +633,47 @@ mod tests {
         assert!(matches!(e, Error::Db(_)), "{e:?}");
         let e = Error::io("/x", std::io::Error::from_raw_os_error(libc::EIO));
         assert!(matches!(e.disk_full_at(Path::new("/x")), Error::Io { .. }));
+    }
+
+    #[test]
+    fn a_wrapped_error_is_kept_as_the_source_and_printed_once() {
+        use std::error::Error as _;
+        let e: Error = sled::Error::Io(std::io::Error::from_raw_os_error(libc::EACCES)).into();
+        assert_eq!(e.to_string(), "store database");
+        assert!(e.source().is_some_and(|s| s.is::<sled::Error>()));
+        let chain_of = |e: anyhow::Error| e.chain().map(|c| c.to_string()).collect::<Vec<_>>();
+        let msg = chain(&e);
+        assert!(msg.starts_with("store database: "), "{msg}");
+        assert_eq!(msg.matches("Permission denied").count(), 1, "{msg}");
+        assert_eq!(chain_of(e.into()).len(), 2);
+
+        let candle =
+            candle_core::Tensor::zeros((2, 3), candle_core::DType::F32, &candle_core::Device::Cpu)
+                .and_then(|t| t.matmul(&t))
+                .err()
+                .map(Error::from)
+                .expect("a 2×3 by 2×3 product fails");
+        assert!(matches!(candle, Error::Candle(_)), "{candle:?}");
+        assert!(candle
+            .source()
+            .is_some_and(|s| s.is::<candle_core::Error>()));
+        assert!(chain(&candle).starts_with("model: "), "{}", chain(&candle));
+        let parts = chain_of(candle.into());
+        assert_eq!(parts.len(), 2, "{parts:?}");
+        assert_eq!(parts[0], "model");
+
+        // An I/O error names its path, then its cause, once.
+        let e = Error::io("/x/y", std::io::Error::from_raw_os_error(libc::ENOENT));
+        assert_eq!(chain(&e), "/x/y: No such file or directory (os error 2)");
+        // tantivy prints its cause and returns it as its source as well: printed once.
+        let e: Error =
+            tantivy::TantivyError::from(std::io::Error::from_raw_os_error(libc::EACCES)).into();
+        assert!(matches!(e, Error::Index(_)), "{e:?}");
+        assert_eq!(
+            chain(&e).matches("Permission denied").count(),
+            1,
+            "{}",
+            chain(&e)
+        );
     }
 }

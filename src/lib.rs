@@ -1,5 +1,75 @@
 //! emoknow: an embedded knowledge store and toolkit for LLM-knowledge-augmented, multi-label
 //! Chinese emotion classification.
+//!
+//! Data flows one way, each stage a module that knows only the stages before it:
+//!
+//! ```text
+//! corpus ─▶ store ─▶ knowledge / neighbours ─▶ model ─▶ metrics
+//! ```
+//!
+//! - [`corpus`] reads labelled sentences (three formats, three encodings) and draws splits.
+//! - [`store`] keeps examples, knowledge records, neighbours and vectors (sled, the source of
+//!   truth) and a full-text index derived from them (tantivy).
+//! - [`knowledge`] annotates and imports LLM rationales, and builds classifier inputs
+//!   ([`knowledge::samples`]); [`neighbours`] retrieves similar labelled examples as a typed
+//!   concept ([`spec::NeighbourSpec`]), storing them as knowledge.
+//! - [`model`] turns samples into probabilities and label sets; it reads nothing but the
+//!   samples it is given. [`metrics`] scores label sets.
+//! - [`labels`], [`spec`] and [`error`] are the shared vocabulary; [`testkit`] is test tooling
+//!   (a local OpenAI-compatible server, tiny random checkpoints) that the stages never use.
+//!
+//! A whole round trip — ingest, train the linear classifier, predict a new sentence:
+//!
+//! ```
+//! use emoknow::corpus::{parse_bytes, SplitPlan};
+//! use emoknow::knowledge::samples::{training_examples, SampleBuilder, Selection};
+//! use emoknow::model::classifier::{self, KindConfig, Model, TrainConfig, TrainInputs};
+//! use emoknow::model::{LinearConfig, Objective};
+//! use emoknow::store::Store;
+//!
+//! # fn main() -> emoknow::Result<()> {
+//! let dir = tempfile::tempdir().map_err(|e| emoknow::Error::io("tempdir", e))?;
+//! let mut csv = String::from("ID,Text,Labels\n");
+//! for i in 1..=60 {
+//!     let (text, labels) = match i % 3 {
+//!         0 => ("我 很 担心 明天 的 考试", "['Anxiety']"),
+//!         1 => ("孩子 们 笑 得 很 开心", "\"['Joy', 'Love']\""),
+//!         _ => ("这种 行为 令人 厌恶", "\"['Hate', 'Anger']\""),
+//!     };
+//!     csv.push_str(&format!("{i},{text} {i},{labels}\n"));
+//! }
+//! let parsed = parse_bytes("c.csv".as_ref(), csv.as_bytes())?;
+//! let ids: Vec<u64> = parsed.rows.iter().filter_map(|r| r.id).collect();
+//! let plan = SplitPlan { test_rows: 6, val_fraction: 0.2, ..SplitPlan::default() };
+//! let store = Store::open_or_create(&dir.path().join("store"))?;
+//! store.ingest("c.csv", &parsed.rows, &plan.assign(&ids), false)?;
+//!
+//! // Train: the knowledge stage builds the samples the model needs, the model trains on them.
+//! let cfg = TrainConfig {
+//!     kind: KindConfig::Linear(LinearConfig::default()),
+//!     attach: Default::default(),
+//!     objective: Objective::Micro,
+//!     seed: 42,
+//! };
+//! let out = dir.path().join("linear");
+//! let prepared = classifier::prepare(&cfg, &out)?;
+//! let (train, val) = training_examples(&store, &cfg.attach, &Selection::default())?;
+//! let mut builder = SampleBuilder::new(&store);
+//! let inputs = TrainInputs {
+//!     train: builder.examples(&cfg.needs(), &train, false)?,
+//!     val: builder.examples(&cfg.needs(), &val, true)?,
+//!     member_val: Vec::new(),
+//! };
+//! classifier::train(&cfg, prepared, inputs, &mut |_| {})?;
+//!
+//! // Predict a sentence the store does not hold.
+//! let model = Model::load(&out)?;
+//! let inputs = builder.for_model_texts(&model, &["明天 考试 我 很 担心".to_string()], None)?;
+//! let (_, labels) = model.predict(&inputs)?;
+//! assert_eq!(labels[0].to_string(), "Anxiety");
+//! # Ok(())
+//! # }
+//! ```
 #![warn(missing_docs)]
 // No panic reachable from user input or store contents: library code returns errors. Tests may
 // unwrap.
@@ -9,12 +79,14 @@
 )]
 
 pub mod corpus;
-pub mod devserver;
 pub mod error;
 pub mod knowledge;
 pub mod labels;
 pub mod metrics;
 pub mod model;
+pub mod neighbours;
+pub mod spec;
 pub mod store;
+pub mod testkit;
 
 pub use error::{Error, Result};

@@ -35,7 +35,11 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("emoknow: {err:#}");
+            let what: &(dyn std::error::Error + 'static) = err.as_ref();
+            eprintln!("emoknow: {}", emoknow::error::chain(what));
+            if let Some(hint) = cli::hint(&err) {
+                eprintln!("hint: {hint}");
+            }
             cli::exit_code_for(&err)
         }
     }

@@ -2,8 +2,8 @@
 //! round trip (issue 3).
 
 use crate::util::{s, TestEnv};
-use emoknow::devserver::{AnswerMode, Behaviour, DevServer, Fault};
 use emoknow::labels::LabelSet;
+use emoknow::testkit::devserver::{AnswerMode, Behaviour, DevServer, Fault};
 use std::time::Duration;
 
 const CORPUS: &str = "ID,Text,Labels

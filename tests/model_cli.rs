@@ -2,7 +2,7 @@
 //! tiny random BERT written by the test. Nothing here needs a real model.
 
 use crate::util::{repo, s, TestEnv};
-use emoknow::model::tiny::{write_random_checkpoint, TinyBertSpec, WeightFormat};
+use emoknow::testkit::tiny::{write_random_checkpoint, TinyBertSpec, WeightFormat};
 use std::path::PathBuf;
 
 /// 120 sentences, three label patterns tied to words, so every classifier has signal.

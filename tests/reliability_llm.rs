@@ -4,8 +4,8 @@
 //! interruptible, and credentials inside `--endpoint` are never printed nor stored.
 
 use crate::util::{s, Run, TestEnv};
-use emoknow::devserver::{Behaviour, DevServer, Fault};
 use emoknow::labels::LabelSet;
+use emoknow::testkit::devserver::{Behaviour, DevServer, Fault};
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::mpsc;

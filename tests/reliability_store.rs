@@ -3,7 +3,7 @@
 //! bad input is refused with its line.
 
 use crate::util::{s, TestEnv};
-use emoknow::model::tiny::{write_random_checkpoint, TinyBertSpec};
+use emoknow::testkit::tiny::{write_random_checkpoint, TinyBertSpec};
 
 const B1: &str = "ID,Text,Labels
 1001,我 很 担忧 孩子 的 未来,\"['Anxiety', 'Love']\"

@@ -4,7 +4,9 @@
 mod util;
 
 mod annotate_cli;
+mod errors_cli;
 mod model_cli;
+mod neighbours_cli;
 mod reliability_fuzz;
 mod reliability_index;
 mod reliability_llm;

@@ -1,21 +1,18 @@
 //! `emoknow annotate`, `emoknow export llama-factory` and `emoknow dev-server`.
 
-use super::similar::{RetrievalArgs, Retriever};
 use super::{output, Ctx, INTERRUPTED};
 use anyhow::Context;
 use emoknow::corpus::Split;
-use emoknow::devserver::{AnswerMode, Behaviour, DevServer};
-use emoknow::knowledge::annotate::{annotate, AnnotateConfig, Item, Outcome, WaitNotice};
-use emoknow::knowledge::llama_factory::{write_dataset, LfFormat, SftRecord};
+use emoknow::knowledge::annotate::{AnnotateConfig, WaitNotice};
+use emoknow::knowledge::llama_factory::{write_dataset, LfFormat};
 use emoknow::knowledge::llm::{
     redact_url, resolve_api_key, LlmClient, LlmConfig, DASHSCOPE_BASE_URL, DEFAULT_MAX_WAIT_SECS,
 };
+use emoknow::knowledge::pipeline::{self, StoreConfig};
 use emoknow::knowledge::prompts::Prompts;
-use emoknow::knowledge::retrieve::Probe;
-use emoknow::knowledge::sanitize::{sanitize, Lexicon};
 use emoknow::labels::LabelSet;
-use emoknow::store::records::{now_secs, Knowledge, KnowledgeKind, Missing};
 use emoknow::store::Store;
+use emoknow::testkit::devserver::{AnswerMode, Behaviour, DevServer};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -227,20 +224,8 @@ pub fn run_annotate(a: AnnotateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     })?;
     let host = client.host();
     let shown_endpoint = redact_url(&a.endpoint);
-    let lexicon = Lexicon::default();
 
-    let mut todo = Vec::new();
-    for e in store.examples(Some(a.split))? {
-        if a.limit.is_some_and(|n| todo.len() >= n) {
-            break;
-        }
-        let done = store.knowledge_of(e.id, &source)?.is_some();
-        let failed = !done && store.has_attempt(e.id, &source)?;
-        if done || (failed && !a.retry_failed) {
-            continue;
-        }
-        todo.push(e);
-    }
+    let todo = pipeline::pending(&store, a.split, &source, a.limit, a.retry_failed)?;
     if todo.is_empty() {
         ctx.note(format!(
             "nothing to do: every {} sentence has an answer from {source}",
@@ -248,110 +233,29 @@ pub fn run_annotate(a: AnnotateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         ));
         return Ok(ExitCode::SUCCESS);
     }
-    let shots: Vec<Vec<(String, LabelSet)>> = match a.retrieved {
-        None | Some(0) => vec![Vec::new(); todo.len()],
-        Some(k) => {
-            let r = Retriever::open(&store, &RetrievalArgs::new(k, Split::Train, None, None))?;
-            let probes: Vec<Probe> = if r.encoder.is_some() {
-                r.probes(&todo)?
-            } else {
-                todo.iter()
-                    .map(|e| Probe {
-                        id: Some(e.id),
-                        text: &e.text,
-                        vector: None,
-                    })
-                    .collect()
-            };
-            r.pool
-                .retrieve(&store, &probes, k, LabelSet::EMPTY)?
-                .into_iter()
-                .map(|hits| hits.into_iter().map(|h| (h.text, h.labels)).collect())
-                .collect()
-        }
+    let shots = match a.retrieved {
+        None | Some(0) => Vec::new(),
+        Some(k) => pipeline::retrieved_shots(&store, &todo, k)?,
     };
-    let items: Vec<Item> = todo
-        .iter()
-        .zip(shots)
-        .map(|(e, shots)| Item {
-            id: e.id,
-            text: e.text.clone(),
-            gold: (!a.blind_only && !e.labels.is_empty()).then_some(e.labels),
-            shots,
-        })
-        .collect();
+    let items = pipeline::items(&todo, shots, a.blind_only);
     let pb = output::bar(items.len() as u64, "annotating", ctx.quiet);
-    let cfg = AnnotateConfig {
-        jobs: a.jobs.max(1),
-        max_guided: a.max_guided,
-        blind_only: a.blind_only,
-        ..Default::default()
+    let cfg = StoreConfig {
+        source: source.clone(),
+        engine: AnnotateConfig {
+            jobs: a.jobs.max(1),
+            max_guided: a.max_guided,
+            blind_only: a.blind_only,
+            ..Default::default()
+        },
     };
-    let mut last_sync = Instant::now();
-    let mut written = 0usize;
-    let mut last_unfinished: Option<String> = None;
     let mut last_wait_note: Option<Instant> = None;
-    let result = annotate(
+    let run = pipeline::annotate_into_store(
+        &store,
         &client,
         &prompts,
         items,
         &cfg,
         &INTERRUPTED,
-        &mut |o| {
-            let now = now_secs();
-            match o {
-                Outcome::Accepted {
-                    id,
-                    raw,
-                    asserted,
-                    prompt_kind,
-                    attempts,
-                    model,
-                } => {
-                    let s = sanitize(&raw, &lexicon, false);
-                    store.put_knowledge_deferred(
-                        &[Knowledge {
-                            example_id: id,
-                            source: source.clone(),
-                            kind: KnowledgeKind::Rationale,
-                            sanitized: s.text,
-                            raw,
-                            asserted,
-                            prompt_kind,
-                            attempts,
-                            model,
-                            created_at: now,
-                            neighbours: Vec::new(),
-                        }],
-                        &[],
-                    )?;
-                }
-                Outcome::Failed {
-                    id, reason, kind, ..
-                } => {
-                    // Endpoint failures and garbage are not recorded: the next run tries again.
-                    if !kind.is_verdict() {
-                        last_unfinished = Some(reason);
-                    } else {
-                        store.put_knowledge_deferred(
-                            &[],
-                            &[Missing {
-                                example_id: id,
-                                source: source.clone(),
-                                reason,
-                                created_at: now,
-                            }],
-                        )?;
-                    }
-                }
-            }
-            written += 1;
-            if last_sync.elapsed() > Duration::from_secs(10) {
-                store.sync_index()?;
-                last_sync = Instant::now();
-            }
-            Ok(())
-        },
         &mut |p| {
             if let Some(w) = &p.waiting {
                 // One line a second at most: with many jobs a rate limit hits them all at once.
@@ -371,12 +275,11 @@ pub fn run_annotate(a: AnnotateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         },
     );
     pb.finish_and_clear();
-    // Index whatever arrived, whether or not the run finished.
-    store.sync_index()?;
-    let summary = result.with_context(|| {
+    let run = run?;
+    let summary = run.result.with_context(|| {
         format!(
-            "annotating with {} at {shown_endpoint} ({written} answers kept)",
-            a.model,
+            "annotating with {} at {shown_endpoint} ({} answers kept)",
+            a.model, run.handled,
         )
     })?;
     if ctx.json {
@@ -410,7 +313,7 @@ pub fn run_annotate(a: AnnotateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             a.retries,
             summary.failed_endpoint,
             summary.failed_bad_response,
-            last_unfinished.as_deref().unwrap_or("?")
+            run.last_unfinished.as_deref().unwrap_or("?")
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -437,30 +340,8 @@ pub fn run_export(a: ExportArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let ExportTarget::LlamaFactory(a) = a.target;
     let store = ctx.open()?;
     let prompts = load_prompts(a.prompts.as_ref())?;
-    let mut train = Vec::new();
-    for e in store.examples(Some(a.split))? {
-        if let Some(k) = store.knowledge_of(e.id, &a.source)? {
-            if k.kind == KnowledgeKind::Rationale {
-                train.push(SftRecord::from_messages(
-                    e.id,
-                    &prompts.blind(&e.text, &[]),
-                    k.raw,
-                )?);
-            }
-        }
-    }
-    if train.is_empty() {
-        anyhow::bail!(
-            "no {} example has a rationale from {:?}: annotate or import first",
-            a.split,
-            a.source
-        );
-    }
-    let predict: Vec<SftRecord> = store
-        .examples(Some(a.predict_split))?
-        .iter()
-        .map(|e| SftRecord::from_messages(e.id, &prompts.blind(&e.text, &[]), ""))
-        .collect::<emoknow::Result<_>>()?;
+    let records = pipeline::export_records(&store, &prompts, &a.source, a.split, a.predict_split)?;
+    let (train, predict) = (records.train, records.predict);
     let format = match a.format {
         FormatArg::Alpaca => LfFormat::Alpaca,
         FormatArg::Sharegpt => LfFormat::Sharegpt,

@@ -2,14 +2,19 @@
 
 use super::{output, Ctx};
 use emoknow::corpus;
+use emoknow::knowledge::annotate::{annotate, AnnotateConfig, Item};
 use emoknow::knowledge::import::{import_file, Alignment, Field, ImportConfig};
+use emoknow::knowledge::llm::{LlmClient, LlmConfig};
+use emoknow::knowledge::prompts::Prompts;
 use emoknow::knowledge::sanitize::Lexicon;
 use emoknow::labels::{Emotion, LabelSet};
 use emoknow::store::index::tokenize;
 use emoknow::store::{Filter, QuerySpec, Store};
+use emoknow::testkit::devserver::{Behaviour, DevServer};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 /// Measure emoknow's speed against baselines measured in the same run.
@@ -307,7 +312,7 @@ fn bench_store(a: StoreArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 
 fn bench_annotate(a: AnnotateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let pb = output::spinner("annotating against the local server", ctx.quiet);
-    let r = emoknow::knowledge::annotate::bench_throughput(a.items, a.latency_ms, &a.jobs)?;
+    let r = bench_throughput(a.items, a.latency_ms, &a.jobs)?;
     pb.finish_and_clear();
     let base = a.jobs[0];
     if ctx.json {
@@ -329,6 +334,109 @@ fn bench_annotate(a: AnnotateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One measured run of [`bench_throughput`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct ThroughputRun {
+    /// Worker threads.
+    jobs: usize,
+    /// Items annotated.
+    items: usize,
+    /// HTTP requests sent.
+    requests: u64,
+    /// Wall time, seconds.
+    elapsed_secs: f64,
+    /// Items per second.
+    items_per_sec: f64,
+}
+
+/// The result of [`bench_throughput`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct ThroughputReport {
+    /// Simulated server latency per request, milliseconds.
+    latency_ms: u64,
+    /// One run per `jobs` value, in the order given.
+    runs: Vec<ThroughputRun>,
+}
+
+impl ThroughputReport {
+    /// items/s of the run with `jobs_a` divided by that with `jobs_b`, if both ran.
+    fn speedup(&self, jobs_a: usize, jobs_b: usize) -> Option<f64> {
+        let rate = |j| {
+            self.runs
+                .iter()
+                .find(|r| r.jobs == j)
+                .map(|r| r.items_per_sec)
+        };
+        Some(rate(jobs_a)? / rate(jobs_b)?)
+    }
+}
+
+/// Measures annotation throughput against a local [`DevServer`] answering every request
+/// after `latency_ms`: the same `n` gold-labelled items are annotated once per entry of
+/// `jobs_list` (each with a fresh client), all blind-accepted. With latency-bound requests,
+/// items/s should grow almost linearly with jobs.
+///
+/// Errors: if any item is not accepted (the benchmark would be measuring something else).
+fn bench_throughput(
+    n: usize,
+    latency_ms: u64,
+    jobs_list: &[usize],
+) -> emoknow::Result<ThroughputReport> {
+    let items: Vec<Item> = (0..n)
+        .map(|i| Item {
+            id: i as u64,
+            text: format!("基准 句子 第 {i} 条 今天 天气 很 好"),
+            gold: Some(LabelSet::from_emotions([Emotion::from_index(i % 8)])),
+            shots: Vec::new(),
+        })
+        .collect();
+    let behaviour = Behaviour {
+        latency_ms,
+        ..Behaviour::default()
+    }
+    .with_gold(
+        items
+            .iter()
+            .map(|it| (it.text.clone(), it.gold.unwrap_or_default())),
+    );
+    let server = DevServer::start(behaviour)?;
+    let prompts = Prompts::default();
+    let mut runs = Vec::new();
+    for &jobs in jobs_list {
+        let mut llm = LlmConfig::new(server.base_url(), "bench-model");
+        llm.timeout_secs = 30.0;
+        let client = LlmClient::new(llm)?;
+        let cfg = AnnotateConfig {
+            jobs,
+            ..AnnotateConfig::default()
+        };
+        let cancel = AtomicBool::new(false);
+        let s = annotate(
+            &client,
+            &prompts,
+            items.clone(),
+            &cfg,
+            &cancel,
+            &mut |_| Ok(()),
+            &mut |_| {},
+        )?;
+        if s.accepted != n {
+            return Err(emoknow::Error::Invalid(format!(
+                "benchmark run with {jobs} jobs accepted {} of {n} items",
+                s.accepted
+            )));
+        }
+        runs.push(ThroughputRun {
+            jobs,
+            items: n,
+            requests: s.requests,
+            elapsed_secs: s.elapsed_secs,
+            items_per_sec: n as f64 / s.elapsed_secs,
+        });
+    }
+    Ok(ThroughputReport { latency_ms, runs })
 }
 
 fn bench_embed(a: EmbedArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -378,7 +486,7 @@ fn bench_embed(a: EmbedArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 }
 
 fn bench_similar(a: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    use emoknow::knowledge::retrieve::{BruteForce, NeighbourSearch};
+    use emoknow::neighbours::{BruteForce, NeighbourSearch};
     use emoknow::store::vectors::What;
     let store = ctx.open()?;
     let info =
@@ -454,4 +562,42 @@ fn bench_similar(a: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         println!("  baseline: loop of dot products + sort, p50 {naive50:.2} ms  (single ×{:.1}, batched ×{:.0})", naive50 / p50, naive50 / batched_ms);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The binary warns on unwrap even in tests (main.rs), so these return errors instead.
+    #[test]
+    fn bench_throughput_runs_every_jobs_value() -> emoknow::Result<()> {
+        let r = bench_throughput(6, 0, &[1, 3])?;
+        assert_eq!(
+            r.runs
+                .iter()
+                .map(|r| (r.jobs, r.items, r.requests))
+                .collect::<Vec<_>>(),
+            [(1, 6, 6), (3, 6, 6)]
+        );
+        assert!(r.speedup(3, 1).is_some_and(|x| x > 0.0));
+        Ok(())
+    }
+
+    /// The acceptance benchmark (jobs 16 ≥ 12× jobs 1 at 50 ms latency). Timing-dependent, so
+    /// not in the default suite: `cargo test --release --bin emoknow bench::tests::throughput -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn throughput_report() -> emoknow::Result<()> {
+        let r = bench_throughput(320, 50, &[1, 16])?;
+        for run in &r.runs {
+            println!(
+                "jobs {:>2}: {} items in {:.2} s = {:.1} items/s",
+                run.jobs, run.items, run.elapsed_secs, run.items_per_sec
+            );
+        }
+        if let Some(x) = r.speedup(16, 1) {
+            println!("speedup 16 vs 1: {x:.1}x");
+        }
+        Ok(())
+    }
 }

@@ -3,19 +3,28 @@
 //! Each subcommand turns its arguments into the library's plain config, calls in, and prints:
 //! data to stdout (a table, or one JSON document with `--json`), messages and progress to
 //! stderr. Exit codes: 0 ok, 1 ran but found nothing (or `check` found problems), 2 error,
-//! 130 interrupted.
+//! 130 interrupted. An error is printed as `emoknow: <what>: <cause>`, then, when the flags
+//! can fix it, `hint: <flag-level advice>`.
+//!
+//! - `ingest`; `query` (query, show, stats); `check` (check, reindex); `knowledge` (import;
+//!   retrieve is in `similar`); `similar` (similar, knowledge retrieve); `embed`;
+//!   `annotate` (annotate, export, dev-server); `train` (train, eval, predict); `demo`;
+//!   `bench`; `output` (JSON, progress bars, highlights); `hint` (library errors in flag terms).
 
 mod annotate;
 mod bench;
 mod check;
 mod demo;
 mod embed;
+mod hint;
 mod ingest;
 mod knowledge;
 mod output;
 mod query;
 mod similar;
 mod train;
+
+pub use hint::hint;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};

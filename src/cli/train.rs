@@ -3,15 +3,17 @@
 use super::{output, Ctx};
 use anyhow::Context;
 use emoknow::corpus::{self, Split};
-use emoknow::knowledge::attach::{AttachSpec, KnowledgeMode, Sample};
-use emoknow::knowledge::sanitize::asserted_labels;
+use emoknow::knowledge::samples::{self, SampleBuilder, Selection};
 use emoknow::labels::{Emotion, LabelSet};
 use emoknow::metrics::{self, Report};
-use emoknow::model::classifier::{self, Kind, Model, TrainConfig, TrainEvent};
+use emoknow::model::classifier::{self, KindConfig, Model, TrainConfig, TrainEvent, TrainInputs};
 use emoknow::model::finetune::{FinetuneConfig, HeadKind};
 use emoknow::model::linear::LinearConfig;
 use emoknow::model::mlp::MlpConfig;
+use emoknow::model::sample::{AttachSpec, KnowledgeMode, Sample};
 use emoknow::model::thresholds::Objective;
+use emoknow::neighbours::pick_encoder;
+use emoknow::store::Store;
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -244,7 +246,9 @@ fn mode(m: ModeArg) -> KnowledgeMode {
     }
 }
 
-fn train_config(a: &TrainArgs) -> TrainConfig {
+/// The training settings the arguments ask for; encoders and the neighbours' spec are
+/// resolved against the store.
+fn train_config(a: &TrainArgs, store: &Store) -> anyhow::Result<TrainConfig> {
     let mut linear = LinearConfig::default();
     for h in &mut linear.heads {
         if let Some(c) = a.c {
@@ -290,60 +294,101 @@ fn train_config(a: &TrainArgs) -> TrainConfig {
     if let Some(m) = a.max_len {
         ft.max_len = m;
     }
-    TrainConfig {
-        kind: match a.classifier {
-            KindArg::Linear => Kind::Linear,
-            KindArg::Frozen => Kind::Frozen,
-            KindArg::Knn => Kind::Knn,
-            KindArg::Finetune => Kind::Finetune,
-            KindArg::Ensemble => Kind::Ensemble,
+    if a.classifier != KindArg::Ensemble && !a.members.is_empty() {
+        anyhow::bail!("--member is only for --classifier ensemble");
+    }
+    let kind = match a.classifier {
+        KindArg::Linear => KindConfig::Linear(linear),
+        KindArg::Frozen => KindConfig::Frozen {
+            encoder: pick_encoder(store, a.encoder.as_deref())?,
+            encoder_dir: a.encoder_dir.clone(),
+            mlp,
+            stack_folds: a.stack_linear,
+            linear,
         },
-        attach: AttachSpec {
-            mode: mode(a.knowledge),
-            source: a.source.clone(),
-            eval_source: a.eval_source.clone(),
-            neighbours_source: a.neighbours_source.clone(),
-            neighbours_k: a.neighbours_k,
+        KindArg::Knn => KindConfig::Knn {
+            k: a.k,
+            // Dense when the store holds vectors (the named encoder, else the first).
+            encoder: match &a.encoder {
+                Some(key) => Some(store.find_encoder(key)?),
+                None => store.encoders()?.into_iter().next(),
+            },
+            encoder_dir: a.encoder_dir.clone(),
         },
+        KindArg::Finetune => KindConfig::Finetune(FinetuneConfig {
+            encoder: a.encoder_dir.clone().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "finetune needs --encoder-dir DIR (a BERT checkpoint to start from)"
+                )
+            })?,
+            ..ft
+        }),
+        KindArg::Ensemble => KindConfig::Ensemble {
+            members: a.members.clone(),
+        },
+    };
+    let mut attach = AttachSpec {
+        mode: mode(a.knowledge),
+        source: a.source.clone(),
+        eval_source: a.eval_source.clone(),
+        neighbours_source: a.neighbours_source.clone(),
+        neighbours_k: a.neighbours_k,
+        neighbours: None,
+    };
+    samples::resolve(store, &mut attach)?;
+    Ok(TrainConfig {
+        kind,
+        attach,
         objective: match a.threshold_objective {
             ObjectiveArg::Micro => Objective::Micro,
             ObjectiveArg::Macro => Objective::Macro,
             ObjectiveArg::Exact => Objective::Exact,
         },
-        only_with_knowledge: a.only_with_knowledge,
-        max_train: a.max_train,
-        encoder: a.encoder.clone(),
-        encoder_dir: a.encoder_dir.clone(),
-        linear,
-        mlp,
-        knn_k: a.k,
-        stack_folds: a.stack_linear,
-        finetune: ft,
-        members: a.members.clone(),
         seed: a.seed,
-    }
+    })
 }
 
 pub fn run_train(a: TrainArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let store = ctx.open()?;
-    let cfg = train_config(&a);
+    let context = || format!("training {} into {}", a.classifier_name(), a.out.display());
+    let cfg = train_config(&a, &store).with_context(context)?;
+    let prepared = classifier::prepare(&cfg, &a.out).with_context(context)?;
     let pb = output::spinner("training", ctx.quiet);
     let t0 = Instant::now();
-    let meta = classifier::train(&store, &cfg, &a.out, &mut |e| match e {
+    let selection = Selection {
+        only_with_knowledge: a.only_with_knowledge,
+        max_train: a.max_train,
+        seed: a.seed,
+    };
+    let (train_ex, val_ex) = samples::training_examples(&store, &cfg.attach, &selection)?;
+    pb.set_message("reading samples");
+    let mut builder = SampleBuilder::new(&store);
+    let needs = cfg.needs();
+    let inputs = TrainInputs {
+        train: builder.examples(&needs, &train_ex, false)?,
+        val: builder.examples(&needs, &val_ex, true)?,
+        member_val: prepared
+            .member_needs()
+            .iter()
+            .map(|n| builder.examples(n, &val_ex, true))
+            .collect::<emoknow::Result<_>>()?,
+    };
+    drop(builder);
+    let meta = classifier::train(&cfg, prepared, inputs, &mut |e| match e {
         TrainEvent::Phase(p) => pb.set_message(p),
         TrainEvent::Epoch { epoch, loss, val } => {
             // Keep one line per epoch above the spinner.
             pb.println(format!("epoch {epoch}: loss {loss:.4}, {val}"));
         }
     })
-    .with_context(|| format!("training {} into {}", a.classifier_name(), a.out.display()))?;
+    .with_context(context)?;
     pb.finish_and_clear();
     if ctx.json {
         output::print_json(&meta)?;
     } else {
         println!(
             "trained {} on {} examples in {:.1}s → {}",
-            meta.kind.name(),
+            meta.kind.kind().name(),
             meta.n_train,
             t0.elapsed().as_secs_f64(),
             a.out.display()
@@ -411,7 +456,8 @@ pub fn run_eval(a: EvalArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         anyhow::bail!("give --model DIR (or --source NAME to score an LLM's answers)");
     };
     let model = Model::load(dir).with_context(|| format!("loading model {}", dir.display()))?;
-    let samples: Vec<Sample> = match &a.file {
+    let mut builder = SampleBuilder::new(&store);
+    let inputs: Vec<Vec<Sample>> = match &a.file {
         Some(f) => {
             let parsed = corpus::read_file(f)?;
             if !parsed.bad.is_empty() {
@@ -422,19 +468,17 @@ pub fn run_eval(a: EvalArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 .into());
             }
             let texts: Vec<String> = parsed.rows.iter().map(|r| r.text.clone()).collect();
-            let mut s = model.samples_for_texts(&store, &texts)?;
-            for (s, r) in s.iter_mut().zip(&parsed.rows) {
-                s.labels = r.labels;
-            }
-            s
+            let labels: Vec<LabelSet> = parsed.rows.iter().map(|r| r.labels).collect();
+            builder.for_model_texts(&model, &texts, Some(&labels))?
         }
-        None => model.samples(&store, &store.examples(Some(split))?)?,
+        None => builder.for_model(&model, &store.examples(Some(split))?)?,
     };
+    let samples: &[Sample] = inputs.first().map(Vec::as_slice).unwrap_or(&[]);
     if samples.is_empty() {
         anyhow::bail!("nothing to evaluate: the {split} split is empty");
     }
     let pb = output::spinner(&format!("predicting {} examples", samples.len()), ctx.quiet);
-    let (_, pred) = model.predict(&store, &samples)?;
+    let (_, pred) = model.predict(&inputs)?;
     pb.finish_and_clear();
     let gold: Vec<LabelSet> = samples.iter().map(|s| s.labels).collect();
     let report = metrics::evaluate(&gold, &pred);
@@ -443,7 +487,7 @@ pub fn run_eval(a: EvalArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     } else {
         println!(
             "{} model {} on {} ({} examples):",
-            model.meta.kind.name(),
+            model.kind().name(),
             dir.display(),
             a.file
                 .as_ref()
@@ -462,37 +506,8 @@ fn eval_source(
     split: Option<Split>,
     ctx: &Ctx,
 ) -> anyhow::Result<ExitCode> {
-    let examples = store.examples(split)?;
-    let split = split
-        .map(|s| format!("the {s} split"))
-        .unwrap_or_else(|| "all splits".into());
-    let mut gold = Vec::new();
-    let mut pred = Vec::new();
-    let mut answered = 0;
-    let mut tried = 0;
-    for e in &examples {
-        let k = store.knowledge_of(e.id, src)?;
-        if k.is_none() && !store.has_attempt(e.id, src)? {
-            continue;
-        }
-        tried += 1;
-        gold.push(e.labels);
-        pred.push(match k {
-            Some(k) => {
-                answered += 1;
-                if k.asserted.is_empty() {
-                    asserted_labels(&k.raw)
-                } else {
-                    k.asserted
-                }
-            }
-            None => LabelSet::EMPTY,
-        });
-    }
-    if tried == 0 {
-        anyhow::bail!("source {src:?} has no knowledge about {split}");
-    }
-    let report = metrics::evaluate(&gold, &pred);
+    let score = emoknow::knowledge::score::score_source(store, src, split)?;
+    let split = emoknow::knowledge::score::split_phrase(split);
     if ctx.json {
         #[derive(serde::Serialize)]
         struct Out<'a> {
@@ -506,15 +521,16 @@ fn eval_source(
         output::print_json(&Out {
             source: src,
             split: split.clone(),
-            examples: tried,
-            answered,
-            report: &report,
+            examples: score.examples,
+            answered: score.answered,
+            report: &score.report,
         })?;
     } else {
         println!(
-            "source {src} on {split}: {tried} examples, {answered} with a usable answer (missing ones count as predicting nothing)"
+            "source {src} on {split}: {} examples, {} with a usable answer (missing ones count as predicting nothing)",
+            score.examples, score.answered
         );
-        print_report(&report);
+        print_report(&score.report);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -541,9 +557,16 @@ pub fn run_predict(a: PredictArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     } else {
         (vec!["the text".to_string()], vec![a.text.join(" ")])
     };
-    let samples = model.samples_for_texts(&store, &texts)?;
-    let (probs, labels) = model.predict(&store, &samples)?;
-    let unknown = model.unknown_texts(&store, &samples)?;
+    let inputs = SampleBuilder::new(&store).for_model_texts(&model, &texts, None)?;
+    let (probs, labels) = model.predict(&inputs)?;
+    let unknown = model.unknown_texts(&inputs)?;
+    // What the knowledge-using member (or the model) attached, for --explain.
+    let shown = model
+        .leaves()
+        .iter()
+        .position(|m| m.meta.attach.mode != KnowledgeMode::None)
+        .unwrap_or(0);
+    let samples: &[Sample] = inputs.get(shown).map(Vec::as_slice).unwrap_or(&[]);
     for (origin, _) in origins.iter().zip(&unknown).filter(|(_, &u)| u) {
         eprintln!("warning: {origin}: {UNKNOWN_WARNING}");
     }

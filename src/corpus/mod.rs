@@ -2,6 +2,10 @@
 //!
 //! Readers return plain rows; turning rows into stored examples (ids, origins, idempotence)
 //! is the store's job.
+//!
+//! - [`read`]: the three formats (seed list CSV, one-hot CSV, JSON Lines) in UTF-8, UTF-8 with
+//!   BOM or GB18030, every bad row located by its line.
+//! - [`split`]: the test/validation/train assignment (seeded, optionally in blocks).
 
 pub mod read;
 pub mod split;

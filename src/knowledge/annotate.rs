@@ -16,13 +16,15 @@
 //! This module does not touch the store. Each [`Outcome`] goes to a callback on the caller's
 //! thread (workers send through a channel), so the caller can write it with one short atomic
 //! write; a killed run then loses only the requests in flight, and a rerun can skip what is
-//! stored. [`bench_throughput`] measures the engine against a [`DevServer`].
+//! stored; [`crate::knowledge::pipeline`] is that caller for `emoknow annotate`.
+//!
+//! Over 900 lines but one concept: about half of the file is the engine's tests against the
+//! local dev server, which exercise every failure path above.
 
-use crate::devserver::{Behaviour, DevServer};
-use crate::knowledge::llm::{is_fatal, LlmClient, LlmConfig, Usage, Wait};
+use crate::knowledge::llm::{is_fatal, LlmClient, Usage, Wait};
 use crate::knowledge::prompts::Prompts;
 use crate::knowledge::sanitize::asserted_labels;
-use crate::labels::{Emotion, LabelSet};
+use crate::labels::LabelSet;
 use crate::store::records::PromptKind;
 use crate::{Error, Result};
 use serde::Serialize;
@@ -248,7 +250,7 @@ enum Msg {
 /// retry stop waiting.
 ///
 /// ```
-/// use emoknow::devserver::{Behaviour, DevServer};
+/// use emoknow::testkit::devserver::{Behaviour, DevServer};
 /// use emoknow::knowledge::annotate::{annotate, AnnotateConfig, Item, Outcome};
 /// use emoknow::knowledge::llm::{LlmClient, LlmConfig};
 /// use emoknow::knowledge::prompts::Prompts;
@@ -457,7 +459,7 @@ fn annotate_one(
                     } if (200..300).contains(s) => FailKind::BadResponse,
                     _ => FailKind::Endpoint,
                 };
-                return Ok(Some((failed(e.to_string(), k, attempts), unparseable)));
+                return Ok(Some((failed(e.full_message(), k, attempts), unparseable)));
             }
         };
         let asserted = asserted_labels(&resp.content);
@@ -521,114 +523,11 @@ fn show(l: LabelSet) -> String {
     }
 }
 
-/// One measured run of [`bench_throughput`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ThroughputRun {
-    /// Worker threads.
-    pub jobs: usize,
-    /// Items annotated.
-    pub items: usize,
-    /// HTTP requests sent.
-    pub requests: u64,
-    /// Wall time, seconds.
-    pub elapsed_secs: f64,
-    /// Items per second.
-    pub items_per_sec: f64,
-}
-
-/// The result of [`bench_throughput`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ThroughputReport {
-    /// Simulated server latency per request, milliseconds.
-    pub latency_ms: u64,
-    /// One run per `jobs` value, in the order given.
-    pub runs: Vec<ThroughputRun>,
-}
-
-impl ThroughputReport {
-    /// items/s of the run with `jobs_a` divided by that with `jobs_b`, if both ran.
-    pub fn speedup(&self, jobs_a: usize, jobs_b: usize) -> Option<f64> {
-        let rate = |j| {
-            self.runs
-                .iter()
-                .find(|r| r.jobs == j)
-                .map(|r| r.items_per_sec)
-        };
-        Some(rate(jobs_a)? / rate(jobs_b)?)
-    }
-}
-
-/// Measures annotation throughput against a local [`DevServer`] answering every request
-/// after `latency_ms`: the same `n` gold-labelled items are annotated once per entry of
-/// `jobs_list` (each with a fresh client), all blind-accepted. With latency-bound requests,
-/// items/s should grow almost linearly with jobs.
-///
-/// Errors: if any item is not accepted (the benchmark would be measuring something else).
-pub fn bench_throughput(
-    n: usize,
-    latency_ms: u64,
-    jobs_list: &[usize],
-) -> Result<ThroughputReport> {
-    let items: Vec<Item> = (0..n)
-        .map(|i| Item {
-            id: i as u64,
-            text: format!("基准 句子 第 {i} 条 今天 天气 很 好"),
-            gold: Some(LabelSet::from_emotions([Emotion::from_index(i % 8)])),
-            shots: Vec::new(),
-        })
-        .collect();
-    let behaviour = Behaviour {
-        latency_ms,
-        ..Behaviour::default()
-    }
-    .with_gold(
-        items
-            .iter()
-            .map(|it| (it.text.clone(), it.gold.unwrap_or_default())),
-    );
-    let server = DevServer::start(behaviour)?;
-    let prompts = Prompts::default();
-    let mut runs = Vec::new();
-    for &jobs in jobs_list {
-        let mut llm = LlmConfig::new(server.base_url(), "bench-model");
-        llm.timeout_secs = 30.0;
-        let client = LlmClient::new(llm)?;
-        let cfg = AnnotateConfig {
-            jobs,
-            ..AnnotateConfig::default()
-        };
-        let cancel = AtomicBool::new(false);
-        let s = annotate(
-            &client,
-            &prompts,
-            items.clone(),
-            &cfg,
-            &cancel,
-            &mut |_| Ok(()),
-            &mut |_| {},
-        )?;
-        if s.accepted != n {
-            return Err(Error::Invalid(format!(
-                "benchmark run with {jobs} jobs accepted {} of {n} items",
-                s.accepted
-            )));
-        }
-        runs.push(ThroughputRun {
-            jobs,
-            items: n,
-            requests: s.requests,
-            elapsed_secs: s.elapsed_secs,
-            items_per_sec: n as f64 / s.elapsed_secs,
-        });
-    }
-    Ok(ThroughputReport { latency_ms, runs })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devserver::{AnswerMode, Fault};
-    use crate::knowledge::llm::ApiKey;
+    use crate::knowledge::llm::{ApiKey, LlmConfig};
+    use crate::testkit::devserver::{AnswerMode, Behaviour, DevServer, Fault};
 
     fn item(id: u64, text: &str, gold: Option<&str>) -> Item {
         Item {
@@ -1088,33 +987,5 @@ mod tests {
         assert_eq!(msgs[3]["content"], "邻居 句");
         assert_eq!(msgs[4]["content"], "这段评论包含以下分类:\nLove");
         assert_eq!(msgs[5]["content"], "目标 句");
-    }
-
-    #[test]
-    fn bench_throughput_runs_every_jobs_value() {
-        let r = bench_throughput(6, 0, &[1, 3]).unwrap();
-        assert_eq!(
-            r.runs
-                .iter()
-                .map(|r| (r.jobs, r.items, r.requests))
-                .collect::<Vec<_>>(),
-            [(1, 6, 6), (3, 6, 6)]
-        );
-        assert!(r.speedup(3, 1).unwrap() > 0.0);
-    }
-
-    /// The acceptance benchmark (jobs 16 ≥ 12× jobs 1 at 50 ms latency). Timing-dependent, so
-    /// not in the default suite: `cargo test --release --lib annotate::tests::throughput -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn throughput_report() {
-        let r = bench_throughput(320, 50, &[1, 16]).unwrap();
-        for run in &r.runs {
-            println!(
-                "jobs {:>2}: {} items in {:.2} s = {:.1} items/s",
-                run.jobs, run.items, run.elapsed_secs, run.items_per_sec
-            );
-        }
-        println!("speedup 16 vs 1: {:.1}x", r.speedup(16, 1).unwrap());
     }
 }

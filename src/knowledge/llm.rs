@@ -10,16 +10,21 @@
 //! Faults: 429, 408, 5xx, timeouts, connection failures and 2xx answers that are not a
 //! well-formed chat completion (HTML, truncated JSON, no choices or content) are retried
 //! (Retry-After in seconds or as an HTTP date is honoured, up to
-//! [`LlmConfig::max_wait_secs`]; a server asking for longer stops the call instead of
-//! sleeping). A refusal of one request's content (content inspection, context too long) is
-//! [`crate::Error::LlmRefused`]: other requests may still succeed. A bad key, a missing model,
-//! a wrong URL and every other 4xx stop at once with [`crate::Error::Llm`] saying which
-//! ([`is_fatal`]). Waits can be watched ([`LlmClient::chat_observed`]) and cut short.
+//! [`LlmConfig::max_wait_secs`]; a server asking for longer stops the call with
+//! [`crate::Error::LlmWaitTooLong`] instead of sleeping). A refusal of one request's content
+//! (content inspection, context too long) is [`crate::Error::LlmRefused`]: other requests may
+//! still succeed. A bad key, a missing model, a wrong URL and every other 4xx stop at once
+//! with [`crate::Error::Llm`] saying which ([`is_fatal`]). Waits can be watched
+//! ([`LlmClient::chat_observed`]) and cut short.
 //!
 //! Secrets: the API key is an [`ApiKey`] whose `Debug` prints `<redacted>`; credentials inside
 //! the endpoint URL (`http://user:pass@host/v1`, sent as Basic auth) are shown as
 //! `http://***@host/v1` ([`redact_url`]). Every message that leaves the client is scrubbed of
 //! both, in every form the server could echo them.
+//!
+//! Over 900 lines but one concept, the client: its retry, rate-limit, answer-parsing and
+//! secret-scrubbing parts all act on the same call, and almost a third of the file is their
+//! tests against the local dev server.
 
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -189,10 +194,8 @@ pub fn resolve_api_key_with(
             })
     };
     match var {
-        Some(name) => found(name).map(Some).ok_or_else(|| {
-            Error::Invalid(format!(
-                "environment variable {name} is not set (or empty); export it or pick another with --api-key-env"
-            ))
+        Some(name) => found(name).map(Some).ok_or_else(|| Error::ApiKeyUnset {
+            var: name.to_string(),
         }),
         None => Ok(DEFAULT_KEY_ENV_VARS.iter().find_map(|n| found(n))),
     }
@@ -256,7 +259,7 @@ pub struct LlmConfig {
     /// Longest backoff delay, milliseconds.
     pub backoff_max_ms: u64,
     /// Longest wait honoured, seconds: a server whose Retry-After asks for more stops the call
-    /// with a fatal [`Error::Llm`] (saying how long it asked for) instead of a long sleep.
+    /// with a fatal [`Error::LlmWaitTooLong`] instead of a long sleep.
     pub max_wait_secs: f64,
 }
 
@@ -481,30 +484,42 @@ impl fmt::Debug for LlmClient {
 impl LlmClient {
     /// Builds the client. Touches no network.
     ///
-    /// Errors: [`Error::Invalid`] for a non-http(s) endpoint, a non-positive timeout, or an
-    /// `rpm` of 0.
+    /// Errors: [`Error::Setting`] for a non-http(s) endpoint, a negative longest wait, a
+    /// non-positive timeout, or an `rpm` of 0.
     pub fn new(cfg: LlmConfig) -> Result<LlmClient> {
         let url = cfg.url();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(Error::Invalid(format!(
-                "LLM endpoint {:?} must start with http:// or https:// (e.g. {DASHSCOPE_BASE_URL})",
-                redact_url(&cfg.endpoint)
-            )));
+            return Err(Error::Setting {
+                name: "endpoint",
+                msg: format!(
+                    "LLM endpoint {:?} must start with http:// or https:// (e.g. {DASHSCOPE_BASE_URL})",
+                    redact_url(&cfg.endpoint)
+                ),
+            });
         }
         if cfg.max_wait_secs.is_nan() || cfg.max_wait_secs < 0.0 {
-            return Err(Error::Invalid(format!(
-                "the longest wait must be a number of seconds ≥ 0, got {}",
-                cfg.max_wait_secs
-            )));
+            return Err(Error::Setting {
+                name: "max_wait_secs",
+                msg: format!(
+                    "the longest wait must be a number of seconds ≥ 0, got {}",
+                    cfg.max_wait_secs
+                ),
+            });
         }
         if !(cfg.timeout_secs > 0.0 && cfg.timeout_secs.is_finite()) {
-            return Err(Error::Invalid(format!(
-                "LLM timeout must be a positive number of seconds, got {}",
-                cfg.timeout_secs
-            )));
+            return Err(Error::Setting {
+                name: "timeout_secs",
+                msg: format!(
+                    "LLM timeout must be a positive number of seconds, got {}",
+                    cfg.timeout_secs
+                ),
+            });
         }
         if cfg.rpm == Some(0) {
-            return Err(Error::Invalid("--rpm must be at least 1".into()));
+            return Err(Error::Setting {
+                name: "rpm",
+                msg: "the request rate must be at least 1 request per minute".into(),
+            });
         }
         let timeout = Duration::from_secs_f64(cfg.timeout_secs);
         let http = reqwest::blocking::Client::builder()
@@ -515,7 +530,7 @@ impl LlmClient {
             .map_err(|e| Error::Llm {
                 status: None,
                 retryable: false,
-                msg: format!("cannot build the HTTP client: {}", error_chain(&e)),
+                msg: format!("cannot build the HTTP client: {}", crate::error::chain(&e)),
                 retry_after_secs: None,
             })?;
         Ok(LlmClient {
@@ -585,7 +600,7 @@ impl LlmClient {
     /// not aborted.
     ///
     /// Errors: as [`LlmClient::chat`]; a Retry-After longer than
-    /// [`LlmConfig::max_wait_secs`] is a fatal [`Error::Llm`] at once.
+    /// [`LlmConfig::max_wait_secs`] is a fatal [`Error::LlmWaitTooLong`] at once.
     pub fn chat_observed(
         &self,
         messages: &[ChatMessage],
@@ -674,18 +689,12 @@ impl LlmClient {
     /// The fatal error for a server that asks to wait `secs` (> `max_wait_secs`): a quota
     /// reset or maintenance window dooms every request meanwhile, so the run should stop.
     fn too_long_a_wait(&self, f: &Failure, secs: f64) -> Error {
-        let status = f.status.map(|s| format!(", HTTP {s}")).unwrap_or_default();
-        let msg = format!(
-            "{} asks to wait {secs:.0} s before retrying (Retry-After{status}), longer than --max-wait {:.0} s; stopping instead of sleeping. What is done is kept: rerun later, or raise --max-wait. Last answer: {}",
-            self.host(),
-            self.cfg.max_wait_secs,
-            f.msg
-        );
-        Error::Llm {
+        Error::LlmWaitTooLong {
+            host: self.redact(&self.host()),
             status: f.status,
-            retryable: false,
-            msg: self.redact(&msg),
-            retry_after_secs: Some(secs),
+            wait_secs: secs,
+            max_wait_secs: self.cfg.max_wait_secs,
+            last: self.redact(&f.msg),
         }
     }
 
@@ -761,7 +770,7 @@ impl LlmClient {
             // A builder error is ours and would fail again; everything else is the network.
             retryable: !e.is_builder(),
             refused: false,
-            msg: format!("{what}: {}", error_chain(e)),
+            msg: format!("{what}: {}", crate::error::chain(e)),
             retry_after_secs: None,
         }
     }
@@ -808,7 +817,7 @@ impl LlmClient {
             500..=599 => (true, format!("server error (HTTP {status}): {server}")),
             401 if self.cfg.api_key.is_none() => (
                 false,
-                format!("the endpoint wants an API key and none was sent (HTTP 401); set DASHSCOPE_API_KEY or OPENAI_API_KEY, or name the variable with --api-key-env: {server}"),
+                format!("the endpoint wants an API key and none was sent (HTTP 401); set DASHSCOPE_API_KEY or OPENAI_API_KEY, or read the key from another variable: {server}"),
             ),
             401 => (
                 false,
@@ -828,7 +837,7 @@ impl LlmClient {
             ),
             _ => (
                 false,
-                format!("the endpoint rejected a request (HTTP {status}); stopping, since a request it cannot accept fails the same way every time: check --model, --temperature and what the endpoint accepts. The server said: {server}"),
+                format!("the endpoint rejected a request (HTTP {status}); stopping, since a request it cannot accept fails the same way every time: check the model name, the temperature and what the endpoint accepts. The server said: {server}"),
             ),
         };
         Failure {
@@ -843,31 +852,17 @@ impl LlmClient {
 
 /// Whether `err` dooms every later request as well (bad key, no such model or URL, quota
 /// exhausted, any other refused request, a Retry-After beyond the longest wait), so a batch
-/// should stop instead of failing item after item. Every non-retryable [`Error::Llm`] is:
-/// faults of one request alone are retryable, or [`Error::LlmRefused`].
+/// should stop instead of failing item after item. Every non-retryable [`Error::Llm`] is, and
+/// [`Error::LlmWaitTooLong`]: faults of one request alone are retryable, or
+/// [`Error::LlmRefused`].
 pub fn is_fatal(err: &Error) -> bool {
     matches!(
         err,
         Error::Llm {
             retryable: false,
             ..
-        }
+        } | Error::LlmWaitTooLong { .. }
     )
-}
-
-/// `e` and its sources, joined with ": ".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = c.source();
-    }
-    s
 }
 
 /// The server's own explanation: `error.message` / `message` / `detail` of a JSON body, else
@@ -1085,7 +1080,7 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devserver::{Behaviour, DevServer, Fault};
+    use crate::testkit::devserver::{Behaviour, DevServer, Fault};
     use std::collections::HashMap;
     use std::sync::Mutex;
 
@@ -1334,9 +1329,15 @@ mod tests {
         cfg.max_wait_secs = 60.0;
         let err = LlmClient::new(cfg).unwrap().chat(&user("x")).unwrap_err();
         assert!(is_fatal(&err), "{err:?}");
+        assert!(
+            matches!(err, Error::LlmWaitTooLong { max_wait_secs, .. } if max_wait_secs == 60.0),
+            "{err:?}"
+        );
         let e = err.to_string();
         assert!(
-            e.contains("wait 3600 s") && e.contains("--max-wait 60 s") && e.contains("HTTP 429"),
+            e.contains("wait 3600 s")
+                && e.contains("longest wait of 60 s")
+                && e.contains("HTTP 429"),
             "{e}"
         );
         assert_eq!(server.request_count(), 1);

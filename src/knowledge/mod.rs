@@ -1,17 +1,31 @@
-//! Knowledge about examples: LLM rationales (annotated or imported), their sanitizing, and
-//! retrieved neighbours. Reads and writes the store; knows nothing of models.
+//! Knowledge about examples, and the classifier inputs built from it.
 //!
+//! The rationale side: LLM rationales, annotated or imported, and their sanitizing. The input
+//! side: [`samples`] reads the store (or retrieves and embeds for new text, through
+//! [`crate::neighbours`]) and builds the samples a model's needs describe.
+//!
+//! The rationale side:
 //! - [`llm`]: the OpenAI-compatible client (retries, rate limit, token counts).
 //! - [`prompts`]: the seed's two prompts as editable data.
 //! - [`annotate`]: the blind → guided annotation engine (no store access).
+//! - [`pipeline`]: the engine run into the store (pending sentences, sanitized answers saved
+//!   as they arrive), and the stored rationales as LLaMA-Factory records.
+//! - [`sanitize`]: the reason part of an answer, stripped of emotion words; the labels an
+//!   answer asserts.
+//! - [`import`]: rationales written elsewhere (LLaMA-Factory predictions) into the store.
 //! - [`llama_factory`]: dataset export for LLaMA-Factory and its predictions reader.
-//! - [`sanitize`]: the reason part of an answer, stripped of emotion words.
+//! - [`score`]: an LLM source's asserted labels scored against gold (`eval --source`).
+//!
+//!
+//! Classifier inputs:
+//! - [`samples`]: the samples a model needs, for stored examples and new text.
 
 pub mod annotate;
-pub mod attach;
 pub mod import;
 pub mod llama_factory;
 pub mod llm;
+pub mod pipeline;
 pub mod prompts;
-pub mod retrieve;
+pub mod samples;
 pub mod sanitize;
+pub mod score;

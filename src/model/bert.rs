@@ -275,7 +275,13 @@ impl LayerNorm {
     }
 }
 
-fn linear(in_dim: usize, out_dim: usize, std: f64, vb: VarBuilder) -> candle_core::Result<Linear> {
+/// A linear layer `vb.weight` (out × in, N(0, std²) when created) + `vb.bias` (zeros).
+pub(crate) fn linear(
+    in_dim: usize,
+    out_dim: usize,
+    std: f64,
+    vb: VarBuilder,
+) -> candle_core::Result<Linear> {
     let w = vb.get_with_hints(
         (out_dim, in_dim),
         "weight",

@@ -127,7 +127,7 @@ pub(crate) fn weights_builder(
     } else {
         VarBuilder::from_pth(w, DType::F32, dev)
     };
-    r.map_err(|e| crate::Error::Model(format!("{}: {e}", w.display())))
+    r.map_err(|e| crate::Error::model_file(w, e))
 }
 
 /// Loads `tokenizer.json`, or builds BERT's WordPiece tokenizer from `vocab.txt`
@@ -183,7 +183,8 @@ impl Encoder {
     ///
     /// Cost: maps the weights and hashes every file once for [`Encoder::encoder_id`]
     /// (~0.3 s for a 100 MB model). Errors: [`crate::Error::Input`] for a missing or bad file,
-    /// [`crate::Error::Model`] for weights that do not fit the config.
+    /// [`crate::Error::ModelFile`] or [`crate::Error::Candle`] for weights that do not fit the
+    /// config.
     pub fn load(dir: &Path, opts: EncoderOptions) -> crate::Result<Encoder> {
         Encoder::load_with_engine(dir, opts, Engine::default())
     }
@@ -205,9 +206,8 @@ impl Encoder {
         let net = match engine {
             Engine::Ours => Net::Ours(BertModel::load(vb, &cfg)?),
             Engine::CandleTransformers => Net::Candle(
-                candle_transformers::models::bert::BertModel::load(vb, &cfg.to_candle()).map_err(
-                    |e| crate::Error::Model(format!("{}: {e}", files.weights.display())),
-                )?,
+                candle_transformers::models::bert::BertModel::load(vb, &cfg.to_candle())
+                    .map_err(|e| crate::Error::model_file(&files.weights, e))?,
             ),
         };
         let tokenizer = load_tokenizer(&files.tokenizer, opts.max_len)?;
@@ -266,11 +266,7 @@ impl Encoder {
 
     /// Token ids of each text (`[CLS] … [SEP]`, truncated at `max_len`), in input order.
     pub fn tokenize(&self, texts: &[&str]) -> crate::Result<Vec<Vec<u32>>> {
-        let enc = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| crate::Error::Model(format!("tokenizer: {e}")))?;
-        Ok(enc.into_iter().map(|e| e.get_ids().to_vec()).collect())
+        token_ids(&self.tokenizer, texts)
     }
 
     /// Embeds `texts`; returns one L2-normalized vector of [`Encoder::dim`] floats per text, in
@@ -278,8 +274,8 @@ impl Encoder {
     ///
     /// Texts are sorted by token length and run in batches of `batch_size`, each padded only to
     /// its longest member. `progress` is called after every batch with the number of texts done
-    /// so far. Cost: m3e-small at `max_len` 64 on a shared 2-core Xeon did 107–131
-    /// sentences/s (26,000 and 2,000 corpus sentences; PyTorch 2.15 did 95–98 on the same runs).
+    /// so far. Cost: one encoder forward pass per batch; README's benchmarks give the measured
+    /// sentences/s of m3e-small, next to PyTorch's on the same sentences.
     pub fn encode(
         &self,
         texts: &[&str],
@@ -319,21 +315,7 @@ impl Encoder {
         let mut mask_buf: Vec<u32> = Vec::new();
         let mut done = 0;
         for chunk in order.chunks(batch_size) {
-            let width = chunk
-                .iter()
-                .map(|&i| ids[i].len())
-                .max()
-                .unwrap_or(0)
-                .max(1);
-            id_buf.clear();
-            mask_buf.clear();
-            for &i in chunk {
-                let row = &ids[i];
-                id_buf.extend_from_slice(row);
-                id_buf.resize(id_buf.len() + width - row.len(), self.pad_id);
-                mask_buf.resize(mask_buf.len() + row.len(), 1);
-                mask_buf.resize(mask_buf.len() + width - row.len(), 0);
-            }
+            let width = pad_batch(ids, chunk, self.pad_id, &mut id_buf, &mut mask_buf);
             let rows = match &self.pool {
                 Some(p) => p.install(|| self.forward_batch(&id_buf, &mask_buf, chunk.len(), width)),
                 None => self.forward_batch(&id_buf, &mask_buf, chunk.len(), width),
@@ -366,6 +348,42 @@ impl Encoder {
         let norm = v.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
         Ok(v.broadcast_div(&norm)?.to_vec2::<f32>()?)
     }
+}
+
+/// Token ids of each text as `tok` encodes it (special tokens added), in input order.
+pub(crate) fn token_ids(tok: &Tokenizer, texts: &[&str]) -> crate::Result<Vec<Vec<u32>>> {
+    let enc = tok
+        .encode_batch(texts.to_vec(), true)
+        .map_err(|e| crate::Error::Model(format!("tokenizer: {e}")))?;
+    Ok(enc.into_iter().map(|e| e.get_ids().to_vec()).collect())
+}
+
+/// Writes the rows `chunk` of `ids` into `id_buf`/`mask_buf` (cleared first) as a row-major
+/// `chunk.len() × width` batch, padded with `pad` to its longest row (at least 1); the mask is
+/// 1 on real tokens and 0 on padding. Returns `width`.
+pub(crate) fn pad_batch(
+    ids: &[Vec<u32>],
+    chunk: &[usize],
+    pad: u32,
+    id_buf: &mut Vec<u32>,
+    mask_buf: &mut Vec<u32>,
+) -> usize {
+    let width = chunk
+        .iter()
+        .map(|&i| ids[i].len())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    id_buf.clear();
+    mask_buf.clear();
+    for &i in chunk {
+        let row = &ids[i];
+        id_buf.extend_from_slice(row);
+        id_buf.resize(id_buf.len() + width - row.len(), pad);
+        mask_buf.resize(mask_buf.len() + row.len(), 1);
+        mask_buf.resize(mask_buf.len() + width - row.len(), 0);
+    }
+    width
 }
 
 fn model_id(files: &ModelFiles, opts: &EncoderOptions) -> crate::Result<String> {
@@ -536,7 +554,7 @@ pub fn cpu_has_avx512() -> bool {
 mod tests {
     use super::*;
     use crate::model::bert::tests::max_abs_diff;
-    use crate::model::tiny::{write_random_checkpoint, TinyBertSpec, WeightFormat};
+    use crate::testkit::tiny::{write_random_checkpoint, TinyBertSpec, WeightFormat};
 
     const SENTENCES: [&str; 5] = [
         "现在 好 终于 如愿以偿",

@@ -91,8 +91,10 @@ pub struct Mlp {
 }
 
 /// Stable BCE with logits, averaged: pw·t·softplus(−x) + (1−t)·softplus(x), where
-/// softplus(x) = max(x,0) + ln(1+e^−|x|). (candle's `binary_cross_entropy_with_logit` takes
-/// the log of a sigmoid and overflows.)
+/// softplus(x) = max(x,0) + ln(1+e^−|x|): PyTorch's `BCEWithLogitsLoss` with `pos_weight`
+/// (tested against its form). (candle's `binary_cross_entropy_with_logit` takes the log of a
+/// sigmoid and overflows.) `logits`, `targets`: (batch, labels); `pos_weight`: (labels) or
+/// `None`. The loss of this head and of [`crate::model::finetune::train`].
 pub fn bce_with_logits(
     logits: &Tensor,
     targets: &Tensor,
@@ -372,17 +374,17 @@ impl Mlp {
             Tensor::from_slice(&self.std, self.in_dim, &Device::Cpu)?,
         );
         let path = dir.join(format!("{name}.safetensors"));
-        candle_core::safetensors::save(&t, &path)
-            .map_err(|e| Error::Model(format!("{}: {e}", path.display())))
+        candle_core::safetensors::save(&t, &path).map_err(|e| Error::model_file(&path, e))
     }
 
-    /// Loads what [`Mlp::save`] wrote. Errors: [`Error::Model`] naming the file when a tensor
-    /// is missing or its shape does not fit the others (so prediction cannot fail later).
+    /// Loads what [`Mlp::save`] wrote. Errors: [`Error::ModelFile`] for a file that does not
+    /// parse, [`Error::Model`] naming the file when a tensor is missing or its shape does not
+    /// fit the others (so prediction cannot fail later).
     pub fn load(dir: &Path, name: &str) -> Result<Mlp> {
         let path = dir.join(format!("{name}.safetensors"));
         let bad = |msg: String| Error::Model(format!("{}: {msg}", path.display()));
-        let t =
-            candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
+        let t = candle_core::safetensors::load(&path, &Device::Cpu)
+            .map_err(|e| Error::model_file(&path, e))?;
         let get = |k: &str| -> Result<Tensor> {
             t.get(k)
                 .ok_or_else(|| bad(format!("no tensor {k}")))?
@@ -482,6 +484,110 @@ mod tests {
             .unwrap();
         // (ln 2 + 0 + 0) / 3
         assert!((l - std::f32::consts::LN_2 / 3.0).abs() < 1e-6, "{l}");
+    }
+
+    #[test]
+    fn bce_matches_hand_values_and_survives_large_logits() {
+        let dev = Device::Cpu;
+        let x = Tensor::new(&[[0f32, 2.0, -3.0, 100.0]], &dev).unwrap();
+        let t = Tensor::new(&[[1f32, 0.0, 1.0, 0.0]], &dev).unwrap();
+        // By hand: ln2, 2+ln(1+e^-2), 3+ln(1+e^-3), 100 (+ln(1+e^-100))
+        let want = ((2f64).ln()
+            + 2.0
+            + (1.0 + (-2f64).exp()).ln()
+            + 3.0
+            + (1.0 + (-3f64).exp()).ln()
+            + 100.0)
+            / 4.0;
+        let got = bce_with_logits(&x, &t, None)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!((got * 1e4).round(), (want as f32 * 1e4).round());
+        // pos_weight 2 doubles the positive terms only.
+        let pw = Tensor::new(&[2f32, 2.0, 2.0, 2.0], &dev).unwrap();
+        let want_pw = want + ((2f64).ln() + 3.0 + (1.0 + (-3f64).exp()).ln()) / 4.0;
+        let got_pw = bce_with_logits(&x, &t, Some(&pw))
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!((got_pw * 1e4).round(), (want_pw as f32 * 1e4).round());
+    }
+
+    /// PyTorch's `BCEWithLogitsLoss` as fine-tuning used to write it:
+    /// `(1 − t)·x + w·(log(1 + e^−|x|) + max(−x, 0))`, `w = 1 + (pos_weight − 1)·t`.
+    fn bce_pytorch_form(
+        logits: &Tensor,
+        targets: &Tensor,
+        pos_weight: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let e = logits.abs()?.neg()?.exp()?;
+        let softplus_neg = ((e + 1.0)?.log()? + logits.neg()?.relu()?)?;
+        let one_minus_t = targets.affine(-1.0, 1.0)?;
+        let weighted = match pos_weight {
+            None => softplus_neg,
+            Some(pw) => {
+                let w = targets.broadcast_mul(&(pw - 1.0)?)?.affine(1.0, 1.0)?;
+                (softplus_neg * w)?
+            }
+        };
+        ((one_minus_t * logits)? + weighted)?.mean_all()
+    }
+
+    type BceFn = dyn Fn(&Tensor, &Tensor, Option<&Tensor>) -> candle_core::Result<Tensor>;
+
+    /// The two stable forms are the same function (softplus(x) = x + softplus(−x)): loss and
+    /// gradient agree to 1e-6 over logits from −60 to 60, hard and soft targets, with and
+    /// without `pos_weight` (gradients away from a logit of exactly 0).
+    #[test]
+    fn bce_equals_the_pytorch_form_in_value_and_gradient() {
+        let dev = Device::Cpu;
+        let mut rng = StdRng::seed_from_u64(5);
+        let (n, k) = (64, NUM_EMOTIONS);
+        let mut xs: Vec<f32> = (0..n * k).map(|_| rng.random_range(-8.0..8.0)).collect();
+        for (i, v) in [-60.0f32, -20.0, -1e-3, 0.0, 1e-3, 20.0, 60.0]
+            .into_iter()
+            .enumerate()
+        {
+            xs[i * 3] = v;
+        }
+        let ts: Vec<f32> = (0..n * k)
+            .map(|i| match i % 5 {
+                0 | 1 => 1.0,
+                2 | 3 => 0.0,
+                _ => rng.random_range(0.0..1.0),
+            })
+            .collect();
+        let t = Tensor::from_vec(ts, (n, k), &dev).unwrap();
+        let pw = Tensor::new(&[1.0f32, 0.3, 2.0, 4.5, 10.0, 1.0, 0.7, 3.0], &dev).unwrap();
+        for w in [None, Some(&pw)] {
+            let run = |f: &BceFn| {
+                let x = Var::from_vec(xs.clone(), (n, k), &dev).unwrap();
+                let loss = f(x.as_tensor(), &t, w).unwrap();
+                let g = loss.backward().unwrap();
+                let grad = g.get(x.as_tensor()).unwrap().flatten_all().unwrap();
+                (
+                    loss.to_scalar::<f32>().unwrap(),
+                    grad.to_vec1::<f32>().unwrap(),
+                )
+            };
+            let (l_ours, g_ours) = run(&bce_with_logits);
+            let (l_ref, g_ref) = run(&bce_pytorch_form);
+            assert!(
+                (l_ours - l_ref).abs() <= 1e-6 * l_ref.abs().max(1.0),
+                "{l_ours} vs {l_ref}"
+            );
+            // At a logit of exactly 0 autograd takes a subgradient of |x| and max(x, 0), and
+            // the two forms use them differently; a trained logit is never exactly 0.
+            let worst = g_ours
+                .iter()
+                .zip(&g_ref)
+                .zip(&xs)
+                .filter(|(_, &x)| x != 0.0)
+                .map(|((a, b), _)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst <= 1e-6, "gradients differ by {worst}");
+        }
     }
 
     #[test]

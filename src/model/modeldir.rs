@@ -11,7 +11,7 @@
 //! ([`FileSum`]); loading checks them ([`verify`]), so weights that do not belong to the meta
 //! (a hand-mixed directory, a partial copy) are refused instead of predicting silently.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, OutPathReason, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -85,9 +85,9 @@ pub fn overlaps(a: &Path, b: &Path) -> bool {
     a.starts_with(b) || b.starts_with(a)
 }
 
-/// Refuses an `--out` that exists and is not a model directory: a file, or a non-empty
-/// directory without `meta.json` (retraining replaces the whole directory, so anything else in
-/// it would be lost).
+/// Refuses a model output directory that exists and is not a model directory: a file, or a
+/// non-empty directory without `meta.json` (retraining replaces the whole directory, so
+/// anything else in it would be lost).
 pub fn check_out(out: &Path) -> Result<()> {
     let meta = match std::fs::symlink_metadata(out) {
         Ok(m) => m,
@@ -95,20 +95,14 @@ pub fn check_out(out: &Path) -> Result<()> {
         Err(e) => return Err(Error::io(out, e)),
     };
     if !meta.is_dir() {
-        return Err(Error::Invalid(format!(
-            "--out {} exists and is not a directory; choose another --out",
-            out.display()
-        )));
+        return Err(Error::out_path(out, OutPathReason::NotADirectory));
     }
     if out.join("meta.json").is_file() {
         return Ok(());
     }
     let mut entries = std::fs::read_dir(out).map_err(|e| Error::io(out, e))?;
     if entries.next().is_some() {
-        return Err(Error::Invalid(format!(
-            "--out {} is a non-empty directory without meta.json, not an emoknow model; training replaces the whole directory, so choose a new --out (or remove it yourself)",
-            out.display()
-        )));
+        return Err(Error::out_path(out, OutPathReason::NotAModel));
     }
     Ok(())
 }
@@ -118,10 +112,7 @@ fn parent_and_name(out: &Path) -> Result<(PathBuf, String)> {
     let name = out.file_name().and_then(|n| n.to_str());
     match (parent, name) {
         (Some(p), Some(n)) => Ok((p.to_path_buf(), n.to_string())),
-        _ => Err(Error::Invalid(format!(
-            "--out {}: a model directory needs a parent directory and a UTF-8 name",
-            out.display()
-        ))),
+        _ => Err(Error::out_path(out, OutPathReason::NoName)),
     }
 }
 
@@ -293,15 +284,17 @@ pub fn checksums(dir: &Path) -> Result<BTreeMap<String, FileSum>> {
 }
 
 /// Checks that the files of `dir` are the ones `meta` (the path of its `meta.json`) records.
-/// Errors: [`Error::Model`] naming the first file that is missing, of another size or content.
+/// Errors: [`Error::ModelDamaged`] naming the first file that is missing, of another size or
+/// content.
 pub fn verify(dir: &Path, meta: &Path, files: &BTreeMap<String, FileSum>) -> Result<()> {
-    let mismatch = |rel: &str, what: String| {
-        Error::Model(format!(
-            "{}: {what}, not the file {} records: the directory mixes two models (an interrupted write, a partial copy or a hand edit); retrain it with `emoknow train … --out {}`",
+    let mismatch = |rel: &str, what: String| Error::ModelDamaged {
+        dir: dir.to_path_buf(),
+        msg: format!(
+            "{}: {what}, not the file {} records: the directory mixes two models (an \
+             interrupted write, a partial copy or a hand edit); retrain it",
             dir.join(rel).display(),
             meta.display(),
-            dir.display()
-        ))
+        ),
     };
     for (rel, sum) in files {
         let ok = Path::new(rel)

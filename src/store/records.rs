@@ -7,8 +7,7 @@ pub use crate::corpus::split::Split;
 use crate::labels::LabelSet;
 use serde::{Deserialize, Serialize};
 
-/// Example id: the source file's ID column when it has one, else assigned in file order.
-pub type ExampleId = u64;
+pub use crate::spec::{now_secs, ExampleId, Neighbour, NeighbourBy, NeighbourSpec};
 
 /// Where a record came from: file name and 1-based line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,17 +79,6 @@ impl PromptKind {
     }
 }
 
-/// One neighbour in a [`KnowledgeKind::Neighbours`] record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Neighbour {
-    /// The neighbour's example id.
-    pub id: ExampleId,
-    /// Similarity score (cosine, or BM25 when retrieved by keywords).
-    pub score: f32,
-    /// The neighbour's gold labels.
-    pub labels: LabelSet,
-}
-
 /// Knowledge attached to one example by one source.
 ///
 /// Keyed by (example id, source name): a source holds at most one record per example, so
@@ -133,41 +121,6 @@ pub struct Missing {
     pub reason: String,
     /// Seconds since the Unix epoch.
     pub created_at: u64,
-}
-
-/// Seconds since the Unix epoch, now.
-pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// How neighbours are found.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NeighbourBy {
-    /// Cosine over the stored text vectors of this encoder.
-    Dense {
-        /// The encoder's id (see [`crate::store::vectors::EncoderInfo`]).
-        encoder_id: String,
-    },
-    /// BM25 over the search index.
-    Bm25,
-}
-
-/// The settings of a neighbours retrieval. Stored with a source's neighbour records, so that
-/// whatever uses them knows exactly how they were found.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct NeighbourSpec {
-    /// Dense (which encoder) or BM25.
-    pub by: NeighbourBy,
-    /// Neighbours per example.
-    pub k: usize,
-    /// The split neighbours come from (the pool).
-    pub from: Split,
-    /// Examples whose id is within this distance of the query's are never neighbours.
-    pub exclude_within: u64,
 }
 
 /// The state of one source's neighbours retrieval: what it was asked, over which pool, and

@@ -9,6 +9,8 @@ use super::{decode, encode, CheckReport, Store, P_ENCODER};
 use crate::corpus::Split;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
+
+pub use crate::spec::EncoderInfo;
 use std::collections::{BTreeMap, HashMap};
 
 /// What text a vector embeds.
@@ -40,23 +42,6 @@ impl std::fmt::Display for What {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.key())
     }
-}
-
-/// An encoder whose vectors the store holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EncoderInfo {
-    /// Stable id derived from the model's identity (config + weights + pooling + max length).
-    pub id: String,
-    /// Human name (the model directory's name).
-    pub name: String,
-    /// Vector dimension.
-    pub dim: usize,
-    /// Pooling (`mean`, `cls`).
-    pub pooling: String,
-    /// Maximum tokens per sentence.
-    pub max_len: usize,
-    /// Where the model was loaded from when embedding (to embed new text later).
-    pub dir: String,
 }
 
 /// Vector counts of one encoder (for `stats`).
@@ -234,16 +219,13 @@ impl Store {
             .collect();
         match m.as_slice() {
             [one] => Ok((*one).clone()),
-            [] => Err(Error::NotFound(format!(
-                "no stored vectors for encoder {key:?} (run `emoknow embed --encoder DIR` first)"
-            ))),
-            _ => Err(Error::Invalid(format!(
-                "encoder {key:?} is ambiguous: {}",
-                m.iter()
-                    .map(|e| e.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
+            [] => Err(Error::NoEmbeddings {
+                encoder: Some(key.to_string()),
+            }),
+            _ => Err(Error::AmbiguousEncoder {
+                key: Some(key.to_string()),
+                candidates: m.iter().map(|e| e.id.clone()).collect(),
+            }),
         }
     }
 

@@ -11,8 +11,11 @@
 //! served concurrently (a fixed `latency_ms` then behaves like a remote model). It is a test
 //! tool, not a production server: no TLS, no chunked request bodies.
 //!
+//! Over 900 lines but one concept, the server: HTTP parsing, the answering script and the
+//! fault injection are each only meaningful together, and a fifth of the file is its tests.
+//!
 //! ```
-//! use emoknow::devserver::{Behaviour, DevServer};
+//! use emoknow::testkit::devserver::{Behaviour, DevServer};
 //! let server = DevServer::start(Behaviour::default().gold_pair("你好 世界", "Joy".parse().unwrap())).unwrap();
 //! assert!(server.base_url().starts_with("http://127.0.0.1:"));
 //! assert_eq!(server.request_count(), 0);

@@ -22,6 +22,17 @@
 //!
 //! Turning probabilities into label sets is [`crate::model::thresholds`]' job; reading texts
 //! and knowledge from the store is the caller's.
+//!
+//! Where the code lives:
+//! - this file: the configuration ([`LinearConfig`], [`HeadConfig`]), [`LinearProgress`] and
+//!   [`LinearModel`] (train, predict, save, load);
+//! - `features`: tokenizing and the TF-IDF featurizer (word and character n-grams, term
+//!   statistics, idf);
+//! - `lbfgs`: the sparse CSR matrix, the logistic-regression problem, its L-BFGS fit and the
+//!   naive-Bayes ratios.
+
+mod features;
+mod lbfgs;
 
 use crate::labels::{Emotion, LabelSet, NUM_EMOTIONS};
 use crate::{Error, Result};
@@ -31,6 +42,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
+
+use features::{index_of, Featurizer};
+use lbfgs::{fit_label, sigmoid, Csr, Fit};
 
 /// Hyper-parameters of the linear classifier. Serialized with the model.
 ///
@@ -213,585 +227,6 @@ impl fmt::Display for LinearProgress {
         }
     }
 }
-
-// ---------------------------------------------------------------------------------------------
-// Features
-
-/// Calls `f` with every word n-gram (n = 1..=max_n) of `words`, joined by one space.
-fn for_each_word_gram(words: &[&str], max_n: usize, buf: &mut String, mut f: impl FnMut(&str)) {
-    for i in 0..words.len() {
-        buf.clear();
-        for n in 1..=max_n.min(words.len() - i) {
-            if n > 1 {
-                buf.push(' ');
-            }
-            buf.push_str(words[i + n - 1]);
-            f(buf);
-        }
-    }
-}
-
-/// Calls `f` with every character n-gram (n = min..=max) of `chars`.
-fn for_each_char_gram(
-    chars: &[char],
-    min: usize,
-    max: usize,
-    buf: &mut String,
-    mut f: impl FnMut(&str),
-) {
-    for i in 0..chars.len() {
-        buf.clear();
-        for n in 1..=max.min(chars.len() - i) {
-            buf.push(chars[i + n - 1]);
-            if n >= min {
-                f(buf);
-            }
-        }
-    }
-}
-
-/// A text split the way both blocks need it.
-struct Tokens<'a> {
-    words: Vec<&'a str>,
-    chars: Vec<char>,
-}
-
-fn tokenize(lower: &str) -> Tokens<'_> {
-    Tokens {
-        words: lower.split_whitespace().collect(),
-        chars: lower.chars().filter(|c| !c.is_whitespace()).collect(),
-    }
-}
-
-/// The fitted vocabulary and idf: maps a text to a sparse, normalized feature row.
-#[derive(Debug, Clone)]
-struct Featurizer {
-    word_ngrams: usize,
-    char_min: usize,
-    char_max: usize,
-    word_terms: Vec<String>,
-    char_terms: Vec<String>,
-    word_index: HashMap<String, u32>,
-    char_index: HashMap<String, u32>,
-    /// idf of every feature: word block first, then char block.
-    idf: Vec<f32>,
-}
-
-#[derive(Default)]
-struct TermStat {
-    df: u32,
-    tf: u64,
-    last_doc: u32,
-}
-
-fn count_term(stats: &mut HashMap<String, TermStat>, term: &str, doc: u32) {
-    let s = match stats.get_mut(term) {
-        Some(s) => s,
-        None => stats.entry(term.to_owned()).or_insert(TermStat {
-            df: 0,
-            tf: 0,
-            last_doc: u32::MAX,
-        }),
-    };
-    s.tf += 1;
-    if s.last_doc != doc {
-        s.last_doc = doc;
-        s.df += 1;
-    }
-}
-
-/// Keeps terms with df >= min_df, then the `max_features` most frequent (ties by term), and
-/// returns them sorted by term (a deterministic feature order) with their df.
-fn select_terms(
-    stats: HashMap<String, TermStat>,
-    min_df: usize,
-    max_features: usize,
-) -> Vec<(String, u32)> {
-    let mut kept: Vec<(String, TermStat)> = stats
-        .into_iter()
-        .filter(|(_, s)| s.df as usize >= min_df)
-        .collect();
-    if max_features > 0 && kept.len() > max_features {
-        kept.sort_by(|a, b| b.1.tf.cmp(&a.1.tf).then_with(|| a.0.cmp(&b.0)));
-        kept.truncate(max_features);
-    }
-    let mut out: Vec<(String, u32)> = kept.into_iter().map(|(t, s)| (t, s.df)).collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
-}
-
-fn smooth_idf(n_docs: usize, df: u32) -> f32 {
-    (((1 + n_docs) as f64 / (1 + df as usize) as f64).ln() + 1.0) as f32
-}
-
-fn index_of(terms: &[String]) -> HashMap<String, u32> {
-    terms
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), i as u32))
-        .collect()
-}
-
-impl Featurizer {
-    fn fit(texts: &[&str], cfg: &LinearConfig) -> Featurizer {
-        let mut word_stats: HashMap<String, TermStat> = HashMap::new();
-        let mut char_stats: HashMap<String, TermStat> = HashMap::new();
-        let mut buf = String::new();
-        for (d, text) in texts.iter().enumerate() {
-            let lower = text.to_lowercase();
-            let tok = tokenize(&lower);
-            let d = d as u32;
-            if cfg.word_ngrams > 0 {
-                for_each_word_gram(&tok.words, cfg.word_ngrams, &mut buf, |t| {
-                    count_term(&mut word_stats, t, d)
-                });
-            }
-            if cfg.char_ngram_max > 0 {
-                for_each_char_gram(
-                    &tok.chars,
-                    cfg.char_ngram_min,
-                    cfg.char_ngram_max,
-                    &mut buf,
-                    |t| count_term(&mut char_stats, t, d),
-                );
-            }
-        }
-        let words = select_terms(word_stats, cfg.min_df, cfg.max_features);
-        let chars = select_terms(char_stats, cfg.min_df, cfg.max_features);
-        let idf = words
-            .iter()
-            .chain(&chars)
-            .map(|(_, df)| smooth_idf(texts.len(), *df))
-            .collect();
-        let word_terms: Vec<String> = words.into_iter().map(|(t, _)| t).collect();
-        let char_terms: Vec<String> = chars.into_iter().map(|(t, _)| t).collect();
-        Featurizer {
-            word_ngrams: cfg.word_ngrams,
-            char_min: cfg.char_ngram_min,
-            char_max: cfg.char_ngram_max,
-            word_index: index_of(&word_terms),
-            char_index: index_of(&char_terms),
-            word_terms,
-            char_terms,
-            idf,
-        }
-    }
-
-    fn n_features(&self) -> usize {
-        self.word_terms.len() + self.char_terms.len()
-    }
-
-    /// The sparse feature row of `text`: sorted feature ids and values.
-    fn vectorize(&self, text: &str) -> (Vec<u32>, Vec<f32>) {
-        let lower = text.to_lowercase();
-        let tok = tokenize(&lower);
-        let mut buf = String::new();
-        let mut words = Vec::new();
-        let mut chars = Vec::new();
-        if self.word_ngrams > 0 {
-            for_each_word_gram(&tok.words, self.word_ngrams, &mut buf, |t| {
-                if let Some(&i) = self.word_index.get(t) {
-                    words.push(i);
-                }
-            });
-        }
-        if self.char_max > 0 {
-            let offset = self.word_terms.len() as u32;
-            for_each_char_gram(&tok.chars, self.char_min, self.char_max, &mut buf, |t| {
-                if let Some(&i) = self.char_index.get(t) {
-                    chars.push(offset + i);
-                }
-            });
-        }
-        let mut ids = Vec::with_capacity(words.len() + chars.len());
-        let mut vals = Vec::with_capacity(words.len() + chars.len());
-        for block in [words, chars] {
-            self.push_block(block, &mut ids, &mut vals);
-        }
-        (ids, vals)
-    }
-
-    /// Appends one block's tf-idf values, L2-normalized.
-    fn push_block(&self, mut block: Vec<u32>, ids: &mut Vec<u32>, vals: &mut Vec<f32>) {
-        block.sort_unstable();
-        let start = vals.len();
-        let mut i = 0;
-        while i < block.len() {
-            let id = block[i];
-            let mut j = i;
-            while j < block.len() && block[j] == id {
-                j += 1;
-            }
-            let tf = (j - i) as f32;
-            ids.push(id);
-            vals.push((1.0 + tf.ln()) * self.idf[id as usize]);
-            i = j;
-        }
-        let norm = vals[start..].iter().map(|v| v * v).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            let scale = 1.0 / norm;
-            for v in &mut vals[start..] {
-                *v *= scale;
-            }
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Sparse rows and the logistic-regression solver
-
-/// Rows in compressed sparse row form.
-struct Csr {
-    indptr: Vec<usize>,
-    indices: Vec<u32>,
-    values: Vec<f32>,
-    n_cols: usize,
-}
-
-impl Csr {
-    fn from_rows(rows: Vec<(Vec<u32>, Vec<f32>)>, n_cols: usize) -> Csr {
-        let nnz = rows.iter().map(|r| r.0.len()).sum();
-        let mut indptr = Vec::with_capacity(rows.len() + 1);
-        let mut indices = Vec::with_capacity(nnz);
-        let mut values = Vec::with_capacity(nnz);
-        indptr.push(0);
-        for (ids, vals) in rows {
-            indices.extend_from_slice(&ids);
-            values.extend_from_slice(&vals);
-            indptr.push(indices.len());
-        }
-        Csr {
-            indptr,
-            indices,
-            values,
-            n_cols,
-        }
-    }
-
-    fn n_rows(&self) -> usize {
-        self.indptr.len() - 1
-    }
-
-    fn row(&self, i: usize) -> (&[u32], &[f32]) {
-        let (a, b) = (self.indptr[i], self.indptr[i + 1]);
-        (&self.indices[a..b], &self.values[a..b])
-    }
-
-    /// out[i] = x_i · w + b
-    fn matvec(&self, w: &[f64], b: f64, out: &mut [f64]) {
-        for (i, o) in out.iter_mut().enumerate() {
-            let (ids, vals) = self.row(i);
-            let mut s = b;
-            for (&j, &v) in ids.iter().zip(vals) {
-                s += v as f64 * w[j as usize];
-            }
-            *o = s;
-        }
-    }
-
-    /// out += Xᵀ d
-    fn rmatvec_add(&self, d: &[f64], out: &mut [f64]) {
-        for (i, &di) in d.iter().enumerate() {
-            if di == 0.0 {
-                continue;
-            }
-            let (ids, vals) = self.row(i);
-            for (&j, &v) in ids.iter().zip(vals) {
-                out[j as usize] += di * v as f64;
-            }
-        }
-    }
-}
-
-/// log(1 + e^(−m)), stable for any m.
-fn log1p_exp_neg(m: f64) -> f64 {
-    if m > 0.0 {
-        (-m).exp().ln_1p()
-    } else {
-        -m + m.exp().ln_1p()
-    }
-}
-
-fn sigmoid(z: f64) -> f64 {
-    if z >= 0.0 {
-        1.0 / (1.0 + (-z).exp())
-    } else {
-        let e = z.exp();
-        e / (1.0 + e)
-    }
-}
-
-/// One binary problem: y ∈ {−1, +1} and per-example loss weights (C folded in).
-struct Problem<'a> {
-    x: &'a Csr,
-    y: Vec<f64>,
-    cost: Vec<f64>,
-    /// Per-column feature scale (naive-Bayes log-count ratios), or none.
-    scale: Option<Vec<f64>>,
-}
-
-impl Problem<'_> {
-    /// Loss part of the objective at margins z.
-    fn loss(&self, z: &[f64]) -> f64 {
-        z.iter()
-            .zip(&self.y)
-            .zip(&self.cost)
-            .map(|((&zi, &yi), &ci)| ci * log1p_exp_neg(yi * zi))
-            .sum()
-    }
-
-    /// Gradient of the objective; `theta` = [w…, b].
-    fn gradient(&self, theta: &[f64], z: &[f64], g: &mut [f64]) {
-        let d = self.x.n_cols;
-        let dz: Vec<f64> = z
-            .iter()
-            .zip(&self.y)
-            .zip(&self.cost)
-            .map(|((&zi, &yi), &ci)| -ci * yi * sigmoid(-yi * zi))
-            .collect();
-        match &self.scale {
-            None => {
-                g[..d].copy_from_slice(&theta[..d]);
-                self.x.rmatvec_add(&dz, &mut g[..d]);
-            }
-            Some(r) => {
-                g[..d].iter_mut().for_each(|v| *v = 0.0);
-                self.x.rmatvec_add(&dz, &mut g[..d]);
-                for ((gj, rj), wj) in g[..d].iter_mut().zip(r).zip(&theta[..d]) {
-                    *gj = *gj * rj + wj;
-                }
-            }
-        }
-        g[d] = dz.iter().sum();
-    }
-
-    /// out[i] = (r ∘ x_i) · w + b
-    fn margins(&self, w: &[f64], b: f64, out: &mut [f64]) {
-        match &self.scale {
-            None => self.x.matvec(w, b, out),
-            Some(r) => {
-                let ws: Vec<f64> = w.iter().zip(r).map(|(a, b)| a * b).collect();
-                self.x.matvec(&ws, b, out)
-            }
-        }
-    }
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-/// Result of one label's fit.
-struct Fit {
-    w: Vec<f64>,
-    b: f64,
-    iterations: usize,
-}
-
-/// Minimizes ½‖w‖² + Σ cost_i · log(1 + exp(−y_i (x_i·w + b))) with L-BFGS (memory 10) and an
-/// Armijo backtracking line search. Deterministic.
-fn fit_lbfgs(p: &Problem, max_iter: usize, tol: f64) -> Fit {
-    const M: usize = 10;
-    let n = p.x.n_rows();
-    let d = p.x.n_cols;
-    let mut theta = vec![0.0f64; d + 1];
-    let mut z = vec![0.0f64; n];
-    let mut g = vec![0.0f64; d + 1];
-    p.gradient(&theta, &z, &mut g);
-    let mut wnorm2 = 0.0;
-    let mut f = p.loss(&z);
-    let g0 = dot(&g, &g).sqrt();
-    let mut s_hist: Vec<Vec<f64>> = Vec::new();
-    let mut y_hist: Vec<Vec<f64>> = Vec::new();
-    let mut rho_hist: Vec<f64> = Vec::new();
-    let mut dir = vec![0.0f64; d + 1];
-    let mut u = vec![0.0f64; n];
-    let mut g_new = vec![0.0f64; d + 1];
-    let mut iterations = 0;
-    while iterations < max_iter && dot(&g, &g).sqrt() > tol * g0 {
-        iterations += 1;
-        // Two-loop recursion: dir = −H g.
-        for (di, gi) in dir.iter_mut().zip(&g) {
-            *di = -gi;
-        }
-        let k = s_hist.len();
-        let mut alpha = vec![0.0; k];
-        for i in (0..k).rev() {
-            alpha[i] = rho_hist[i] * dot(&s_hist[i], &dir);
-            for (di, yi) in dir.iter_mut().zip(&y_hist[i]) {
-                *di -= alpha[i] * yi;
-            }
-        }
-        if k > 0 {
-            let gamma = dot(&s_hist[k - 1], &y_hist[k - 1]) / dot(&y_hist[k - 1], &y_hist[k - 1]);
-            for di in dir.iter_mut() {
-                *di *= gamma;
-            }
-        }
-        for i in 0..k {
-            let beta = rho_hist[i] * dot(&y_hist[i], &dir);
-            for (di, si) in dir.iter_mut().zip(&s_hist[i]) {
-                *di += (alpha[i] - beta) * si;
-            }
-        }
-        let mut gd = dot(&g, &dir);
-        if gd >= 0.0 {
-            // Not a descent direction (should not happen on a convex problem): restart.
-            s_hist.clear();
-            y_hist.clear();
-            rho_hist.clear();
-            for (di, gi) in dir.iter_mut().zip(&g) {
-                *di = -gi;
-            }
-            gd = dot(&g, &dir);
-        }
-        // Margins move along u = X dir_w + dir_b; the penalty along w + t·dir_w is quadratic.
-        p.margins(&dir[..d], dir[d], &mut u);
-        let wd = dot(&theta[..d], &dir[..d]);
-        let dd = dot(&dir[..d], &dir[..d]);
-        let mut step = if k == 0 {
-            1.0 / dot(&g, &g).sqrt()
-        } else {
-            1.0
-        };
-        let mut accepted = false;
-        let mut z_new = vec![0.0f64; n];
-        let mut f_new = f;
-        for _ in 0..40 {
-            for ((zn, zi), ui) in z_new.iter_mut().zip(&z).zip(&u) {
-                *zn = zi + step * ui;
-            }
-            f_new = 0.5 * (wnorm2 + 2.0 * step * wd + step * step * dd) + p.loss(&z_new);
-            if f_new <= f + 1e-4 * step * gd {
-                accepted = true;
-                break;
-            }
-            step *= 0.5;
-        }
-        if !accepted {
-            break;
-        }
-        let s: Vec<f64> = dir.iter().map(|v| v * step).collect();
-        for (t, si) in theta.iter_mut().zip(&s) {
-            *t += si;
-        }
-        z = z_new;
-        wnorm2 = dot(&theta[..d], &theta[..d]);
-        p.gradient(&theta, &z, &mut g_new);
-        let yv: Vec<f64> = g_new.iter().zip(&g).map(|(a, b)| a - b).collect();
-        let sy = dot(&s, &yv);
-        std::mem::swap(&mut g, &mut g_new);
-        let rel_drop = (f - f_new) / f.abs().max(1e-300);
-        // Recomputed rather than taken from the line search, so rounding cannot drift.
-        f = 0.5 * wnorm2 + p.loss(&z);
-        if sy > 1e-12 * dot(&yv, &yv).max(1e-300) {
-            if s_hist.len() == M {
-                s_hist.remove(0);
-                y_hist.remove(0);
-                rho_hist.remove(0);
-            }
-            rho_hist.push(1.0 / sy);
-            s_hist.push(s);
-            y_hist.push(yv);
-        }
-        if rel_drop.abs() < 1e-12 {
-            break;
-        }
-    }
-    let b = theta[d];
-    theta.truncate(d);
-    Fit {
-        w: theta,
-        b,
-        iterations,
-    }
-}
-
-/// Trains one head's regression for label `e`: builds y, costs and the column scale (block
-/// weights × NB ratios), fits, and folds the scale into the returned weights. A label with no
-/// positives (or no negatives) gets zero weights and a smoothed log-odds bias.
-fn fit_label(
-    x: &Csr,
-    n_word: usize,
-    labels: &[LabelSet],
-    e: Emotion,
-    head: &HeadConfig,
-    max_iter: usize,
-    tol: f64,
-) -> Fit {
-    let pos = labels.iter().filter(|l| l.contains(e)).count();
-    let neg = labels.len() - pos;
-    if pos == 0 || neg == 0 {
-        return Fit {
-            w: vec![0.0; x.n_cols],
-            b: ((pos as f64 + 0.5) / (neg as f64 + 0.5)).ln(),
-            iterations: 0,
-        };
-    }
-    let pos_cost = head.c * (neg as f64 / pos as f64).powf(head.class_balance);
-    let (y, cost) = labels
-        .iter()
-        .map(|l| {
-            if l.contains(e) {
-                (1.0, pos_cost)
-            } else {
-                (-1.0, head.c)
-            }
-        })
-        .unzip();
-    let plain = !head.nb_scale && head.word_weight == 1.0 && head.char_weight == 1.0;
-    let scale = (!plain).then(|| {
-        let mut r = if head.nb_scale {
-            nb_ratios(x, labels, e, pos, neg)
-        } else {
-            vec![1.0; x.n_cols]
-        };
-        for (j, rj) in r.iter_mut().enumerate() {
-            *rj *= if j < n_word {
-                head.word_weight
-            } else {
-                head.char_weight
-            };
-        }
-        r
-    });
-    let mut fit = fit_lbfgs(
-        &Problem {
-            x,
-            y,
-            cost,
-            scale: scale.clone(),
-        },
-        max_iter,
-        tol,
-    );
-    // Fold the scale into the weights so inference sees plain features.
-    if let Some(r) = scale {
-        fit.w.iter_mut().zip(&r).for_each(|(w, r)| *w *= r);
-    }
-    fit
-}
-
-/// Naive-Bayes log-count ratios of label `e` per column (NBSVM, Wang & Manning 2012, in the
-/// smoothed form r = ln(((Σ_pos x + 1) / (n_pos + 1)) / ((Σ_neg x + 1) / (n_neg + 1))).
-fn nb_ratios(x: &Csr, labels: &[LabelSet], e: Emotion, pos: usize, neg: usize) -> Vec<f64> {
-    let mut sp = vec![0.0f64; x.n_cols];
-    let mut sn = vec![0.0f64; x.n_cols];
-    for (i, l) in labels.iter().enumerate() {
-        let acc = if l.contains(e) { &mut sp } else { &mut sn };
-        let (ids, vals) = x.row(i);
-        for (&j, &v) in ids.iter().zip(vals) {
-            acc[j as usize] += v as f64;
-        }
-    }
-    sp.iter()
-        .zip(&sn)
-        .map(|(p, q)| ((p + 1.0) / (pos as f64 + 1.0) / ((q + 1.0) / (neg as f64 + 1.0))).ln())
-        .collect()
-}
-
-// ---------------------------------------------------------------------------------------------
-// The model
 
 /// A trained linear classifier: vocabulary, idf, and per head one weight vector + bias per
 /// label.
@@ -995,7 +430,7 @@ impl LinearModel {
         tensors.insert("idf", Tensor::from_vec(self.feat.idf.clone(), d, &dev)?);
         let wpath = dir.join(WEIGHTS_FILE);
         candle_core::safetensors::save(&tensors, &wpath)
-            .map_err(|e| Error::Model(format!("{}: {e}", wpath.display())))?;
+            .map_err(|e| Error::model_file(&wpath, e))?;
         let cfg = SavedConfig {
             format: FORMAT.into(),
             version: FORMAT_VERSION,
@@ -1013,8 +448,9 @@ impl LinearModel {
 
     /// Reads a model written by [`LinearModel::save`]. Predictions equal the saved model's.
     ///
-    /// Errors: [`Error::Io`] for a missing or unreadable file, [`Error::Model`] for a file of
-    /// another format or with inconsistent shapes.
+    /// Errors: [`Error::Io`] for a missing or unreadable file, [`Error::ModelFile`] for one that
+    /// does not parse, [`Error::Model`] for a file of another format or with inconsistent
+    /// shapes.
     pub fn load(dir: &Path) -> Result<LinearModel> {
         let cpath = dir.join(CONFIG_FILE);
         let saved: SavedConfig = read_json(&cpath)?;
@@ -1029,7 +465,7 @@ impl LinearModel {
         saved
             .config
             .validate()
-            .map_err(|e| Error::Model(format!("{}: {e}", cpath.display())))?;
+            .map_err(|e| Error::model_file(&cpath, e))?;
         let vpath = dir.join(VOCAB_FILE);
         let vocab: SavedVocab = read_json(&vpath)?;
         if vocab.words.len() != saved.word_features || vocab.chars.len() != saved.char_features {
@@ -1053,8 +489,8 @@ impl LinearModel {
             ));
         }
         let bad = |e: String| Error::Model(format!("{}: {e}", wpath.display()));
-        let tensors =
-            candle_core::safetensors::load(&wpath, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
+        let tensors = candle_core::safetensors::load(&wpath, &Device::Cpu)
+            .map_err(|e| Error::model_file(&wpath, e))?;
         let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
             let t = tensors
                 .get(name)
@@ -1100,14 +536,13 @@ impl LinearModel {
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let bytes =
-        serde_json::to_vec(value).map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
+    let bytes = serde_json::to_vec(value).map_err(|e| Error::model_file(path, e))?;
     std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::Model(format!("{}: {e}", path.display())))
+    serde_json::from_slice(&bytes).map_err(|e| Error::model_file(path, e))
 }
 
 #[cfg(test)]
@@ -1293,95 +728,5 @@ mod tests {
         let probs = model.predict_proba(&refs);
         let pred = tune(&probs, &labels, Objective::Micro).apply(&probs);
         assert!(metrics::micro_f1(&labels, &pred) > 0.95);
-    }
-
-    #[test]
-    fn nb_ratios_by_hand() {
-        // Column 0 only in the positive row (value 1), column 1 in both (values 0.5, 0.5).
-        // pos = 1, neg = 1: r0 = ln((1+1)/2 / ((0+1)/2)) = ln 2; r1 = ln(1.5/2 / (1.5/2)) = 0.
-        let x = Csr::from_rows(vec![(vec![0, 1], vec![1.0, 0.5]), (vec![1], vec![0.5])], 2);
-        let labels = [LabelSet::parse_list("Joy").unwrap(), LabelSet::EMPTY];
-        let r = nb_ratios(&x, &labels, Emotion::Joy, 1, 1);
-        let r4 = |x: f64| (x * 1e4).round() / 1e4;
-        assert_eq!(r4(r[0]), r4(2f64.ln()));
-        assert_eq!(r4(r[1]), 0.0);
-    }
-
-    #[test]
-    fn features_are_tfidf_with_sublinear_tf_and_l2_norm() {
-        // Two docs; "a" in both (df 2), "b" only in the first (df 1). Words only, unigrams.
-        let cfg = LinearConfig {
-            word_ngrams: 1,
-            char_ngram_max: 0,
-            min_df: 1,
-            ..LinearConfig::default()
-        };
-        let feat = Featurizer::fit(&["a b b", "a"], &cfg);
-        assert_eq!(feat.word_terms, ["a", "b"]);
-        // idf(a) = ln(3/3) + 1 = 1; idf(b) = ln(3/2) + 1
-        let idf_b = (1.5f64).ln() + 1.0;
-        let (ids, vals) = feat.vectorize("a b b");
-        // tf: a 1 -> 1, b 2 -> 1 + ln 2
-        let raw = [1.0, (1.0 + 2f64.ln()) * idf_b];
-        let norm = (raw[0] * raw[0] + raw[1] * raw[1]).sqrt();
-        assert_eq!(ids, [0, 1]);
-        let r4 = |x: f64| (x * 1e4).round() / 1e4;
-        assert_eq!(r4(vals[0] as f64), r4(raw[0] / norm));
-        assert_eq!(r4(vals[1] as f64), r4(raw[1] / norm));
-        // Unknown words give an empty row.
-        assert!(feat.vectorize("zzz").0.is_empty());
-    }
-
-    #[test]
-    fn grams_cover_words_bigrams_and_chars_without_spaces() {
-        let mut buf = String::new();
-        let mut w = Vec::new();
-        for_each_word_gram(&["我", "很", "开心"], 2, &mut buf, |t| {
-            w.push(t.to_string())
-        });
-        assert_eq!(w, ["我", "我 很", "很", "很 开心", "开心"]);
-        let chars: Vec<char> = "我很开心".chars().collect();
-        let mut c = Vec::new();
-        for_each_char_gram(&chars, 2, 3, &mut buf, |t| c.push(t.to_string()));
-        assert_eq!(c, ["我很", "我很开", "很开", "很开心", "开心"]);
-    }
-
-    #[test]
-    fn lbfgs_matches_a_hand_solved_problem() {
-        // One feature, x = 1 for both rows, y = +1 and −1, C = 1: by symmetry w = b = 0 is
-        // the optimum.
-        let x = Csr::from_rows(vec![(vec![0], vec![1.0]), (vec![0], vec![1.0])], 1);
-        let fit = fit_lbfgs(
-            &Problem {
-                x: &x,
-                y: vec![1.0, -1.0],
-                cost: vec![1.0, 1.0],
-                scale: None,
-            },
-            100,
-            1e-8,
-        );
-        assert!(fit.w[0].abs() < 1e-6 && fit.b.abs() < 1e-6);
-        // Rows (x=1, y=+1) and (x=0, y=−1), C = 1: the optimum satisfies
-        // w = σ(−(w + b)) and σ(−(w + b)) = σ(b) (gradient in b), so b = −(w + b) → w = −2b,
-        // and w = σ(b). Solve w = σ(−w/2) numerically: w ≈ 0.4200.
-        let x = Csr::from_rows(vec![(vec![0], vec![1.0]), (vec![], vec![])], 1);
-        let fit = fit_lbfgs(
-            &Problem {
-                x: &x,
-                y: vec![1.0, -1.0],
-                cost: vec![1.0, 1.0],
-                scale: None,
-            },
-            100,
-            1e-10,
-        );
-        let mut w = 0.5f64;
-        for _ in 0..200 {
-            w = sigmoid(-w / 2.0);
-        }
-        let r4 = |x: f64| (x * 1e4).round() / 1e4;
-        assert_eq!(r4(fit.w[0]), r4(w));
-        assert_eq!(r4(fit.b), r4(-w / 2.0));
     }
 }

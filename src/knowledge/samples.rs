@@ -1,0 +1,516 @@
+//! Building classifier inputs: the samples a model's [`Needs`] describe, for stored examples
+//! (their stored rationale, neighbours and vectors) or for new text (neighbours retrieved and
+//! vectors embedded now). Trainers, evaluators and `predict` all get their samples here, so
+//! training and inference see knowledge in the same form.
+//!
+//! The seed's protocol is expressible: train on one rationale source (qwen-max, written with
+//! the gold answer in view) and evaluate on another (the fine-tuned LLM's, written blind).
+
+use crate::corpus::Split;
+use crate::error::{Error, Result, SourceRole};
+use crate::labels::LabelSet;
+use crate::model::classifier::Model;
+use crate::model::sample::{AttachSpec, KnowledgeMode, Needs, Sample};
+use crate::neighbours::{stored_spec, Embedder, Retriever};
+use crate::spec::{EncoderInfo, ExampleId, Neighbour, NeighbourSpec};
+use crate::store::records::{Example, Knowledge, KnowledgeKind};
+use crate::store::vectors::What;
+use crate::store::Store;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+
+/// The rationale and neighbours `spec` attaches, picked from an example's stored records.
+pub fn pick(
+    records: &[Knowledge],
+    spec: &AttachSpec,
+    eval: bool,
+) -> (Option<String>, Vec<Neighbour>) {
+    let mut rationale = None;
+    let mut neighbours = Vec::new();
+    if spec.mode.rationale() {
+        let src = spec.rationale_source(eval);
+        rationale = records
+            .iter()
+            .find(|k| Some(&k.source) == src && k.kind == KnowledgeKind::Rationale)
+            .map(|k| k.sanitized.clone());
+    }
+    if spec.mode.neighbours() {
+        if let Some(k) = records.iter().find(|k| {
+            Some(&k.source) == spec.neighbours_source.as_ref()
+                && k.kind == KnowledgeKind::Neighbours
+        }) {
+            neighbours = k
+                .neighbours
+                .iter()
+                .take(spec.neighbours_k.max(1))
+                .cloned()
+                .collect();
+        }
+    }
+    (rationale, neighbours)
+}
+
+/// Checks that the sources a spec names exist in the store, and records how the neighbours
+/// source was retrieved (so a model trained on them finds new texts' neighbours the same way).
+pub fn resolve(store: &Store, spec: &mut AttachSpec) -> Result<()> {
+    if spec.mode == KnowledgeMode::None {
+        return Ok(());
+    }
+    let sources: Vec<String> = store.stats()?.sources.into_keys().collect();
+    let need = |name: &Option<String>, role: SourceRole| -> Result<()> {
+        match name {
+            Some(n) if sources.contains(n) => Ok(()),
+            _ => Err(Error::MissingSource {
+                role,
+                name: name.clone(),
+                available: sources.clone(),
+            }),
+        }
+    };
+    if spec.mode.rationale() {
+        need(&spec.source, SourceRole::Rationale)?;
+        if spec.eval_source.is_some() {
+            need(&spec.eval_source, SourceRole::EvalRationale)?;
+        }
+    }
+    if spec.mode.neighbours() {
+        need(&spec.neighbours_source, SourceRole::Neighbours)?;
+        if let Some(src) = &spec.neighbours_source {
+            spec.neighbours = Some(stored_spec(store, src)?);
+        }
+    }
+    Ok(())
+}
+
+/// Whether the example has a rationale of the spec's source (evaluation source when `eval`),
+/// whatever the mode (for `--only-with-knowledge`).
+pub fn has_rationale(store: &Store, id: ExampleId, spec: &AttachSpec, eval: bool) -> Result<bool> {
+    Ok(match spec.rationale_source(eval) {
+        Some(s) => store.knowledge_of(id, s)?.is_some(),
+        None => true,
+    })
+}
+
+/// Which stored examples a training run reads.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Train and validate only on examples that have a rationale of the spec's source
+    /// (training) and evaluation source (validation), whatever the knowledge mode.
+    pub only_with_knowledge: bool,
+    /// Use at most this many training examples (a seeded random subset).
+    pub max_train: Option<usize>,
+    /// Seed of the subset.
+    pub seed: u64,
+}
+
+/// The training and validation examples of a run: the train and val splits, restricted as
+/// `sel` asks. The test split is never read.
+pub fn training_examples(
+    store: &Store,
+    attach: &AttachSpec,
+    sel: &Selection,
+) -> Result<(Vec<Example>, Vec<Example>)> {
+    let split_examples = |split: Split, eval: bool| -> Result<Vec<Example>> {
+        let mut ex = store.examples(Some(split))?;
+        // With a source named, the restriction holds even for text-only models, so a
+        // text-only baseline can be trained on exactly the rows the knowledge model sees.
+        if sel.only_with_knowledge
+            && (attach.mode != KnowledgeMode::None || attach.source.is_some())
+        {
+            let mut keep = Vec::with_capacity(ex.len());
+            for e in ex {
+                if has_rationale(store, e.id, attach, eval)? {
+                    keep.push(e);
+                }
+            }
+            ex = keep;
+        }
+        Ok(ex)
+    };
+    let mut train = split_examples(Split::Train, false)?;
+    let val = split_examples(Split::Val, true)?;
+    if let Some(n) = sel.max_train {
+        if n < train.len() {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(sel.seed);
+            train.shuffle(&mut rng);
+            train.truncate(n);
+            train.sort_by_key(|e| e.id);
+        }
+    }
+    Ok((train, val))
+}
+
+/// Builds samples from one store, sharing work across models and calls: each encoder is
+/// loaded once and each text embedded once, each retrieval opened once.
+pub struct SampleBuilder<'s> {
+    store: &'s Store,
+    embedders: HashMap<String, Embedder>,
+    retrievers: HashMap<NeighbourSpec, Retriever>,
+    train_ids: Option<HashSet<ExampleId>>,
+}
+
+impl<'s> SampleBuilder<'s> {
+    /// A builder over `store`.
+    pub fn new(store: &'s Store) -> SampleBuilder<'s> {
+        SampleBuilder {
+            store,
+            embedders: HashMap::new(),
+            retrievers: HashMap::new(),
+            train_ids: None,
+        }
+    }
+
+    fn embedder(&mut self, info: &EncoderInfo, dir: Option<&PathBuf>) -> &mut Embedder {
+        self.embedders
+            .entry(info.id.clone())
+            .or_insert_with(|| Embedder::new(info.clone(), dir.cloned()))
+    }
+
+    fn retriever(&mut self, spec: &NeighbourSpec) -> Result<&Retriever> {
+        if !self.retrievers.contains_key(spec) {
+            let r = Retriever::open(self.store, spec)?;
+            self.retrievers.insert(spec.clone(), r);
+        }
+        self.retrievers
+            .get(spec)
+            .ok_or_else(|| Error::Model("a retrieval did not open".into()))
+    }
+
+    /// Retrieves for new texts with `spec` (embedding them first when dense).
+    fn retrieve_texts(
+        &mut self,
+        spec: &NeighbourSpec,
+        dir: Option<&PathBuf>,
+        texts: &[&str],
+        k: usize,
+    ) -> Result<Vec<Vec<Neighbour>>> {
+        self.retriever(spec)?;
+        let info = self.retrievers.get(spec).and_then(|r| r.encoder().cloned());
+        if let Some(info) = &info {
+            self.embedder(info, dir);
+        }
+        let store = self.store;
+        let r = self
+            .retrievers
+            .get(spec)
+            .ok_or_else(|| Error::Model("a retrieval did not open".into()))?;
+        let emb = info.as_ref().and_then(|i| self.embedders.get_mut(&i.id));
+        Ok(r.for_texts(store, texts, emb, k, LabelSet::EMPTY)?
+            .into_iter()
+            .map(|hits| hits.iter().map(|h| h.neighbour()).collect())
+            .collect())
+    }
+
+    fn train_ids(&mut self) -> Result<&HashSet<ExampleId>> {
+        if self.train_ids.is_none() {
+            let ids = self
+                .store
+                .examples(Some(Split::Train))?
+                .iter()
+                .map(|e| e.id)
+                .collect();
+            self.train_ids = Some(ids);
+        }
+        self.train_ids
+            .as_ref()
+            .ok_or_else(|| Error::Model("train ids did not load".into()))
+    }
+
+    /// Samples of stored examples for `needs`. `eval` picks the evaluation rationale source.
+    ///
+    /// Attached neighbours are the stored ones, which must be present and other examples of
+    /// the train split (neighbours stored before the splits changed could carry validation or
+    /// test labels into the features), and retrieved as the model's spec says.
+    pub fn examples(
+        &mut self,
+        needs: &Needs,
+        examples: &[Example],
+        eval: bool,
+    ) -> Result<Vec<Sample>> {
+        let spec = &needs.attach;
+        if spec.mode.neighbours() {
+            self.check_stored_spec(spec)?;
+            self.train_ids()?;
+        }
+        let empty = HashSet::new();
+        let train = self.train_ids.as_ref().unwrap_or(&empty);
+        let mut out = Vec::with_capacity(examples.len());
+        for e in examples {
+            let (rationale, neighbours) = if spec.mode == KnowledgeMode::None {
+                (None, Vec::new())
+            } else {
+                let records = self.store.knowledge(e.id)?;
+                if spec.mode.neighbours()
+                    && !records.iter().any(|k| {
+                        Some(&k.source) == spec.neighbours_source.as_ref()
+                            && k.kind == KnowledgeKind::Neighbours
+                    })
+                {
+                    return Err(Error::NotFound(format!(
+                        "example {} ({}) has no neighbours of source {}: the retrieval stopped part-way or did not cover the {} split; run `emoknow knowledge retrieve` again (it resumes)",
+                        e.id,
+                        e.split,
+                        spec.neighbours_source.as_deref().unwrap_or("?"),
+                        e.split
+                    )));
+                }
+                pick(&records, spec, eval)
+            };
+            if let Some(n) = neighbours
+                .iter()
+                .find(|n| n.id == e.id || !train.contains(&n.id))
+            {
+                return Err(Error::Invalid(format!(
+                    "the stored neighbours ({}) of example {} include example {}, which is {}: \
+                     the splits changed after they were retrieved; run `emoknow knowledge \
+                     retrieve` again",
+                    spec.neighbours_source.as_deref().unwrap_or("?"),
+                    e.id,
+                    n.id,
+                    if n.id == e.id {
+                        "itself"
+                    } else {
+                        "not in the train split now"
+                    }
+                )));
+            }
+            out.push(Sample::new(
+                e.id,
+                e.text.clone(),
+                e.labels,
+                rationale,
+                neighbours,
+                spec,
+            ));
+        }
+        if let Some(r) = &needs.retrieve {
+            let store = self.store;
+            let found = self
+                .retriever(r)?
+                .for_examples(store, examples, r.k, LabelSet::EMPTY)?;
+            for (s, hits) in out.iter_mut().zip(found) {
+                s.neighbours = hits.iter().map(|h| h.neighbour()).collect();
+            }
+        }
+        if let Some(info) = &needs.vectors {
+            self.stored_vectors(info, needs.encoder_dir.as_ref(), spec, &mut out, eval)?;
+        }
+        Ok(out)
+    }
+
+    /// Refuses stored neighbours found otherwise than the model was trained on.
+    fn check_stored_spec(&self, spec: &AttachSpec) -> Result<()> {
+        let (Some(source), Some(want)) = (&spec.neighbours_source, &spec.neighbours) else {
+            return Ok(());
+        };
+        if let Some(run) = self.store.neighbour_run(source)? {
+            if run.spec != *want {
+                return Err(Error::Invalid(format!(
+                    "the neighbours of source {source} in the store were retrieved with {:?}, the model was trained on neighbours retrieved with {want:?}: retrieve them again with the model's settings, or train again",
+                    run.spec
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills text (and attached rationale) vectors: stored ones, else embedded now.
+    fn stored_vectors(
+        &mut self,
+        info: &EncoderInfo,
+        dir: Option<&PathBuf>,
+        spec: &AttachSpec,
+        samples: &mut [Sample],
+        eval: bool,
+    ) -> Result<()> {
+        let ids: HashSet<ExampleId> = samples.iter().map(|s| s.id).filter(|&id| id != 0).collect();
+        let text = self.store.vectors(info, &What::Text, Some(&ids))?;
+        let rationale_src = spec
+            .rationale_source(eval)
+            .filter(|_| spec.mode.rationale())
+            .cloned();
+        let rationale = match &rationale_src {
+            Some(src) => Some(self.store.vectors(
+                info,
+                &What::Knowledge(src.clone()),
+                Some(&ids),
+            )?),
+            None => None,
+        };
+        let mut todo_text: Vec<usize> = Vec::new();
+        let mut todo_rationale: Vec<usize> = Vec::new();
+        for (i, s) in samples.iter_mut().enumerate() {
+            match text.position(s.id).filter(|_| s.id != 0) {
+                Some(r) => s.vector = Some(text.row(r).to_vec()),
+                None => todo_text.push(i),
+            }
+            if let Some(rv) = &rationale {
+                match rv.position(s.id).filter(|_| s.id != 0) {
+                    Some(r) => s.rationale_vector = Some(rv.row(r).to_vec()),
+                    None if s.rationale.as_ref().is_some_and(|r| !r.is_empty()) => {
+                        todo_rationale.push(i)
+                    }
+                    None => {}
+                }
+            }
+        }
+        if !todo_text.is_empty() || !todo_rationale.is_empty() {
+            let emb = self.embedder(info, dir);
+            let texts: Vec<&str> = todo_text
+                .iter()
+                .map(|&i| samples[i].text.as_str())
+                .collect();
+            let vt = emb.embed(&texts)?;
+            let rts: Vec<&str> = todo_rationale
+                .iter()
+                .map(|&i| samples[i].rationale.as_deref().unwrap_or(""))
+                .collect();
+            let vr = emb.embed(&rts)?;
+            for (&i, v) in todo_text.iter().zip(vt) {
+                samples[i].vector = Some(v);
+            }
+            for (&i, v) in todo_rationale.iter().zip(vr) {
+                samples[i].rationale_vector = Some(v);
+            }
+        }
+        Ok(())
+    }
+
+    /// Samples of texts the store does not hold (with gold `labels` when known): no rationale
+    /// (they were never annotated), neighbours retrieved now as the model's spec says, vectors
+    /// embedded now.
+    pub fn texts(
+        &mut self,
+        needs: &Needs,
+        texts: &[String],
+        labels: Option<&[LabelSet]>,
+    ) -> Result<Vec<Sample>> {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let spec = &needs.attach;
+        let mut neighbours: Vec<Vec<Neighbour>> = vec![Vec::new(); texts.len()];
+        if spec.mode.neighbours() {
+            let nspec = match (&spec.neighbours, &spec.neighbours_source) {
+                (Some(s), _) => s.clone(),
+                // Models trained before the spec was recorded: the store's record of it.
+                (None, Some(src)) => stored_spec(self.store, src)?,
+                (None, None) => {
+                    return Err(Error::Invalid(
+                        "the model attaches neighbours but names no neighbours source".into(),
+                    ))
+                }
+            };
+            let k = spec.neighbours_k.max(1);
+            neighbours = self.retrieve_texts(&nspec, needs.encoder_dir.as_ref(), &refs, k)?;
+        }
+        let mut out: Vec<Sample> = texts
+            .iter()
+            .zip(neighbours)
+            .enumerate()
+            .map(|(i, (t, n))| {
+                let gold = labels.and_then(|l| l.get(i)).copied().unwrap_or_default();
+                Sample::new(0, t.clone(), gold, None, n, spec)
+            })
+            .collect();
+        if let Some(r) = &needs.retrieve {
+            let found = self.retrieve_texts(r, needs.encoder_dir.as_ref(), &refs, r.k)?;
+            for (s, n) in out.iter_mut().zip(found) {
+                s.neighbours = n;
+            }
+        }
+        if let Some(info) = &needs.vectors {
+            let vectors = self
+                .embedder(info, needs.encoder_dir.as_ref())
+                .embed(&refs)?;
+            for (s, v) in out.iter_mut().zip(vectors) {
+                s.vector = Some(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// For each single model of `model` (see [`Model::needs`]), the samples of stored
+    /// examples, with the evaluation rationale source.
+    pub fn for_model(&mut self, model: &Model, examples: &[Example]) -> Result<Vec<Vec<Sample>>> {
+        model
+            .needs()
+            .iter()
+            .map(|n| self.examples(n, examples, true))
+            .collect()
+    }
+
+    /// For each single model of `model`, the samples of new texts.
+    pub fn for_model_texts(
+        &mut self,
+        model: &Model,
+        texts: &[String],
+        labels: Option<&[LabelSet]>,
+    ) -> Result<Vec<Vec<Sample>>> {
+        model
+            .needs()
+            .iter()
+            .map(|n| self.texts(n, texts, labels))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::records::PromptKind;
+
+    fn k(source: &str, kind: KnowledgeKind, sanitized: &str, nb: Vec<Neighbour>) -> Knowledge {
+        Knowledge {
+            example_id: 1,
+            source: source.into(),
+            kind,
+            raw: String::new(),
+            sanitized: sanitized.into(),
+            asserted: LabelSet::EMPTY,
+            prompt_kind: PromptKind::Imported,
+            attempts: 0,
+            model: String::new(),
+            created_at: 0,
+            neighbours: nb,
+        }
+    }
+
+    #[test]
+    fn train_and_eval_sources_differ_and_neighbours_render_labels() {
+        let nb = vec![
+            Neighbour {
+                id: 2,
+                score: 0.9,
+                labels: "Love,Joy".parse().unwrap(),
+            },
+            Neighbour {
+                id: 3,
+                score: 0.8,
+                labels: "Anger".parse().unwrap(),
+            },
+        ];
+        let recs = vec![
+            k("qwen", KnowledgeKind::Rationale, "甲", vec![]),
+            k("glm", KnowledgeKind::Rationale, "乙", vec![]),
+            k("knn", KnowledgeKind::Neighbours, "", nb),
+        ];
+        let spec = AttachSpec {
+            mode: KnowledgeMode::All,
+            source: Some("qwen".into()),
+            eval_source: Some("glm".into()),
+            neighbours_source: Some("knn".into()),
+            neighbours_k: 1,
+            neighbours: None,
+        };
+        let sample = |eval| {
+            let (r, n) = pick(&recs, &spec, eval);
+            Sample::new(1, "文".into(), LabelSet::EMPTY, r, n, &spec)
+        };
+        assert_eq!(sample(false).knowledge, "甲 [SEP] 近邻: Love,Joy");
+        assert_eq!(sample(true).knowledge, "乙 [SEP] 近邻: Love,Joy");
+        assert_eq!(sample(true).joined(), "文 [SEP] 乙 [SEP] 近邻: Love,Joy");
+        let (r, n) = pick(&recs, &AttachSpec::default(), false);
+        assert_eq!((r, n.len()), (None, 0));
+    }
+}

@@ -1,0 +1,25 @@
+//! Neighbours: the labelled examples most similar to a sentence, as a typed concept.
+//!
+//! A [`NeighbourSpec`](crate::spec::NeighbourSpec) says how they are found (dense with which
+//! encoder, or BM25; k; the pool split; what to exclude). A [`Retriever`] opens a spec over the
+//! store; [`records`] stores each example's neighbours as knowledge, recording the spec beside
+//! them, and reads it back; [`Embedder`] embeds new text with the encoder whose stored vectors
+//! it is compared with.
+//!
+//! - [`search`]: the [`NeighbourSearch`] seam and exact [`BruteForce`] cosine search.
+//! - [`pool`]: the pool of labelled examples and retrieval over it (dense or BM25).
+//! - [`retriever`]: a spec (or a user's [`Choice`]) opened over the store.
+//! - [`embed`]: [`Embedder`] and the choice of encoder ([`pick_encoder`]).
+//! - [`records`]: neighbours stored as knowledge, resumably; the spec of a stored source.
+
+pub mod embed;
+pub mod pool;
+pub mod records;
+pub mod retriever;
+pub mod search;
+
+pub use embed::{pick_encoder, Embedder};
+pub use pool::{Hit, Pool, Probe};
+pub use records::{neighbours_knowledge, retrieve_into_store, stored_spec, RetrieveSummary};
+pub use retriever::{By, Choice, Retriever};
+pub use search::{BruteForce, NeighbourSearch};

@@ -1,0 +1,275 @@
+//! Examples in the store: [`Store::ingest`] (ids, conflicts, `replace`, and dropping what
+//! was derived from a replaced sentence or relabelled example, in the same atomic write) and
+//! the example reads.
+
+use super::records::{Example, ExampleId, Knowledge, KnowledgeKind, Origin};
+use super::{decode, encode, id_from_key, index, key_id, origin_key, Store};
+use super::{P_EXAMPLE, P_KNOWLEDGE, P_MISSING};
+use crate::corpus::{Row, Split};
+use crate::error::{Error, Result};
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// How an ingest went.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IngestSummary {
+    /// New examples.
+    pub added: usize,
+    /// Existing examples whose labels or split changed (same sentence).
+    pub updated: usize,
+    /// Existing examples whose sentence was replaced (`replace`).
+    pub replaced: usize,
+    /// Rows identical to what the store held.
+    pub unchanged: usize,
+    /// Knowledge and missing records of replaced sentences, dropped.
+    pub dropped_knowledge: usize,
+    /// Neighbour lists (of any example) naming a replaced or relabelled example, dropped.
+    pub dropped_neighbour_lists: usize,
+    /// Vectors of replaced sentences, dropped.
+    pub dropped_vectors: usize,
+}
+
+impl Store {
+    /// Writes rows read from the file `file` with their splits, as one atomic batch.
+    ///
+    /// `file` is the file's identity: the CLI passes its canonical path, so two files that
+    /// share a name in different folders are different files. Ids: a row's own id when the
+    /// file has an id column, else the id this file's row ordinal got on an earlier ingest,
+    /// else the next free id. So re-ingesting a file changes nothing.
+    ///
+    /// Nothing is overwritten without `replace`: a row whose id holds another sentence (from
+    /// any file), or any other example from another file, is refused and nothing is written.
+    /// A row from the same file may change its labels or split. When a sentence is replaced,
+    /// what was derived from the old text goes in the same atomic write: its knowledge and
+    /// missing records, its vectors, and every neighbour list that names it; a label change
+    /// drops the neighbour lists that name it (they carry its labels). The summary counts them.
+    pub fn ingest(
+        &self,
+        file: &str,
+        rows: &[Row],
+        splits: &[Split],
+        replace: bool,
+    ) -> Result<IngestSummary> {
+        if rows.len() != splits.len() {
+            return Err(Error::Invalid(format!(
+                "{} rows but {} splits",
+                rows.len(),
+                splits.len()
+            )));
+        }
+        index::warm_up();
+        // Stores written before files were told apart by path keyed rows by file name.
+        let legacy_name = Path::new(file)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| n != file);
+        let mut next_id = match self.max_example_id()? {
+            None => Some(1),
+            Some(m) => m.checked_add(1),
+        };
+        let mut batch = sled::Batch::default();
+        let mut changed = Vec::new();
+        let mut text_changed: HashSet<ExampleId> = HashSet::new();
+        let mut labels_changed: HashSet<ExampleId> = HashSet::new();
+        let mut summary = IngestSummary::default();
+        let mut seen: HashMap<ExampleId, u64> = HashMap::new();
+        let mut conflicts = Vec::new();
+        let mut replaceable = false;
+        for (ordinal, (row, &split)) in rows.iter().zip(splits).enumerate() {
+            let id = match row.id {
+                Some(id) => id,
+                None => {
+                    let ok = origin_key(file, ordinal as u64);
+                    let known = match self.db.get(&ok)? {
+                        Some(v) => Some(v),
+                        None => match &legacy_name {
+                            Some(n) => self.db.get(origin_key(n, ordinal as u64))?,
+                            None => None,
+                        },
+                    };
+                    match known {
+                        Some(v) => decode::<u64>(&v, "origin")?,
+                        None => {
+                            let Some(id) = next_id else {
+                                return Err(Error::input(
+                                    file,
+                                    row.line as usize,
+                                    format!(
+                                        "no free example id: the store already holds id {} (the largest); give this file an ID column",
+                                        u64::MAX
+                                    ),
+                                ));
+                            };
+                            next_id = id.checked_add(1);
+                            batch.insert(ok, encode(&id));
+                            id
+                        }
+                    }
+                }
+            };
+            if let Some(first) = seen.insert(id, row.line) {
+                conflicts.push((
+                    row.line as usize,
+                    format!("ID {id} already used at line {first} of this file"),
+                ));
+                continue;
+            }
+            let ex = Example {
+                id,
+                text: row.text.clone(),
+                labels: row.labels,
+                split,
+                origin: Origin {
+                    file: file.to_string(),
+                    line: row.line,
+                },
+            };
+            let Some(old) = self.example(id)? else {
+                summary.added += 1;
+                batch.insert(&key_id(P_EXAMPLE, id), encode(&ex));
+                changed.push(id);
+                continue;
+            };
+            if old == ex
+                || (old.text == ex.text && old.labels == ex.labels && old.split == ex.split)
+            {
+                // The same example (from this file, or the same row in another file).
+                summary.unchanged += 1;
+                continue;
+            }
+            let same_file =
+                old.origin.file == file || legacy_name.as_deref() == Some(&old.origin.file);
+            if !replace {
+                let why = if old.text != ex.text {
+                    format!(
+                        "ID {id} already holds a different sentence from {}:{} ({}); replacing it drops what was derived from the old sentence (rationales, vectors, neighbour lists)",
+                        old.origin.file,
+                        old.origin.line,
+                        crate::error::snippet(&old.text, 40)
+                    )
+                } else if !same_file {
+                    format!(
+                        "ID {id} already holds this sentence from {}:{} with other labels or split (ids must be unique across files)",
+                        old.origin.file, old.origin.line
+                    )
+                } else {
+                    String::new()
+                };
+                if !why.is_empty() {
+                    conflicts.push((row.line as usize, why));
+                    replaceable = true;
+                    continue;
+                }
+            }
+            if old.text != ex.text {
+                text_changed.insert(id);
+                summary.replaced += 1;
+            } else {
+                summary.updated += 1;
+            }
+            if old.text != ex.text || old.labels != ex.labels {
+                labels_changed.insert(id);
+            }
+            batch.insert(&key_id(P_EXAMPLE, id), encode(&ex));
+            changed.push(id);
+        }
+        if !conflicts.is_empty() {
+            return Err(Error::IdConflicts {
+                path: PathBuf::from(file),
+                errors: conflicts,
+                replaceable,
+            });
+        }
+        let vector_keys = self.drop_derived(
+            &text_changed,
+            &labels_changed,
+            &mut batch,
+            &mut changed,
+            &mut summary,
+        )?;
+        changed.sort_unstable();
+        changed.dedup();
+        self.commit_with(batch, &changed, true, &vector_keys)?;
+        Ok(summary)
+    }
+
+    /// Adds to `batch` the removal of what was derived from replaced sentences (`text`: their
+    /// knowledge and missing records) and from changed gold labels (`labels`, a superset of
+    /// `text`: every neighbour list naming one of them). Returns the vector keys to remove in
+    /// the same write; examples whose knowledge changes join `changed` (to be reindexed).
+    fn drop_derived(
+        &self,
+        text: &HashSet<ExampleId>,
+        labels: &HashSet<ExampleId>,
+        batch: &mut sled::Batch,
+        changed: &mut Vec<ExampleId>,
+        summary: &mut IngestSummary,
+    ) -> Result<Vec<sled::IVec>> {
+        if labels.is_empty() {
+            return Ok(Vec::new());
+        }
+        for &id in text {
+            for prefix in [P_KNOWLEDGE, P_MISSING] {
+                for k in self.db.scan_prefix(key_id(prefix, id)).keys() {
+                    batch.remove(k?);
+                    summary.dropped_knowledge += 1;
+                }
+            }
+        }
+        for kv in self.db.scan_prefix([P_KNOWLEDGE]) {
+            let (k, v) = kv?;
+            let owner = id_from_key(&k);
+            if text.contains(&owner) {
+                continue; // dropped above
+            }
+            let kn: Knowledge = decode(&v, "knowledge")?;
+            if kn.kind == KnowledgeKind::Neighbours
+                && kn.neighbours.iter().any(|n| labels.contains(&n.id))
+            {
+                batch.remove(k);
+                summary.dropped_neighbour_lists += 1;
+                changed.push(owner);
+            }
+        }
+        let keys = self.vector_keys_of(text)?;
+        summary.dropped_vectors = keys.len();
+        Ok(keys)
+    }
+
+    fn max_example_id(&self) -> Result<Option<ExampleId>> {
+        Ok(self
+            .db
+            .scan_prefix([P_EXAMPLE])
+            .keys()
+            .next_back()
+            .transpose()?
+            .map(|k| id_from_key(&k)))
+    }
+
+    /// The example with this id.
+    pub fn example(&self, id: ExampleId) -> Result<Option<Example>> {
+        self.db
+            .get(key_id(P_EXAMPLE, id))?
+            .map(|v| decode(&v, "example"))
+            .transpose()
+    }
+
+    /// All examples (of `split`, when given), by id.
+    pub fn examples(&self, split: Option<Split>) -> Result<Vec<Example>> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix([P_EXAMPLE]) {
+            let (_, v) = kv?;
+            let ex: Example = decode(&v, "example")?;
+            if split.is_none_or(|s| s == ex.split) {
+                out.push(ex);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of examples.
+    pub fn count_examples(&self) -> usize {
+        self.db.scan_prefix([P_EXAMPLE]).count()
+    }
+}

@@ -1,0 +1,169 @@
+//! How errors are printed: `emoknow: <what>: <cause>` says what is wrong in the library's
+//! terms, and a second line `hint: …` names the flag that fixes it. The flag is in the hint,
+//! not in the error.
+
+use crate::util::{s, Run, TestEnv};
+
+const CORPUS: &str = "ID,Text,Labels
+1,我 很 担忧 孩子 的 未来,\"['Anxiety', 'Love']\"
+2,现在 好 终于 如愿以偿,['Joy']
+3,他 对 未来 充满 期待,['Expect']
+4,这种 行为 令人 厌恶,\"['Hate', 'Anger']\"
+5,听到 消息 后 她 非常 难过,['Sorrow']
+6,真 没想到 会 这样,['Surprise']
+7,我 爱 我 的 家人,['Love']
+8,他 气 得 说不出话,['Anger']
+";
+
+/// The error (everything before the hint) and the hint of a failed run, asserting the shape:
+/// exit code 2, stderr starts with `emoknow: `, the last line is `hint: …`.
+#[track_caller]
+fn error_and_hint(r: Run) -> (String, String) {
+    let r = r.code(2);
+    let stderr = r.stderr.trim_end();
+    assert!(stderr.starts_with("emoknow: "), "{stderr}");
+    let (error, hint) = stderr
+        .rsplit_once("\nhint: ")
+        .unwrap_or_else(|| panic!("no hint line after the error:\n{stderr}"));
+    assert!(!hint.contains('\n'), "the hint is one line:\n{stderr}");
+    (error.to_string(), hint.to_string())
+}
+
+fn ingested(env: &TestEnv) {
+    let f = env.write("a/corpus.csv", CORPUS);
+    env.run(&[
+        "ingest",
+        s(&f),
+        "--test-rows",
+        "2",
+        "--val-fraction",
+        "0.25",
+    ])
+    .ok();
+}
+
+#[test]
+fn an_id_conflict_hints_at_replace() {
+    let env = TestEnv::new();
+    ingested(&env);
+    let other = env.write(
+        "b/corpus.csv",
+        "ID,Text,Labels\n1,完全 不同 的 句子,['Joy']\n",
+    );
+    let (error, hint) = error_and_hint(env.run(&["ingest", s(&other)]));
+    assert!(error.contains("1 id conflict(s)"), "{error}");
+    assert!(
+        error.contains("ID 1 already holds a different sentence"),
+        "{error}"
+    );
+    assert!(!error.contains("--"), "no flag in the error: {error}");
+    assert!(hint.contains("--replace"), "{hint}");
+}
+
+#[test]
+fn bad_lines_hint_at_skip_bad() {
+    let env = TestEnv::new();
+    let f = env.write("bad.csv", "ID,Text,Labels\n1,好,['Joy']\n2,,['Joy']\n");
+    let (error, hint) = error_and_hint(env.run(&["ingest", s(&f)]));
+    assert!(error.contains("nothing was written"), "{error}");
+    assert!(error.contains("line 3"), "{error}");
+    assert!(!error.contains("--"), "no flag in the error: {error}");
+    assert!(hint.contains("--skip-bad"), "{hint}");
+}
+
+#[test]
+fn a_store_in_use_or_missing_hints_at_store() {
+    let env = TestEnv::new();
+    let (error, hint) = error_and_hint(env.run(&["stats"]));
+    assert!(error.contains("no store at"), "{error}");
+    assert!(!error.contains("--store"), "{error}");
+    assert!(hint.contains("--store"), "{hint}");
+
+    ingested(&env);
+    let held = emoknow::store::Store::open(&env.store()).unwrap();
+    let (error, hint) = error_and_hint(env.run(&["stats"]));
+    assert!(error.contains("is in use by another process"), "{error}");
+    assert!(!error.contains("--store"), "{error}");
+    assert!(hint.contains("--store"), "{hint}");
+    drop(held);
+}
+
+#[test]
+fn an_ensemble_of_one_member_hints_at_member() {
+    let env = TestEnv::new();
+    ingested(&env);
+    let a = env.path("models/a");
+    env.run(&["train", "--classifier", "linear", "--out", s(&a)])
+        .ok();
+    let (error, hint) = error_and_hint(env.run(&[
+        "train",
+        "--classifier",
+        "ensemble",
+        "--member",
+        s(&a),
+        "--out",
+        s(&env.path("models/e")),
+    ]));
+    assert!(
+        error.contains("an ensemble needs at least two members (1 given)"),
+        "{error}"
+    );
+    assert!(!error.contains("--member"), "{error}");
+    assert!(hint.contains("--member"), "{hint}");
+
+    // An output directory that would overwrite a member: the library speaks of the model
+    // output and the member, the hint of --out and --member.
+    let (error, hint) = error_and_hint(env.run(&[
+        "train",
+        "--classifier",
+        "ensemble",
+        "--member",
+        s(&a),
+        "--member",
+        s(&a.join("../b")),
+        "--out",
+        s(&a),
+    ]));
+    assert!(error.contains("would overwrite the member"), "{error}");
+    assert!(!error.contains("--"), "{error}");
+    assert!(hint.contains("--out is --member"), "{hint}");
+}
+
+#[test]
+fn an_unknown_knowledge_source_hints_at_its_flag() {
+    let env = TestEnv::new();
+    ingested(&env);
+    let (error, hint) = error_and_hint(env.run(&[
+        "train",
+        "--classifier",
+        "linear",
+        "--knowledge",
+        "rationale",
+        "--source",
+        "nobody",
+        "--out",
+        s(&env.path("m")),
+    ]));
+    assert!(
+        error.contains("no knowledge from source \"nobody\" (rationale); the store has: none"),
+        "{error}"
+    );
+    assert!(hint.contains("--source"), "{hint}");
+}
+
+#[test]
+fn an_error_without_a_flag_to_fix_it_has_no_hint() {
+    let env = TestEnv::new();
+    ingested(&env);
+    let r = env.run(&["show", "99"]).code(2);
+    assert!(r.stderr.starts_with("emoknow: "), "{}", r.stderr);
+    assert!(!r.stderr.contains("hint:"), "{}", r.stderr);
+    // An I/O error names the file and its cause once.
+    let r = env.run(&["ingest", "missing.csv"]).code(2);
+    assert_eq!(
+        r.stderr.matches("No such file or directory").count(),
+        1,
+        "{}",
+        r.stderr
+    );
+}
