@@ -321,6 +321,28 @@ mod tests {
     }
 
     #[test]
+    fn label_f1_curve_is_the_label_alone_at_each_threshold() {
+        // Joy: gold in rows 0 and 1; probabilities 0.8, 0.3, 0.6 (row 2 not gold).
+        let probs = [
+            p(&[(Emotion::Joy.index(), 0.8)]),
+            p(&[(Emotion::Joy.index(), 0.3)]),
+            p(&[(Emotion::Joy.index(), 0.6)]),
+        ];
+        let gold: Vec<LabelSet> = ["Joy", "Joy", "Love"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let c = label_f1_curve(&probs, &gold, Emotion::Joy.index());
+        assert_eq!(c.len(), 99);
+        let at = |t: f32| c.iter().find(|(x, _)| (x - t).abs() < 1e-6).unwrap().1;
+        assert!((at(0.2) - 0.8).abs() < 1e-9); // tp 2, fp 1: 4/5
+        assert!((at(0.5) - 0.5).abs() < 1e-9); // tp 1, fp 1, fn 1: 2/4
+        assert!((at(0.7) - 2.0 / 3.0).abs() < 1e-9); // tp 1, fn 1: 2/3
+        assert_eq!(at(0.9), 0.0);
+        assert!(label_f1_curve(&probs, &gold, 8).is_empty());
+    }
+
+    #[test]
     fn apply_thresholds_and_at_least_one() {
         let mut t = Thresholds::uniform(0.5, true);
         t.per_label[Emotion::Joy.index()] = 0.2;

@@ -112,6 +112,14 @@ fn snippet_html(s: &Snippet) -> String {
     out
 }
 
+/// `s` with its first letter upper-case.
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
 /// What a model attaches to the text, in words.
 fn mode_name(mode: KnowledgeMode) -> &'static str {
     match mode {
@@ -508,8 +516,8 @@ pub(crate) async fn example(St(state): St<Arc<State>>, Path(id): Path<String>) -
     b.push_str("</section>");
     let _ = write!(
         b,
-        r#"<section id="context"><h2>Context</h2><p class="note">Not a document yet: {note}.</p><table class="list"><tbody>"#,
-        note = escape(view.context.note)
+        r#"<section id="context"><h2>Context</h2><p class="note">{note}.</p><table class="list"><tbody>"#,
+        note = escape(&capitalized(view.context.note))
     );
     for e in &view.context.before {
         b.push_str(&example_row(e, false));
@@ -812,7 +820,7 @@ fn report_html(report: &ModelReport) -> String {
     let names: Vec<&str> = Emotion::ALL.iter().map(|e| e.name()).collect();
     let _ = write!(
         b,
-        r#"<section id="label-confusion"><h2>Which emotion is mistaken for which</h2><p class="note">Row: a gold label the model missed; column: a label it gave instead (not gold) in the same sentence. The diagonal counts hits. Shading is relative to the row.</p>{}</section>"#,
+        r#"<section id="label-confusion"><h2>Which emotion is mistaken for which</h2><p class="note">Row: a gold label the model missed; column: a label it gave instead (not gold) in the same sentence. The diagonal (green) counts hits; red shading is relative to the most frequent mistake.</p>{}</section>"#,
         svg::heatmap(&report.label_confusion, &names, &names)
     );
     b.push_str(r#"<section id="thresholds"><h2>Threshold curves (validation)</h2>"#);

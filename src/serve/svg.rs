@@ -113,8 +113,8 @@ pub(crate) fn prf_bars(per_label: &[LabelScore]) -> String {
     s
 }
 
-/// A matrix of counts, each cell shaded relative to its row's largest count, the diagonal
-/// outlined.
+/// A matrix of counts: the diagonal (hits) in green relative to the largest hit, the other
+/// cells (mistakes) in red relative to the largest mistake.
 pub(crate) fn heatmap(m: &[Vec<usize>], rows: &[&str], cols: &[&str]) -> String {
     let (x0, y0, cell) = (90.0, 70.0, 48.0);
     let wdt = x0 + cell * cols.len() as f64 + 10.0;
@@ -131,6 +131,23 @@ pub(crate) fn heatmap(m: &[Vec<usize>], rows: &[&str], cols: &[&str]) -> String 
             c = escape(c)
         );
     }
+    let cells = || {
+        m.iter()
+            .enumerate()
+            .flat_map(|(i, row)| row.iter().enumerate().map(move |(j, &v)| (i == j, v)))
+    };
+    let max_hit = cells()
+        .filter(|c| c.0)
+        .map(|c| c.1)
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let max_miss = cells()
+        .filter(|c| !c.0)
+        .map(|c| c.1)
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
     for (i, r) in rows.iter().enumerate() {
         let y = y0 + cell * i as f64;
         let _ = write!(
@@ -141,10 +158,9 @@ pub(crate) fn heatmap(m: &[Vec<usize>], rows: &[&str], cols: &[&str]) -> String 
             r = escape(r)
         );
         let row = m.get(i).map(Vec::as_slice).unwrap_or(&[]);
-        let max = row.iter().copied().max().unwrap_or(0).max(1) as f64;
         for j in 0..cols.len() {
             let v = row.get(j).copied().unwrap_or(0);
-            let a = v as f64 / max;
+            let a = v as f64 / if i == j { max_hit } else { max_miss };
             let x = x0 + cell * j as f64;
             let (fill, stroke) = if i == j {
                 (
@@ -152,7 +168,7 @@ pub(crate) fn heatmap(m: &[Vec<usize>], rows: &[&str], cols: &[&str]) -> String 
                     "#2e9e6a",
                 )
             } else {
-                (format!("rgba(216, 67, 21, {:.2})", 0.05 + 0.85 * a), "#fff")
+                (format!("rgba(216, 67, 21, {:.2})", 0.04 + 0.86 * a), "#fff")
             };
             let _ = write!(
                 s,
