@@ -17,10 +17,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Another process holds the store.
-    #[error("store {path} is in use by another process (close it, or use another store)")]
+    #[error("store {path} is in use by another process{} (close it, or use another store)", holder.as_ref().map(|h| format!(": {h}")).unwrap_or_default())]
     StoreLocked {
         /// The store directory.
         path: PathBuf,
+        /// What holds it, when a long-lived holder (`emoknow serve`) said so (its command
+        /// line and pid).
+        holder: Option<String>,
     },
 
     /// The store was written by an incompatible version of emoknow.

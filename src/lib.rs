@@ -17,6 +17,9 @@
 //!   samples it is given. [`metrics`] scores label sets.
 //! - [`labels`], [`spec`] and [`error`] are the shared vocabulary; [`testkit`] is test tooling
 //!   (a local OpenAI-compatible server, tiny random checkpoints) that the stages never use.
+//! - Two front ends sit on top of the flow and nothing in it imports them: the `emoknow`
+//!   command line, and [`serve`] (an HTTP API and web pages). [`views`] builds the documents
+//!   both show, so `query --json` and `GET /api/query` say the same thing.
 //!
 //! A whole round trip — ingest, train the linear classifier, predict a new sentence:
 //!
@@ -85,8 +88,10 @@ pub mod labels;
 pub mod metrics;
 pub mod model;
 pub mod neighbours;
+pub mod serve;
 pub mod spec;
 pub mod store;
 pub mod testkit;
+pub mod views;
 
 pub use error::{Error, Result};

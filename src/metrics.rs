@@ -198,6 +198,44 @@ pub fn evaluate(gold: &[LabelSet], pred: &[LabelSet]) -> Report {
     }
 }
 
+/// Which emotion is mistaken for which: `m[g][p]` for `g ≠ p` counts the examples where
+/// gold label `g` was missed while `p` was predicted without being gold; the diagonal
+/// `m[g][g]` counts the examples where `g` was gold and predicted. Rows are gold labels and
+/// columns predicted ones, in canonical order (8 × 8). An example with several misses and
+/// several wrong labels adds one to every such pair. Panics if the slices differ in length.
+///
+/// ```
+/// use emoknow::labels::{Emotion, LabelSet};
+/// use emoknow::metrics::label_confusion;
+/// let gold: Vec<LabelSet> = ["Love,Anxiety"].iter().map(|s| s.parse().unwrap()).collect();
+/// let pred: Vec<LabelSet> = ["Love,Sorrow"].iter().map(|s| s.parse().unwrap()).collect();
+/// let m = label_confusion(&gold, &pred);
+/// assert_eq!(m[Emotion::Anxiety.index()][Emotion::Sorrow.index()], 1); // Anxiety taken for Sorrow
+/// assert_eq!(m[Emotion::Love.index()][Emotion::Love.index()], 1);
+/// ```
+pub fn label_confusion(gold: &[LabelSet], pred: &[LabelSet]) -> Vec<Vec<usize>> {
+    check_lengths(gold, pred);
+    let mut m = vec![vec![0usize; NUM_EMOTIONS]; NUM_EMOTIONS];
+    for (g, p) in gold.iter().zip(pred) {
+        let hit = g.0 & p.0;
+        let missed = g.0 & !p.0;
+        let wrong = p.0 & !g.0;
+        for (i, row) in m.iter_mut().enumerate() {
+            if hit & (1 << i) != 0 {
+                row[i] += 1;
+            }
+            if missed & (1 << i) != 0 {
+                for (j, cell) in row.iter_mut().enumerate() {
+                    if wrong & (1 << j) != 0 {
+                        *cell += 1;
+                    }
+                }
+            }
+        }
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +281,22 @@ mod tests {
         assert_eq!(r.size_confusion[1][1], 1);
         assert_eq!(r.size_confusion[1][2], 1);
         assert_eq!(r.size_confusion.iter().flatten().sum::<usize>(), 3);
+    }
+
+    #[test]
+    fn label_confusion_counts_hits_and_mistakes() {
+        let gold = sets(&["Love,Joy", "Anger", "Sorrow", "Hate"]);
+        let pred = sets(&["Love", "Anger", "Joy,Hate", "Hate"]);
+        let m = label_confusion(&gold, &pred);
+        let at = |g: Emotion, p: Emotion| m[g.index()][p.index()];
+        assert_eq!(at(Emotion::Love, Emotion::Love), 1);
+        assert_eq!(at(Emotion::Hate, Emotion::Hate), 1);
+        // Joy missed in row 0 with nothing wrong predicted: no off-diagonal count.
+        assert_eq!(m[Emotion::Joy.index()].iter().sum::<usize>(), 0);
+        // Sorrow taken for Joy and for Hate.
+        assert_eq!(at(Emotion::Sorrow, Emotion::Joy), 1);
+        assert_eq!(at(Emotion::Sorrow, Emotion::Hate), 1);
+        assert_eq!(m.iter().flatten().sum::<usize>(), 5);
     }
 
     #[test]

@@ -14,4 +14,6 @@ mod reliability_models;
 mod reliability_retrieve;
 mod reliability_store;
 mod retrieval_cli;
+mod serve_browser;
+mod serve_cli;
 mod store_cli;

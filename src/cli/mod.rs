@@ -8,8 +8,9 @@
 //!
 //! - `ingest`; `query` (query, show, stats); `check` (check, reindex); `knowledge` (import;
 //!   retrieve is in `similar`); `similar` (similar, knowledge retrieve); `embed`;
-//!   `annotate` (annotate, export, dev-server); `train` (train, eval, predict); `demo`;
-//!   `bench`; `output` (JSON, progress bars, highlights); `hint` (library errors in flag terms).
+//!   `annotate` (annotate, export, dev-server); `train` (train, eval, predict); `serve` (the
+//!   HTTP API and pages of [`emoknow::serve`]); `demo`; `bench`; `output` (JSON, progress
+//!   bars, highlights); `hint` (library errors in flag terms).
 
 mod annotate;
 mod bench;
@@ -21,6 +22,7 @@ mod ingest;
 mod knowledge;
 mod output;
 mod query;
+mod serve;
 mod similar;
 mod train;
 
@@ -87,6 +89,7 @@ enum Command {
     Train(train::TrainArgs),
     Eval(train::EvalArgs),
     Predict(train::PredictArgs),
+    Serve(serve::ServeArgs),
     Demo(demo::Args),
     Bench(bench::Args),
 }
@@ -150,6 +153,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Train(a) => train::run_train(a, &ctx),
         Command::Eval(a) => train::run_eval(a, &ctx),
         Command::Predict(a) => train::run_predict(a, &ctx),
+        Command::Serve(a) => serve::run(a, &ctx),
         Command::Demo(a) => demo::run(a, &ctx),
         Command::Bench(a) => bench::run(a, &ctx),
     }

@@ -45,64 +45,14 @@ pub fn color() -> bool {
 }
 
 /// `text` with every occurrence of a token marked (ANSI bold red on a terminal, 【】 otherwise)
-/// and cut to about `width` characters around the first match.
+/// and cut to about `width` characters around the first match ([`emoknow::views::snippet`]).
 pub fn highlight(text: &str, tokens: &[String], width: usize) -> String {
-    // One line per snippet: rationales carry paragraph breaks.
-    let text = &text.split_whitespace().collect::<Vec<_>>().join(" ");
-    let lower = text.to_lowercase();
-    // Byte ranges of matches (case-insensitive for ASCII; lower-casing keeps CJK offsets).
-    let mut ranges: Vec<(usize, usize)> = Vec::new();
-    if lower.len() == text.len() {
-        for t in tokens.iter().filter(|t| !t.is_empty()) {
-            let mut from = 0;
-            while let Some(p) = lower[from..].find(t.as_str()) {
-                ranges.push((from + p, from + p + t.len()));
-                from += p + t.len();
-            }
-        }
-    }
-    ranges.sort_unstable();
-    let mut merged: Vec<(usize, usize)> = Vec::new();
-    for r in ranges {
-        match merged.last_mut() {
-            Some(last) if r.0 <= last.1 => last.1 = last.1.max(r.1),
-            _ => merged.push(r),
-        }
-    }
-    // Window of `width` chars starting a little before the first match.
-    let chars: Vec<(usize, char)> = text.char_indices().collect();
-    let first = merged.first().map(|r| r.0).unwrap_or(0);
-    let first_char = chars.iter().position(|&(b, _)| b >= first).unwrap_or(0);
-    let start = first_char.saturating_sub(width / 4);
-    let end = (start + width).min(chars.len());
-    let start = end.saturating_sub(width).min(start);
-    let (b0, b1) = (
-        chars.get(start).map_or(text.len(), |c| c.0),
-        chars.get(end).map_or(text.len(), |c| c.0),
-    );
     let (open, close) = if color() {
         ("\x1b[1;31m", "\x1b[0m")
     } else {
         ("【", "】")
     };
-    let mut out = String::new();
-    if start > 0 {
-        out.push('…');
-    }
-    let mut pos = b0;
-    for &(s, e) in merged.iter().filter(|r| r.1 > b0 && r.0 < b1) {
-        let (s, e) = (s.max(b0), e.min(b1));
-        out.push_str(&text[pos..s]);
-        out.push_str(open);
-        out.push_str(&text[s..e]);
-        out.push_str(close);
-        pos = e;
-    }
-    out.push_str(&text[pos..b1]);
-    if end < chars.len() {
-        out.push('…');
-    }
-    out
+    emoknow::views::snippet(text, tokens, width).render(open, close)
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@ use super::{output, Ctx};
 use emoknow::corpus::Split;
 use emoknow::labels::{Emotion, LabelSet};
 use emoknow::store::index::tokenize;
-use emoknow::store::records::Knowledge;
 use emoknow::store::{Filter, QueryHit, QuerySpec};
+use emoknow::views;
 use std::process::ExitCode;
 
 /// Find examples by emotion, keyword, split and knowledge source.
@@ -64,12 +64,7 @@ pub fn run_query(args: QueryArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         keyword: args.keyword.clone(),
         limit: args.limit,
     };
-    let mut hits = store.query(&spec)?;
-    if let Some(src) = &args.source {
-        for h in &mut hits {
-            h.entry.knowledge.retain(|k| &k.source == src);
-        }
-    }
+    let hits = views::query(&store, &spec)?;
     let tokens = args.keyword.as_deref().map(tokenize).unwrap_or_default();
     if ctx.json {
         output::print_json(&hits)?;
@@ -100,7 +95,7 @@ fn print_hit(h: &QueryHit, tokens: &[String]) {
     );
     println!("    {}", output::highlight(&ex.text, tokens, 80));
     for k in &h.entry.knowledge {
-        let body = best_knowledge_text(k, tokens);
+        let body = views::best_knowledge_text(k, tokens);
         println!(
             "    {} [{}] {}",
             k.source,
@@ -110,46 +105,20 @@ fn print_hit(h: &QueryHit, tokens: &[String]) {
     }
 }
 
-/// The sanitized text, unless only the raw text contains the keyword.
-fn best_knowledge_text<'a>(k: &'a Knowledge, tokens: &[String]) -> &'a str {
-    let has = |s: &str| {
-        let l = s.to_lowercase();
-        tokens.iter().any(|t| l.contains(t.as_str()))
-    };
-    if !tokens.is_empty() && !has(&k.sanitized) && has(&k.raw) {
-        &k.raw
-    } else {
-        &k.sanitized
-    }
-}
-
 pub fn run_show(args: ShowArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let store = ctx.open()?;
-    let Some(entry) = store.entry(args.id)? else {
+    let Some(shown) = views::show(&store, args.id)? else {
         anyhow::bail!(
             "no example {} in {} (see `emoknow query` or `emoknow stats`)",
             args.id,
             ctx.store.display()
         );
     };
-    let missing: Vec<_> = store
-        .all_missing(None)?
-        .into_iter()
-        .filter(|m| m.example_id == args.id)
-        .collect();
     if ctx.json {
-        #[derive(serde::Serialize)]
-        struct Show<'a> {
-            #[serde(flatten)]
-            entry: &'a emoknow::store::Entry,
-            missing: &'a [emoknow::store::records::Missing],
-        }
-        output::print_json(&Show {
-            entry: &entry,
-            missing: &missing,
-        })?;
+        output::print_json(&shown)?;
         return Ok(ExitCode::SUCCESS);
     }
+    let views::Show { entry, missing } = shown;
     let ex = &entry.example;
     println!("id       {}", ex.id);
     println!("split    {}", ex.split);

@@ -5,6 +5,7 @@ use emoknow::corpus::Split;
 use emoknow::labels::{Emotion, LabelSet};
 use emoknow::neighbours::{self, Choice, Retriever};
 use emoknow::store::Store;
+use emoknow::views;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
@@ -154,23 +155,11 @@ pub fn run_similar(args: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 .remove(0)
         }
     };
+    let hits = views::similar_hits(&store, hits)?;
     if ctx.json {
-        #[derive(serde::Serialize)]
-        struct Out<'a> {
-            #[serde(flatten)]
-            hit: &'a emoknow::neighbours::Hit,
-            rationale: Option<String>,
-        }
-        let mut out = Vec::new();
-        for h in &hits {
-            out.push(Out {
-                hit: h,
-                rationale: best_rationale(&store, h.id)?,
-            });
-        }
-        output::print_json(&out)?;
+        output::print_json(&hits)?;
     } else {
-        for h in &hits {
+        for views::SimilarHit { hit: h, rationale } in &hits {
             println!(
                 "#{:<6} {:.3}  {:<24} {}",
                 h.id,
@@ -178,7 +167,7 @@ pub fn run_similar(args: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 h.labels.to_string(),
                 h.text
             );
-            if let Some(r) = best_rationale(&store, h.id)? {
+            if let Some(r) = rationale {
                 println!("        {}", r);
             }
         }
@@ -188,15 +177,6 @@ pub fn run_similar(args: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// The sanitized rationale of an example, if any source has one.
-fn best_rationale(store: &Store, id: u64) -> anyhow::Result<Option<String>> {
-    Ok(store
-        .knowledge(id)?
-        .into_iter()
-        .find(|k| k.kind == emoknow::store::records::KnowledgeKind::Rationale)
-        .map(|k| k.sanitized))
 }
 
 pub fn run_retrieve(args: RetrieveArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {

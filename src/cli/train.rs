@@ -5,7 +5,7 @@ use anyhow::Context;
 use emoknow::corpus::{self, Split};
 use emoknow::knowledge::samples::{self, SampleBuilder, Selection};
 use emoknow::labels::{Emotion, LabelSet};
-use emoknow::metrics::{self, Report};
+use emoknow::metrics::Report;
 use emoknow::model::classifier::{self, KindConfig, Model, TrainConfig, TrainEvent, TrainInputs};
 use emoknow::model::finetune::{FinetuneConfig, HeadKind};
 use emoknow::model::linear::LinearConfig;
@@ -14,6 +14,7 @@ use emoknow::model::sample::{AttachSpec, KnowledgeMode, Sample};
 use emoknow::model::thresholds::Objective;
 use emoknow::neighbours::pick_encoder;
 use emoknow::store::Store;
+use emoknow::views;
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -473,15 +474,13 @@ pub fn run_eval(a: EvalArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
         None => builder.for_model(&model, &store.examples(Some(split))?)?,
     };
-    let samples: &[Sample] = inputs.first().map(Vec::as_slice).unwrap_or(&[]);
-    if samples.is_empty() {
+    let n = inputs.first().map_or(0, Vec::len);
+    if n == 0 {
         anyhow::bail!("nothing to evaluate: the {split} split is empty");
     }
-    let pb = output::spinner(&format!("predicting {} examples", samples.len()), ctx.quiet);
-    let (_, pred) = model.predict(&inputs)?;
+    let pb = output::spinner(&format!("predicting {n} examples"), ctx.quiet);
+    let report = views::evaluate(&model, &inputs)?.report;
     pb.finish_and_clear();
-    let gold: Vec<LabelSet> = samples.iter().map(|s| s.labels).collect();
-    let report = metrics::evaluate(&gold, &pred);
     if ctx.json {
         output::print_json(&report)?;
     } else {
@@ -493,7 +492,7 @@ pub fn run_eval(a: EvalArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .map(|f| f.display().to_string())
                 .unwrap_or_else(|| format!("the {split} split")),
-            samples.len()
+            n
         );
         print_report(&report);
     }
@@ -535,10 +534,6 @@ fn eval_source(
     Ok(ExitCode::SUCCESS)
 }
 
-/// What `predict` says about a text with nothing the model knows.
-const UNKNOWN_WARNING: &str =
-    "no known words: the model knows none of this text's words, so the prediction is its prior (the same for any such text), not about this text";
-
 pub fn run_predict(a: PredictArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let store = ctx.open()?;
     let model =
@@ -557,46 +552,15 @@ pub fn run_predict(a: PredictArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     } else {
         (vec!["the text".to_string()], vec![a.text.join(" ")])
     };
-    let inputs = SampleBuilder::new(&store).for_model_texts(&model, &texts, None)?;
-    let (probs, labels) = model.predict(&inputs)?;
-    let unknown = model.unknown_texts(&inputs)?;
-    // What the knowledge-using member (or the model) attached, for --explain.
-    let shown = model
-        .leaves()
-        .iter()
-        .position(|m| m.meta.attach.mode != KnowledgeMode::None)
-        .unwrap_or(0);
-    let samples: &[Sample] = inputs.get(shown).map(Vec::as_slice).unwrap_or(&[]);
-    for (origin, _) in origins.iter().zip(&unknown).filter(|(_, &u)| u) {
-        eprintln!("warning: {origin}: {UNKNOWN_WARNING}");
+    let pred = views::predict(&mut SampleBuilder::new(&store), &model, &texts)?;
+    for (origin, _) in origins.iter().zip(&pred.unknown).filter(|(_, &u)| u) {
+        eprintln!("warning: {origin}: {}", views::UNKNOWN_WARNING);
     }
     if ctx.json {
-        let out: Vec<serde_json::Value> = samples
-            .iter()
-            .zip(&probs)
-            .zip(&labels)
-            .zip(&unknown)
-            .map(|(((s, p), l), &unknown)| {
-                let probs: serde_json::Map<String, serde_json::Value> = Emotion::ALL
-                    .iter()
-                    .map(|e| (e.name().to_string(), serde_json::json!(p[e.index()])))
-                    .collect();
-                let mut v =
-                    serde_json::json!({"text": s.text, "labels": l, "probabilities": probs});
-                if unknown {
-                    v["warning"] = serde_json::json!(UNKNOWN_WARNING);
-                }
-                if a.explain {
-                    v["knowledge"] = serde_json::json!(s.knowledge);
-                    v["neighbours"] = serde_json::to_value(&s.neighbours).unwrap_or_default();
-                }
-                v
-            })
-            .collect();
-        output::print_json(&out)?;
+        output::print_json(&pred.json(a.explain))?;
         return Ok(ExitCode::SUCCESS);
     }
-    for ((s, p), l) in samples.iter().zip(&probs).zip(&labels) {
+    for ((s, p), l) in pred.samples.iter().zip(&pred.probs).zip(&pred.labels) {
         println!("{}\t{}", l, s.text);
         let ps: Vec<String> = Emotion::ALL
             .iter()

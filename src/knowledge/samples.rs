@@ -162,6 +162,15 @@ impl<'s> SampleBuilder<'s> {
         }
     }
 
+    /// Forgets the vectors of texts embedded so far, keeping loaded encoders and opened
+    /// retrievals: a long-running builder (the server's) would otherwise keep every text it
+    /// was ever asked about.
+    pub fn forget_texts(&mut self) {
+        for e in self.embedders.values_mut() {
+            e.forget();
+        }
+    }
+
     fn embedder(&mut self, info: &EncoderInfo, dir: Option<&PathBuf>) -> &mut Embedder {
         self.embedders
             .entry(info.id.clone())

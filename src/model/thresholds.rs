@@ -221,24 +221,42 @@ fn per_label_f1_start(
 ) -> Thresholds {
     let mut th = Thresholds::default();
     for j in 0..NUM_EMOTIONS {
-        let scores: Vec<f64> = grid
-            .iter()
-            .map(|&t| {
-                let mut c = Counts::default();
-                for (p, g) in probs.iter().zip(gold) {
-                    match (p[j] >= t, g.0 & (1 << j) != 0) {
-                        (true, true) => c.tp += 1,
-                        (true, false) => c.fp += 1,
-                        (false, true) => c.fn_ += 1,
-                        (false, false) => {}
-                    }
-                }
-                c.f1()
-            })
-            .collect();
+        let scores: Vec<f64> = grid.iter().map(|&t| label_f1(probs, gold, j, t)).collect();
         th.per_label[j] = middle_of_best(grid, &scores).0;
     }
     th
+}
+
+/// F1 of label `j` alone when it is predicted at probability `>= t`.
+fn label_f1(probs: &[[f32; NUM_EMOTIONS]], gold: &[LabelSet], j: usize, t: f32) -> f64 {
+    let mut c = Counts::default();
+    for (p, g) in probs.iter().zip(gold) {
+        match (p[j] >= t, g.0 & (1 << j) != 0) {
+            (true, true) => c.tp += 1,
+            (true, false) => c.fp += 1,
+            (false, true) => c.fn_ += 1,
+            (false, false) => {}
+        }
+    }
+    c.f1()
+}
+
+/// Label `j`'s F1 at every threshold of the tuning grid (0.01 … 0.99), as `(threshold, F1)`:
+/// the label alone, predicted when its probability reaches the threshold (without the
+/// at-least-one rule). On validation data this shows how sharply a label's F1 depends on its
+/// tuned threshold. Labels outside 0..8 give an empty curve.
+pub fn label_f1_curve(
+    probs: &[[f32; NUM_EMOTIONS]],
+    gold: &[LabelSet],
+    j: usize,
+) -> Vec<(f32, f64)> {
+    if j >= NUM_EMOTIONS {
+        return Vec::new();
+    }
+    grid()
+        .into_iter()
+        .map(|t| (t, label_f1(probs, gold, j, t)))
+        .collect()
 }
 
 fn coordinate_search(
@@ -300,6 +318,28 @@ mod tests {
             a[i] = x;
         }
         a
+    }
+
+    #[test]
+    fn label_f1_curve_is_the_label_alone_at_each_threshold() {
+        // Joy: gold in rows 0 and 1; probabilities 0.8, 0.3, 0.6 (row 2 not gold).
+        let probs = [
+            p(&[(Emotion::Joy.index(), 0.8)]),
+            p(&[(Emotion::Joy.index(), 0.3)]),
+            p(&[(Emotion::Joy.index(), 0.6)]),
+        ];
+        let gold: Vec<LabelSet> = ["Joy", "Joy", "Love"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let c = label_f1_curve(&probs, &gold, Emotion::Joy.index());
+        assert_eq!(c.len(), 99);
+        let at = |t: f32| c.iter().find(|(x, _)| (x - t).abs() < 1e-6).unwrap().1;
+        assert!((at(0.2) - 0.8).abs() < 1e-9); // tp 2, fp 1: 4/5
+        assert!((at(0.5) - 0.5).abs() < 1e-9); // tp 1, fp 1, fn 1: 2/4
+        assert!((at(0.7) - 2.0 / 3.0).abs() < 1e-9); // tp 1, fn 1: 2/3
+        assert_eq!(at(0.9), 0.0);
+        assert!(label_f1_curve(&probs, &gold, 8).is_empty());
     }
 
     #[test]

@@ -33,6 +33,12 @@ impl Embedder {
         &self.info
     }
 
+    /// Forgets the vectors made so far (keeping the loaded encoder): a long-running caller
+    /// (the server) embeds an unbounded stream of texts.
+    pub fn forget(&mut self) {
+        self.cache.clear();
+    }
+
     fn encoder(&mut self, n: usize) -> Result<&Encoder> {
         if self.encoder.is_none() {
             let dir = self

@@ -130,7 +130,14 @@ pub struct Store {
     db: sled::Db,
     vectors: sled::Tree,
     index: SearchIndex,
+    /// The holder file this handle wrote ([`Store::open_held`]), removed when it is dropped.
+    holder_file: Option<PathBuf>,
 }
+
+/// The file in the store directory naming a long-lived holder of the store: its pid on the
+/// first line, a description (its command line) on the second. Advisory only: sled's lock is
+/// what keeps a second process out; this only lets that process say who holds it.
+const HOLDER_FILE: &str = "holder";
 
 impl Store {
     /// Opens the store at `path`, creating it if absent. Repairs the index if a previous
@@ -145,6 +152,30 @@ impl Store {
     /// Opens an existing store; [`Error::NoStore`] when `path` holds none.
     pub fn open(path: &Path) -> Result<Store> {
         Store::open_impl(path, false)
+    }
+
+    /// Opens an existing store for a long-lived holder (a server), recording `holder` (e.g.
+    /// its command line) with this process's pid beside the database, so that another
+    /// process refused the store is told what holds it ([`Error::StoreLocked`]'s `holder`).
+    /// The record is best-effort: failing to write it never fails the open. It is removed
+    /// when the store is dropped or [`Store::release_holder`] is called, and a record left by
+    /// a killed holder is ignored (its pid is gone) and removed by the next open.
+    pub fn open_held(path: &Path, holder: &str) -> Result<Store> {
+        let mut store = Store::open_impl(path, false)?;
+        let file = path.join(HOLDER_FILE);
+        let line = holder.replace(['\n', '\r'], " ");
+        if std::fs::write(&file, format!("{}\n{line}\n", std::process::id())).is_ok() {
+            store.holder_file = Some(file);
+        }
+        Ok(store)
+    }
+
+    /// Removes the holder record [`Store::open_held`] wrote (also done on drop; for a store
+    /// that lives as long as the process).
+    pub fn release_holder(&self) {
+        if let Some(f) = &self.holder_file {
+            let _ = std::fs::remove_file(f);
+        }
     }
 
     fn open_impl(path: &Path, create: bool) -> Result<Store> {
@@ -167,6 +198,7 @@ impl Store {
                 {
                     Error::StoreLocked {
                         path: path.to_path_buf(),
+                        holder: read_holder(path),
                     }
                 }
                 e => full(e.into()),
@@ -195,11 +227,14 @@ impl Store {
         // The index is opened on first use; with records in sled, a missing one is damaged.
         let has_examples = db.scan_prefix([P_EXAMPLE]).next().is_some();
         let index = SearchIndex::new(&path.join("index"), has_examples).map_err(full)?;
+        // This process holds sled's lock: a holder record left behind is stale.
+        let _ = std::fs::remove_file(path.join(HOLDER_FILE));
         let store = Store {
             path: path.to_path_buf(),
             db,
             vectors,
             index,
+            holder_file: None,
         };
         match store.repair_pending() {
             // The pending marks stay: `check` reports them, `reindex` clears them, and the
@@ -340,6 +375,45 @@ impl Store {
     }
 }
 
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.release_holder();
+    }
+}
+
+/// What the holder record of the store at `store` says holds it (`description (pid N)`), when
+/// there is one and its process is alive.
+fn read_holder(store: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(store.join(HOLDER_FILE)).ok()?;
+    let mut lines = text.lines();
+    let pid: i32 = lines.next()?.trim().parse().ok()?;
+    let description = lines.next().unwrap_or("").trim();
+    if !process_alive(pid) {
+        return None;
+    }
+    Some(if description.is_empty() {
+        format!("pid {pid}")
+    } else {
+        format!("{description} (pid {pid})")
+    })
+}
+
+/// Whether a process with this pid exists (on other systems: assumed).
+#[cfg(unix)]
+fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let ret = unsafe { libc::kill(pid, 0) };
+    ret == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(not(unix))]
+fn process_alive(_pid: i32) -> bool {
+    true
+}
+
 /// Removes the partial snapshots (`db/snap.*.generating`) sled leaves when a disk fills, or
 /// the process dies, while it writes one.
 ///
@@ -382,6 +456,7 @@ fn remove_partial_snapshots(store: &Path, db_dir: &Path) -> Result<()> {
             if !try_lock_exclusive(&f).map_err(|e| Error::io(&db_file, e))? {
                 return Err(Error::StoreLocked {
                     path: store.to_path_buf(),
+                    holder: read_holder(store),
                 });
             }
             Some(f)

@@ -1,0 +1,284 @@
+//! `emoknow serve`: a JSON API and server-rendered web pages over one store and the models
+//! given at start — the second front end beside the command line.
+//!
+//! Handlers parse parameters, call the library (the documents come from [`crate::views`], the
+//! same functions the CLI's `--json` prints) and answer JSON or HTML; nothing here writes to
+//! the store. The server holds the store for its whole life (sled's lock: one process per
+//! store), so everything it reads stays true while it runs, and what is costly to open — a
+//! retrieval's pool, an encoder, a model's report — is opened once and kept.
+//!
+//! - `api`: `/api/…` handlers, parameter parsing, JSON errors (`{"error", "param"}`).
+//! - `page`: the pages (`/`, `/examples/{id}`, `/classify`, `/models/{name}`), plain HTML
+//!   with GET forms, every store or LLM string escaped by [`escape`].
+//! - `svg`: the charts, drawn here (no script, no CDN).
+//! - `assets/`: `style.css` and a small `page.js` (progressive enhancement only), embedded.
+//!
+//! Heavy work (prediction, evaluation, retrieval, queries) runs on tokio's blocking pool.
+
+mod api;
+mod page;
+mod svg;
+
+pub use page::escape;
+
+use crate::error::{Error, Result};
+use crate::knowledge::samples::SampleBuilder;
+use crate::model::classifier::Model;
+use crate::neighbours::{By, Choice, Embedder, Retriever};
+use crate::store::records::Split;
+use crate::store::{Stats, Store};
+use crate::views::ModelReport;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+/// The default largest request body (`POST /api/predict`), bytes.
+pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
+
+/// What to serve and where.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Address to listen on (port 0: any free port; see [`Server::local_addr`]).
+    pub bind: SocketAddr,
+    /// Model directories, loaded once at start; each is served under its directory's name
+    /// (`-2`, `-3`, … appended to repeated names).
+    pub models: Vec<PathBuf>,
+    /// Largest request body accepted, bytes (larger: 413).
+    pub body_limit: usize,
+}
+
+impl ServeConfig {
+    /// Serving `models` on `bind` with the default body limit.
+    pub fn new(bind: SocketAddr, models: Vec<PathBuf>) -> ServeConfig {
+        ServeConfig {
+            bind,
+            models,
+            body_limit: DEFAULT_BODY_LIMIT,
+        }
+    }
+}
+
+/// A model as the server holds it.
+pub(crate) struct Served {
+    /// The name in URLs.
+    pub(crate) name: String,
+    pub(crate) model: Model,
+    /// Reports computed so far, by split (computed on first request, then kept).
+    pub(crate) reports: Mutex<HashMap<Split, Arc<ModelReport>>>,
+}
+
+/// Dense or BM25, and the encoder named.
+type RetrievalKey = (bool, Option<String>);
+
+/// Everything a handler reads.
+pub(crate) struct State {
+    pub(crate) store: &'static Store,
+    pub(crate) models: Vec<Served>,
+    /// Builds samples for prediction and evaluation; keeps encoders and retrievals open.
+    pub(crate) builder: Mutex<SampleBuilder<'static>>,
+    retrievers: Mutex<HashMap<RetrievalKey, Arc<Retriever>>>,
+    embedders: Mutex<HashMap<String, Embedder>>,
+    stats: OnceLock<Stats>,
+    /// Whether the store holds vectors (dense retrieval is then the default, as in the CLI).
+    pub(crate) has_vectors: bool,
+    /// Knowledge source names (the search form's choice).
+    pub(crate) sources: Vec<String>,
+}
+
+/// The lock's data, even if a thread panicked while holding it (every value kept behind
+/// these locks stays consistent between statements).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl State {
+    /// The served model called `name`.
+    pub(crate) fn model(&self, name: &str) -> Option<&Served> {
+        self.models.iter().find(|m| m.name == name)
+    }
+
+    /// The store's statistics (computed once: the store does not change while served).
+    pub(crate) fn stats(&self) -> Result<&Stats> {
+        if let Some(s) = self.stats.get() {
+            return Ok(s);
+        }
+        let s = self.store.stats()?;
+        Ok(self.stats.get_or_init(|| s))
+    }
+
+    /// The retrieval over the train split, dense (with `encoder`, or the only one) or BM25,
+    /// opened on first use and kept.
+    pub(crate) fn retriever(&self, dense: bool, encoder: Option<&str>) -> Result<Arc<Retriever>> {
+        let key = (dense, encoder.map(str::to_string));
+        if let Some(r) = lock(&self.retrievers).get(&key) {
+            return Ok(r.clone());
+        }
+        let r = Arc::new(Retriever::choose(
+            self.store,
+            &Choice {
+                k: 10,
+                from: Split::Train,
+                by: Some(if dense { By::Dense } else { By::Bm25 }),
+                encoder: encoder.map(str::to_string),
+                exclude_within: 0,
+            },
+        )?);
+        lock(&self.retrievers).insert(key, r.clone());
+        Ok(r)
+    }
+
+    /// Runs `f` with the embedder of the dense retrieval `r` (loaded on first use and kept;
+    /// the vectors it makes are forgotten afterwards).
+    pub(crate) fn with_embedder<T>(
+        &self,
+        r: &Retriever,
+        f: impl FnOnce(Option<&mut Embedder>) -> Result<T>,
+    ) -> Result<T> {
+        let Some(info) = r.encoder() else {
+            return f(None);
+        };
+        let mut all = lock(&self.embedders);
+        let emb = all
+            .entry(info.id.clone())
+            .or_insert_with(|| Embedder::new(info.clone(), None));
+        let out = f(Some(&mut *emb));
+        emb.forget();
+        out
+    }
+}
+
+/// A bound server, ready to [`Server::run`].
+pub struct Server {
+    state: Arc<State>,
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+    body_limit: usize,
+}
+
+impl Server {
+    /// Loads the models and binds `cfg.bind`. The store is kept until the process exits
+    /// (handlers share it for the server's whole life): a store given to a server is not
+    /// released by dropping the server.
+    ///
+    /// Errors: a model that does not load (named), an address that cannot be bound.
+    pub fn bind(store: Store, cfg: &ServeConfig) -> Result<Server> {
+        let mut models: Vec<Served> = Vec::new();
+        for dir in &cfg.models {
+            let model = Model::load(dir)?;
+            let base = dir
+                .canonicalize()
+                .ok()
+                .as_deref()
+                .and_then(|p| p.file_name())
+                .or_else(|| dir.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "model".to_string());
+            let mut name = base.clone();
+            let mut i = 2;
+            while models.iter().any(|m| m.name == name) {
+                name = format!("{base}-{i}");
+                i += 1;
+            }
+            models.push(Served {
+                name,
+                model,
+                reports: Mutex::new(HashMap::new()),
+            });
+        }
+        let listener = std::net::TcpListener::bind(cfg.bind)
+            .map_err(|e| Error::io(cfg.bind.to_string(), e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::io(cfg.bind.to_string(), e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io(cfg.bind.to_string(), e))?;
+        let has_vectors = !store.encoders()?.is_empty();
+        let mut sources: Vec<String> = store
+            .all_knowledge(None)?
+            .into_iter()
+            .map(|k| k.source)
+            .collect();
+        sources.sort_unstable();
+        sources.dedup();
+        // Handlers borrow the store from any thread for the rest of the process.
+        let store: &'static Store = Box::leak(Box::new(store));
+        let state = State {
+            store,
+            models,
+            builder: Mutex::new(SampleBuilder::new(store)),
+            retrievers: Mutex::new(HashMap::new()),
+            embedders: Mutex::new(HashMap::new()),
+            stats: OnceLock::new(),
+            has_vectors,
+            sources,
+        };
+        Ok(Server {
+            state: Arc::new(state),
+            listener,
+            addr,
+            body_limit: cfg.body_limit,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The names the models are served under, in the order given.
+    pub fn model_names(&self) -> Vec<String> {
+        self.state.models.iter().map(|m| m.name.clone()).collect()
+    }
+
+    /// Serves until `shutdown` completes (then finishes the requests in flight), on a tokio
+    /// runtime of its own; blocks the calling thread. Removes the store's holder record at
+    /// the end.
+    pub fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let store = self.state.store;
+        let app = router(self.state, self.body_limit);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("emoknow-serve")
+            .build()
+            .map_err(|e| Error::io("tokio runtime", e))?;
+        let addr = self.addr;
+        let listener = self.listener;
+        let out = rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        });
+        store.release_holder();
+        out.map_err(|e| Error::io(addr.to_string(), e))
+    }
+}
+
+fn router(state: Arc<State>, body_limit: usize) -> Router {
+    Router::new()
+        .route("/", get(page::search))
+        .route("/examples/{id}", get(page::example))
+        .route("/classify", get(page::classify))
+        .route("/models", get(page::models))
+        .route("/models/{name}", get(page::model))
+        .route("/assets/style.css", get(page::style))
+        .route("/assets/page.js", get(page::script))
+        .route("/api/stats", get(api::stats))
+        .route("/api/query", get(api::query))
+        .route("/api/examples/{id}", get(api::example))
+        .route("/api/similar", get(api::similar))
+        .route("/api/predict", post(api::predict))
+        .route("/api/models", get(api::models))
+        .route("/api/eval/{model}", get(api::eval))
+        .fallback(page::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}

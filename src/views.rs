@@ -1,0 +1,523 @@
+//! The documents emoknow shows: what the CLI prints with `--json` and what `emoknow serve`
+//! answers over HTTP and renders as pages. Each document is built here once, so the command
+//! line and the API say the same thing (`query --json` and `GET /api/query`, `show --json` and
+//! `GET /api/examples/{id}`, `similar --json` and `GET /api/similar`, `predict --json` and
+//! `POST /api/predict`, `eval --json` and `GET /api/eval/{model}`); the server's documents
+//! add fields, never change the CLI's. Also the highlighted snippets both front ends show.
+//!
+//! This module sits on top of the flow (it reads the store, builds samples and runs models)
+//! and nothing in the flow imports it.
+
+use crate::error::Result;
+use crate::knowledge::samples::SampleBuilder;
+use crate::labels::{Emotion, LabelSet};
+use crate::metrics::{self, Report};
+use crate::model::classifier::{Meta, Model};
+use crate::model::sample::{KnowledgeMode, Probs, Sample};
+use crate::model::thresholds::{label_f1_curve, Thresholds};
+use crate::neighbours::{Hit, Retriever};
+use crate::store::records::{Example, ExampleId, Knowledge, KnowledgeKind, Missing, Split};
+use crate::store::{Entry, QueryHit, QuerySpec, Store};
+use serde::Serialize;
+
+/// [`Store::query`], keeping only the knowledge of the spec's source when it names one (the
+/// hits of `query --json` and `GET /api/query`).
+pub fn query(store: &Store, spec: &QuerySpec) -> Result<Vec<QueryHit>> {
+    let mut hits = store.query(spec)?;
+    if let Some(src) = &spec.filter.source {
+        for h in &mut hits {
+            h.entry.knowledge.retain(|k| &k.source == src);
+        }
+    }
+    Ok(hits)
+}
+
+/// The text of a knowledge record worth showing for a keyword: the sanitized text, unless
+/// only the raw text contains one of `tokens`.
+pub fn best_knowledge_text<'a>(k: &'a Knowledge, tokens: &[String]) -> &'a str {
+    let has = |s: &str| {
+        let l = s.to_lowercase();
+        tokens.iter().any(|t| l.contains(t.as_str()))
+    };
+    if !tokens.is_empty() && !has(&k.sanitized) && has(&k.raw) {
+        &k.raw
+    } else {
+        &k.sanitized
+    }
+}
+
+/// One example with all its knowledge and the sources that had nothing for it (`show --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Show {
+    /// The example and its knowledge records.
+    #[serde(flatten)]
+    pub entry: Entry,
+    /// Sources recorded as having nothing usable for it.
+    pub missing: Vec<Missing>,
+}
+
+/// The example `id` with its knowledge and missing records; `None` when the store has no
+/// such example.
+pub fn show(store: &Store, id: ExampleId) -> Result<Option<Show>> {
+    let Some(entry) = store.entry(id)? else {
+        return Ok(None);
+    };
+    let missing = store
+        .all_missing(None)?
+        .into_iter()
+        .filter(|m| m.example_id == id)
+        .collect();
+    Ok(Some(Show { entry, missing }))
+}
+
+/// One neighbour of an example as shown with it: who found it, and its text.
+#[derive(Debug, Clone, Serialize)]
+pub struct NeighbourView {
+    /// The neighbours source it is stored under, or [`LIVE_NEIGHBOURS`] when retrieved now.
+    pub source: String,
+    /// The neighbour's example id.
+    pub id: ExampleId,
+    /// Similarity (cosine, or BM25).
+    pub score: f32,
+    /// Its gold labels.
+    pub labels: LabelSet,
+    /// Its text (absent if the store no longer holds it).
+    pub text: Option<String>,
+}
+
+/// The source name of neighbours retrieved when the example is shown (it has none stored).
+pub const LIVE_NEIGHBOURS: &str = "retrieved now (bm25)";
+
+/// The examples around one, by id.
+#[derive(Debug, Clone, Serialize)]
+pub struct Context {
+    /// What these are (and are not).
+    pub note: &'static str,
+    /// The examples with the next smaller ids, in id order.
+    pub before: Vec<Example>,
+    /// The examples with the next larger ids, in id order.
+    pub after: Vec<Example>,
+}
+
+/// What [`Context`] holds until the store knows documents.
+// The store has no document ids yet (another issue adds them); until then the surrounding
+// ids stand in for the document.
+pub const CONTEXT_NOTE: &str = "the store has no document ids yet: these are the examples with the nearest ids, which in a corpus kept in document order (the seed's) are the sentences around it";
+
+/// One example as `GET /api/examples/{id}` and its page show it: `show --json`'s document
+/// with its neighbours (every stored neighbours source; retrieved now when none is stored)
+/// and its context.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExampleView {
+    /// The example, knowledge and missing records (`show --json`).
+    #[serde(flatten)]
+    pub show: Show,
+    /// Its neighbours, best first per source.
+    pub neighbours: Vec<NeighbourView>,
+    /// The examples around it.
+    pub context: Context,
+}
+
+/// The example `id` with its neighbours and `context` examples either side. Neighbours come
+/// from its stored neighbours records; when it has none, `live` (if given) retrieves `k` now.
+/// `None` when the store has no such example.
+pub fn example(
+    store: &Store,
+    id: ExampleId,
+    live: Option<&Retriever>,
+    k: usize,
+    context: usize,
+) -> Result<Option<ExampleView>> {
+    let Some(show) = show(store, id)? else {
+        return Ok(None);
+    };
+    let mut neighbours = Vec::new();
+    for kn in &show.entry.knowledge {
+        if kn.kind != KnowledgeKind::Neighbours {
+            continue;
+        }
+        for n in &kn.neighbours {
+            neighbours.push(NeighbourView {
+                source: kn.source.clone(),
+                id: n.id,
+                score: n.score,
+                labels: n.labels,
+                text: store.example(n.id)?.map(|e| e.text),
+            });
+        }
+    }
+    if neighbours.is_empty() {
+        if let Some(r) = live {
+            let ex = std::slice::from_ref(&show.entry.example);
+            for h in r
+                .for_examples(store, ex, k, LabelSet::EMPTY)?
+                .into_iter()
+                .flatten()
+            {
+                neighbours.push(NeighbourView {
+                    source: LIVE_NEIGHBOURS.to_string(),
+                    id: h.id,
+                    score: h.score,
+                    labels: h.labels,
+                    text: Some(h.text),
+                });
+            }
+        }
+    }
+    let (before, after) = store.around(id, context)?;
+    Ok(Some(ExampleView {
+        show,
+        neighbours,
+        context: Context {
+            note: CONTEXT_NOTE,
+            before,
+            after,
+        },
+    }))
+}
+
+/// One hit of `similar --json` and `GET /api/similar`: the neighbour and a rationale of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimilarHit {
+    /// The neighbour (id, score, labels, text).
+    #[serde(flatten)]
+    pub hit: Hit,
+    /// Its sanitized rationale, if any source has one.
+    pub rationale: Option<String>,
+}
+
+/// The hits with their rationales.
+pub fn similar_hits(store: &Store, hits: Vec<Hit>) -> Result<Vec<SimilarHit>> {
+    hits.into_iter()
+        .map(|hit| {
+            Ok(SimilarHit {
+                rationale: best_rationale(store, hit.id)?,
+                hit,
+            })
+        })
+        .collect()
+}
+
+/// The sanitized rationale of an example, if any source has one.
+pub fn best_rationale(store: &Store, id: ExampleId) -> Result<Option<String>> {
+    Ok(store
+        .knowledge(id)?
+        .into_iter()
+        .find(|k| k.kind == KnowledgeKind::Rationale)
+        .map(|k| k.sanitized))
+}
+
+/// What a prediction for a text with nothing the model knows says.
+pub const UNKNOWN_WARNING: &str =
+    "no known words: the model knows none of this text's words, so the prediction is its prior (the same for any such text), not about this text";
+
+/// A model's predictions for new texts.
+#[derive(Debug, Clone)]
+pub struct Predictions {
+    /// Per text, the sample of the single model that attaches knowledge (the first such
+    /// member of an ensemble; else the first): what `--explain` shows.
+    pub samples: Vec<Sample>,
+    /// Per text, the probabilities (canonical label order).
+    pub probs: Vec<Probs>,
+    /// Per text, the thresholded labels.
+    pub labels: Vec<LabelSet>,
+    /// Per text, whether the model knows none of it (see [`Model::unknown_texts`]).
+    pub unknown: Vec<bool>,
+    /// What knowledge the model attaches.
+    pub mode: KnowledgeMode,
+}
+
+/// Predicts `texts` (not in the store) with `model`: samples built by `builder`
+/// (neighbours retrieved and text embedded now, as the model's spec says), probabilities,
+/// labels and the unknown-text flags.
+pub fn predict(
+    builder: &mut SampleBuilder<'_>,
+    model: &Model,
+    texts: &[String],
+) -> Result<Predictions> {
+    let mut inputs = builder.for_model_texts(model, texts, None)?;
+    let (probs, labels) = model.predict(&inputs)?;
+    let unknown = model.unknown_texts(&inputs)?;
+    let shown = model
+        .leaves()
+        .iter()
+        .position(|m| m.meta.attach.mode != KnowledgeMode::None)
+        .unwrap_or(0);
+    let samples = if shown < inputs.len() {
+        inputs.swap_remove(shown)
+    } else {
+        Vec::new()
+    };
+    Ok(Predictions {
+        samples,
+        probs,
+        labels,
+        unknown,
+        mode: model.knowledge_spec().mode,
+    })
+}
+
+impl Predictions {
+    /// The document of `predict --json` and `POST /api/predict`: per text, `text`, `labels`,
+    /// `probabilities` by emotion name, `warning` for an unknown text, and with `explain` the
+    /// `knowledge` and `neighbours` attached.
+    pub fn json(&self, explain: bool) -> Vec<serde_json::Value> {
+        self.samples
+            .iter()
+            .zip(&self.probs)
+            .zip(&self.labels)
+            .zip(&self.unknown)
+            .map(|(((s, p), l), &unknown)| {
+                let probs: serde_json::Map<String, serde_json::Value> = Emotion::ALL
+                    .iter()
+                    .map(|e| (e.name().to_string(), serde_json::json!(p[e.index()])))
+                    .collect();
+                let mut v =
+                    serde_json::json!({"text": s.text, "labels": l, "probabilities": probs});
+                if unknown {
+                    v["warning"] = serde_json::json!(UNKNOWN_WARNING);
+                }
+                if explain {
+                    v["knowledge"] = serde_json::json!(s.knowledge);
+                    v["neighbours"] = serde_json::to_value(&s.neighbours).unwrap_or_default();
+                }
+                v
+            })
+            .collect()
+    }
+}
+
+/// A model's predictions on labelled samples, scored.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// Gold labels, in sample order.
+    pub gold: Vec<LabelSet>,
+    /// Probabilities.
+    pub probs: Vec<Probs>,
+    /// Thresholded labels.
+    pub pred: Vec<LabelSet>,
+    /// The metrics (`eval --json`).
+    pub report: Report,
+}
+
+/// Predicts and scores `inputs` (one sample list per single model, as
+/// [`SampleBuilder::for_model`] builds them), with gold from the first list.
+pub fn evaluate(model: &Model, inputs: &[Vec<Sample>]) -> Result<Evaluation> {
+    let gold: Vec<LabelSet> = inputs
+        .first()
+        .map(|s| s.iter().map(|s| s.labels).collect())
+        .unwrap_or_default();
+    let (probs, pred) = model.predict(inputs)?;
+    let report = metrics::evaluate(&gold, &pred);
+    Ok(Evaluation {
+        gold,
+        probs,
+        pred,
+        report,
+    })
+}
+
+/// Label `label`'s F1 against its threshold on validation.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThresholdCurve {
+    /// The label.
+    pub label: String,
+    /// The model's tuned threshold.
+    pub threshold: f32,
+    /// `[threshold, F1]` at every grid threshold (0.01 … 0.99).
+    pub points: Vec<(f32, f64)>,
+}
+
+/// A model's report, as `GET /api/eval/{model}` answers and its page draws: `eval --json`'s
+/// metrics on a split, which emotion is mistaken for which, and the per-label threshold
+/// curves on validation.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelReport {
+    /// The model's name.
+    pub model: String,
+    /// The split evaluated.
+    pub split: Split,
+    /// The metrics (`eval --json`'s keys).
+    #[serde(flatten)]
+    pub report: Report,
+    /// `label_confusion[gold][predicted]` (see [`metrics::label_confusion`]).
+    pub label_confusion: Vec<Vec<usize>>,
+    /// Per label, F1 against the threshold on the validation split (empty without one).
+    pub threshold_curves: Vec<ThresholdCurve>,
+}
+
+/// The report of model `name` from its evaluation on `split` and, for the threshold curves,
+/// its predictions on validation.
+pub fn model_report(
+    name: &str,
+    split: Split,
+    eval: &Evaluation,
+    val: Option<&Evaluation>,
+    thresholds: &Thresholds,
+) -> ModelReport {
+    let threshold_curves = match val {
+        Some(v) if !v.gold.is_empty() => Emotion::ALL
+            .iter()
+            .map(|e| ThresholdCurve {
+                label: e.name().to_string(),
+                threshold: thresholds.per_label[e.index()],
+                points: label_f1_curve(&v.probs, &v.gold, e.index()),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    ModelReport {
+        model: name.to_string(),
+        split,
+        report: eval.report.clone(),
+        label_confusion: metrics::label_confusion(&eval.gold, &eval.pred),
+        threshold_curves,
+    }
+}
+
+/// A loaded model as `GET /api/models` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelView<'a> {
+    /// The name it is served under.
+    pub name: &'a str,
+    /// Its directory.
+    pub dir: String,
+    /// Its `meta.json` (settings, thresholds, validation metrics).
+    pub meta: &'a Meta,
+}
+
+/// A piece of text cut around its first keyword match, with the matches marked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snippet {
+    /// The text of the window (whitespace runs collapsed to one space).
+    pub text: String,
+    /// Byte ranges of `text` that match a token, sorted, not overlapping.
+    pub marks: Vec<(usize, usize)>,
+    /// Whether text was cut before the window.
+    pub cut_before: bool,
+    /// Whether text was cut after it.
+    pub cut_after: bool,
+}
+
+impl Snippet {
+    /// The window as consecutive `(piece, marked)` parts.
+    pub fn parts(&self) -> Vec<(&str, bool)> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        for &(s, e) in &self.marks {
+            if let (Some(before), Some(mark)) = (self.text.get(pos..s), self.text.get(s..e)) {
+                if !before.is_empty() {
+                    out.push((before, false));
+                }
+                out.push((mark, true));
+                pos = e;
+            }
+        }
+        if let Some(rest) = self.text.get(pos..) {
+            if !rest.is_empty() {
+                out.push((rest, false));
+            }
+        }
+        out
+    }
+
+    /// The snippet as one line: marks between `open` and `close`, `…` where it was cut.
+    pub fn render(&self, open: &str, close: &str) -> String {
+        let mut out = String::new();
+        if self.cut_before {
+            out.push('…');
+        }
+        for (piece, marked) in self.parts() {
+            if marked {
+                out.push_str(open);
+                out.push_str(piece);
+                out.push_str(close);
+            } else {
+                out.push_str(piece);
+            }
+        }
+        if self.cut_after {
+            out.push('…');
+        }
+        out
+    }
+}
+
+/// `text` on one line, cut to about `width` characters starting a little before the first
+/// occurrence of any token, with every occurrence in the window marked (case-insensitive for
+/// ASCII).
+pub fn snippet(text: &str, tokens: &[String], width: usize) -> Snippet {
+    // One line per snippet: rationales carry paragraph breaks.
+    let text = &text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let lower = text.to_lowercase();
+    // Byte ranges of matches (lower-casing keeps CJK offsets; skipped when it does not).
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    if lower.len() == text.len() {
+        for t in tokens.iter().filter(|t| !t.is_empty()) {
+            let mut from = 0;
+            while let Some(p) = lower.get(from..).and_then(|rest| rest.find(t.as_str())) {
+                ranges.push((from + p, from + p + t.len()));
+                from += p + t.len();
+            }
+        }
+    }
+    ranges.sort_unstable();
+    let mut merged: Vec<(usize, usize)> = Vec::new();
+    for r in ranges {
+        match merged.last_mut() {
+            Some(last) if r.0 <= last.1 => last.1 = last.1.max(r.1),
+            _ => merged.push(r),
+        }
+    }
+    // Window of `width` chars starting a little before the first match.
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let first = merged.first().map(|r| r.0).unwrap_or(0);
+    let first_char = chars.iter().position(|&(b, _)| b >= first).unwrap_or(0);
+    let start = first_char.saturating_sub(width / 4);
+    let end = (start + width).min(chars.len());
+    let start = end.saturating_sub(width).min(start);
+    let (b0, b1) = (
+        chars.get(start).map_or(text.len(), |c| c.0),
+        chars.get(end).map_or(text.len(), |c| c.0),
+    );
+    let marks = merged
+        .iter()
+        .filter(|r| r.1 > b0 && r.0 < b1)
+        .map(|&(s, e)| (s.max(b0) - b0, e.min(b1) - b0))
+        .collect();
+    Snippet {
+        text: text.get(b0..b1).unwrap_or("").to_string(),
+        marks,
+        cut_before: start > 0,
+        cut_after: end < chars.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snippets_are_one_line_and_mark_every_token_in_the_window() {
+        let s = snippet("理由:\n\n担忧\n未来", &["担忧".into()], 40);
+        assert_eq!(s.render("【", "】"), "理由: 【担忧】 未来");
+        let s = snippet("我 担忧 孩子 的 未来", &["担忧".into(), "未来".into()], 40);
+        assert_eq!(s.render("【", "】"), "我 【担忧】 孩子 的 【未来】");
+        assert_eq!(
+            s.parts(),
+            [
+                ("我 ", false),
+                ("担忧", true),
+                (" 孩子 的 ", false),
+                ("未来", true)
+            ]
+        );
+        let long = format!("{}担忧{}", "甲".repeat(50), "乙".repeat(50));
+        let h = snippet(&long, &["担忧".into()], 20).render("【", "】");
+        assert!(
+            h.starts_with('…') && h.ends_with('…') && h.contains("【担忧】"),
+            "{h}"
+        );
+        assert_eq!(snippet("", &["x".into()], 10).render("[", "]"), "");
+    }
+}
