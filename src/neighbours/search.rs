@@ -97,6 +97,8 @@ fn top_k(scores: &[f32], k: usize, allowed: impl Fn(usize) -> bool) -> Vec<(usiz
     }
     cand.sort_by(by_score);
     cand.truncate(k);
+    // The candidates held every allowed row; the caller keeps k of them per query.
+    cand.shrink_to_fit();
     cand
 }
 
@@ -122,6 +124,17 @@ mod tests {
         assert!((r[0][0].1 - 0.99875).abs() < 1e-4);
         let r = bf.search(&[&q], 2, &|_, row| row != 0).unwrap();
         assert_eq!(r[0].iter().map(|x| x.0).collect::<Vec<_>>(), [2, 1]);
+    }
+
+    #[test]
+    fn results_do_not_keep_the_scan_buffer() {
+        // Each query's answer used to keep capacity for every row scanned (23,000 rows × 16
+        // bytes per new sentence in `eval --file`: 2.6 GB for 5,557 sentences).
+        let rows: Vec<[f32; 2]> = (0..1000).map(|i| [(i as f32).cos(), 1.0]).collect();
+        let bf = BruteForce::new(&set(&rows)).unwrap();
+        let r = bf.search(&[&[1.0, 0.5]], 3, &|_, _| true).unwrap();
+        assert_eq!(r[0].len(), 3);
+        assert!(r[0].capacity() < 10, "capacity {}", r[0].capacity());
     }
 
     #[test]
