@@ -297,6 +297,22 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// A Parquet file could not be written or read.
+    #[error("Parquet file {}", path.display())]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// The Parquet or Arrow library's error.
+        source: BoxError,
+    },
+
+    /// An export would overwrite an earlier one.
+    #[error("{} exists (an earlier export); nothing was written", path.display())]
+    ExportExists {
+        /// The existing file.
+        path: PathBuf,
+    },
+
     /// A tensor operation of the model failed (candle): loading weights into the network, or
     /// computing with them.
     #[error("model")]

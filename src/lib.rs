@@ -15,6 +15,8 @@
 //!   concept ([`spec::NeighbourSpec`]), storing them as knowledge.
 //! - [`model`] turns samples into probabilities and label sets; it reads nothing but the
 //!   samples it is given. [`metrics`] scores label sets.
+//! - [`export`] writes the store as Parquet for engines beyond one machine (a sink beside the
+//!   flow: it reads the store; `corpus` reads its files back).
 //! - [`labels`], [`spec`] and [`error`] are the shared vocabulary; [`testkit`] is test tooling
 //!   (a local OpenAI-compatible server, tiny random checkpoints) that the stages never use.
 //! - Two front ends sit on top of the flow and nothing in it imports them: the `emoknow`
@@ -83,6 +85,7 @@
 
 pub mod corpus;
 pub mod error;
+pub mod export;
 pub mod knowledge;
 pub mod labels;
 pub mod metrics;

@@ -5,6 +5,7 @@ mod util;
 
 mod annotate_cli;
 mod errors_cli;
+mod export_cli;
 mod model_cli;
 mod neighbours_cli;
 mod reliability_fuzz;

@@ -115,7 +115,7 @@ pub struct AnnotateArgs {
     retrieved: Option<usize>,
 }
 
-/// Export stored rationales as a LLaMA-Factory dataset (fine-tune an LLM to write them).
+/// Write a LLaMA-Factory dataset of stored rationales (fine-tune an LLM to write them).
 ///
 /// Writes `<name>_train.json` (the --split examples that have a rationale from --source: the
 /// seed's few-shot prompt as system + history, the sentence as instruction, the raw rationale
@@ -126,19 +126,7 @@ pub struct AnnotateArgs {
 ///
 /// Example: emoknow export llama-factory --out lf_data --source qwen-max --format alpaca
 #[derive(clap::Args, Debug)]
-pub struct ExportArgs {
-    #[command(subcommand)]
-    target: ExportTarget,
-}
-
-#[derive(clap::Subcommand, Debug)]
-enum ExportTarget {
-    LlamaFactory(LlamaFactoryArgs),
-}
-
-/// Write LLaMA-Factory dataset files and dataset_info.json entries.
-#[derive(clap::Args, Debug)]
-struct LlamaFactoryArgs {
+pub struct LlamaFactoryArgs {
     /// Directory to write (LLaMA-Factory's `dataset_dir`).
     #[arg(long)]
     out: PathBuf,
@@ -336,8 +324,7 @@ fn wait_message(w: &WaitNotice, host: &str) -> String {
     )
 }
 
-pub fn run_export(a: ExportArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let ExportTarget::LlamaFactory(a) = a.target;
+pub fn run_llama_factory(a: LlamaFactoryArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let store = ctx.open()?;
     let prompts = load_prompts(a.prompts.as_ref())?;
     let records = pipeline::export_records(&store, &prompts, &a.source, a.split, a.predict_split)?;

@@ -83,6 +83,7 @@ fn hint_for(e: &Error) -> Option<String> {
             ),
             _ => "choose another --out".into(),
         },
+        Error::ExportExists { .. } => "pass --replace to overwrite it, or another --out".into(),
         Error::TooFewMembers { .. } => "pass at least two --member DIR".into(),
         Error::DuplicateMember { .. } => "give each --member once".into(),
         Error::ModelDamaged { dir, .. } => {

@@ -8,7 +8,8 @@
 //!
 //! - `ingest`; `query` (query, show, stats); `check` (check, reindex); `knowledge` (import;
 //!   retrieve is in `similar`); `similar` (similar, knowledge retrieve); `embed`;
-//!   `annotate` (annotate, export, dev-server); `train` (train, eval, predict); `serve` (the
+//!   `annotate` (annotate, the LLaMA-Factory export, dev-server); `export` (llama-factory,
+//!   parquet); `train` (train, eval, predict); `serve` (the
 //!   HTTP API and pages of [`emoknow::serve`]); `demo`; `bench`; `output` (JSON, progress
 //!   bars, highlights); `hint` (library errors in flag terms).
 
@@ -17,6 +18,7 @@ mod bench;
 mod check;
 mod demo;
 mod embed;
+mod export;
 mod hint;
 mod ingest;
 mod knowledge;
@@ -84,7 +86,7 @@ enum Command {
     Embed(embed::EmbedArgs),
     Similar(similar::SimilarArgs),
     Annotate(annotate::AnnotateArgs),
-    Export(annotate::ExportArgs),
+    Export(export::ExportArgs),
     DevServer(annotate::DevServerArgs),
     Train(train::TrainArgs),
     Eval(train::EvalArgs),
@@ -148,7 +150,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Embed(a) => embed::run_embed(a, &ctx),
         Command::Similar(a) => similar::run_similar(a, &ctx),
         Command::Annotate(a) => annotate::run_annotate(a, &ctx),
-        Command::Export(a) => annotate::run_export(a, &ctx),
+        Command::Export(a) => export::run(a, &ctx),
         Command::DevServer(a) => annotate::run_dev_server(a, &ctx),
         Command::Train(a) => train::run_train(a, &ctx),
         Command::Eval(a) => train::run_eval(a, &ctx),

@@ -5,8 +5,10 @@
 //!
 //! - [`read`]: the three formats (seed list CSV, one-hot CSV, JSON Lines) in UTF-8, UTF-8 with
 //!   BOM or GB18030, every bad row located by its line.
+//! - [`parquet`]: Parquet files with `text` and `labels` columns (`emoknow export parquet`'s).
 //! - [`split`]: the test/validation/train assignment (seeded, optionally in blocks).
 
+pub mod parquet;
 pub mod read;
 pub mod split;
 

@@ -1,6 +1,8 @@
-//! Reading labelled sentences from the three input formats, with encoding detection.
+//! Reading labelled sentences from the three text formats, with encoding detection (and
+//! Parquet, handed to [`super::parquet`]).
 //!
-//! Formats are told apart by content, not by file name: a first line starting with `{` means
+//! Formats are told apart by content, not by file name: Parquet's magic bytes `PAR1` mean
+//! Parquet; a first line starting with `{` means
 //! JSON Lines; otherwise a CSV header with `Labels` means the seed's list format and a header
 //! naming all eight emotions means one-hot. Encodings: UTF-8 (with or without BOM) or GB18030,
 //! detected per file; bytes valid in neither are an error at their line.
@@ -18,6 +20,8 @@ pub enum Format {
     OneHot,
     /// One JSON object per line: `{"text": …, "labels": […]}`, optional `"id"`.
     Jsonl,
+    /// Parquet with `text` and `labels` columns, optional `id` (see [`super::parquet`]).
+    Parquet,
 }
 
 impl Format {
@@ -27,6 +31,7 @@ impl Format {
             Format::SeedList => "seed-list-csv",
             Format::OneHot => "one-hot-csv",
             Format::Jsonl => "jsonl",
+            Format::Parquet => "parquet",
         }
     }
 }
@@ -167,6 +172,9 @@ pub fn read_file(path: &Path) -> Result<Parsed> {
 
 /// [`read_file`] on bytes already in memory; `path` is used in messages only.
 pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Parsed> {
+    if bytes.starts_with(super::parquet::MAGIC) {
+        return super::parquet::parse_parquet(path, bytes.to_vec());
+    }
     let dec = decode(bytes);
     let first = dec
         .text
