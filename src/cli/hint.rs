@@ -21,6 +21,7 @@ fn flag_of(name: &str) -> Option<&'static str> {
         "max_wait_secs" => "--max-wait",
         "timeout_secs" => "--timeout",
         "endpoint" => "--endpoint",
+        "context" => "--context (0) or --knowledge, or train --classifier linear",
         _ => return None,
     })
 }

@@ -278,6 +278,7 @@ fn fit_lbfgs(p: &Problem, max_iter: usize, tol: f64) -> Fit {
 pub(super) fn fit_label(
     x: &Csr,
     n_word: usize,
+    n_text: usize,
     labels: &[LabelSet],
     e: Emotion,
     head: &HeadConfig,
@@ -312,10 +313,13 @@ pub(super) fn fit_label(
             vec![1.0; x.n_cols]
         };
         for (j, rj) in r.iter_mut().enumerate() {
+            // Context columns (from n_text on) carry their block weight in their values.
             *rj *= if j < n_word {
                 head.word_weight
-            } else {
+            } else if j < n_text {
                 head.char_weight
+            } else {
+                1.0
             };
         }
         r
