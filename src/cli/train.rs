@@ -10,7 +10,7 @@ use emoknow::model::classifier::{self, KindConfig, Model, TrainConfig, TrainEven
 use emoknow::model::finetune::{FinetuneConfig, HeadKind};
 use emoknow::model::linear::LinearConfig;
 use emoknow::model::mlp::MlpConfig;
-use emoknow::model::sample::{AttachSpec, KnowledgeMode, Sample, DEFAULT_CONTEXT};
+use emoknow::model::sample::{AttachSpec, KnowledgeMode, Sample, DEFAULT_TRAIN_CONTEXT};
 use emoknow::model::thresholds::Objective;
 use emoknow::neighbours::pick_encoder;
 use emoknow::store::Store;
@@ -111,7 +111,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 5, help_heading = "Knowledge")]
     neighbours_k: usize,
 
-    /// Sentences of the same document on each side whose text is attached [default: 2 with
+    /// Sentences of the same document on each side whose text is attached [default: 3 with
     /// --knowledge context (and all, for linear), else 0]; combines with any mode.
     #[arg(long, value_name = "W", help_heading = "Knowledge")]
     context: Option<usize>,
@@ -149,9 +149,17 @@ pub struct TrainArgs {
     #[arg(long, help_heading = "Linear")]
     c: Option<f64>,
 
-    /// Linear: weight of the context block (with a context) [default: 0.5].
+    /// Linear: weight of the context block (with a context) [default: 1.3].
     #[arg(long, value_name = "X", help_heading = "Linear")]
     context_weight: Option<f64>,
+
+    /// Linear: longest word n-gram of the context block [default: 1].
+    #[arg(long, value_name = "N", help_heading = "Linear")]
+    context_word_ngrams: Option<usize>,
+
+    /// Linear: longest character n-gram of the context block, 0 = none [default: 0].
+    #[arg(long, value_name = "N", help_heading = "Linear")]
+    context_char_ngrams: Option<usize>,
 
     /// Frozen: hidden units of the head (0 = logistic regression on the embeddings).
     #[arg(long, help_heading = "Frozen")]
@@ -292,6 +300,12 @@ fn train_config(a: &TrainArgs, store: &Store) -> anyhow::Result<TrainConfig> {
     if let Some(w) = a.context_weight {
         linear.context_weight = w;
     }
+    if let Some(n) = a.context_word_ngrams {
+        linear.context_word_ngrams = n;
+    }
+    if let Some(n) = a.context_char_ngrams {
+        linear.context_char_ngram_max = n;
+    }
     for h in &mut linear.heads {
         if let Some(c) = a.c {
             h.c = c;
@@ -374,8 +388,8 @@ fn train_config(a: &TrainArgs, store: &Store) -> anyhow::Result<TrainConfig> {
             anyhow::bail!("--knowledge context needs --context 1 or more (sentences on each side)")
         }
         (Some(w), _) => w,
-        (None, ModeArg::Context) => DEFAULT_CONTEXT,
-        (None, ModeArg::All) if a.classifier == KindArg::Linear => DEFAULT_CONTEXT,
+        (None, ModeArg::Context) => DEFAULT_TRAIN_CONTEXT,
+        (None, ModeArg::All) if a.classifier == KindArg::Linear => DEFAULT_TRAIN_CONTEXT,
         (None, _) => 0,
     };
     let mut attach = AttachSpec {

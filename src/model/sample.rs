@@ -17,8 +17,12 @@ pub const SEP: &str = " [SEP] ";
 /// sentences before it, this marker, the sentences after it.
 pub const CONTEXT_MARK: &str = " [CTX] ";
 
-/// Default number of sentences on each side a context mode attaches.
+/// Default number of sentences on each side `show` prints.
 pub const DEFAULT_CONTEXT: usize = 2;
+
+/// Default number of sentences on each side a context mode attaches to training examples
+/// (chosen on the seed split's validation rows with the linear model; see README).
+pub const DEFAULT_TRAIN_CONTEXT: usize = 3;
 
 /// One sample's probabilities, canonical label order.
 pub type Probs = [f32; NUM_EMOTIONS];

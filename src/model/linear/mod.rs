@@ -76,6 +76,10 @@ pub struct LinearConfig {
     /// Scale of the (L2-normalized) context block, when the model is trained with contexts
     /// (chosen on validation; see README). Unused without contexts.
     pub context_weight: f64,
+    /// Longest word n-gram of the context block (0 = no word features there).
+    pub context_word_ngrams: usize,
+    /// Longest character n-gram of the context block (from `char_ngram_min`; 0 = none).
+    pub context_char_ngram_max: usize,
 }
 
 /// One set of eight logistic regressions over the shared features.
@@ -132,14 +136,25 @@ impl Default for LinearConfig {
             max_iter: 500,
             tol: 1e-4,
             context_weight: DEFAULT_CONTEXT_WEIGHT,
+            context_word_ngrams: 1,
+            context_char_ngram_max: 0,
         }
     }
 }
 
 /// The context block's weight chosen on the seed split's validation rows.
-pub const DEFAULT_CONTEXT_WEIGHT: f64 = 0.5;
+pub const DEFAULT_CONTEXT_WEIGHT: f64 = 1.3;
 
 impl LinearConfig {
+    /// The n-gram settings of the context block's featurizer.
+    fn context_features(&self) -> LinearConfig {
+        LinearConfig {
+            word_ngrams: self.context_word_ngrams,
+            char_ngram_max: self.context_char_ngram_max,
+            ..self.clone()
+        }
+    }
+
     fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::Invalid(format!("linear model config: {msg}")));
         if !(self.context_weight >= 0.0 && self.context_weight.is_finite()) {
@@ -157,6 +172,20 @@ impl LinearConfig {
             return bad(format!(
                 "char n-gram range {}..={} is empty (need 1 <= min <= max)",
                 self.char_ngram_min, self.char_ngram_max
+            ));
+        }
+        if self.context_char_ngram_max > 0
+            && (self.char_ngram_min == 0 || self.char_ngram_min > self.context_char_ngram_max)
+        {
+            return bad(format!(
+                "context char n-gram range {}..={} is empty (need 1 <= min <= max)",
+                self.char_ngram_min, self.context_char_ngram_max
+            ));
+        }
+        if self.context_word_ngrams > MAX_NGRAM || self.context_char_ngram_max > MAX_NGRAM {
+            return bad(format!(
+                "context n-grams longer than {MAX_NGRAM} (context_word_ngrams {}, context_char_ngram_max {})",
+                self.context_word_ngrams, self.context_char_ngram_max
             ));
         }
         if self.word_ngrams > MAX_NGRAM || self.char_ngram_max > MAX_NGRAM {
@@ -370,7 +399,7 @@ impl LinearModel {
             contexts.map(|c| c.iter().map(|c| context_text(c)).collect());
         let ctx_feat = ctx_texts.as_ref().map(|c| {
             let refs: Vec<&str> = c.iter().map(String::as_str).collect();
-            Featurizer::fit(&refs, cfg)
+            Featurizer::fit(&refs, &cfg.context_features())
         });
         let n_text = feat.n_features();
         let n_all = n_text + ctx_feat.as_ref().map_or(0, Featurizer::n_features);
@@ -661,7 +690,11 @@ impl LinearModel {
             }
         }
         let cfg = saved.config;
-        let featurizer = |words: Vec<String>, chars: Vec<String>, idf: Vec<f32>| Featurizer {
+        let ctx_cfg = cfg.context_features();
+        let featurizer = |cfg: &LinearConfig,
+                          words: Vec<String>,
+                          chars: Vec<String>,
+                          idf: Vec<f32>| Featurizer {
             word_ngrams: cfg.word_ngrams,
             char_min: cfg.char_ngram_min,
             char_max: cfg.char_ngram_max,
@@ -673,9 +706,9 @@ impl LinearModel {
         };
         let ctx_idf = idf.get(n_text..).unwrap_or_default().to_vec();
         let text_idf = idf.get(..n_text).unwrap_or_default().to_vec();
-        let ctx_feat =
-            (n_ctx > 0).then(|| featurizer(vocab.context_words, vocab.context_chars, ctx_idf));
-        let feat = featurizer(vocab.words, vocab.chars, text_idf);
+        let ctx_feat = (n_ctx > 0)
+            .then(|| featurizer(&ctx_cfg, vocab.context_words, vocab.context_chars, ctx_idf));
+        let feat = featurizer(&cfg, vocab.words, vocab.chars, text_idf);
         Ok(LinearModel {
             cfg,
             feat,
