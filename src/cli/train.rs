@@ -149,7 +149,7 @@ pub struct TrainArgs {
     #[arg(long, help_heading = "Linear")]
     c: Option<f64>,
 
-    /// Linear: weight of the context block (with a context) [default: 1.3].
+    /// Linear: weight of the context block (with a context) [default: 0.6].
     #[arg(long, value_name = "X", help_heading = "Linear")]
     context_weight: Option<f64>,
 

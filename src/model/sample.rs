@@ -21,7 +21,7 @@ pub const CONTEXT_MARK: &str = " [CTX] ";
 pub const DEFAULT_CONTEXT: usize = 2;
 
 /// Default number of sentences on each side a context mode attaches to training examples
-/// (chosen on the seed split's validation rows with the linear model; see README).
+/// (chosen with the linear model on validation rows of unseen documents; see README).
 pub const DEFAULT_TRAIN_CONTEXT: usize = 3;
 
 /// One sample's probabilities, canonical label order.
