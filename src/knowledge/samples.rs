@@ -602,6 +602,33 @@ mod tests {
     }
 
     #[test]
+    fn batch_contexts_group_by_document_and_order_by_position() {
+        let texts: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        let at = |doc: &str, p: Option<u32>| {
+            Some(TextPlace {
+                doc: doc.into(),
+                position: p,
+            })
+        };
+        let places = [
+            at("x", Some(2)),
+            at("y", None),
+            at("x", Some(0)),
+            None,
+            at("x", Some(1)),
+        ];
+        let c = batch_contexts(&texts, Some(&places), 1);
+        assert_eq!(c[0], render_context(&["e"], &[]));
+        assert_eq!(c[2], render_context(&[], &["e"]));
+        assert_eq!(c[4], render_context(&["c"], &["a"]));
+        assert_eq!(c[1], render_context(&[], &[]));
+        assert_eq!(c[3], render_context(&[], &[]));
+        assert!(batch_contexts(&texts, None, 2)
+            .iter()
+            .all(|c| c == &render_context(&[], &[])));
+    }
+
+    #[test]
     fn train_and_eval_sources_differ_and_neighbours_render_labels() {
         let nb = vec![
             Neighbour {

@@ -8,6 +8,12 @@ use super::{decode, Store};
 use crate::error::Result;
 use std::collections::HashMap;
 
+/// Sentences of a document: (example id, text), in order.
+pub type Sentences = [(ExampleId, String)];
+
+/// A document's key while the index is built: (file, name) and its (position, id, text).
+type Members = HashMap<(String, Option<String>), Vec<(u32, ExampleId, String)>>;
+
 /// Every stored example's place in its document, with its text: what context lookups for
 /// many examples read (built once by [`Store::documents`]).
 #[derive(Debug, Clone, Default)]
@@ -23,11 +29,7 @@ pub struct DocIndex {
 impl DocIndex {
     /// The (up to) `w` sentences before and after example `id` in its document, nearest last
     /// and first respectively, as (id, text); empty for an id the index does not hold.
-    pub fn context(
-        &self,
-        id: ExampleId,
-        w: usize,
-    ) -> (&[(ExampleId, String)], &[(ExampleId, String)]) {
+    pub fn context(&self, id: ExampleId, w: usize) -> (&Sentences, &Sentences) {
         let Some(&(d, i)) = self.at.get(&id) else {
             return (&[], &[]);
         };
@@ -74,8 +76,7 @@ impl Store {
             }
             records.insert(u64::from_be_bytes(id), decode(&v, "document record")?);
         }
-        let mut by_doc: HashMap<(String, Option<String>), Vec<(u32, ExampleId, String)>> =
-            HashMap::new();
+        let mut by_doc: Members = HashMap::new();
         for ex in self.examples(None)? {
             let (name, position) = match records.remove(&ex.id) {
                 Some(r) => (Some(r.doc), r.position),

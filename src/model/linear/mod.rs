@@ -437,8 +437,7 @@ impl LinearModel {
                         let (h, e) = (k / NUM_EMOTIONS, Emotion::from_index(k % NUM_EMOTIONS));
                         let fit = fit_label(
                             x,
-                            n_word,
-                            n_text,
+                            (n_word, n_text),
                             labels,
                             e,
                             &cfg.heads[h],
@@ -871,6 +870,40 @@ mod tests {
         for input in [&refs[..], &unseen[..]] {
             assert_eq!(loaded.predict_proba(input), model.predict_proba(input));
         }
+    }
+
+    #[test]
+    fn context_block_saves_loads_and_changes_predictions() {
+        let (texts, labels) = synthetic(200, 6);
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        // Each text's context is the text before it.
+        let ctx: Vec<String> = (0..refs.len())
+            .map(|i| crate::model::sample::render_context(&refs[i.saturating_sub(1)..i], &[]))
+            .collect();
+        let ctx_refs: Vec<&str> = ctx.iter().map(String::as_str).collect();
+        let model = LinearModel::train_with_context(
+            &refs,
+            Some(&ctx_refs),
+            &labels,
+            &small_cfg(),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(model.reads_context());
+        let dir = tempfile::tempdir().unwrap();
+        model.save(dir.path()).unwrap();
+        let loaded = LinearModel::load(dir.path()).unwrap();
+        let some: Vec<Option<&str>> = ctx_refs.iter().map(|c| Some(*c)).collect();
+        let with = model.predict_proba_with_context(&refs, &some);
+        assert_eq!(loaded.predict_proba_with_context(&refs, &some), with);
+        assert_ne!(model.predict_proba(&refs), with);
+        // A text-only model ignores contexts.
+        let plain = LinearModel::train(&refs, &labels, &small_cfg(), &mut |_| {}).unwrap();
+        assert!(!plain.reads_context());
+        assert_eq!(
+            plain.predict_proba_with_context(&refs, &some),
+            plain.predict_proba(&refs)
+        );
     }
 
     #[test]
