@@ -48,6 +48,9 @@ echo "end to end (ingest → best model): $(( $(date +%s) - t0 )) s" >&2
 step train --classifier ensemble --member $m/linear --member $m/linear_nb --member $m/frozen_nb --member $m/finetune_12000 --threshold-objective exact --out $m/ens4_exact
 # The other rows.
 step train --classifier linear --threshold-objective macro --out $m/linear_macro
+# Document context (text of the 3 sentences on each side; the seed's file is one stream).
+step train --classifier linear --knowledge context --out $m/linear_ctx
+step train --classifier linear --knowledge context --threshold-objective macro --out $m/linear_ctx_macro
 step train --classifier frozen --out $m/frozen
 step train --classifier knn -k 10 --out $m/knn
 step train --classifier frozen $nb --stack-linear 5 --out $m/frozen_nb_stack
@@ -74,7 +77,7 @@ if [ "${FULL:-0}" = 1 ]; then
 fi
 
 printf '\n%-16s %-8s %-8s %-8s %-8s   %s\n' model hamming exact micro-F1 macro-F1 "(validation micro / macro)"
-for d in linear linear_macro frozen knn frozen_nb linear_nb frozen_nb_stack ens2 ens3 ens3_exact ens_stack finetune_12000 ens4 ens4_exact seed_text seed_rationale finetune_2000 $full; do
+for d in linear linear_macro linear_ctx linear_ctx_macro frozen knn frozen_nb linear_nb frozen_nb_stack ens2 ens3 ens3_exact ens_stack finetune_12000 ens4 ens4_exact seed_text seed_rationale finetune_2000 $full; do
   "$e" --store "$store" --json eval --model "$m/$d" |
     python3 -c "import json,sys; r=json.load(sys.stdin); v=json.load(open('$m/$d/meta.json'))['val']; print('%-16s %-8.3f %-8.3f %-8.3f %-8.3f   (%.3f / %.3f)' % ('$d', r['hamming_accuracy'], r['exact_match'], r['micro_f1'], r['macro_f1'], v['micro_f1'], v['macro_f1']))"
 done

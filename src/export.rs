@@ -9,22 +9,23 @@
 //! | `split` | Utf8 | `train`, `val` or `test` |
 //! | `labels` | List<Utf8> | gold emotion names, canonical order |
 //! | `origin_file`, `origin_line` | Utf8, UInt64 | where it was ingested from |
+//! | `doc`, `position` | Utf8, UInt32, null when the file gave no document | its document |
 //! | `<source>.sanitized`, `.raw` | Utf8, null when the source has nothing | each rationale source |
 //! | `<source>.asserted` | List<Utf8> | the labels that source asserts |
 //! | `<source>.neighbour_ids`, `.neighbour_scores` | List<UInt64>, List<Float32> | each neighbours source, best first |
 //! | `vector.<encoder name>` | FixedSizeList<Float32, dim> | each encoder's text vector |
 //!
-//! `ingest` reads the file back (id, text, labels; see [`crate::corpus::read`]). The file is
+//! `ingest` reads the file back (id, text, labels, doc, position; see [`crate::corpus::parquet`]). The file is
 //! written beside its final name and renamed into place, so a reader never sees half a file;
 //! an existing export is replaced only when asked.
 
 use crate::error::{Error, Result};
 use crate::labels::LabelSet;
-use crate::store::records::{Example, Knowledge, KnowledgeKind};
+use crate::store::records::{DocRecord, Example, Knowledge, KnowledgeKind};
 use crate::store::vectors::{VectorSet, What};
 use crate::store::Store;
 use arrow_array::builder::{
-    FixedSizeListBuilder, Float32Builder, ListBuilder, StringBuilder, UInt64Builder,
+    FixedSizeListBuilder, Float32Builder, ListBuilder, StringBuilder, UInt32Builder, UInt64Builder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use parquet::arrow::ArrowWriter;
@@ -86,6 +87,12 @@ pub fn export_parquet(store: &Store, dir: &Path, replace: bool) -> Result<Export
             .or_default()
             .insert(k.example_id, k);
     }
+    let mut docs: HashMap<u64, DocRecord> = HashMap::new();
+    for ex in &examples {
+        if let Some(d) = store.doc_record(ex.id)? {
+            docs.insert(ex.id, d);
+        }
+    }
     let mut encoders = store.encoders()?;
     encoders.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
     let mut vectors: Vec<(String, VectorSet)> = Vec::new();
@@ -114,7 +121,7 @@ pub fn export_parquet(store: &Store, dir: &Path, replace: bool) -> Result<Export
             // An empty store still gets a file with its schema.
             examples.is_empty().then_some(&examples[..]),
         ) {
-            let batch = batch(chunk, &rationale, &neighbours, &vectors)
+            let batch = batch(chunk, &docs, &rationale, &neighbours, &vectors)
                 .map_err(|e| parquet_err(&tmp, e))?;
             if writer.is_none() {
                 let f = file
@@ -163,6 +170,7 @@ fn append_labels(b: &mut ListBuilder<StringBuilder>, labels: LabelSet) {
 /// One Arrow batch of `chunk`'s rows.
 fn batch(
     chunk: &[Example],
+    docs: &HashMap<u64, DocRecord>,
     rationale: &BTreeMap<String, HashMap<u64, Knowledge>>,
     neighbours: &BTreeMap<String, HashMap<u64, Knowledge>>,
     vectors: &[(String, VectorSet)],
@@ -174,6 +182,8 @@ fn batch(
     let mut labels = ListBuilder::new(StringBuilder::new());
     let mut file = StringBuilder::new();
     let mut line = UInt64Builder::new();
+    let mut doc = StringBuilder::new();
+    let mut position = UInt32Builder::new();
     for ex in chunk {
         id.append_value(ex.id);
         text.append_value(&ex.text);
@@ -181,6 +191,16 @@ fn batch(
         append_labels(&mut labels, ex.labels);
         file.append_value(&ex.origin.file);
         line.append_value(ex.origin.line);
+        match docs.get(&ex.id) {
+            Some(d) => {
+                doc.append_value(&d.doc);
+                position.append_value(d.position);
+            }
+            None => {
+                doc.append_null();
+                position.append_null();
+            }
+        }
     }
     cols.push(("id".into(), Arc::new(id.finish())));
     cols.push(("text".into(), Arc::new(text.finish())));
@@ -188,6 +208,8 @@ fn batch(
     cols.push(("labels".into(), Arc::new(labels.finish())));
     cols.push(("origin_file".into(), Arc::new(file.finish())));
     cols.push(("origin_line".into(), Arc::new(line.finish())));
+    cols.push(("doc".into(), Arc::new(doc.finish())));
+    cols.push(("position".into(), Arc::new(position.finish())));
 
     for (source, by_id) in rationale {
         let mut sanitized = StringBuilder::new();

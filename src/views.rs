@@ -9,11 +9,11 @@
 //! and nothing in the flow imports it.
 
 use crate::error::Result;
-use crate::knowledge::samples::SampleBuilder;
+use crate::knowledge::samples::{SampleBuilder, TextPlace};
 use crate::labels::{Emotion, LabelSet};
 use crate::metrics::{self, Report};
 use crate::model::classifier::{Meta, Model};
-use crate::model::sample::{KnowledgeMode, Probs, Sample};
+use crate::model::sample::{KnowledgeMode, Probs, Sample, DEFAULT_CONTEXT};
 use crate::model::thresholds::{label_f1_curve, Thresholds};
 use crate::neighbours::{Hit, Retriever};
 use crate::store::records::{Example, ExampleId, Knowledge, KnowledgeKind, Missing, Split};
@@ -46,7 +46,8 @@ pub fn best_knowledge_text<'a>(k: &'a Knowledge, tokens: &[String]) -> &'a str {
     }
 }
 
-/// One example with all its knowledge and the sources that had nothing for it (`show --json`).
+/// One example with all its knowledge, the sources that had nothing for it, and the
+/// sentences around it in its document (`show --json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Show {
     /// The example and its knowledge records.
@@ -54,11 +55,51 @@ pub struct Show {
     pub entry: Entry,
     /// Sources recorded as having nothing usable for it.
     pub missing: Vec<Missing>,
+    /// The sentences before and after it in its document (text only).
+    pub context: DocContext,
 }
 
-/// The example `id` with its knowledge and missing records; `None` when the store has no
-/// such example.
+/// One sentence of an example's document context: its id and text (never its labels; the
+/// context is text).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContextSentence {
+    /// The sentence's example id.
+    pub id: ExampleId,
+    /// Its text.
+    pub text: String,
+}
+
+/// The sentences around an example in its document, as `show` prints them.
+#[derive(Debug, Clone, Serialize)]
+pub struct DocContext {
+    /// Which document this is.
+    pub note: &'static str,
+    /// The document's name in its file (`null`: the file has no document ids and is one
+    /// stream in id order).
+    pub doc: Option<String>,
+    /// The example's position in the document (`null` in a stream: id order).
+    pub position: Option<u32>,
+    /// Up to W sentences before it, in document order.
+    pub before: Vec<ContextSentence>,
+    /// Up to W sentences after it, in document order.
+    pub after: Vec<ContextSentence>,
+}
+
+/// The note of a context from a named document.
+pub const DOCUMENT_NOTE: &str =
+    "the sentences around it in its document (the file's document ids), text only";
+
+/// The note of a context from a file without document ids.
+pub const STREAM_NOTE: &str = "its file has no document ids: it is one stream in id order, and these are the sentences around it there (in a corpus kept in document order, the seed's, its document), text only";
+
+/// The example `id` with its knowledge and missing records and the sentences around it in
+/// its document ([`DEFAULT_CONTEXT`] each side); `None` when the store has no such example.
 pub fn show(store: &Store, id: ExampleId) -> Result<Option<Show>> {
+    show_with_context(store, id, DEFAULT_CONTEXT)
+}
+
+/// [`show`] with `w` sentences of context each side.
+pub fn show_with_context(store: &Store, id: ExampleId, w: usize) -> Result<Option<Show>> {
     let Some(entry) = store.entry(id)? else {
         return Ok(None);
     };
@@ -67,7 +108,37 @@ pub fn show(store: &Store, id: ExampleId) -> Result<Option<Show>> {
         .into_iter()
         .filter(|m| m.example_id == id)
         .collect();
-    Ok(Some(Show { entry, missing }))
+    let context = doc_context(store, id, w)?;
+    Ok(Some(Show {
+        entry,
+        missing,
+        context,
+    }))
+}
+
+/// The sentences around example `id` in its document.
+pub fn doc_context(store: &Store, id: ExampleId, w: usize) -> Result<DocContext> {
+    let record = store.doc_record(id)?;
+    let (before, after) = store.context(id, w)?;
+    let sentences = |part: Vec<Example>| -> Vec<ContextSentence> {
+        part.into_iter()
+            .map(|e| ContextSentence {
+                id: e.id,
+                text: e.text,
+            })
+            .collect()
+    };
+    Ok(DocContext {
+        note: if record.is_some() {
+            DOCUMENT_NOTE
+        } else {
+            STREAM_NOTE
+        },
+        position: record.as_ref().map(|r| r.position),
+        doc: record.map(|r| r.doc),
+        before: sentences(before),
+        after: sentences(after),
+    })
 }
 
 /// One neighbour of an example as shown with it: who found it, and its text.
@@ -88,33 +159,29 @@ pub struct NeighbourView {
 /// The source name of neighbours retrieved when the example is shown (it has none stored).
 pub const LIVE_NEIGHBOURS: &str = "retrieved now (bm25)";
 
-/// The examples around one, by id.
+/// The examples around one in its document, whole (the example page shows their labels).
 #[derive(Debug, Clone, Serialize)]
 pub struct Context {
-    /// What these are (and are not).
+    /// What these are ([`DOCUMENT_NOTE`] or [`STREAM_NOTE`]).
     pub note: &'static str,
-    /// The examples with the next smaller ids, in id order.
+    /// The examples before it, in document order.
     pub before: Vec<Example>,
-    /// The examples with the next larger ids, in id order.
+    /// The examples after it, in document order.
     pub after: Vec<Example>,
 }
 
-/// What [`Context`] holds until the store knows documents.
-// The store has no document ids yet (another issue adds them); until then the surrounding
-// ids stand in for the document.
-pub const CONTEXT_NOTE: &str = "the store has no document ids yet: these are the examples with the nearest ids, which in a corpus kept in document order (the seed's) are the sentences around it";
-
 /// One example as `GET /api/examples/{id}` and its page show it: `show --json`'s document
-/// with its neighbours (every stored neighbours source; retrieved now when none is stored)
-/// and its context.
+/// (with its document context) with its neighbours (every stored neighbours source;
+/// retrieved now when none is stored).
 #[derive(Debug, Clone, Serialize)]
 pub struct ExampleView {
-    /// The example, knowledge and missing records (`show --json`).
+    /// The example, knowledge and missing records and context (`show --json`).
     #[serde(flatten)]
     pub show: Show,
     /// Its neighbours, best first per source.
     pub neighbours: Vec<NeighbourView>,
-    /// The examples around it.
+    /// The examples around it, whole, for the page (the document shows `show`'s context).
+    #[serde(skip)]
     pub context: Context,
 }
 
@@ -128,7 +195,7 @@ pub fn example(
     k: usize,
     context: usize,
 ) -> Result<Option<ExampleView>> {
-    let Some(show) = show(store, id)? else {
+    let Some(show) = show_with_context(store, id, context)? else {
         return Ok(None);
     };
     let mut neighbours = Vec::new();
@@ -164,12 +231,13 @@ pub fn example(
             }
         }
     }
-    let (before, after) = store.around(id, context)?;
+    let (before, after) = store.context(id, context)?;
+    let note = show.context.note;
     Ok(Some(ExampleView {
         show,
         neighbours,
         context: Context {
-            note: CONTEXT_NOTE,
+            note,
             before,
             after,
         },
@@ -235,7 +303,19 @@ pub fn predict(
     model: &Model,
     texts: &[String],
 ) -> Result<Predictions> {
-    let mut inputs = builder.for_model_texts(model, texts, None)?;
+    predict_in(builder, model, texts, None)
+}
+
+/// [`predict`] for texts that are sentences of documents (`places`, see
+/// [`crate::knowledge::samples::batch_contexts`]): a model reading context gets each text's
+/// neighbours in its document.
+pub fn predict_in(
+    builder: &mut SampleBuilder<'_>,
+    model: &Model,
+    texts: &[String],
+    places: Option<&[Option<TextPlace>]>,
+) -> Result<Predictions> {
+    let mut inputs = builder.for_model_texts_in(model, texts, None, places)?;
     let (probs, labels) = model.predict(&inputs)?;
     let unknown = model.unknown_texts(&inputs)?;
     let shown = model
@@ -260,7 +340,8 @@ pub fn predict(
 impl Predictions {
     /// The document of `predict --json` and `POST /api/predict`: per text, `text`, `labels`,
     /// `probabilities` by emotion name, `warning` for an unknown text, and with `explain` the
-    /// `knowledge` and `neighbours` attached.
+    /// `knowledge` and `neighbours` attached (and, for a model reading context, the `context`:
+    /// `before` and `after` texts).
     pub fn json(&self, explain: bool) -> Vec<serde_json::Value> {
         self.samples
             .iter()
@@ -280,6 +361,10 @@ impl Predictions {
                 if explain {
                     v["knowledge"] = serde_json::json!(s.knowledge);
                     v["neighbours"] = serde_json::to_value(&s.neighbours).unwrap_or_default();
+                    if let Some(c) = &s.context {
+                        let (before, after) = crate::model::sample::split_context(c);
+                        v["context"] = serde_json::json!({"before": before, "after": after});
+                    }
                 }
                 v
             })

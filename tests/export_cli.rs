@@ -154,3 +154,42 @@ fn a_parquet_file_with_a_bad_label_is_refused_whole_naming_the_row() {
         assert_eq!(st.json()["examples"], 0, "nothing was written");
     }
 }
+
+#[test]
+fn documents_and_positions_survive_the_parquet_round_trip() {
+    let env = TestEnv::new();
+    let rows = [
+        (1, "b", 2, "后来 我们 和好 了"),
+        (2, "a", 1, "早上 很 开心"),
+        (3, "b", 1, "昨天 吵架 了"),
+        (4, "a", 2, "晚上 也 开心"),
+    ];
+    let jsonl: String = rows
+        .iter()
+        .map(|(id, doc, pos, text)| {
+            serde_json::json!({"id": id, "doc": doc, "position": pos, "text": text, "labels": ["Joy"]})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    let f = env.write("docs.jsonl", jsonl);
+    env.run(&["ingest", s(&f)]).ok();
+    let out = env.path("export");
+    env.run(&["export", "parquet", "--out", s(&out)]).ok();
+    let b = read(&out.join("examples.parquet"));
+    let doc = b["doc"].as_string::<i32>();
+    let pos = b["position"].as_primitive::<arrow_array::types::UInt32Type>();
+    let got: Vec<(String, u32)> = (0..b.num_rows())
+        .map(|i| (doc.value(i).to_string(), pos.value(i)))
+        .collect();
+    let want: Vec<(String, u32)> = rows.iter().map(|r| (r.1.to_string(), r.2)).collect();
+    assert_eq!(got, want);
+
+    let other = TestEnv::new();
+    other
+        .run(&["ingest", s(&out.join("examples.parquet"))])
+        .ok();
+    let shown = |e: &TestEnv| e.run(&["--json", "show", "1"]).ok().json()["context"].clone();
+    assert_eq!(shown(&env), shown(&other));
+    assert_eq!(shown(&other)["before"][0]["id"], 3, "{}", shown(&other));
+}

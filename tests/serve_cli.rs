@@ -175,7 +175,11 @@ fn serve_api_answers_with_the_cli_documents() {
         ])
         .ok()
         .json();
-    let show = env.run(&["--json", "show", "2"]).ok().json();
+    // The API shows three sentences of context each side.
+    let show = env
+        .run(&["--json", "show", "2", "--context", "3"])
+        .ok()
+        .json();
     let similar = env
         .run(&["--json", "similar", "--id", "5", "-k", "3"])
         .ok()

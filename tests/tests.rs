@@ -4,6 +4,7 @@
 mod util;
 
 mod annotate_cli;
+mod context_cli;
 mod errors_cli;
 mod export_cli;
 mod model_cli;

@@ -21,6 +21,7 @@ fn flag_of(name: &str) -> Option<&'static str> {
         "max_wait_secs" => "--max-wait",
         "timeout_secs" => "--timeout",
         "endpoint" => "--endpoint",
+        "context" => "--context (to 0) or --knowledge, or use --classifier linear",
         _ => return None,
     })
 }
@@ -42,6 +43,9 @@ fn hint_for(e: &Error) -> Option<String> {
         Error::InputBatch { .. } => {
             "fix them, or ingest with --skip-bad to write the good rows and list the bad ones"
                 .into()
+        }
+        Error::Input { msg, .. } if msg.contains("the file's document column") => {
+            "if it names each row's document, pass --doc-column with its name".into()
         }
         Error::IdConflicts {
             replaceable: true, ..

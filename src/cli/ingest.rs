@@ -16,6 +16,11 @@ use std::time::Instant;
 /// Lines `{"text": "…", "labels": ["Love"], "id": 7}` (id optional). Encodings: UTF-8, UTF-8
 /// with BOM, or GB18030 (the seed's Train.csv), detected.
 ///
+/// Documents: --doc-column names a CSV column holding each row's document (rows of a document
+/// in file order); JSON Lines give `"doc"` (and optionally `"position"`). A file without
+/// document ids is one document in row order (the seed's Train.csv is in document order).
+/// `show` prints an example's context; `train --knowledge context` reads it.
+///
 /// Splits: the first `--test-rows` rows are test (default 1000 for a file with an ID column in
 /// the seed's layout, else 0); `--val-fraction` of the rest is drawn into validation with
 /// `--seed`, reproducibly. `--split` puts every row in one split (e.g. held-out data).
@@ -57,6 +62,10 @@ pub struct Args {
     #[arg(long, value_name = "S", default_value_t = 42, help_heading = "Splits")]
     seed: u64,
 
+    /// CSV column naming each row's document (its rows are in file order).
+    #[arg(long, value_name = "NAME")]
+    doc_column: Option<String>,
+
     /// Write the good rows and report the bad ones instead of refusing the batch.
     #[arg(long)]
     skip_bad: bool,
@@ -96,7 +105,12 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         );
     }
     let t0 = Instant::now();
-    let parsed = corpus::read_file(&args.file)?;
+    let parsed = corpus::read_file_with(
+        &args.file,
+        &corpus::ReadOptions {
+            doc_column: args.doc_column.clone(),
+        },
+    )?;
     if !parsed.bad.is_empty() && !args.skip_bad {
         return Err(emoknow::Error::InputBatch {
             path: args.file.clone(),

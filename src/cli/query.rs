@@ -39,13 +39,18 @@ pub struct QueryArgs {
     limit: usize,
 }
 
-/// Show one example with all its knowledge.
+/// Show one example with all its knowledge and its context: the sentences before and after
+/// it in its document (a file ingested without document ids is one document in id order).
 ///
 /// Example: emoknow show 4 --json
 #[derive(clap::Args, Debug)]
 pub struct ShowArgs {
     /// Example id.
     id: u64,
+
+    /// Sentences of context shown on each side.
+    #[arg(long, value_name = "W", default_value_t = emoknow::model::sample::DEFAULT_CONTEXT)]
+    context: usize,
 }
 
 /// Count examples by split, label, label-set size; knowledge by source; stored vectors.
@@ -107,7 +112,7 @@ fn print_hit(h: &QueryHit, tokens: &[String]) {
 
 pub fn run_show(args: ShowArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let store = ctx.open()?;
-    let Some(shown) = views::show(&store, args.id)? else {
+    let Some(shown) = views::show_with_context(&store, args.id, args.context)? else {
         anyhow::bail!(
             "no example {} in {} (see `emoknow query` or `emoknow stats`)",
             args.id,
@@ -118,13 +123,32 @@ pub fn run_show(args: ShowArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         output::print_json(&shown)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let views::Show { entry, missing } = shown;
+    let views::Show {
+        entry,
+        missing,
+        context,
+    } = shown;
     let ex = &entry.example;
     println!("id       {}", ex.id);
     println!("split    {}", ex.split);
     println!("labels   {}", ex.labels);
     println!("origin   {}:{}", ex.origin.file, ex.origin.line);
+    match (&context.doc, context.position) {
+        (Some(d), Some(p)) => println!("document {d}, position {p}"),
+        _ => println!("document (none: the file is one stream in id order)"),
+    }
     println!("text     {}", ex.text);
+    if !context.before.is_empty() || !context.after.is_empty() {
+        println!();
+        println!("context (text only):");
+        for c in &context.before {
+            println!("  #{:<6} {}", c.id, c.text);
+        }
+        println!("  #{:<6} ▶ {}", ex.id, ex.text);
+        for c in &context.after {
+            println!("  #{:<6} {}", c.id, c.text);
+        }
+    }
     for k in &entry.knowledge {
         println!();
         println!(

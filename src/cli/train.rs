@@ -3,14 +3,14 @@
 use super::{output, Ctx};
 use anyhow::Context;
 use emoknow::corpus::{self, Split};
-use emoknow::knowledge::samples::{self, SampleBuilder, Selection};
+use emoknow::knowledge::samples::{self, SampleBuilder, Selection, TextPlace};
 use emoknow::labels::{Emotion, LabelSet};
 use emoknow::metrics::Report;
 use emoknow::model::classifier::{self, KindConfig, Model, TrainConfig, TrainEvent, TrainInputs};
 use emoknow::model::finetune::{FinetuneConfig, HeadKind};
 use emoknow::model::linear::LinearConfig;
 use emoknow::model::mlp::MlpConfig;
-use emoknow::model::sample::{AttachSpec, KnowledgeMode, Sample};
+use emoknow::model::sample::{AttachSpec, KnowledgeMode, Sample, DEFAULT_TRAIN_CONTEXT};
 use emoknow::model::thresholds::Objective;
 use emoknow::neighbours::pick_encoder;
 use emoknow::store::Store;
@@ -35,6 +35,7 @@ pub enum ModeArg {
     Rationale,
     Neighbours,
     All,
+    Context,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,9 +65,15 @@ pub enum PosWeight {
 ///
 /// Knowledge: --knowledge rationale appends the sanitized rationale of --source (at eval time
 /// of --eval-source, as the seed did: qwen-max rationales to train, the fine-tuned LLM's to
-/// test); neighbours appends the labels of stored neighbours (`emoknow knowledge retrieve`).
+/// test); neighbours appends the labels of stored neighbours (`emoknow knowledge retrieve`);
+/// context gives the model the text of the --context sentences before and after each example
+/// in its document (`ingest --doc-column`, JSONL `doc`; a file without document ids is one
+/// document in row order), whatever their split: text only, never their labels. all is
+/// rationale + neighbours, + context for linear. Only linear reads the context so far.
 ///
 /// Examples:
+///
+///   emoknow train --classifier linear --knowledge context --context 2 --out models/linear-ctx
 ///
 ///   emoknow train --classifier linear --out models/linear
 ///
@@ -104,6 +111,11 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 5, help_heading = "Knowledge")]
     neighbours_k: usize,
 
+    /// Sentences of the same document on each side whose text is attached [default: 3 with
+    /// --knowledge context (and all, for linear), else 0]; combines with any mode.
+    #[arg(long, value_name = "W", help_heading = "Knowledge")]
+    context: Option<usize>,
+
     /// Train and validate only on examples that have a rationale of --source (validation:
     /// of --eval-source); with --knowledge none, a text-only baseline on the same rows.
     #[arg(long, help_heading = "Knowledge")]
@@ -136,6 +148,18 @@ pub struct TrainArgs {
     /// Linear: inverse regularization strength of every head [default: 1 (NB-scaled) and 2].
     #[arg(long, help_heading = "Linear")]
     c: Option<f64>,
+
+    /// Linear: weight of the context block (with a context) [default: 0.6].
+    #[arg(long, value_name = "X", help_heading = "Linear")]
+    context_weight: Option<f64>,
+
+    /// Linear: longest word n-gram of the context block [default: 1].
+    #[arg(long, value_name = "N", help_heading = "Linear")]
+    context_word_ngrams: Option<usize>,
+
+    /// Linear: longest character n-gram of the context block, 0 = none [default: 0].
+    #[arg(long, value_name = "N", help_heading = "Linear")]
+    context_char_ngrams: Option<usize>,
 
     /// Frozen: hidden units of the head (0 = logistic regression on the embeddings).
     #[arg(long, help_heading = "Frozen")]
@@ -188,7 +212,9 @@ pub struct TrainArgs {
 ///
 /// With --model: the four metrics (Hamming accuracy, exact match, micro-F1, macro-F1), per-label
 /// precision/recall/F1, and the confusion of label-set sizes. --file reads any format `ingest`
-/// reads (held-out data; knowledge attaches only what can be computed for new text).
+/// reads (held-out data; knowledge attaches only what can be computed for new text; a model
+/// reading context gets the file's documents: --doc-column or JSONL `doc`, else the whole file
+/// is one document in row order, as `ingest` reads it).
 ///
 /// With --source: the labels an LLM asserted in its stored rationales, scored against gold (an
 /// example the source has no usable answer for counts as predicting nothing).
@@ -215,13 +241,23 @@ pub struct EvalArgs {
     /// Evaluate on a labelled file instead of a stored split.
     #[arg(long, conflicts_with = "source")]
     file: Option<PathBuf>,
+
+    /// --file's CSV column naming each row's document.
+    #[arg(long, value_name = "NAME", requires = "file")]
+    doc_column: Option<String>,
 }
 
-/// Predict emotions for sentences (arguments, or one per line on stdin).
+/// Predict emotions for sentences (arguments, or one per line on stdin or in --file).
 ///
 /// Prints each sentence's labels and per-label probabilities. --explain shows the knowledge the
-/// model used (new text has no rationale; neighbours are retrieved now). A text with nothing
-/// the model knows (no word of its vocabulary) gets a warning: its prediction is the prior.
+/// model used (new text has no rationale; neighbours are retrieved now; a model reading
+/// context shows the sentences around). A text with nothing the model knows (no word of its
+/// vocabulary) gets a warning: its prediction is the prior.
+///
+/// Documents (for a model trained with context): --document declares the lines one document,
+/// in order; input whose first line starts with `{` is JSON Lines, `{"text": …, "doc": …}`
+/// (optional `"position"`), grouped by `doc` (lines without one stand alone, or with
+/// --document form one more document). Otherwise each sentence stands alone.
 ///
 /// Example: echo "我 很 担心 明天 的 考试" | emoknow predict --model models/linear --explain
 #[derive(clap::Args, Debug)]
@@ -232,6 +268,15 @@ pub struct PredictArgs {
 
     /// Sentences (space-segmented like the corpus, or not); none = read stdin.
     text: Vec<String>,
+
+    /// Read the sentences from this file (one per line, or JSON Lines) instead of stdin.
+    #[arg(long, value_name = "PATH", conflicts_with = "text")]
+    file: Option<PathBuf>,
+
+    /// The lines are one document, in order (a model reading context sees each line's
+    /// neighbours).
+    #[arg(long)]
+    document: bool,
 
     /// Show the attached knowledge.
     #[arg(long)]
@@ -244,6 +289,7 @@ fn mode(m: ModeArg) -> KnowledgeMode {
         ModeArg::Rationale => KnowledgeMode::Rationale,
         ModeArg::Neighbours => KnowledgeMode::Neighbours,
         ModeArg::All => KnowledgeMode::All,
+        ModeArg::Context => KnowledgeMode::Context,
     }
 }
 
@@ -251,6 +297,15 @@ fn mode(m: ModeArg) -> KnowledgeMode {
 /// resolved against the store.
 fn train_config(a: &TrainArgs, store: &Store) -> anyhow::Result<TrainConfig> {
     let mut linear = LinearConfig::default();
+    if let Some(w) = a.context_weight {
+        linear.context_weight = w;
+    }
+    if let Some(n) = a.context_word_ngrams {
+        linear.context_word_ngrams = n;
+    }
+    if let Some(n) = a.context_char_ngrams {
+        linear.context_char_ngram_max = n;
+    }
     for h in &mut linear.heads {
         if let Some(c) = a.c {
             h.c = c;
@@ -328,13 +383,26 @@ fn train_config(a: &TrainArgs, store: &Store) -> anyhow::Result<TrainConfig> {
             members: a.members.clone(),
         },
     };
+    let context = match (a.context, a.knowledge) {
+        (Some(0), ModeArg::Context) => {
+            anyhow::bail!("--knowledge context needs --context 1 or more (sentences on each side)")
+        }
+        (Some(w), _) => w,
+        (None, ModeArg::Context) => DEFAULT_TRAIN_CONTEXT,
+        (None, ModeArg::All) if a.classifier == KindArg::Linear => DEFAULT_TRAIN_CONTEXT,
+        (None, _) => 0,
+    };
     let mut attach = AttachSpec {
-        mode: mode(a.knowledge),
+        mode: match mode(a.knowledge) {
+            KnowledgeMode::None if context > 0 => KnowledgeMode::Context,
+            m => m,
+        },
         source: a.source.clone(),
         eval_source: a.eval_source.clone(),
         neighbours_source: a.neighbours_source.clone(),
         neighbours_k: a.neighbours_k,
         neighbours: None,
+        context,
     };
     samples::resolve(store, &mut attach)?;
     Ok(TrainConfig {
@@ -460,7 +528,12 @@ pub fn run_eval(a: EvalArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let mut builder = SampleBuilder::new(&store);
     let inputs: Vec<Vec<Sample>> = match &a.file {
         Some(f) => {
-            let parsed = corpus::read_file(f)?;
+            let parsed = corpus::read_file_with(
+                f,
+                &corpus::ReadOptions {
+                    doc_column: a.doc_column.clone(),
+                },
+            )?;
             if !parsed.bad.is_empty() {
                 return Err(emoknow::Error::InputBatch {
                     path: f.clone(),
@@ -470,7 +543,18 @@ pub fn run_eval(a: EvalArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             }
             let texts: Vec<String> = parsed.rows.iter().map(|r| r.text.clone()).collect();
             let labels: Vec<LabelSet> = parsed.rows.iter().map(|r| r.labels).collect();
-            builder.for_model_texts(&model, &texts, Some(&labels))?
+            // Rows without a document are the file's stream (the unnamed document).
+            let places: Vec<Option<TextPlace>> = parsed
+                .rows
+                .iter()
+                .map(|r| {
+                    Some(TextPlace {
+                        doc: r.doc.clone().unwrap_or_default(),
+                        position: r.position,
+                    })
+                })
+                .collect();
+            builder.for_model_texts_in(&model, &texts, Some(&labels), Some(&places))?
         }
         None => builder.for_model(&model, &store.examples(Some(split))?)?,
     };
@@ -538,21 +622,59 @@ pub fn run_predict(a: PredictArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let store = ctx.open()?;
     let model =
         Model::load(&a.model).with_context(|| format!("loading model {}", a.model.display()))?;
-    // (where the text came from, text): stdin line numbers count blank lines too.
+    // (where the text came from, text): line numbers count blank lines too.
     let (origins, texts): (Vec<String>, Vec<String>) = if a.text.is_empty() {
-        std::io::stdin()
-            .lock()
-            .lines()
-            .collect::<std::io::Result<Vec<_>>>()?
+        let (name, lines) = match &a.file {
+            Some(f) => (
+                f.display().to_string(),
+                std::fs::read_to_string(f)
+                    .map_err(|e| emoknow::Error::io(f, e))?
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>(),
+            ),
+            None => (
+                "stdin".to_string(),
+                std::io::stdin()
+                    .lock()
+                    .lines()
+                    .collect::<std::io::Result<Vec<_>>>()?,
+            ),
+        };
+        lines
             .into_iter()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| (format!("stdin line {}", i + 1), l))
+            .map(|(i, l)| (format!("{name} line {}", i + 1), l))
             .unzip()
     } else {
         (vec!["the text".to_string()], vec![a.text.join(" ")])
     };
-    let pred = views::predict(&mut SampleBuilder::new(&store), &model, &texts)?;
+    let jsonl = a.text.is_empty()
+        && texts
+            .first()
+            .is_some_and(|t| t.trim_start().starts_with('{'));
+    let (texts, places): (Vec<String>, Option<Vec<Option<TextPlace>>>) = if jsonl {
+        let mut out = Vec::with_capacity(texts.len());
+        let mut places = Vec::with_capacity(texts.len());
+        for (origin, line) in origins.iter().zip(&texts) {
+            let (text, place) = jsonl_line(line).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+            out.push(text);
+            places.push(place.or_else(|| a.document.then(|| TextPlace::in_doc(""))));
+        }
+        (out, Some(places))
+    } else if a.document {
+        let places = texts.iter().map(|_| Some(TextPlace::in_doc(""))).collect();
+        (texts, Some(places))
+    } else {
+        (texts, None)
+    };
+    let pred = views::predict_in(
+        &mut SampleBuilder::new(&store),
+        &model,
+        &texts,
+        places.as_deref(),
+    )?;
     for (origin, _) in origins.iter().zip(&pred.unknown).filter(|(_, &u)| u) {
         eprintln!("warning: {origin}: {}", views::UNKNOWN_WARNING);
     }
@@ -577,6 +699,18 @@ pub fn run_predict(a: PredictArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                     "  rationale: none (new text is not annotated; `emoknow annotate` stores one)"
                 );
             }
+            if let Some(c) = &s.context {
+                let (before, after) = emoknow::model::sample::split_context(c);
+                let none = |s: &str| {
+                    if s.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        s.to_string()
+                    }
+                };
+                println!("  context before: {}", none(before));
+                println!("  context after:  {}", none(after));
+            }
             for n in &s.neighbours {
                 let text = store.example(n.id)?.map(|e| e.text).unwrap_or_default();
                 println!(
@@ -587,4 +721,32 @@ pub fn run_predict(a: PredictArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A JSON Lines input line of `predict`: its `text` and, with a `doc`, its place.
+fn jsonl_line(line: &str) -> anyhow::Result<(String, Option<TextPlace>)> {
+    let v: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| anyhow::anyhow!("invalid JSON ({e}); expected {{\"text\": …, \"doc\": …}}"))?;
+    let text = v
+        .get("text")
+        .and_then(|t| t.as_str())
+        .filter(|t| !t.trim().is_empty())
+        .ok_or_else(|| anyhow::anyhow!("missing non-empty string field \"text\""))?;
+    let doc = match v.get("doc") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        Some(_) => anyhow::bail!("\"doc\" must be a non-empty string or a number"),
+    };
+    let position = match v.get("position") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(p) => Some(
+            p.as_u64()
+                .and_then(|p| u32::try_from(p).ok())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("\"position\" must be an integer in 0..=4294967295")
+                })?,
+        ),
+    };
+    Ok((text.to_string(), doc.map(|doc| TextPlace { doc, position })))
 }

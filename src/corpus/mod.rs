@@ -12,5 +12,8 @@ pub mod parquet;
 pub mod read;
 pub mod split;
 
-pub use read::{parse_bytes, read_file, Encoding, Format, Parsed, Row};
+pub use read::{
+    parse_bytes, parse_bytes_with, read_file, read_file_with, Encoding, Format, Parsed,
+    ReadOptions, Row,
+};
 pub use split::{Split, SplitPlan};

@@ -1,6 +1,7 @@
 //! Reading labelled sentences from Parquet: `emoknow export parquet`'s files, or any file with a
 //! `text` column (Utf8) and a `labels` column (List<Utf8> of emotion names, or one Utf8 string
-//! in any format the CSV reader takes), and optionally `id` (an unsigned or signed integer).
+//! in any format the CSV reader takes), and optionally `id` (an unsigned or signed integer),
+//! `doc` (Utf8) and `position` (an integer).
 //! Other columns are ignored: they are the export's knowledge and vectors. A row's "line" in
 //! messages is its 1-based row number.
 
@@ -8,7 +9,7 @@ use super::read::{Encoding, Format, Parsed, Row};
 use crate::error::{Error, Result};
 use crate::labels::{Emotion, LabelSet};
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Int64Type, UInt64Type};
+use arrow_array::types::{Int64Type, UInt32Type, UInt64Type};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -68,6 +69,17 @@ fn read_batch(path: &Path, batch: &RecordBatch, row_no: &mut u64, out: &mut Pars
         .column_by_name("labels")
         .ok_or_else(|| missing("labels"))?;
     let ids = batch.column_by_name("id");
+    let docs = match batch.column_by_name("doc") {
+        None => None,
+        Some(c) => Some(c.as_string_opt::<i32>().ok_or_else(|| {
+            Error::input(
+                path,
+                0,
+                format!("column `doc` is {}, not Utf8", c.data_type()),
+            )
+        })?),
+    };
+    let positions = batch.column_by_name("position");
     let text = text.as_string_opt::<i32>().ok_or_else(|| {
         Error::input(
             path,
@@ -130,11 +142,34 @@ fn read_batch(path: &Path, batch: &RecordBatch, row_no: &mut u64, out: &mut Pars
             bad(out, "no label".into());
             continue;
         }
+        let doc = docs
+            .filter(|d| !d.is_null(i))
+            .map(|d| d.value(i).to_string());
+        let position = match positions {
+            Some(col) if !col.is_null(i) => {
+                let v = match col.data_type() {
+                    DataType::UInt32 => Some(u64::from(col.as_primitive::<UInt32Type>().value(i))),
+                    DataType::UInt64 => Some(col.as_primitive::<UInt64Type>().value(i)),
+                    DataType::Int64 => u64::try_from(col.as_primitive::<Int64Type>().value(i)).ok(),
+                    _ => None,
+                };
+                match v.and_then(|v| u32::try_from(v).ok()) {
+                    Some(p) => Some(p),
+                    None => {
+                        bad(out, "position is not an integer in 0..2^32".into());
+                        continue;
+                    }
+                }
+            }
+            _ => None,
+        };
         out.rows.push(Row {
             id,
             text: t.to_string(),
             labels: set,
             line,
+            doc,
+            position,
         });
     }
     Ok(())

@@ -69,6 +69,19 @@ pub struct Row {
     pub labels: LabelSet,
     /// 1-based line where the row starts.
     pub line: u64,
+    /// The document the sentence belongs to (a CSV's document column, JSONL's `doc`); `None`
+    /// when the file gives none (the file is then one stream in row order).
+    pub doc: Option<String>,
+    /// Its position in the document (JSONL's `position`); `None` keeps file order.
+    pub position: Option<u32>,
+}
+
+/// How to read a file beyond what its content tells.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// A CSV column naming each row's document (matched like the other headers:
+    /// case-insensitive, quotes ignored). The only extra column a CSV may have.
+    pub doc_column: Option<String>,
 }
 
 /// A file read into rows.
@@ -166,12 +179,23 @@ fn decode_lines(bytes: &[u8], enc: Encoding) -> Decoded {
 /// between refusing the batch and skipping them. Errors only when the file cannot be read or
 /// its header fits no format.
 pub fn read_file(path: &Path) -> Result<Parsed> {
+    read_file_with(path, &ReadOptions::default())
+}
+
+/// [`read_file`] with options (a CSV's document column).
+pub fn read_file_with(path: &Path, opts: &ReadOptions) -> Result<Parsed> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    parse_bytes(path, &bytes)
+    parse_bytes_with(path, &bytes, opts)
 }
 
 /// [`read_file`] on bytes already in memory; `path` is used in messages only.
 pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Parsed> {
+    parse_bytes_with(path, bytes, &ReadOptions::default())
+}
+
+/// [`parse_bytes`] with options. A document column named in `opts` must exist in a CSV's
+/// header; JSON Lines carry `doc` (and optionally `position`) in each object instead.
+pub fn parse_bytes_with(path: &Path, bytes: &[u8], opts: &ReadOptions) -> Result<Parsed> {
     if bytes.starts_with(super::parquet::MAGIC) {
         return super::parquet::parse_parquet(path, bytes.to_vec());
     }
@@ -184,7 +208,7 @@ pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Parsed> {
     let mut parsed = if first.trim_start().starts_with('{') {
         parse_jsonl(&dec.text)
     } else {
-        parse_csv(path, &dec.text)?
+        parse_csv(path, &dec.text, opts.doc_column.as_deref())?
     };
     parsed.encoding = dec.encoding;
     if !dec.bad_lines.is_empty() {
@@ -229,7 +253,7 @@ enum Columns {
     },
 }
 
-fn parse_csv(path: &Path, text: &str) -> Result<Parsed> {
+fn parse_csv(path: &Path, text: &str, doc_column: Option<&str>) -> Result<Parsed> {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -276,6 +300,20 @@ fn parse_csv(path: &Path, text: &str) -> Result<Parsed> {
             emotions,
         }
     };
+    let doc_col = match doc_column {
+        None => None,
+        Some(name) => Some(find(&header_key(name)).ok_or_else(|| {
+            Error::input(
+                path,
+                1,
+                format!(
+                    "the header {:?} has no document column {}",
+                    header.iter().collect::<Vec<_>>().join(","),
+                    quote(name)
+                ),
+            )
+        })?),
+    };
     let known: Vec<usize> = match &cols {
         Columns::Seed { id, text, labels } => [Some(*text), Some(*labels), *id].to_vec(),
         Columns::OneHot { id, text, emotions } => emotions
@@ -285,6 +323,7 @@ fn parse_csv(path: &Path, text: &str) -> Result<Parsed> {
             .collect(),
     }
     .into_iter()
+    .chain([doc_col])
     .flatten()
     .collect();
     if let Some((i, raw)) = header.iter().enumerate().find(|(i, _)| !known.contains(i)) {
@@ -292,7 +331,7 @@ fn parse_csv(path: &Path, text: &str) -> Result<Parsed> {
             path,
             1,
             format!(
-                "column {} ({}) is not ID, Text, Labels or one of the eight emotions Love, Joy, Anxiety, Sorrow, Expect, Hate, Surprise, Anger; remove or rename it (its values would be dropped)",
+                "column {} ({}) is not ID, Text, Labels or one of the eight emotions Love, Joy, Anxiety, Sorrow, Expect, Hate, Surprise, Anger; remove or rename it (its values would be dropped), or read it as the file's document column",
                 i + 1,
                 quote(raw)
             ),
@@ -319,7 +358,17 @@ fn parse_csv(path: &Path, text: &str) -> Result<Parsed> {
             continue; // blank line
         }
         match parse_csv_row(&rec, &cols, width, line) {
-            Ok(r) => rows.push(r),
+            Ok(mut r) => {
+                if let Some(c) = doc_col {
+                    let d = rec[c].trim();
+                    if d.is_empty() {
+                        bad.push((line as usize, "empty document id".to_string()));
+                        continue;
+                    }
+                    r.doc = Some(d.to_string());
+                }
+                rows.push(r)
+            }
             Err(msg) => bad.push((line as usize, msg)),
         }
     }
@@ -433,6 +482,8 @@ fn parse_csv_row(
         text: check_text(&rec[text])?,
         labels,
         line,
+        doc: None,
+        position: None,
     })
 }
 
@@ -491,11 +542,34 @@ fn parse_json_row(line: &str, lineno: u64) -> std::result::Result<Row, String> {
         Some(serde_json::Value::String(s)) => Some(parse_id(s)?),
         Some(_) => return Err("\"id\" must be an integer".into()),
     };
+    let doc = match obj.get("doc") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        Some(_) => return Err("\"doc\" must be a non-empty string or a number".into()),
+    };
+    let position = match obj.get("position") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Number(n)) => Some(
+            n.as_u64()
+                .and_then(|p| u32::try_from(p).ok())
+                .ok_or(format!(
+                    "position {} is not an integer in 0..=4294967295",
+                    quote(&n.to_string())
+                ))?,
+        ),
+        Some(_) => return Err("\"position\" must be a non-negative integer".into()),
+    };
+    if position.is_some() && doc.is_none() {
+        return Err("\"position\" without \"doc\" (a position is within a document)".into());
+    }
     Ok(Row {
         id,
         text: check_text(text)?,
         labels,
         line: lineno,
+        doc,
+        position,
     })
 }
 

@@ -10,12 +10,12 @@ use crate::corpus::Split;
 use crate::error::{Error, Result, SourceRole};
 use crate::labels::LabelSet;
 use crate::model::classifier::Model;
-use crate::model::sample::{AttachSpec, KnowledgeMode, Needs, Sample};
+use crate::model::sample::{render_context, AttachSpec, KnowledgeMode, Needs, Sample};
 use crate::neighbours::{stored_spec, Embedder, Retriever};
 use crate::spec::{EncoderInfo, ExampleId, Neighbour, NeighbourSpec};
 use crate::store::records::{Example, Knowledge, KnowledgeKind};
 use crate::store::vectors::What;
-use crate::store::Store;
+use crate::store::{DocIndex, Store};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::collections::{HashMap, HashSet};
@@ -93,6 +93,66 @@ pub fn has_rationale(store: &Store, id: ExampleId, spec: &AttachSpec, eval: bool
     })
 }
 
+/// Where a text of a batch of new texts sits: `doc` names its document, `position` orders it
+/// there (ties and absent positions in batch order). Texts without a place stand alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextPlace {
+    /// The document's name (texts of one batch with the same name are one document).
+    pub doc: String,
+    /// Its position in the document.
+    pub position: Option<u32>,
+}
+
+impl TextPlace {
+    /// A place in the batch's document named `doc`, in batch order.
+    pub fn in_doc(doc: &str) -> TextPlace {
+        TextPlace {
+            doc: doc.to_string(),
+            position: None,
+        }
+    }
+}
+
+/// The rendered context ([`render_context`]) of each text of a batch: the `w` texts on each
+/// side in its document (`places[i]` for `texts[i]`, see [`TextPlace`]); a text without a
+/// place (or every text, when `places` is `None`) stands alone, with an empty context.
+pub fn batch_contexts(
+    texts: &[String],
+    places: Option<&[Option<TextPlace>]>,
+    w: usize,
+) -> Vec<String> {
+    let mut out: Vec<String> = texts.iter().map(|_| render_context(&[], &[])).collect();
+    let Some(places) = places else {
+        return out;
+    };
+    let mut docs: HashMap<&str, Vec<(u32, usize)>> = HashMap::new();
+    for i in 0..texts.len() {
+        if let Some(p) = places.get(i).and_then(|p| p.as_ref()) {
+            docs.entry(p.doc.as_str())
+                .or_default()
+                .push((p.position.unwrap_or(0), i));
+        }
+    }
+    for members in docs.values_mut() {
+        // Stable: equal positions keep batch order.
+        members.sort_by_key(|m| m.0);
+        for (k, &(_, i)) in members.iter().enumerate() {
+            let side = |range: std::ops::Range<usize>| -> Vec<&str> {
+                members[range].iter().map(|m| texts[m.1].as_str()).collect()
+            };
+            out[i] = render_context(
+                &side(k.saturating_sub(w)..k),
+                &side(k + 1..(k + 1 + w).min(members.len())),
+            );
+        }
+    }
+    out
+}
+
+fn texts_of_part(part: &[(ExampleId, String)]) -> Vec<&str> {
+    part.iter().map(|(_, t)| t.as_str()).collect()
+}
+
 /// Which stored examples a training run reads.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
@@ -149,6 +209,7 @@ pub struct SampleBuilder<'s> {
     embedders: HashMap<String, Embedder>,
     retrievers: HashMap<NeighbourSpec, Retriever>,
     train_ids: Option<HashSet<ExampleId>>,
+    documents: Option<DocIndex>,
 }
 
 impl<'s> SampleBuilder<'s> {
@@ -159,6 +220,7 @@ impl<'s> SampleBuilder<'s> {
             embedders: HashMap::new(),
             retrievers: HashMap::new(),
             train_ids: None,
+            documents: None,
         }
     }
 
@@ -227,7 +289,20 @@ impl<'s> SampleBuilder<'s> {
             .ok_or_else(|| Error::Model("train ids did not load".into()))
     }
 
+    /// The store's documents, read on first use.
+    fn documents(&mut self) -> Result<&DocIndex> {
+        if self.documents.is_none() {
+            self.documents = Some(self.store.documents()?);
+        }
+        self.documents
+            .as_ref()
+            .ok_or_else(|| Error::Model("documents did not load".into()))
+    }
+
     /// Samples of stored examples for `needs`. `eval` picks the evaluation rationale source.
+    ///
+    /// With a context ([`AttachSpec::context`]), each sample carries the text of the sentences
+    /// around it in its document, whatever their split (text, never labels).
     ///
     /// Attached neighbours are the stored ones, which must be present and other examples of
     /// the train split (neighbours stored before the splits changed could carry validation or
@@ -293,6 +368,16 @@ impl<'s> SampleBuilder<'s> {
                 neighbours,
                 spec,
             ));
+        }
+        if spec.context > 0 {
+            let docs = self.documents()?;
+            for s in &mut out {
+                let (before, after) = docs.context(s.id, spec.context);
+                s.context = Some(render_context(
+                    &texts_of_part(before),
+                    &texts_of_part(after),
+                ));
+            }
         }
         if let Some(r) = &needs.retrieve {
             let store = self.store;
@@ -389,12 +474,24 @@ impl<'s> SampleBuilder<'s> {
 
     /// Samples of texts the store does not hold (with gold `labels` when known): no rationale
     /// (they were never annotated), neighbours retrieved now as the model's spec says, vectors
-    /// embedded now.
+    /// embedded now. Each text stands alone (no context): see [`SampleBuilder::texts_in`].
     pub fn texts(
         &mut self,
         needs: &Needs,
         texts: &[String],
         labels: Option<&[LabelSet]>,
+    ) -> Result<Vec<Sample>> {
+        self.texts_in(needs, texts, labels, None)
+    }
+
+    /// [`SampleBuilder::texts`] for texts that are sentences of documents (`places`, see
+    /// [`batch_contexts`]): a model attaching context gets the batch's surrounding texts.
+    pub fn texts_in(
+        &mut self,
+        needs: &Needs,
+        texts: &[String],
+        labels: Option<&[LabelSet]>,
+        places: Option<&[Option<TextPlace>]>,
     ) -> Result<Vec<Sample>> {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let spec = &needs.attach;
@@ -422,6 +519,14 @@ impl<'s> SampleBuilder<'s> {
                 Sample::new(0, t.clone(), gold, None, n, spec)
             })
             .collect();
+        if spec.context > 0 {
+            for (s, c) in out
+                .iter_mut()
+                .zip(batch_contexts(texts, places, spec.context))
+            {
+                s.context = Some(c);
+            }
+        }
         if let Some(r) = &needs.retrieve {
             let found = self.retrieve_texts(r, needs.encoder_dir.as_ref(), &refs, r.k)?;
             for (s, n) in out.iter_mut().zip(found) {
@@ -456,10 +561,21 @@ impl<'s> SampleBuilder<'s> {
         texts: &[String],
         labels: Option<&[LabelSet]>,
     ) -> Result<Vec<Vec<Sample>>> {
+        self.for_model_texts_in(model, texts, labels, None)
+    }
+
+    /// [`SampleBuilder::for_model_texts`] for sentences of documents (see [`batch_contexts`]).
+    pub fn for_model_texts_in(
+        &mut self,
+        model: &Model,
+        texts: &[String],
+        labels: Option<&[LabelSet]>,
+        places: Option<&[Option<TextPlace>]>,
+    ) -> Result<Vec<Vec<Sample>>> {
         model
             .needs()
             .iter()
-            .map(|n| self.texts(n, texts, labels))
+            .map(|n| self.texts_in(n, texts, labels, places))
             .collect()
     }
 }
@@ -483,6 +599,33 @@ mod tests {
             created_at: 0,
             neighbours: nb,
         }
+    }
+
+    #[test]
+    fn batch_contexts_group_by_document_and_order_by_position() {
+        let texts: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        let at = |doc: &str, p: Option<u32>| {
+            Some(TextPlace {
+                doc: doc.into(),
+                position: p,
+            })
+        };
+        let places = [
+            at("x", Some(2)),
+            at("y", None),
+            at("x", Some(0)),
+            None,
+            at("x", Some(1)),
+        ];
+        let c = batch_contexts(&texts, Some(&places), 1);
+        assert_eq!(c[0], render_context(&["e"], &[]));
+        assert_eq!(c[2], render_context(&[], &["e"]));
+        assert_eq!(c[4], render_context(&["c"], &["a"]));
+        assert_eq!(c[1], render_context(&[], &[]));
+        assert_eq!(c[3], render_context(&[], &[]));
+        assert!(batch_contexts(&texts, None, 2)
+            .iter()
+            .all(|c| c == &render_context(&[], &[])));
     }
 
     #[test]
@@ -511,6 +654,7 @@ mod tests {
             neighbours_source: Some("knn".into()),
             neighbours_k: 1,
             neighbours: None,
+            context: 0,
         };
         let sample = |eval| {
             let (r, n) = pick(&recs, &spec, eval);

@@ -13,6 +13,17 @@ use std::path::PathBuf;
 /// Separator between a sentence and its knowledge.
 pub const SEP: &str = " [SEP] ";
 
+/// Where the sentence itself stands in a rendered context ([`Sample::context`]): the
+/// sentences before it, this marker, the sentences after it.
+pub const CONTEXT_MARK: &str = " [CTX] ";
+
+/// Default number of sentences on each side `show` prints.
+pub const DEFAULT_CONTEXT: usize = 2;
+
+/// Default number of sentences on each side a context mode attaches to training examples
+/// (chosen with the linear model on validation rows of unseen documents; see README).
+pub const DEFAULT_TRAIN_CONTEXT: usize = 3;
+
 /// One sample's probabilities, canonical label order.
 pub type Probs = [f32; NUM_EMOTIONS];
 
@@ -27,8 +38,10 @@ pub enum KnowledgeMode {
     Rationale,
     /// The labels of retrieved neighbours.
     Neighbours,
-    /// Rationale and neighbours.
+    /// Rationale and neighbours (and, for models that read it, the document context).
     All,
+    /// The text of the surrounding sentences of the same document ([`AttachSpec::context`]).
+    Context,
 }
 
 impl KnowledgeMode {
@@ -61,6 +74,10 @@ pub struct AttachSpec {
     /// (the store's record of the source tells then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub neighbours: Option<NeighbourSpec>,
+    /// Sentences of the same document attached on each side (their text only, never their
+    /// labels); 0 = none. Absent in models trained before documents were known: none.
+    #[serde(default)]
+    pub context: usize,
 }
 
 impl AttachSpec {
@@ -104,6 +121,10 @@ pub struct Sample {
     pub neighbours: Vec<Neighbour>,
     /// Rationale and rendered neighbour labels as one string (empty when none).
     pub knowledge: String,
+    /// The surrounding sentences of its document when the spec attaches context: the ones
+    /// before it, [`CONTEXT_MARK`], the ones after it (`None`: no context attached; a
+    /// sentence alone has `Some` of just the mark).
+    pub context: Option<String>,
     /// Gold labels (empty when unknown).
     pub labels: LabelSet,
     /// The text's vector (when the model needs vectors).
@@ -136,6 +157,7 @@ impl Sample {
             rationale,
             neighbours,
             knowledge: parts.join(SEP),
+            context: None,
             labels,
             vector: None,
             rationale_vector: None,
@@ -149,6 +171,21 @@ impl Sample {
         } else {
             format!("{}{SEP}{}", self.text, self.knowledge)
         }
+    }
+}
+
+/// Renders a context: the sentences before, [`CONTEXT_MARK`], the sentences after (each side
+/// joined by a space).
+pub fn render_context(before: &[&str], after: &[&str]) -> String {
+    format!("{}{CONTEXT_MARK}{}", before.join(" "), after.join(" "))
+}
+
+/// The two sides of a context [`render_context`] rendered (all of it before the mark when
+/// there is none).
+pub fn split_context(context: &str) -> (&str, &str) {
+    match context.split_once(CONTEXT_MARK.trim()) {
+        Some((b, a)) => (b.trim(), a.trim()),
+        None => (context.trim(), ""),
     }
 }
 

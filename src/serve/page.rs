@@ -127,6 +127,7 @@ fn mode_name(mode: KnowledgeMode) -> &'static str {
         KnowledgeMode::Rationale => "rationale",
         KnowledgeMode::Neighbours => "neighbours",
         KnowledgeMode::All => "rationale and neighbours",
+        KnowledgeMode::Context => "document context",
     }
 }
 

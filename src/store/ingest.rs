@@ -2,7 +2,7 @@
 //! was derived from a replaced sentence or relabelled example, in the same atomic write) and
 //! the example reads.
 
-use super::records::{Example, ExampleId, Knowledge, KnowledgeKind, Origin};
+use super::records::{DocRecord, Example, ExampleId, Knowledge, KnowledgeKind, Origin};
 use super::{decode, encode, id_from_key, index, key_id, origin_key, Store};
 use super::{P_EXAMPLE, P_KNOWLEDGE, P_MISSING};
 use crate::corpus::{Row, Split};
@@ -44,6 +44,12 @@ impl Store {
     /// what was derived from the old text goes in the same atomic write: its knowledge and
     /// missing records, its vectors, and every neighbour list that names it; a label change
     /// drops the neighbour lists that name it (they carry its labels). The summary counts them.
+    ///
+    /// Documents: a row with a document ([`Row::doc`]) gets a document record (its position:
+    /// [`Row::position`], else its ordinal among the file's rows of that document), written in
+    /// the same atomic write; a row without one belongs to the file's stream (in id order), and
+    /// a record an earlier ingest gave its id is removed. A change of document alone counts as
+    /// an update, like a change of split.
     pub fn ingest(
         &self,
         file: &str,
@@ -76,7 +82,18 @@ impl Store {
         let mut seen: HashMap<ExampleId, u64> = HashMap::new();
         let mut conflicts = Vec::new();
         let mut replaceable = false;
+        let mut doc_ops: Vec<(ExampleId, Option<Vec<u8>>)> = Vec::new();
+        let mut doc_ordinals: HashMap<&str, u32> = HashMap::new();
         for (ordinal, (row, &split)) in rows.iter().zip(splits).enumerate() {
+            let want_doc = row.doc.as_deref().map(|d| {
+                let n = doc_ordinals.entry(d).or_insert(0);
+                let position = row.position.unwrap_or(*n);
+                *n = n.saturating_add(1);
+                DocRecord {
+                    doc: d.to_string(),
+                    position,
+                }
+            });
             let id = match row.id {
                 Some(id) => id,
                 None => {
@@ -125,17 +142,26 @@ impl Store {
                     line: row.line,
                 },
             };
+            let have_doc = self.doc_record(id)?;
+            let doc_op = (have_doc != want_doc).then(|| (id, want_doc.as_ref().map(encode)));
             let Some(old) = self.example(id)? else {
                 summary.added += 1;
                 batch.insert(&key_id(P_EXAMPLE, id), encode(&ex));
                 changed.push(id);
+                doc_ops.extend(doc_op);
                 continue;
             };
             if old == ex
                 || (old.text == ex.text && old.labels == ex.labels && old.split == ex.split)
             {
                 // The same example (from this file, or the same row in another file).
-                summary.unchanged += 1;
+                match doc_op {
+                    Some(op) => {
+                        summary.updated += 1;
+                        doc_ops.push(op);
+                    }
+                    None => summary.unchanged += 1,
+                }
                 continue;
             }
             let same_file =
@@ -173,6 +199,7 @@ impl Store {
             }
             batch.insert(&key_id(P_EXAMPLE, id), encode(&ex));
             changed.push(id);
+            doc_ops.extend(doc_op);
         }
         if !conflicts.is_empty() {
             return Err(Error::IdConflicts {
@@ -190,7 +217,7 @@ impl Store {
         )?;
         changed.sort_unstable();
         changed.dedup();
-        self.commit_with(batch, &changed, true, &vector_keys)?;
+        self.commit_with(batch, &changed, true, &vector_keys, &doc_ops)?;
         Ok(summary)
     }
 

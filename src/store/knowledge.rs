@@ -107,7 +107,7 @@ impl Store {
         }
         ids.sort_unstable();
         ids.dedup();
-        self.commit_with(batch, &ids, index_now, &[])
+        self.commit_with(batch, &ids, index_now, &[], &[])
     }
 
     /// Knowledge about an example, all sources.

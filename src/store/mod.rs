@@ -10,7 +10,9 @@
 //! Key layout (one sled tree, so one batch is atomic across record kinds):
 //! `m/…` meta, `e`+id examples, `k`+id+source knowledge, `x`+id+source missing knowledge,
 //! `o`+file+0+row ids of rows from files without an id column, `p`+seq ids of a batch pending
-//! indexing, `c`+encoder id encoder info. Vectors live in the `vectors` tree (see [`vectors`]).
+//! indexing, `c`+encoder id encoder info. Vectors live in the `vectors` tree (see [`vectors`]);
+//! each example's document and position in the `docs` tree (id → [`records::DocRecord`],
+//! written in the same transaction as the examples; see `documents`).
 //!
 //! This file holds the [`Store`] itself: opening and locking, the format version, the key
 //! helpers, record encoding, and the write discipline above (commit, pending marks, repair).
@@ -26,6 +28,7 @@
 //! - [`vectors`]: embedding vectors, one per encoder, text and example.
 
 mod check;
+mod documents;
 pub mod index;
 mod ingest;
 mod knowledge;
@@ -41,6 +44,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub use check::{CheckReport, SourceStats, Stats};
+pub use documents::DocIndex;
 pub use index::{DocHit, Filter, HitKind, SearchIndex};
 pub use ingest::IngestSummary;
 pub use knowledge::{Entry, QueryHit, QuerySpec};
@@ -129,6 +133,8 @@ pub struct Store {
     path: PathBuf,
     db: sled::Db,
     vectors: sled::Tree,
+    /// Example id → its [`records::DocRecord`] (absent: its file's stream, in id order).
+    docs: sled::Tree,
     index: SearchIndex,
     /// The holder file this handle wrote ([`Store::open_held`]), removed when it is dropped.
     holder_file: Option<PathBuf>,
@@ -224,6 +230,7 @@ impl Store {
             }
         }
         let vectors = db.open_tree("vectors").map_err(|e| full(e.into()))?;
+        let docs = db.open_tree("docs").map_err(|e| full(e.into()))?;
         // The index is opened on first use; with records in sled, a missing one is damaged.
         let has_examples = db.scan_prefix([P_EXAMPLE]).next().is_some();
         let index = SearchIndex::new(&path.join("index"), has_examples).map_err(full)?;
@@ -233,6 +240,7 @@ impl Store {
             path: path.to_path_buf(),
             db,
             vectors,
+            docs,
             index,
             holder_file: None,
         };
@@ -310,32 +318,41 @@ impl Store {
     /// Each batch gets its own pending key (`p` + a sled-generated sequence number), so marking
     /// is O(batch) and a crash leaves exactly the unindexed batches behind.
     fn commit(&self, batch: sled::Batch, ids: &[ExampleId]) -> Result<()> {
-        self.commit_with(batch, ids, true, &[])
+        self.commit_with(batch, ids, true, &[], &[])
     }
 
-    /// [`Store::commit`], optionally deferring the index, and removing `vector_keys` from the
-    /// vectors tree in the same atomic write (a sled transaction over both trees).
+    /// [`Store::commit`], optionally deferring the index, removing `vector_keys` from the
+    /// vectors tree and writing `doc_ops` (example id → document record, `None` to remove) to
+    /// the docs tree in the same atomic write (a sled transaction over the three trees).
     fn commit_with(
         &self,
         mut batch: sled::Batch,
         ids: &[ExampleId],
         index_now: bool,
         vector_keys: &[sled::IVec],
+        doc_ops: &[(ExampleId, Option<Vec<u8>>)],
     ) -> Result<()> {
         if !ids.is_empty() {
             batch.insert(&key_id(P_PENDING, self.db.generate_id()?), encode(&ids));
         }
-        if vector_keys.is_empty() {
+        if vector_keys.is_empty() && doc_ops.is_empty() {
             self.db.apply_batch(batch)?;
         } else {
             use sled::transaction::{ConflictableTransactionError, TransactionError};
             use sled::Transactional;
             let main: &sled::Tree = &self.db;
-            (main, &self.vectors)
-                .transaction(|(m, v)| {
+            (main, &self.vectors, &self.docs)
+                .transaction(|(m, v, d)| {
                     m.apply_batch(&batch)?;
                     for k in vector_keys {
                         v.remove(k.clone())?;
+                    }
+                    for (id, rec) in doc_ops {
+                        let key = id.to_be_bytes();
+                        match rec {
+                            Some(bytes) => d.insert(&key, bytes.as_slice())?,
+                            None => d.remove(&key)?,
+                        };
                     }
                     Ok::<(), ConflictableTransactionError<()>>(())
                 })

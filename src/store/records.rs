@@ -33,6 +33,20 @@ pub struct Example {
     pub origin: Origin,
 }
 
+/// Where an example sits in its document (the `docs` tree, keyed by example id). An example
+/// without one belongs to its file's unnamed stream, ordered by id: a file without document
+/// ids (the seed's) is one document in id order.
+///
+/// Kept beside the examples rather than in [`Example`], so stores written before documents
+/// were known keep their format: every example of such a store is in its file's stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocRecord {
+    /// The document's name in its file (documents of different files are different).
+    pub doc: String,
+    /// Position in the document: sentences are ordered by it, then by id.
+    pub position: u32,
+}
+
 /// What kind of knowledge a record holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -234,6 +234,16 @@ fn texts_of(samples: &[Sample]) -> Vec<String> {
     samples.iter().map(Sample::joined).collect()
 }
 
+/// The samples' contexts, when every sample carries one (a model trained with context).
+fn contexts_of(samples: &[Sample]) -> Option<Vec<&str>> {
+    samples.iter().map(|s| s.context.as_deref()).collect()
+}
+
+/// Each sample's context, if any.
+fn sample_contexts(samples: &[Sample]) -> Vec<Option<&str>> {
+    samples.iter().map(|s| s.context.as_deref()).collect()
+}
+
 fn refs(texts: &[String]) -> Vec<&str> {
     texts.iter().map(String::as_str).collect()
 }
@@ -338,7 +348,9 @@ impl Model {
 
     fn predict_leaf(&self, samples: &[Sample]) -> Result<Vec<Probs>> {
         match &self.inner {
-            Inner::Linear(m) => Ok(m.predict_proba(&refs(&texts_of(samples)))),
+            Inner::Linear(m) => Ok(
+                m.predict_proba_with_context(&refs(&texts_of(samples)), &sample_contexts(samples))
+            ),
             Inner::Frozen(head, stack) => {
                 let stacked = stack
                     .as_ref()

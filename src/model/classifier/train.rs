@@ -5,8 +5,8 @@
 
 use super::check::check_train_paths;
 use super::{
-    average, frozen, gold, refs, texts_of, KindMeta, KnnConfig, Meta, Model, TrainEvent,
-    MODEL_FORMAT,
+    average, contexts_of, frozen, gold, refs, sample_contexts, texts_of, KindMeta, KnnConfig, Meta,
+    Model, TrainEvent, MODEL_FORMAT,
 };
 use crate::corpus::Split;
 use crate::error::{Error, Result};
@@ -154,6 +154,15 @@ pub struct TrainInputs {
 /// an `out` that is, holds or lies inside a member or the encoder directory is refused, as
 /// are fewer than two members or one given twice.
 pub fn prepare(cfg: &TrainConfig, out: &Path) -> Result<Prepared> {
+    if cfg.attach.context > 0 && !matches!(cfg.kind, KindConfig::Linear(_)) {
+        return Err(Error::Setting {
+            name: "context",
+            msg: format!(
+                "{} sentences of document context on each side: only the linear classifier reads the context so far",
+                cfg.attach.context
+            ),
+        });
+    }
     let out = modeldir::absolute(out)?;
     let (encoder_dir, members) = match &cfg.kind {
         KindConfig::Frozen { encoder_dir, .. } | KindConfig::Knn { encoder_dir, .. } => {
@@ -177,6 +186,10 @@ fn hash_samples(samples: &[Sample]) -> String {
         h.update([0]);
         h.update(s.knowledge.as_bytes());
         h.update([0]);
+        if let Some(c) = &s.context {
+            h.update(c.as_bytes());
+            h.update([0]);
+        }
     }
     format!("{:x}", h.finalize())[..16].to_string()
 }
@@ -281,14 +294,16 @@ fn train_linear(
         "linear: {} examples",
         train_s.len()
     )));
-    let m = LinearModel::train(
+    let contexts = contexts_of(train_s);
+    let m = LinearModel::train_with_context(
         &refs(&texts_of(train_s)),
+        contexts.as_deref(),
         &gold(train_s),
         linear,
         &mut |p| progress(TrainEvent::Phase(p.to_string())),
     )?;
     m.save(out)?;
-    Ok(m.predict_proba(&refs(&texts_of(val_s))))
+    Ok(m.predict_proba_with_context(&refs(&texts_of(val_s)), &sample_contexts(val_s)))
 }
 
 fn train_finetune(

@@ -275,15 +275,18 @@ fn fit_lbfgs(p: &Problem, max_iter: usize, tol: f64) -> Fit {
 /// Trains one head's regression for label `e`: builds y, costs and the column scale (block
 /// weights × NB ratios), fits, and folds the scale into the returned weights. A label with no
 /// positives (or no negatives) gets zero weights and a smoothed log-odds bias.
+/// `blocks`: (word features, text features): columns below the first are words, below the
+/// second characters, the rest the context block.
 pub(super) fn fit_label(
     x: &Csr,
-    n_word: usize,
+    blocks: (usize, usize),
     labels: &[LabelSet],
     e: Emotion,
     head: &HeadConfig,
     max_iter: usize,
     tol: f64,
 ) -> Fit {
+    let (n_word, n_text) = blocks;
     let pos = labels.iter().filter(|l| l.contains(e)).count();
     let neg = labels.len() - pos;
     if pos == 0 || neg == 0 {
@@ -312,10 +315,13 @@ pub(super) fn fit_label(
             vec![1.0; x.n_cols]
         };
         for (j, rj) in r.iter_mut().enumerate() {
+            // Context columns (from n_text on) carry their block weight in their values.
             *rj *= if j < n_word {
                 head.word_weight
-            } else {
+            } else if j < n_text {
                 head.char_weight
+            } else {
+                1.0
             };
         }
         r

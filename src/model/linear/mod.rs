@@ -4,7 +4,11 @@
 //! Features (all configurable in [`LinearConfig`]):
 //! - a word block: whitespace-separated tokens (the corpus is word-segmented) as unigrams and
 //!   optionally bigrams;
-//! - a character block: character n-grams of the text with all whitespace removed.
+//! - a character block: character n-grams of the text with all whitespace removed;
+//! - with a document context (the surrounding sentences, [`crate::model::sample::Sample::context`]),
+//!   a context block: the same word and character n-grams of the context text (sentences
+//!   before and after together), with its own vocabulary fit on the training contexts, each
+//!   sub-block L2-normalized on its own and scaled by [`LinearConfig::context_weight`].
 //!
 //! Each block uses sublinear term frequency (1 + ln tf), smoothed idf
 //! (ln((1 + n) / (1 + df)) + 1, as scikit-learn) and is L2-normalized on its own. Input text is
@@ -69,6 +73,13 @@ pub struct LinearConfig {
     pub max_iter: usize,
     /// Stop when ‖gradient‖ ≤ tol · ‖initial gradient‖.
     pub tol: f64,
+    /// Scale of the (L2-normalized) context block, when the model is trained with contexts
+    /// (chosen on validation; see README). Unused without contexts.
+    pub context_weight: f64,
+    /// Longest word n-gram of the context block (0 = no word features there).
+    pub context_word_ngrams: usize,
+    /// Longest character n-gram of the context block (from `char_ngram_min`; 0 = none).
+    pub context_char_ngram_max: usize,
 }
 
 /// One set of eight logistic regressions over the shared features.
@@ -124,13 +135,35 @@ impl Default for LinearConfig {
             ],
             max_iter: 500,
             tol: 1e-4,
+            context_weight: DEFAULT_CONTEXT_WEIGHT,
+            context_word_ngrams: 1,
+            context_char_ngram_max: 0,
         }
     }
 }
 
+/// The context block's weight, chosen on validation rows of unseen documents (the seed split
+/// ingested with validation in runs of 100 rows; see README).
+pub const DEFAULT_CONTEXT_WEIGHT: f64 = 0.6;
+
 impl LinearConfig {
+    /// The n-gram settings of the context block's featurizer.
+    fn context_features(&self) -> LinearConfig {
+        LinearConfig {
+            word_ngrams: self.context_word_ngrams,
+            char_ngram_max: self.context_char_ngram_max,
+            ..self.clone()
+        }
+    }
+
     fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::Invalid(format!("linear model config: {msg}")));
+        if !(self.context_weight >= 0.0 && self.context_weight.is_finite()) {
+            return bad(format!(
+                "context_weight must be a number >= 0, got {}",
+                self.context_weight
+            ));
+        }
         if self.word_ngrams == 0 && self.char_ngram_max == 0 {
             return bad("no features: word_ngrams and char_ngram_max are both 0".into());
         }
@@ -140,6 +173,20 @@ impl LinearConfig {
             return bad(format!(
                 "char n-gram range {}..={} is empty (need 1 <= min <= max)",
                 self.char_ngram_min, self.char_ngram_max
+            ));
+        }
+        if self.context_char_ngram_max > 0
+            && (self.char_ngram_min == 0 || self.char_ngram_min > self.context_char_ngram_max)
+        {
+            return bad(format!(
+                "context char n-gram range {}..={} is empty (need 1 <= min <= max)",
+                self.char_ngram_min, self.context_char_ngram_max
+            ));
+        }
+        if self.context_word_ngrams > MAX_NGRAM || self.context_char_ngram_max > MAX_NGRAM {
+            return bad(format!(
+                "context n-grams longer than {MAX_NGRAM} (context_word_ngrams {}, context_char_ngram_max {})",
+                self.context_word_ngrams, self.context_char_ngram_max
             ));
         }
         if self.word_ngrams > MAX_NGRAM || self.char_ngram_max > MAX_NGRAM {
@@ -187,6 +234,8 @@ pub enum LinearProgress {
         word_features: usize,
         /// Character n-gram features kept.
         char_features: usize,
+        /// Context n-gram features kept (0 without contexts).
+        context_features: usize,
     },
     /// One (head, label) regression has converged; they finish in any order.
     Label {
@@ -210,10 +259,17 @@ impl fmt::Display for LinearProgress {
                 docs,
                 word_features,
                 char_features,
-            } => write!(
-                f,
-                "{docs} texts vectorized: {word_features} word + {char_features} char n-grams"
-            ),
+                context_features,
+            } => {
+                write!(
+                    f,
+                    "{docs} texts vectorized: {word_features} word + {char_features} char n-grams"
+                )?;
+                if *context_features > 0 {
+                    write!(f, " + {context_features} context n-grams")?;
+                }
+                Ok(())
+            }
             LinearProgress::Label {
                 head,
                 label,
@@ -234,6 +290,8 @@ impl fmt::Display for LinearProgress {
 pub struct LinearModel {
     cfg: LinearConfig,
     feat: Featurizer,
+    /// The context block's featurizer (features after the text's), when trained with contexts.
+    ctx_feat: Option<Featurizer>,
     /// Number of heads.
     heads: usize,
     /// Weights transposed for inference: `weights_t[j * K + h * 8 + l]` = weight of feature j
@@ -259,12 +317,25 @@ struct SavedConfig {
     config: LinearConfig,
     word_features: usize,
     char_features: usize,
+    /// Context block sizes (absent in models without one).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    context_word_features: usize,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    context_char_features: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize, Deserialize)]
 struct SavedVocab {
     words: Vec<String>,
     chars: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    context_words: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    context_chars: Vec<String>,
 }
 
 impl LinearModel {
@@ -284,7 +355,30 @@ impl LinearModel {
         cfg: &LinearConfig,
         progress: &mut dyn FnMut(LinearProgress),
     ) -> Result<LinearModel> {
+        LinearModel::train_with_context(texts, None, labels, cfg, progress)
+    }
+
+    /// [`LinearModel::train`] with each text's document context (`contexts[i]` for
+    /// `texts[i]`, rendered as [`crate::model::sample::render_context`] does): the model gains
+    /// a context block, and predicting then reads contexts too
+    /// ([`LinearModel::predict_proba_with_context`]). `None` trains a text-only model.
+    pub fn train_with_context(
+        texts: &[&str],
+        contexts: Option<&[&str]>,
+        labels: &[LabelSet],
+        cfg: &LinearConfig,
+        progress: &mut dyn FnMut(LinearProgress),
+    ) -> Result<LinearModel> {
         cfg.validate()?;
+        if let Some(c) = contexts {
+            if c.len() != texts.len() {
+                return Err(Error::Invalid(format!(
+                    "linear model: {} texts but {} contexts",
+                    texts.len(),
+                    c.len()
+                )));
+            }
+        }
         if texts.len() != labels.len() {
             return Err(Error::Invalid(format!(
                 "linear model: {} texts but {} label sets",
@@ -302,12 +396,32 @@ impl LinearModel {
                 cfg.min_df
             )));
         }
-        let rows: Vec<(Vec<u32>, Vec<f32>)> = texts.par_iter().map(|t| feat.vectorize(t)).collect();
-        let x = Csr::from_rows(rows, feat.n_features());
+        let ctx_texts: Option<Vec<String>> =
+            contexts.map(|c| c.iter().map(|c| context_text(c)).collect());
+        let ctx_feat = ctx_texts.as_ref().map(|c| {
+            let refs: Vec<&str> = c.iter().map(String::as_str).collect();
+            Featurizer::fit(&refs, &cfg.context_features())
+        });
+        let n_text = feat.n_features();
+        let n_all = n_text + ctx_feat.as_ref().map_or(0, Featurizer::n_features);
+        let rows: Vec<(Vec<u32>, Vec<f32>)> = (0..texts.len())
+            .into_par_iter()
+            .map(|i| {
+                row(
+                    &feat,
+                    ctx_feat.as_ref(),
+                    cfg.context_weight,
+                    texts[i],
+                    ctx_texts.as_ref().map(|c| c[i].as_str()),
+                )
+            })
+            .collect();
+        let x = Csr::from_rows(rows, n_all);
         progress(LinearProgress::Features {
             docs: texts.len(),
             word_features: feat.word_terms.len(),
             char_features: feat.char_terms.len(),
+            context_features: ctx_feat.as_ref().map_or(0, Featurizer::n_features),
         });
 
         let heads = cfg.heads.len();
@@ -321,8 +435,15 @@ impl LinearModel {
                     .into_par_iter()
                     .map(|k| {
                         let (h, e) = (k / NUM_EMOTIONS, Emotion::from_index(k % NUM_EMOTIONS));
-                        let fit =
-                            fit_label(x, n_word, labels, e, &cfg.heads[h], cfg.max_iter, cfg.tol);
+                        let fit = fit_label(
+                            x,
+                            (n_word, n_text),
+                            labels,
+                            e,
+                            &cfg.heads[h],
+                            cfg.max_iter,
+                            cfg.tol,
+                        );
                         // The receiver lives until every regression is done.
                         let _ = tx.send((h, e, fit.iterations));
                         fit
@@ -343,7 +464,7 @@ impl LinearModel {
                 .map_err(|_| Error::Model("a linear model training thread panicked".into()))
         })?;
 
-        let d = feat.n_features();
+        let d = n_all;
         let mut weights_t = vec![0.0f32; d * total];
         let mut bias = vec![0.0f32; total];
         for (k, fit) in fits.iter().enumerate() {
@@ -355,6 +476,7 @@ impl LinearModel {
         Ok(LinearModel {
             cfg: cfg.clone(),
             feat,
+            ctx_feat,
             heads,
             weights_t,
             bias,
@@ -366,9 +488,14 @@ impl LinearModel {
         &self.cfg
     }
 
-    /// Number of features (word + character n-grams).
+    /// Number of features (word + character n-grams, and the context block's).
     pub fn n_features(&self) -> usize {
-        self.feat.n_features()
+        self.feat.n_features() + self.ctx_feat.as_ref().map_or(0, Featurizer::n_features)
+    }
+
+    /// Whether the model has a context block (was trained with contexts).
+    pub fn reads_context(&self) -> bool {
+        self.ctx_feat.is_some()
     }
 
     /// How many of the model's features (n-grams of its vocabulary) `text` has; 0 means the
@@ -377,10 +504,17 @@ impl LinearModel {
         self.feat.vectorize(text).0.len()
     }
 
-    /// Mean over heads of the per-label probabilities of one text.
-    fn proba(&self, text: &str) -> [f32; NUM_EMOTIONS] {
+    /// Mean over heads of the per-label probabilities of one text (and its context).
+    fn proba(&self, text: &str, context: Option<&str>) -> [f32; NUM_EMOTIONS] {
         let k = self.heads * NUM_EMOTIONS;
-        let (ids, vals) = self.feat.vectorize(text);
+        let ctx = context.map(context_text);
+        let (ids, vals) = row(
+            &self.feat,
+            self.ctx_feat.as_ref(),
+            self.cfg.context_weight,
+            text,
+            ctx.as_deref(),
+        );
         let mut z: Vec<f64> = self.bias.iter().map(|&b| b as f64).collect();
         for (&j, &v) in ids.iter().zip(&vals) {
             let w = &self.weights_t[j as usize * k..(j as usize + 1) * k];
@@ -398,8 +532,23 @@ impl LinearModel {
     /// Per-label probabilities for each text (same order), in canonical label order: the mean
     /// of the heads' probabilities. Texts are processed in parallel; the result does not
     /// depend on the thread count.
+    /// A model with a context block reads every text here without context (as a sentence
+    /// alone).
     pub fn predict_proba(&self, texts: &[&str]) -> Vec<[f32; NUM_EMOTIONS]> {
-        texts.par_iter().map(|t| self.proba(t)).collect()
+        texts.par_iter().map(|t| self.proba(t, None)).collect()
+    }
+
+    /// [`LinearModel::predict_proba`] with each text's context (`contexts[i]` for `texts[i]`;
+    /// ignored by a model without a context block; missing entries read as no context).
+    pub fn predict_proba_with_context(
+        &self,
+        texts: &[&str],
+        contexts: &[Option<&str>],
+    ) -> Vec<[f32; NUM_EMOTIONS]> {
+        (0..texts.len())
+            .into_par_iter()
+            .map(|i| self.proba(texts[i], contexts.get(i).copied().flatten()))
+            .collect()
     }
 
     /// Writes the model into directory `dir` (created if missing): `config.json` (format,
@@ -427,7 +576,11 @@ impl LinearModel {
             "bias",
             Tensor::from_vec(self.bias.clone(), (self.heads, NUM_EMOTIONS), &dev)?,
         );
-        tensors.insert("idf", Tensor::from_vec(self.feat.idf.clone(), d, &dev)?);
+        let mut idf = self.feat.idf.clone();
+        if let Some(c) = &self.ctx_feat {
+            idf.extend_from_slice(&c.idf);
+        }
+        tensors.insert("idf", Tensor::from_vec(idf, d, &dev)?);
         let wpath = dir.join(WEIGHTS_FILE);
         candle_core::safetensors::save(&tensors, &wpath)
             .map_err(|e| Error::model_file(&wpath, e))?;
@@ -437,11 +590,23 @@ impl LinearModel {
             config: self.cfg.clone(),
             word_features: self.feat.word_terms.len(),
             char_features: self.feat.char_terms.len(),
+            context_word_features: self.ctx_feat.as_ref().map_or(0, |c| c.word_terms.len()),
+            context_char_features: self.ctx_feat.as_ref().map_or(0, |c| c.char_terms.len()),
         };
         write_json(&dir.join(CONFIG_FILE), &cfg)?;
         let vocab = SavedVocab {
             words: self.feat.word_terms.clone(),
             chars: self.feat.char_terms.clone(),
+            context_words: self
+                .ctx_feat
+                .as_ref()
+                .map(|c| c.word_terms.clone())
+                .unwrap_or_default(),
+            context_chars: self
+                .ctx_feat
+                .as_ref()
+                .map(|c| c.char_terms.clone())
+                .unwrap_or_default(),
         };
         write_json(&dir.join(VOCAB_FILE), &vocab)
     }
@@ -468,17 +633,27 @@ impl LinearModel {
             .map_err(|e| Error::model_file(&cpath, e))?;
         let vpath = dir.join(VOCAB_FILE);
         let vocab: SavedVocab = read_json(&vpath)?;
-        if vocab.words.len() != saved.word_features || vocab.chars.len() != saved.char_features {
+        if vocab.words.len() != saved.word_features
+            || vocab.chars.len() != saved.char_features
+            || vocab.context_words.len() != saved.context_word_features
+            || vocab.context_chars.len() != saved.context_char_features
+        {
             return Err(Error::Model(format!(
-                "{}: {} + {} n-grams, config.json says {} + {}",
+                "{}: {} + {} + {} + {} n-grams, config.json says {} + {} + {} + {}",
                 vpath.display(),
                 vocab.words.len(),
                 vocab.chars.len(),
+                vocab.context_words.len(),
+                vocab.context_chars.len(),
                 saved.word_features,
-                saved.char_features
+                saved.char_features,
+                saved.context_word_features,
+                saved.context_char_features
             )));
         }
-        let d = vocab.words.len() + vocab.chars.len();
+        let n_text = vocab.words.len() + vocab.chars.len();
+        let n_ctx = vocab.context_words.len() + vocab.context_chars.len();
+        let d = n_text + n_ctx;
         let heads = saved.config.heads.len();
         let k = heads * NUM_EMOTIONS;
         let wpath = dir.join(WEIGHTS_FILE);
@@ -515,24 +690,59 @@ impl LinearModel {
             }
         }
         let cfg = saved.config;
-        let feat = Featurizer {
+        let ctx_cfg = cfg.context_features();
+        let featurizer = |cfg: &LinearConfig,
+                          words: Vec<String>,
+                          chars: Vec<String>,
+                          idf: Vec<f32>| Featurizer {
             word_ngrams: cfg.word_ngrams,
             char_min: cfg.char_ngram_min,
             char_max: cfg.char_ngram_max,
-            word_index: index_of(&vocab.words),
-            char_index: index_of(&vocab.chars),
-            word_terms: vocab.words,
-            char_terms: vocab.chars,
+            word_index: index_of(&words),
+            char_index: index_of(&chars),
+            word_terms: words,
+            char_terms: chars,
             idf,
         };
+        let ctx_idf = idf.get(n_text..).unwrap_or_default().to_vec();
+        let text_idf = idf.get(..n_text).unwrap_or_default().to_vec();
+        let ctx_feat = (n_ctx > 0)
+            .then(|| featurizer(&ctx_cfg, vocab.context_words, vocab.context_chars, ctx_idf));
+        let feat = featurizer(&cfg, vocab.words, vocab.chars, text_idf);
         Ok(LinearModel {
             cfg,
             feat,
+            ctx_feat,
             heads,
             weights_t,
             bias,
         })
     }
+}
+
+/// The text a context block featurizes: both sides of a rendered context, without the mark.
+fn context_text(context: &str) -> String {
+    let (before, after) = crate::model::sample::split_context(context);
+    format!("{before} {after}")
+}
+
+/// The sparse feature row of a text and (with a context block) its context text: text
+/// features first, then the context's, offset past them and scaled by `context_weight`.
+fn row(
+    feat: &Featurizer,
+    ctx_feat: Option<&Featurizer>,
+    context_weight: f64,
+    text: &str,
+    context: Option<&str>,
+) -> (Vec<u32>, Vec<f32>) {
+    let (mut ids, mut vals) = feat.vectorize(text);
+    if let (Some(cf), Some(c)) = (ctx_feat, context) {
+        let offset = feat.n_features() as u32;
+        let (cids, cvals) = cf.vectorize(c);
+        ids.extend(cids.into_iter().map(|j| j + offset));
+        vals.extend(cvals.into_iter().map(|v| v * context_weight as f32));
+    }
+    (ids, vals)
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
@@ -660,6 +870,40 @@ mod tests {
         for input in [&refs[..], &unseen[..]] {
             assert_eq!(loaded.predict_proba(input), model.predict_proba(input));
         }
+    }
+
+    #[test]
+    fn context_block_saves_loads_and_changes_predictions() {
+        let (texts, labels) = synthetic(200, 6);
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        // Each text's context is the text before it.
+        let ctx: Vec<String> = (0..refs.len())
+            .map(|i| crate::model::sample::render_context(&refs[i.saturating_sub(1)..i], &[]))
+            .collect();
+        let ctx_refs: Vec<&str> = ctx.iter().map(String::as_str).collect();
+        let model = LinearModel::train_with_context(
+            &refs,
+            Some(&ctx_refs),
+            &labels,
+            &small_cfg(),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(model.reads_context());
+        let dir = tempfile::tempdir().unwrap();
+        model.save(dir.path()).unwrap();
+        let loaded = LinearModel::load(dir.path()).unwrap();
+        let some: Vec<Option<&str>> = ctx_refs.iter().map(|c| Some(*c)).collect();
+        let with = model.predict_proba_with_context(&refs, &some);
+        assert_eq!(loaded.predict_proba_with_context(&refs, &some), with);
+        assert_ne!(model.predict_proba(&refs), with);
+        // A text-only model ignores contexts.
+        let plain = LinearModel::train(&refs, &labels, &small_cfg(), &mut |_| {}).unwrap();
+        assert!(!plain.reads_context());
+        assert_eq!(
+            plain.predict_proba_with_context(&refs, &some),
+            plain.predict_proba(&refs)
+        );
     }
 
     #[test]
