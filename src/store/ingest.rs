@@ -295,32 +295,6 @@ impl Store {
         Ok(out)
     }
 
-    /// The examples just before and just after `id` in id order (up to `n` each, nearest
-    /// last and first respectively), whether or not `id` itself is stored. In a corpus kept in
-    /// document order (the seed's) they are the surrounding sentences.
-    pub fn around(&self, id: ExampleId, n: usize) -> Result<(Vec<Example>, Vec<Example>)> {
-        use std::ops::Bound::{Excluded, Included};
-        let decode_all = |kvs: Vec<(sled::IVec, sled::IVec)>| -> Result<Vec<Example>> {
-            kvs.iter().map(|(_, v)| decode(v, "example")).collect()
-        };
-        let mut before = self
-            .db
-            .range(key_id(P_EXAMPLE, 0)..key_id(P_EXAMPLE, id))
-            .rev()
-            .take(n)
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        before.reverse();
-        let after = self
-            .db
-            .range::<[u8; 9], _>((
-                Excluded(key_id(P_EXAMPLE, id)),
-                Included(key_id(P_EXAMPLE, u64::MAX)),
-            ))
-            .take(n)
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok((decode_all(before)?, decode_all(after)?))
-    }
-
     /// Number of examples.
     pub fn count_examples(&self) -> usize {
         self.db.scan_prefix([P_EXAMPLE]).count()
