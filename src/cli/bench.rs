@@ -235,26 +235,10 @@ fn bench_store(a: StoreArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     }
     b.import_secs = t.elapsed().as_secs_f64();
 
-    // Keywords: words of test sentences, alternately single words and two words glued
-    // together unsegmented ("担忧未来" style).
-    let mut keywords = Vec::new();
-    for r in parsed.rows.iter().take(1000) {
-        let words: Vec<&str> = r
-            .text
-            .split_whitespace()
-            .filter(|w| w.chars().count() >= 2)
-            .collect();
-        if words.len() >= 2 {
-            keywords.push(if keywords.len() % 2 == 0 {
-                words[0].to_string()
-            } else {
-                format!("{}{}", words[0], words[words.len() - 1])
-            });
-        }
-        if keywords.len() == a.queries {
-            break;
-        }
-    }
+    let keywords = bench_keywords(
+        parsed.rows.iter().take(1000).map(|r| r.text.as_str()),
+        a.queries,
+    );
     b.queries = keywords.len();
     let pb = output::bar(3 * keywords.len() as u64, "querying", ctx.quiet);
     let mut kw = Vec::new();
@@ -748,26 +732,13 @@ fn bench_serve(a: ServeArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     };
     // Requests: keyword queries from the test sentences' words (single words and two words
     // glued together, as `bench store` does), and test sentences to classify.
-    let mut keywords = Vec::new();
     let texts: Vec<String> = parsed
         .rows
         .iter()
         .take(1000)
         .map(|r| r.text.clone())
         .collect();
-    for t in &texts {
-        let words: Vec<&str> = t
-            .split_whitespace()
-            .filter(|w| w.chars().count() >= 2)
-            .collect();
-        if words.len() >= 2 {
-            keywords.push(if keywords.len() % 2 == 0 {
-                words[0].to_string()
-            } else {
-                format!("{}{}", words[0], words[words.len() - 1])
-            });
-        }
-    }
+    let keywords = bench_keywords(texts.iter().map(String::as_str), usize::MAX);
     // Baseline: the same library calls in this process, one at a time, without HTTP.
     let spec = |k: &str| QuerySpec {
         keyword: Some(k.to_string()),
@@ -882,6 +853,29 @@ fn bench_serve(a: ServeArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Up to `n` keyword queries from sentences' words of two or more characters: alternately a
+/// single word and two words glued together unsegmented ("担忧未来" style).
+fn bench_keywords<'a>(texts: impl Iterator<Item = &'a str>, n: usize) -> Vec<String> {
+    let mut keywords = Vec::new();
+    for t in texts {
+        let words: Vec<&str> = t
+            .split_whitespace()
+            .filter(|w| w.chars().count() >= 2)
+            .collect();
+        if words.len() >= 2 {
+            keywords.push(if keywords.len() % 2 == 0 {
+                words[0].to_string()
+            } else {
+                format!("{}{}", words[0], words[words.len() - 1])
+            });
+        }
+        if keywords.len() == n {
+            break;
+        }
+    }
+    keywords
 }
 
 #[cfg(test)]
