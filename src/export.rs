@@ -115,31 +115,22 @@ pub fn export_parquet(store: &Store, dir: &Path, replace: bool) -> Result<Export
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(ROW_GROUP))
             .build();
-        let mut writer: Option<ArrowWriter<std::fs::File>> = None;
-        let mut file = Some(file);
-        for chunk in examples.chunks(ROW_GROUP).chain(
-            // An empty store still gets a file with its schema.
-            examples.is_empty().then_some(&examples[..]),
-        ) {
-            let batch = batch(chunk, &docs, &rationale, &neighbours, &vectors)
+        let make = |chunk: &[Example]| {
+            batch(chunk, &docs, &rationale, &neighbours, &vectors).map_err(|e| parquet_err(&tmp, e))
+        };
+        // The first batch gives the schema; an empty store still gets a file with it.
+        let mut chunks = examples.chunks(ROW_GROUP);
+        let first = make(chunks.next().unwrap_or(&[]))?;
+        let mut writer = ArrowWriter::try_new(file, first.schema(), Some(props))
+            .map_err(|e| parquet_err(&tmp, e))?;
+        writer.write(&first).map_err(|e| parquet_err(&tmp, e))?;
+        for chunk in chunks {
+            writer
+                .write(&make(chunk)?)
                 .map_err(|e| parquet_err(&tmp, e))?;
-            if writer.is_none() {
-                let f = file
-                    .take()
-                    .ok_or_else(|| Error::Invalid("writer state".into()))?;
-                writer = Some(
-                    ArrowWriter::try_new(f, batch.schema(), Some(props.clone()))
-                        .map_err(|e| parquet_err(&tmp, e))?,
-                );
-            }
-            if let Some(w) = writer.as_mut() {
-                w.write(&batch).map_err(|e| parquet_err(&tmp, e))?;
-            }
         }
-        if let Some(w) = writer {
-            let f = w.into_inner().map_err(|e| parquet_err(&tmp, e))?;
-            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        }
+        let f = writer.into_inner().map_err(|e| parquet_err(&tmp, e))?;
+        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
         Ok(())
     })();
     if let Err(e) = written {
