@@ -5,7 +5,7 @@
 //! Other columns are ignored: they are the export's knowledge and vectors. A row's "line" in
 //! messages is its 1-based row number.
 
-use super::read::{Encoding, Format, Parsed, Row};
+use super::read::{check_text, nonempty, Encoding, Format, Parsed, Row};
 use crate::error::{Error, Result};
 use crate::labels::{Emotion, LabelSet};
 use arrow_array::cast::AsArray;
@@ -95,21 +95,13 @@ fn read_batch(path: &Path, batch: &RecordBatch, row_no: &mut u64, out: &mut Pars
             bad(out, "text is null".into());
             continue;
         }
-        let t = text.value(i);
-        if t.trim().is_empty() {
-            bad(out, "empty text".into());
-            continue;
-        }
-        if let Some(c) = t
-            .chars()
-            .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
-        {
-            bad(
-                out,
-                format!("text holds the control character U+{:04X}", c as u32),
-            );
-            continue;
-        }
+        let t = match check_text(text.value(i)) {
+            Ok(t) => t,
+            Err(msg) => {
+                bad(out, msg);
+                continue;
+            }
+        };
         let id = match ids {
             None => None,
             Some(col) if col.is_null(i) => None,
@@ -131,17 +123,13 @@ fn read_batch(path: &Path, batch: &RecordBatch, row_no: &mut u64, out: &mut Pars
                 }
             },
         };
-        let set = match read_labels(labels, i) {
+        let set = match read_labels(labels, i).and_then(|s| nonempty(s, "[]")) {
             Ok(s) => s,
             Err(msg) => {
                 bad(out, msg);
                 continue;
             }
         };
-        if set.is_empty() {
-            bad(out, "no label".into());
-            continue;
-        }
         let doc = docs
             .filter(|d| !d.is_null(i))
             .map(|d| d.value(i).to_string());
@@ -165,7 +153,7 @@ fn read_batch(path: &Path, batch: &RecordBatch, row_no: &mut u64, out: &mut Pars
         };
         out.rows.push(Row {
             id,
-            text: t.to_string(),
+            text: t,
             labels: set,
             line,
             doc,

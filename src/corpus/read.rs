@@ -393,7 +393,7 @@ fn parse_id(s: &str) -> std::result::Result<u64, String> {
 
 /// Text rule: not empty after trimming, no control characters other than tab and newline
 /// (a NUL byte or an escape sequence is damage, not language).
-fn check_text(s: &str) -> std::result::Result<String, String> {
+pub(super) fn check_text(s: &str) -> std::result::Result<String, String> {
     let t = s.trim();
     if t.is_empty() {
         return Err("empty text".to_string());
@@ -412,7 +412,7 @@ fn check_text(s: &str) -> std::result::Result<String, String> {
 
 /// Labels rule: at least one of the eight emotions (every sentence of this corpus carries
 /// one; a row without any is a labelling mistake, not a "neutral" class).
-fn nonempty(set: LabelSet, raw: &str) -> std::result::Result<LabelSet, String> {
+pub(super) fn nonempty(set: LabelSet, raw: &str) -> std::result::Result<LabelSet, String> {
     if set.is_empty() {
         Err(format!(
             "no label in {} (every row needs at least one of Love, Joy, Anxiety, Sorrow, Expect, Hate, Surprise, Anger)",
