@@ -276,8 +276,9 @@ fn a_format_1_store_migrates_on_open_and_by_command_losing_nothing() {
         panic!("a format-1 store opened as format 2")
     };
     assert!(e.to_string().contains("emoknow migrate"), "{e}");
+    // Said even with -q: the store is rewritten.
     let r = env
-        .run(&["--json", "stats"])
+        .run(&["-q", "--json", "stats"])
         .ok()
         .stderr_has("migrating vectors of store")
         .stderr_has("(format 1 → 2)");

@@ -7,8 +7,9 @@ use std::time::Instant;
 /// Bring the store to this emoknow's format, then compact its vector files.
 ///
 /// Format 1 stores kept embedding vectors inside the database; format 2 keeps them in flat
-/// files under STORE/vectors/ (read in place, memory-mapped). Every command migrates an old
-/// store when it opens it, and says so; this command does it on its own. A migration that is
+/// files under STORE/vectors/ (read in place, memory-mapped). Every command but `serve`
+/// migrates an old store when it opens it, and says so; this command does it on its own, and
+/// `serve` asks for it. A migration that is
 /// interrupted (Ctrl-C, kill, power loss) loses nothing: the old vectors stay until the new
 /// files are committed, and the next run starts over.
 ///

@@ -129,11 +129,12 @@ impl Ctx {
         let mut pb: Option<indicatif::ProgressBar> = None;
         let opened = Store::open_migrating(&self.store, create, &mut |from, done, total| {
             let bar = pb.get_or_insert_with(|| {
-                self.note(format!(
+                // Said even with -q: the store is rewritten.
+                eprintln!(
                     "migrating vectors of store {} to flat files (format {from} → {}) …",
                     self.store.display(),
                     emoknow::store::FORMAT_VERSION
-                ));
+                );
                 output::bar(total, "migrating", self.quiet)
             });
             bar.set_position(done);
