@@ -37,6 +37,17 @@ pub enum Error {
         expected: u32,
     },
 
+    /// The store is of an older format this emoknow migrates (`Store::open_migrating`).
+    #[error("store {path} has format version {found} (vectors inside the database); run `emoknow migrate` to move them to flat files (format {expected})")]
+    StoreNeedsMigration {
+        /// The store directory.
+        path: PathBuf,
+        /// Version written in the store.
+        found: u32,
+        /// Version this build writes.
+        expected: u32,
+    },
+
     /// The path holds no store (and the command does not create one).
     #[error("no store at {path} (run `emoknow ingest FILE` first)")]
     NoStore {

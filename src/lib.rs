@@ -8,8 +8,9 @@
 //! ```
 //!
 //! - [`corpus`] reads labelled sentences (three formats, three encodings) and draws splits.
-//! - [`store`] keeps examples, knowledge records, neighbours and vectors (sled, the source of
-//!   truth) and a full-text index derived from them (tantivy).
+//! - [`store`] keeps examples, knowledge records and neighbours (sled, the source of truth),
+//!   vectors (flat memory-mapped files committed through sled) and a full-text index derived
+//!   from the records (tantivy).
 //! - [`knowledge`] annotates and imports LLM rationales, and builds classifier inputs
 //!   ([`knowledge::samples`]); [`neighbours`] retrieves similar labelled examples as a typed
 //!   concept ([`spec::NeighbourSpec`]), storing them as knowledge.

@@ -175,10 +175,10 @@ fn a_pytorch_checkpoint_embeds_like_its_safetensors_twin() {
         .iter()
         .map(|n| {
             let info = encs.iter().find(|e| e.name == *n).unwrap();
-            store
+            let set = store
                 .vectors(info, &emoknow::store::vectors::What::Text, None)
-                .unwrap()
-                .data
+                .unwrap();
+            (0..set.len()).flat_map(|i| set.row(i).to_vec()).collect()
         })
         .collect();
     for (x, y) in v[0].iter().zip(&v[1]) {

@@ -19,3 +19,4 @@ mod retrieval_cli;
 mod serve_browser;
 mod serve_cli;
 mod store_cli;
+mod vector_files_cli;

@@ -518,7 +518,9 @@ fn bench_similar(a: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 anyhow::anyhow!("no stored embeddings: run `emoknow embed` first")
             })?,
         };
+    let t = Instant::now();
     let all = store.vectors(&info, &What::Text, None)?;
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
     let index = BruteForce::new(&all)?;
     let queries: Vec<&[f32]> = (0..a.queries.min(all.ids.len()))
         .map(|i| all.row(i))
@@ -568,7 +570,7 @@ fn bench_similar(a: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         output::print_json(&serde_json::json!({
             "vectors": all.ids.len(), "dim": all.dim, "k": a.k, "queries": queries.len(),
             "single_p50_ms": p50, "single_p95_ms": p95, "batched_ms_per_query": batched_ms,
-            "naive_loop_p50_ms": naive50,
+            "naive_loop_p50_ms": naive50, "load_ms": load_ms,
         }))?;
     } else {
         println!(
@@ -579,6 +581,7 @@ fn bench_similar(a: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             info.name,
             queries.len()
         );
+        println!("  vectors loaded in {load_ms:.1} ms (read in place from the vector file)");
         println!("  one query per matmul   p50 {p50:.2} ms, p95 {p95:.2} ms");
         println!("  batched (256 per matmul) {batched_ms:.3} ms per query");
         println!("  baseline: loop of dot products + sort, p50 {naive50:.2} ms  (single ×{:.1}, batched ×{:.0})", naive50 / p50, naive50 / batched_ms);

@@ -14,10 +14,12 @@ use std::time::Instant;
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {}
 
-/// Rebuild the search index from sled (the source of truth).
+/// Rebuild the search index from sled (the source of truth), and repair damaged vector files.
 ///
 /// Works whatever state the index is in (missing, truncated, corrupted): a new index is built
-/// next to it and then put in its place.
+/// next to it and then put in its place. A vector file that lost rows (truncated) keeps the
+/// rows it still holds whole; one that is missing or not a vector file is dropped. Then
+/// `emoknow embed` recomputes the lost vectors.
 #[derive(clap::Args, Debug)]
 pub struct ReindexArgs {}
 
@@ -57,16 +59,24 @@ pub fn run_reindex(_args: ReindexArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
     let pb = output::spinner("reindexing", ctx.quiet);
     let (ne, nk) = store.reindex()?;
+    let vectors = store.repair_vectors()?;
     pb.finish_and_clear();
     if ctx.json {
         output::print_json(&serde_json::json!({
-            "examples": ne, "knowledge": nk, "elapsed_secs": t0.elapsed().as_secs_f64()
+            "examples": ne, "knowledge": nk, "vector_repairs": vectors,
+            "elapsed_secs": t0.elapsed().as_secs_f64()
         }))?;
     } else {
         println!(
             "reindexed {ne} examples and {nk} knowledge records in {:.2}s",
             t0.elapsed().as_secs_f64()
         );
+        for line in &vectors {
+            println!("{line}");
+        }
+        if !vectors.is_empty() {
+            println!("run `emoknow embed` to recompute the vectors lost");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

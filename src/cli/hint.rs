@@ -37,6 +37,9 @@ fn source_flag(role: SourceRole) -> &'static str {
 fn hint_for(e: &Error) -> Option<String> {
     Some(match e {
         Error::StoreLocked { .. } => "pass another --store to use a different store".into(),
+        Error::StoreNeedsMigration { .. } => {
+            "run `emoknow migrate` (any other command but `serve` also migrates it first)".into()
+        }
         Error::NoStore { .. } => {
             "pass --store DIR (or set EMOKNOW_STORE) to use a store elsewhere".into()
         }

@@ -9,7 +9,8 @@
 //! - `ingest`; `query` (query, show, stats); `check` (check, reindex); `knowledge` (import;
 //!   retrieve is in `similar`); `similar` (similar, knowledge retrieve); `embed`;
 //!   `annotate` (annotate, the LLaMA-Factory export, dev-server); `export` (llama-factory,
-//!   parquet); `train` (train, eval, predict); `serve` (the
+//!   parquet); `migrate` (format migration, vector file compaction); `train` (train, eval,
+//!   predict); `serve` (the
 //!   HTTP API and pages of [`emoknow::serve`]); `demo`; `bench`; `output` (JSON, progress
 //!   bars, highlights); `hint` (library errors in flag terms).
 
@@ -22,6 +23,7 @@ mod export;
 mod hint;
 mod ingest;
 mod knowledge;
+mod migrate;
 mod output;
 mod query;
 mod serve;
@@ -82,6 +84,7 @@ enum Command {
     Stats(query::StatsArgs),
     Check(check::CheckArgs),
     Reindex(check::ReindexArgs),
+    Migrate(migrate::MigrateArgs),
     Knowledge(knowledge::Args),
     Embed(embed::EmbedArgs),
     Similar(similar::SimilarArgs),
@@ -107,15 +110,39 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// Opens the existing store.
+    /// Opens the existing store (migrating an older format first, saying so).
     pub fn open(&self) -> anyhow::Result<Store> {
-        Store::open(&self.store).with_context(|| format!("opening store {}", self.store.display()))
+        Ok(self.open_migrating(false)?.0)
     }
 
-    /// Opens the store, creating it when absent.
+    /// Opens the store, creating it when absent (migrating an older format first).
     pub fn open_or_create(&self) -> anyhow::Result<Store> {
-        Store::open_or_create(&self.store)
-            .with_context(|| format!("opening store {}", self.store.display()))
+        Ok(self.open_migrating(true)?.0)
+    }
+
+    /// Opens the store; one of an older format is migrated first, with a message and a
+    /// progress bar on stderr. Returns what the migration did, if there was one.
+    pub fn open_migrating(
+        &self,
+        create: bool,
+    ) -> anyhow::Result<(Store, Option<emoknow::store::MigrateSummary>)> {
+        let mut pb: Option<indicatif::ProgressBar> = None;
+        let opened = Store::open_migrating(&self.store, create, &mut |from, done, total| {
+            let bar = pb.get_or_insert_with(|| {
+                // Said even with -q: the store is rewritten.
+                eprintln!(
+                    "migrating vectors of store {} to flat files (format {from} → {}) …",
+                    self.store.display(),
+                    emoknow::store::FORMAT_VERSION
+                );
+                output::bar(total, "migrating", self.quiet)
+            });
+            bar.set_position(done);
+        });
+        if let Some(bar) = pb {
+            bar.finish_and_clear();
+        }
+        opened.with_context(|| format!("opening store {}", self.store.display()))
     }
 
     /// Prints a status line on stderr unless `-q`.
@@ -146,6 +173,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats(a) => query::run_stats(a, &ctx),
         Command::Check(a) => check::run_check(a, &ctx),
         Command::Reindex(a) => check::run_reindex(a, &ctx),
+        Command::Migrate(a) => migrate::run(a, &ctx),
         Command::Knowledge(a) => knowledge::run(a, &ctx),
         Command::Embed(a) => embed::run_embed(a, &ctx),
         Command::Similar(a) => similar::run_similar(a, &ctx),

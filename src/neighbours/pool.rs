@@ -60,11 +60,7 @@ impl Pool {
             })?;
             data.extend_from_slice(vectors.row(row));
         }
-        let set = VectorSet {
-            ids: examples.iter().map(|e| e.id).collect(),
-            dim: vectors.dim,
-            data,
-        };
+        let set = VectorSet::from_rows(examples.iter().map(|e| e.id).collect(), vectors.dim, data)?;
         Ok(Pool {
             index: Some(BruteForce::new(&set)?),
             by_text: Self::texts(&examples),

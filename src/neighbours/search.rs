@@ -35,7 +35,7 @@ fn normalized(v: &[f32]) -> Vec<f32> {
 impl BruteForce {
     /// Builds the index over the rows of `set` (copied and normalized).
     pub fn new(set: &VectorSet) -> Result<BruteForce> {
-        let mut data = Vec::with_capacity(set.data.len());
+        let mut data = Vec::with_capacity(set.len() * set.dim);
         for i in 0..set.ids.len() {
             data.extend(normalized(set.row(i)));
         }
@@ -107,11 +107,12 @@ mod tests {
     use super::*;
 
     fn set(rows: &[[f32; 2]]) -> VectorSet {
-        VectorSet {
-            ids: (1..=rows.len() as u64).collect(),
-            dim: 2,
-            data: rows.iter().flatten().copied().collect(),
-        }
+        VectorSet::from_rows(
+            (1..=rows.len() as u64).collect(),
+            2,
+            rows.iter().flatten().copied().collect(),
+        )
+        .unwrap()
     }
 
     #[test]

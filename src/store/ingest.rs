@@ -224,7 +224,8 @@ impl Store {
     /// Adds to `batch` the removal of what was derived from replaced sentences (`text`: their
     /// knowledge and missing records) and from changed gold labels (`labels`, a superset of
     /// `text`: every neighbour list naming one of them). Returns the vector keys to remove in
-    /// the same write; examples whose knowledge changes join `changed` (to be reindexed).
+    /// the same write (vector file, example id); examples whose knowledge changes join
+    /// `changed` (to be reindexed).
     fn drop_derived(
         &self,
         text: &HashSet<ExampleId>,
@@ -232,7 +233,7 @@ impl Store {
         batch: &mut sled::Batch,
         changed: &mut Vec<ExampleId>,
         summary: &mut IngestSummary,
-    ) -> Result<Vec<sled::IVec>> {
+    ) -> Result<Vec<(Vec<u8>, ExampleId)>> {
         if labels.is_empty() {
             return Ok(Vec::new());
         }

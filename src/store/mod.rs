@@ -10,9 +10,10 @@
 //! Key layout (one sled tree, so one batch is atomic across record kinds):
 //! `m/…` meta, `e`+id examples, `k`+id+source knowledge, `x`+id+source missing knowledge,
 //! `o`+file+0+row ids of rows from files without an id column, `p`+seq ids of a batch pending
-//! indexing, `c`+encoder id encoder info. Vectors live in the `vectors` tree (see [`vectors`]);
-//! each example's document and position in the `docs` tree (id → [`records::DocRecord`],
-//! written in the same transaction as the examples; see `documents`).
+//! indexing, `c`+encoder id encoder info. Vectors live in flat files under `vectors/`, their
+//! commit points and tombstones in the `vector_files` tree (see [`vectors`]); each example's
+//! document and position in the `docs` tree (id → [`records::DocRecord`], written in the same
+//! transaction as the examples; see `documents`).
 //!
 //! This file holds the [`Store`] itself: opening and locking, the format version, the key
 //! helpers, record encoding, and the write discipline above (commit, pending marks, repair).
@@ -26,12 +27,16 @@
 //! - [`records`]: the record types stored in sled.
 //! - `runs`: the state of each neighbours source's retrieval.
 //! - [`vectors`]: embedding vectors, one per encoder, text and example.
+//! - `flat`: the vector files themselves (header, rows, ids, append, repair, mapping).
+//! - [`migrate`]: format migrations (1 → 2: vectors from sled to flat files).
 
 mod check;
 mod documents;
+mod flat;
 pub mod index;
 mod ingest;
 mod knowledge;
+pub mod migrate;
 pub mod records;
 mod runs;
 pub mod vectors;
@@ -48,10 +53,12 @@ pub use documents::DocIndex;
 pub use index::{DocHit, Filter, HitKind, SearchIndex};
 pub use ingest::IngestSummary;
 pub use knowledge::{Entry, QueryHit, QuerySpec};
+pub use migrate::MigrateSummary;
 pub use runs::fingerprint;
 
 /// Version of the on-disk format; bumped on any change to the records or key layout.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: vectors in flat files (1 kept them in sled; [`Store::open_migrating`] moves them).
+pub const FORMAT_VERSION: u32 = 2;
 
 const META_VERSION: &[u8] = b"m/version";
 const P_EXAMPLE: u8 = b'e';
@@ -132,7 +139,11 @@ fn origin_key(file: &str, row: u64) -> Vec<u8> {
 pub struct Store {
     path: PathBuf,
     db: sled::Db,
-    vectors: sled::Tree,
+    /// Vector file commit points and tombstones (see [`vectors`]).
+    vector_files: sled::Tree,
+    /// Per vector file (its `vector_files` key): live example id → row, loaded on first use
+    /// (`has_vector`, removals). Writers of vectors hold this lock.
+    vector_live: std::sync::Mutex<HashMap<Vec<u8>, HashMap<ExampleId, u64>>>,
     /// Example id → its [`records::DocRecord`] (absent: its file's stream, in id order).
     docs: sled::Tree,
     index: SearchIndex,
@@ -150,14 +161,27 @@ impl Store {
     /// process died between writing sled and committing the index.
     ///
     /// Errors: [`Error::StoreLocked`] when another process has it open,
-    /// [`Error::StoreVersion`] for a store of another format.
+    /// [`Error::StoreNeedsMigration`] for a store of an older format this build migrates
+    /// ([`Store::open_migrating`]), [`Error::StoreVersion`] for one of another format.
     pub fn open_or_create(path: &Path) -> Result<Store> {
-        Store::open_impl(path, true)
+        Ok(Store::open_impl(path, true, None)?.0)
     }
 
     /// Opens an existing store; [`Error::NoStore`] when `path` holds none.
     pub fn open(path: &Path) -> Result<Store> {
-        Store::open_impl(path, false)
+        Ok(Store::open_impl(path, false, None)?.0)
+    }
+
+    /// Opens (or, with `create`, creates) the store, first migrating a store of an older
+    /// format (see [`migrate`]): `progress(from_version, done, total)` is called with
+    /// `done == 0` before the migration writes anything (to say so), then as vectors move.
+    /// Returns what the migration did, if there was one.
+    pub fn open_migrating(
+        path: &Path,
+        create: bool,
+        progress: &mut dyn FnMut(u32, u64, u64),
+    ) -> Result<(Store, Option<MigrateSummary>)> {
+        Store::open_impl(path, create, Some(progress))
     }
 
     /// Opens an existing store for a long-lived holder (a server), recording `holder` (e.g.
@@ -167,7 +191,7 @@ impl Store {
     /// when the store is dropped or [`Store::release_holder`] is called, and a record left by
     /// a killed holder is ignored (its pid is gone) and removed by the next open.
     pub fn open_held(path: &Path, holder: &str) -> Result<Store> {
-        let mut store = Store::open_impl(path, false)?;
+        let mut store = Store::open_impl(path, false, None)?.0;
         let file = path.join(HOLDER_FILE);
         let line = holder.replace(['\n', '\r'], " ");
         if std::fs::write(&file, format!("{}\n{line}\n", std::process::id())).is_ok() {
@@ -184,7 +208,11 @@ impl Store {
         }
     }
 
-    fn open_impl(path: &Path, create: bool) -> Result<Store> {
+    fn open_impl(
+        path: &Path,
+        create: bool,
+        migrate: Option<&mut dyn FnMut(u32, u64, u64)>,
+    ) -> Result<(Store, Option<MigrateSummary>)> {
         let db_dir = path.join("db");
         if !create && !db_dir.join("conf").exists() {
             return Err(Error::NoStore {
@@ -209,13 +237,22 @@ impl Store {
                 }
                 e => full(e.into()),
             })?;
+        let mut migrate_from = None;
         match db.get(META_VERSION)? {
             Some(v) => {
                 let found =
                     u32::from_be_bytes(v.as_ref().try_into().map_err(|_| {
                         Error::Corrupt("format version is not 4 bytes".to_string())
                     })?);
-                if found != FORMAT_VERSION {
+                if found == 1 && migrate.is_some() {
+                    migrate_from = Some(found);
+                } else if found == 1 {
+                    return Err(Error::StoreNeedsMigration {
+                        path: path.to_path_buf(),
+                        found,
+                        expected: FORMAT_VERSION,
+                    });
+                } else if found != FORMAT_VERSION {
                     return Err(Error::StoreVersion {
                         path: path.to_path_buf(),
                         found,
@@ -229,7 +266,17 @@ impl Store {
                 db.flush().map_err(|e| full(e.into()))?;
             }
         }
-        let vectors = db.open_tree("vectors").map_err(|e| full(e.into()))?;
+        if migrate_from.is_none()
+            && db
+                .tree_names()
+                .iter()
+                .any(|n| n.as_ref() == migrate::OLD_TREE.as_bytes())
+        {
+            // Format 1's vector tree, left by a migration that died after its commit point.
+            db.drop_tree(migrate::OLD_TREE)
+                .map_err(|e| full(e.into()))?;
+        }
+        let vector_files = db.open_tree("vector_files").map_err(|e| full(e.into()))?;
         let docs = db.open_tree("docs").map_err(|e| full(e.into()))?;
         // The index is opened on first use; with records in sled, a missing one is damaged.
         let has_examples = db.scan_prefix([P_EXAMPLE]).next().is_some();
@@ -239,7 +286,8 @@ impl Store {
         let store = Store {
             path: path.to_path_buf(),
             db,
-            vectors,
+            vector_files,
+            vector_live: Default::default(),
             docs,
             index,
             holder_file: None,
@@ -250,7 +298,18 @@ impl Store {
             Ok(_) | Err(Error::IndexDamaged { .. }) => {}
             Err(e) => return Err(full(e)),
         }
-        Ok(store)
+        let summary = match (migrate_from, migrate) {
+            (Some(from), Some(progress)) => Some(
+                store
+                    .migrate_v1(&mut |done, total| progress(from, done, total))
+                    .map_err(full)?,
+            ),
+            _ => {
+                store.repair_vector_files().map_err(full)?;
+                None
+            }
+        };
+        Ok((store, summary))
     }
 
     /// The store directory.
@@ -321,31 +380,42 @@ impl Store {
         self.commit_with(batch, ids, true, &[], &[])
     }
 
-    /// [`Store::commit`], optionally deferring the index, removing `vector_keys` from the
-    /// vectors tree and writing `doc_ops` (example id → document record, `None` to remove) to
-    /// the docs tree in the same atomic write (a sled transaction over the three trees).
+    /// [`Store::commit`], optionally deferring the index, removing vectors (`removed`: (vector
+    /// file key, example id), as [`Store::vector_keys_of`] gives them) by tombstones and
+    /// writing `doc_ops` (example id → document record, `None` to remove) to the docs tree in
+    /// the same atomic write (a sled transaction over the three trees).
     fn commit_with(
         &self,
         mut batch: sled::Batch,
         ids: &[ExampleId],
         index_now: bool,
-        vector_keys: &[sled::IVec],
+        removed: &[(Vec<u8>, ExampleId)],
         doc_ops: &[(ExampleId, Option<Vec<u8>>)],
     ) -> Result<()> {
         if !ids.is_empty() {
             batch.insert(&key_id(P_PENDING, self.db.generate_id()?), encode(&ids));
         }
-        if vector_keys.is_empty() && doc_ops.is_empty() {
+        if removed.is_empty() && doc_ops.is_empty() {
             self.db.apply_batch(batch)?;
         } else {
             use sled::transaction::{ConflictableTransactionError, TransactionError};
             use sled::Transactional;
             let main: &sled::Tree = &self.db;
-            (main, &self.vectors, &self.docs)
+            // No vector batch may commit between reading a file's row count and the tombstone.
+            let _writer = (!removed.is_empty())
+                .then(|| self.vector_live.lock().unwrap_or_else(|e| e.into_inner()));
+            (main, &self.vector_files, &self.docs)
                 .transaction(|(m, v, d)| {
                     m.apply_batch(&batch)?;
-                    for k in vector_keys {
-                        v.remove(k.clone())?;
+                    for (file, id) in removed {
+                        // The tombstone removes the rows the file holds now.
+                        let rows = match v.get(file)? {
+                            Some(meta) => decode::<flat::FileMeta>(&meta, "vector file record")
+                                .map_err(|_| ConflictableTransactionError::Abort(()))?
+                                .rows,
+                            None => 0,
+                        };
+                        v.insert(vectors::tomb_key(file, *id), &rows.to_be_bytes())?;
                     }
                     for (id, rec) in doc_ops {
                         let key = id.to_be_bytes();
@@ -358,12 +428,17 @@ impl Store {
                 })
                 .map_err(|e| match e {
                     TransactionError::Storage(e) => e.into(),
-                    TransactionError::Abort(()) => {
-                        Error::Corrupt("store transaction aborted".into())
-                    }
+                    TransactionError::Abort(()) => Error::Corrupt(
+                        "store transaction aborted: a vector file record does not decode (run `emoknow check`)".into(),
+                    ),
                 })?;
         }
         self.db.flush()?;
+        if !removed.is_empty() {
+            // The lock was released with the transaction's scope above; the tombstones are
+            // durable, so the cache may forget the ids.
+            self.forget_live(removed);
+        }
         if index_now && !ids.is_empty() {
             self.index_ids(ids).map_err(|e| match e {
                 // The records are durable and pending: say so, with the fix.
