@@ -377,7 +377,16 @@ pub fn run_dev_server(a: DevServerArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             .into_iter()
             .map(|e| (e.text, e.labels))
             .collect(),
-        Err(_) => Vec::new(),
+        Err(emoknow::Error::NoStore { .. }) => Vec::new(),
+        Err(e) => {
+            // A store that exists but cannot be read (locked, an older format, damaged): say
+            // so instead of serving answers without gold as if there were no store.
+            eprintln!(
+                "warning: dev server without gold labels: store {} not read: {e}",
+                ctx.store.display()
+            );
+            Vec::new()
+        }
     };
     let n = gold.len();
     let server = DevServer::start_on(
