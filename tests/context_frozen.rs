@@ -186,6 +186,10 @@ fn frozen_context_predicts_documents_and_joins_ensembles() {
     let within = predict(&env, "m", DOC, true);
     assert_eq!(within[1]["context"]["before"], "今天 传来 好消息 7");
     assert_ne!(within[1]["probabilities"], alone[0]["probabilities"]);
+    // Another sentence before it (the batch padded alike, so its own vector is the same):
+    // other probabilities.
+    let other = predict(&env, "m", "今天 传来 坏消息 7\n我 听 了 3\n", true);
+    assert_ne!(other[1]["probabilities"], within[1]["probabilities"]);
     // Sentences of other documents in the batch change nothing.
     let jsonl = "{\"text\": \"今天 传来 好消息 7\", \"doc\": \"p\"}\n{\"text\": \"完全 不同 句子\", \"doc\": \"q\"}\n{\"text\": \"我 听 了 3\", \"doc\": \"p\"}\n";
     let mixed = predict(&env, "m", jsonl, false);
