@@ -71,9 +71,11 @@ step train --classifier frozen $nb --context 3 --out $m/frozen_nb_ctx
 ctx3="--member $m/linear_ctx --member $m/linear_nb --member $m/frozen_nb_ctx"
 step train --classifier ensemble $ctx3 --out $m/ens3_ctx
 step train --classifier ensemble $ctx3 --threshold-objective exact --out $m/ens3_ctx_exact
+step train --classifier ensemble $ctx3 --member $m/frozen_ctx --out $m/ens4_ctx_frozen
 ctx4="$ctx3 --member $m/finetune_12000"
 step train --classifier ensemble $ctx4 --out $m/ens4_ctx
 step train --classifier ensemble $ctx4 --threshold-objective exact --out $m/ens4_ctx_exact
+step train --classifier ensemble $ctx4 --member $m/frozen_ctx --out $m/ens5_ctx
 # The seed's knowledge protocol: train on rows 1001–2000 with qwen-max's rationales, test on
 # rows 1–1000 with chatglm3's; and text only on the same rows.
 seed="--source qwen-max --eval-source chatglm3-lora --only-with-knowledge"
@@ -92,7 +94,7 @@ if [ "${FULL:-0}" = 1 ]; then
   full="finetune_full ens4_full ens4_full_exact"
 fi
 
-models="linear linear_macro linear_ctx linear_ctx_macro frozen knn frozen_nb linear_nb frozen_nb_stack ens2 ens3 ens3_exact ens_stack finetune_12000 ens4 ens4_exact frozen_ctx frozen_nb_ctx ens3_ctx ens3_ctx_exact ens4_ctx ens4_ctx_exact seed_text seed_rationale finetune_2000 $full"
+models="linear linear_macro linear_ctx linear_ctx_macro frozen knn frozen_nb linear_nb frozen_nb_stack ens2 ens3 ens3_exact ens_stack finetune_12000 ens4 ens4_exact frozen_ctx frozen_nb_ctx ens3_ctx ens3_ctx_exact ens4_ctx_frozen ens4_ctx ens4_ctx_exact ens5_ctx seed_text seed_rationale finetune_2000 $full"
 row() { python3 -c "import json,sys; r=json.load(sys.stdin); v=json.load(open('$m/$1/meta.json'))['val']; print('%-16s %-8.3f %-8.3f %-8.3f %-8.3f   (%.3f / %.3f, exact %.3f)' % ('$1', r['hamming_accuracy'], r['exact_match'], r['micro_f1'], r['macro_f1'], v['micro_f1'], v['macro_f1'], v['exact_match']))"; }
 printf '\n%-16s %-8s %-8s %-8s %-8s   %s\n' model hamming exact micro-F1 macro-F1 "(validation micro / macro, exact)"
 for d in $models; do
