@@ -8,6 +8,10 @@
 #   VAL_BLOCK=100 EXCLUDE_WITHIN=100 scripts/results.sh …
 #                                                   the document-aware protocol: validation in
 #                                                   runs of 100 rows, no same-document neighbours
+#   TEST_LAST=2000 VAL_BLOCK=100 EXCLUDE_WITHIN=100 scripts/results.sh …
+#                                                   the held-out protocol: the last 2,000 rows
+#                                                   are test too (never drawn into validation);
+#                                                   the table adds each model's metrics on them
 #
 # Needs a release build (cargo build --release; EMOKNOW=path/to/binary runs another build) and
 # a BERT encoder directory (m3e-small was used). Prints each step's command and wall time, then every model's test metrics. Thresholds
@@ -29,7 +33,8 @@ step() {
   fi
   echo "\$ emoknow $*" >&2; local s=$(date +%s.%N); "$e" --store "$store" -q "$@" > /dev/null; printf '  %.1f s\n' "$(echo "$(date +%s.%N) - $s" | bc)" >&2; }
 
-step ingest data/Train.csv --val-block "${VAL_BLOCK:-1}"
+test_last=${TEST_LAST:-0}
+step ingest data/Train.csv --val-block "${VAL_BLOCK:-1}" --test-last "$test_last"
 step knowledge import data/generated_predictions.jsonl --source qwen-max --field label --first-id 1
 step knowledge import data/generated_predictions.jsonl --source chatglm3-lora --field predict --first-id 1
 # Text embeddings of all 26,000 sentences, then each example's 10 nearest training examples.
@@ -58,6 +63,19 @@ step train --classifier ensemble --member $m/linear --member $m/frozen_nb --out 
 step train --classifier ensemble --member $m/linear --member $m/linear_nb --member $m/frozen_nb --out $m/ens3
 step train --classifier ensemble --member $m/linear --member $m/linear_nb --member $m/frozen_nb --threshold-objective exact --out $m/ens3_exact
 step train --classifier ensemble --member $m/linear --member $m/frozen_nb_stack --out $m/ens_stack
+# Document context for the frozen head (the context sentences' stored vectors, pooled per
+# side; W chosen on validation of the document-aware protocol) and ensembles of context
+# members.
+step train --classifier frozen --knowledge context --context 3 --out $m/frozen_ctx
+step train --classifier frozen $nb --context 3 --out $m/frozen_nb_ctx
+ctx3="--member $m/linear_ctx --member $m/linear_nb --member $m/frozen_nb_ctx"
+step train --classifier ensemble $ctx3 --out $m/ens3_ctx
+step train --classifier ensemble $ctx3 --threshold-objective exact --out $m/ens3_ctx_exact
+step train --classifier ensemble $ctx3 --member $m/frozen_ctx --out $m/ens4_ctx_frozen
+ctx4="$ctx3 --member $m/finetune_12000"
+step train --classifier ensemble $ctx4 --out $m/ens4_ctx
+step train --classifier ensemble $ctx4 --threshold-objective exact --out $m/ens4_ctx_exact
+step train --classifier ensemble $ctx4 --member $m/frozen_ctx --out $m/ens5_ctx
 # The seed's knowledge protocol: train on rows 1001–2000 with qwen-max's rationales, test on
 # rows 1–1000 with chatglm3's; and text only on the same rows.
 seed="--source qwen-max --eval-source chatglm3-lora --only-with-knowledge"
@@ -76,8 +94,18 @@ if [ "${FULL:-0}" = 1 ]; then
   full="finetune_full ens4_full ens4_full_exact"
 fi
 
-printf '\n%-16s %-8s %-8s %-8s %-8s   %s\n' model hamming exact micro-F1 macro-F1 "(validation micro / macro)"
-for d in linear linear_macro linear_ctx linear_ctx_macro frozen knn frozen_nb linear_nb frozen_nb_stack ens2 ens3 ens3_exact ens_stack finetune_12000 ens4 ens4_exact seed_text seed_rationale finetune_2000 $full; do
-  "$e" --store "$store" --json eval --model "$m/$d" |
-    python3 -c "import json,sys; r=json.load(sys.stdin); v=json.load(open('$m/$d/meta.json'))['val']; print('%-16s %-8.3f %-8.3f %-8.3f %-8.3f   (%.3f / %.3f)' % ('$d', r['hamming_accuracy'], r['exact_match'], r['micro_f1'], r['macro_f1'], v['micro_f1'], v['macro_f1']))"
+models="linear linear_macro linear_ctx linear_ctx_macro frozen knn frozen_nb linear_nb frozen_nb_stack ens2 ens3 ens3_exact ens_stack finetune_12000 ens4 ens4_exact frozen_ctx frozen_nb_ctx ens3_ctx ens3_ctx_exact ens4_ctx_frozen ens4_ctx ens4_ctx_exact ens5_ctx seed_text seed_rationale finetune_2000 $full"
+row() { python3 -c "import json,sys; r=json.load(sys.stdin); v=json.load(open('$m/$1/meta.json'))['val']; print('%-16s %-8.3f %-8.3f %-8.3f %-8.3f   (%.3f / %.3f, exact %.3f)' % ('$1', r['hamming_accuracy'], r['exact_match'], r['micro_f1'], r['macro_f1'], v['micro_f1'], v['macro_f1'], v['exact_match']))"; }
+printf '\n%-16s %-8s %-8s %-8s %-8s   %s\n' model hamming exact micro-F1 macro-F1 "(validation micro / macro, exact)"
+for d in $models; do
+  "$e" --store "$store" --json eval --model "$m/$d" --ids 1-1000 | row "$d"
 done
+if [ "$test_last" -gt 0 ]; then
+  # The held-out rows alone (ids of the seed's file are its row numbers: 26,000 rows).
+  last="$((26000 - test_last + 1))-26000"
+  printf '\nthe last %s rows (ids %s), never touched by any choice:\n' "$test_last" "$last"
+  for d in $models; do
+    case $d in seed_*) continue ;; esac
+    "$e" --store "$store" --json eval --model "$m/$d" --ids "$last" | row "$d"
+  done
+fi

@@ -342,5 +342,5 @@ fn context_predict_document_alone_and_old_models() {
         s(&env.path("knn")),
     ])
     .code(2)
-    .stderr_has("only the linear classifier reads the context");
+    .stderr_has("only the linear and frozen classifiers read the context");
 }

@@ -5,6 +5,7 @@ mod util;
 
 mod annotate_cli;
 mod context_cli;
+mod context_frozen;
 mod errors_cli;
 mod export_cli;
 mod model_cli;

@@ -22,7 +22,7 @@ use std::time::Instant;
 /// `show` prints an example's context; `train --knowledge context` reads it.
 ///
 /// Splits: the first `--test-rows` rows are test (default 1000 for a file with an ID column in
-/// the seed's layout, else 0); `--val-fraction` of the rest is drawn into validation with
+/// the seed's layout, else 0), and the last `--test-last` rows too (default 0); `--val-fraction` of the rest is drawn into validation with
 /// `--seed`, reproducibly. `--split` puts every row in one split (e.g. held-out data).
 ///
 /// The batch is atomic: a bad row (unknown label, empty text, wrong column count, undecodable
@@ -42,6 +42,11 @@ pub struct Args {
     /// The first N rows are the test split [default: 1000 for the seed layout, else 0].
     #[arg(long, value_name = "N", help_heading = "Splits")]
     test_rows: Option<usize>,
+
+    /// The last N rows are test too (a held-out stretch at the end of a corpus in document
+    /// order, never drawn into validation) [default: 0].
+    #[arg(long, value_name = "N", default_value_t = 0, help_heading = "Splits")]
+    test_last: usize,
 
     /// Fraction of the non-test rows drawn into validation.
     #[arg(
@@ -123,6 +128,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let plan = SplitPlan {
         all: args.split,
         test_rows: args.test_rows.unwrap_or(if seed_layout { 1000 } else { 0 }),
+        test_last: args.test_last,
         val_fraction: args.val_fraction,
         val_block: args.val_block,
         seed: args.seed,

@@ -10,7 +10,9 @@ use emoknow::model::classifier::{self, KindConfig, Model, TrainConfig, TrainEven
 use emoknow::model::finetune::{FinetuneConfig, HeadKind};
 use emoknow::model::linear::LinearConfig;
 use emoknow::model::mlp::MlpConfig;
-use emoknow::model::sample::{AttachSpec, KnowledgeMode, Sample, DEFAULT_TRAIN_CONTEXT};
+use emoknow::model::sample::{
+    AttachSpec, ContextPool, KnowledgeMode, Sample, DEFAULT_TRAIN_CONTEXT,
+};
 use emoknow::model::thresholds::Objective;
 use emoknow::neighbours::pick_encoder;
 use emoknow::store::Store;
@@ -36,6 +38,12 @@ pub enum ModeArg {
     Neighbours,
     All,
     Context,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolArg {
+    Sides,
+    Mean,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,13 +77,17 @@ pub enum PosWeight {
 /// context gives the model the text of the --context sentences before and after each example
 /// in its document (`ingest --doc-column`, JSONL `doc`; a file without document ids is one
 /// document in row order), whatever their split: text only, never their labels. all is
-/// rationale + neighbours, + context for linear. Only linear reads the context so far.
+/// rationale + neighbours, + context for linear. Linear reads the context's words; frozen
+/// the context sentences' stored vectors, pooled (--context-pool, --context-decay); an
+/// ensemble gives each member the context it was trained with.
 ///
 /// Examples:
 ///
 ///   emoknow train --classifier linear --knowledge context --context 2 --out models/linear-ctx
 ///
 ///   emoknow train --classifier linear --out models/linear
+///
+///   emoknow train --classifier frozen --knowledge context --context 2 --out models/frozen-ctx
 ///
 ///   emoknow train --classifier frozen --knowledge neighbours --neighbours-source knn-m3e-small --out models/frozen
 ///
@@ -115,6 +127,21 @@ pub struct TrainArgs {
     /// --knowledge context (and all, for linear), else 0]; combines with any mode.
     #[arg(long, value_name = "W", help_heading = "Knowledge")]
     context: Option<usize>,
+
+    /// Frozen: how the context sentences' stored vectors are pooled: sides = the mean of the
+    /// sentences before and of those after, two blocks; mean = one mean of all.
+    #[arg(long, value_enum, default_value = "sides", help_heading = "Knowledge")]
+    context_pool: PoolArg,
+
+    /// Frozen: a context sentence at distance d weighs DECAY^(d-1) in its pooled mean (1: all
+    /// alike).
+    #[arg(
+        long,
+        value_name = "DECAY",
+        default_value_t = 1.0,
+        help_heading = "Knowledge"
+    )]
+    context_decay: f32,
 
     /// Train and validate only on examples that have a rationale of --source (validation:
     /// of --eval-source); with --knowledge none, a text-only baseline on the same rows.
@@ -245,6 +272,24 @@ pub struct EvalArgs {
     /// --file's CSV column naming each row's document.
     #[arg(long, value_name = "NAME", requires = "file")]
     doc_column: Option<String>,
+
+    /// Only the split's examples with ids in FIRST-LAST (inclusive), e.g. the rows
+    /// `ingest --test-last 2000` held out at the end of the seed's file: --ids 24001-26000.
+    #[arg(long, value_name = "FIRST-LAST", value_parser = parse_id_range, conflicts_with = "file")]
+    ids: Option<(u64, u64)>,
+}
+
+/// `FIRST-LAST` (inclusive, FIRST <= LAST).
+fn parse_id_range(s: &str) -> Result<(u64, u64), String> {
+    let bad =
+        || format!("expected FIRST-LAST, two ids with FIRST <= LAST (e.g. 24001-26000), got {s:?}");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let a: u64 = a.trim().parse().map_err(|_| bad())?;
+    let b: u64 = b.trim().parse().map_err(|_| bad())?;
+    if a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
 }
 
 /// Predict emotions for sentences (arguments, or one per line on stdin or in --file).
@@ -403,6 +448,11 @@ fn train_config(a: &TrainArgs, store: &Store) -> anyhow::Result<TrainConfig> {
         neighbours_k: a.neighbours_k,
         neighbours: None,
         context,
+        context_pool: match a.context_pool {
+            PoolArg::Sides => ContextPool::Sides,
+            PoolArg::Mean => ContextPool::Mean,
+        },
+        context_decay: a.context_decay,
     };
     samples::resolve(store, &mut attach)?;
     Ok(TrainConfig {
@@ -556,11 +606,22 @@ pub fn run_eval(a: EvalArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 .collect();
             builder.for_model_texts_in(&model, &texts, Some(&labels), Some(&places))?
         }
-        None => builder.for_model(&model, &store.examples(Some(split))?)?,
+        None => {
+            let mut examples = store.examples(Some(split))?;
+            if let Some((first, last)) = a.ids {
+                examples.retain(|e| (first..=last).contains(&e.id));
+            }
+            builder.for_model(&model, &examples)?
+        }
     };
     let n = inputs.first().map_or(0, Vec::len);
     if n == 0 {
-        anyhow::bail!("nothing to evaluate: the {split} split is empty");
+        match a.ids {
+            Some((first, last)) => anyhow::bail!(
+                "nothing to evaluate: the {split} split has no example with an id in {first}-{last}"
+            ),
+            None => anyhow::bail!("nothing to evaluate: the {split} split is empty"),
+        }
     }
     let pb = output::spinner(&format!("predicting {n} examples"), ctx.quiet);
     let report = views::evaluate(&model, &inputs)?.report;
@@ -575,7 +636,10 @@ pub fn run_eval(a: EvalArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             a.file
                 .as_ref()
                 .map(|f| f.display().to_string())
-                .unwrap_or_else(|| format!("the {split} split")),
+                .unwrap_or_else(|| match a.ids {
+                    Some((first, last)) => format!("the {split} split, ids {first}-{last}"),
+                    None => format!("the {split} split"),
+                }),
             n
         );
         print_report(&report);

@@ -55,6 +55,9 @@ pub struct SplitPlan {
     pub all: Option<Split>,
     /// The first N rows (file order) are test (the seed: 1000).
     pub test_rows: usize,
+    /// The last N rows (file order) are test too: a held-out stretch at the end of a corpus
+    /// in document order (whole documents, when they end there) that no choice touches.
+    pub test_last: usize,
     /// Fraction of the remaining rows drawn into validation.
     pub val_fraction: f64,
     /// Validation is drawn in runs of this many consecutive rows (0 or 1: single rows). A
@@ -70,6 +73,7 @@ impl Default for SplitPlan {
         SplitPlan {
             all: None,
             test_rows: 0,
+            test_last: 0,
             val_fraction: 0.0,
             val_block: 0,
             seed: 42,
@@ -86,7 +90,8 @@ pub fn splitmix64(mut x: u64) -> u64 {
 }
 
 impl SplitPlan {
-    /// Splits for rows with the given keys (ids), in file order.
+    /// Splits for rows with the given keys (ids), in file order: the first `test_rows` and the
+    /// last `test_last` rows are test, validation is drawn from the rows between.
     ///
     /// Validation takes exactly `round(val_fraction × n_train)` rows: those whose
     /// `splitmix64(seed ^ key)` ranks lowest, so the draw depends on the keys and the seed
@@ -97,16 +102,18 @@ impl SplitPlan {
         if let Some(s) = self.all {
             return vec![s; keys.len()];
         }
+        let first = self.test_rows.min(keys.len());
+        let last = keys.len().saturating_sub(self.test_last).max(first);
         let mut out: Vec<Split> = (0..keys.len())
             .map(|i| {
-                if i < self.test_rows {
+                if i < first || i >= last {
                     Split::Test
                 } else {
                     Split::Train
                 }
             })
             .collect();
-        let train: Vec<usize> = (self.test_rows.min(keys.len())..keys.len()).collect();
+        let train: Vec<usize> = (first..last).collect();
         let n_val = (self.val_fraction * train.len() as f64).round() as usize;
         if n_val > 0 {
             let block = self.val_block.max(1);
@@ -178,6 +185,31 @@ mod tests {
             .assign(&keys),
             "blocks of one row are the row-wise draw"
         );
+    }
+
+    #[test]
+    fn last_rows_are_test_and_never_validation() {
+        let keys: Vec<u64> = (1..=1000).collect();
+        let plan = SplitPlan {
+            test_rows: 100,
+            test_last: 200,
+            val_fraction: 0.1,
+            val_block: 20,
+            ..Default::default()
+        };
+        let s = plan.assign(&keys);
+        assert!(s[..100].iter().all(|&x| x == Split::Test));
+        assert!(s[800..].iter().all(|&x| x == Split::Test));
+        assert!(s[100..800].iter().all(|&x| x != Split::Test));
+        assert_eq!(s.iter().filter(|&&x| x == Split::Val).count(), 70);
+        // Overlapping ends: everything is test, nothing panics.
+        let all = SplitPlan {
+            test_rows: 700,
+            test_last: 700,
+            ..plan
+        }
+        .assign(&keys);
+        assert!(all.iter().all(|&x| x == Split::Test));
     }
 
     #[test]

@@ -10,7 +10,9 @@ use crate::corpus::Split;
 use crate::error::{Error, Result, SourceRole};
 use crate::labels::LabelSet;
 use crate::model::classifier::Model;
-use crate::model::sample::{render_context, AttachSpec, KnowledgeMode, Needs, Sample};
+use crate::model::sample::{
+    render_context, AttachSpec, ContextVectors, KnowledgeMode, Needs, Sample,
+};
 use crate::neighbours::{stored_spec, Embedder, Retriever};
 use crate::spec::{EncoderInfo, ExampleId, Neighbour, NeighbourSpec};
 use crate::store::records::{Example, Knowledge, KnowledgeKind};
@@ -113,20 +115,20 @@ impl TextPlace {
     }
 }
 
-/// The rendered context ([`render_context`]) of each text of a batch: the `w` texts on each
-/// side in its document (`places[i]` for `texts[i]`, see [`TextPlace`]); a text without a
-/// place (or every text, when `places` is `None`) stands alone, with an empty context.
-pub fn batch_contexts(
-    texts: &[String],
+/// The batch indices of each text's context: the `w` texts before it (nearest last) and
+/// after it (nearest first) in its document (`places[i]` for text `i`, see [`TextPlace`]); a
+/// text without a place (or every text, when `places` is `None`) stands alone.
+pub fn batch_context_indices(
+    n: usize,
     places: Option<&[Option<TextPlace>]>,
     w: usize,
-) -> Vec<String> {
-    let mut out: Vec<String> = texts.iter().map(|_| render_context(&[], &[])).collect();
+) -> Vec<(Vec<usize>, Vec<usize>)> {
+    let mut out: Vec<(Vec<usize>, Vec<usize>)> = vec![(Vec::new(), Vec::new()); n];
     let Some(places) = places else {
         return out;
     };
     let mut docs: HashMap<&str, Vec<(u32, usize)>> = HashMap::new();
-    for i in 0..texts.len() {
+    for i in 0..n {
         if let Some(p) = places.get(i).and_then(|p| p.as_ref()) {
             docs.entry(p.doc.as_str())
                 .or_default()
@@ -137,16 +139,33 @@ pub fn batch_contexts(
         // Stable: equal positions keep batch order.
         members.sort_by_key(|m| m.0);
         for (k, &(_, i)) in members.iter().enumerate() {
-            let side = |range: std::ops::Range<usize>| -> Vec<&str> {
-                members[range].iter().map(|m| texts[m.1].as_str()).collect()
+            let side = |range: std::ops::Range<usize>| -> Vec<usize> {
+                members[range].iter().map(|m| m.1).collect()
             };
-            out[i] = render_context(
-                &side(k.saturating_sub(w)..k),
-                &side(k + 1..(k + 1 + w).min(members.len())),
+            out[i] = (
+                side(k.saturating_sub(w)..k),
+                side(k + 1..(k + 1 + w).min(members.len())),
             );
         }
     }
     out
+}
+
+/// The rendered context ([`render_context`]) of each text of a batch: the `w` texts on each
+/// side in its document (see [`batch_context_indices`]).
+pub fn batch_contexts(
+    texts: &[String],
+    places: Option<&[Option<TextPlace>]>,
+    w: usize,
+) -> Vec<String> {
+    batch_context_indices(texts.len(), places, w)
+        .into_iter()
+        .map(|(before, after)| {
+            let side =
+                |ix: &[usize]| -> Vec<&str> { ix.iter().map(|&i| texts[i].as_str()).collect() };
+            render_context(&side(&before), &side(&after))
+        })
+        .collect()
 }
 
 fn texts_of_part(part: &[(ExampleId, String)]) -> Vec<&str> {
@@ -390,8 +409,74 @@ impl<'s> SampleBuilder<'s> {
         }
         if let Some(info) = &needs.vectors {
             self.stored_vectors(info, needs.encoder_dir.as_ref(), spec, &mut out, eval)?;
+            if spec.context > 0 {
+                self.stored_context_vectors(info, needs.encoder_dir.as_ref(), spec, &mut out)?;
+            }
         }
         Ok(out)
+    }
+
+    /// Fills each sample's pooled context vectors from the stored vectors of the sentences
+    /// around it in its document (whatever their split; embedded now when not stored).
+    fn stored_context_vectors(
+        &mut self,
+        info: &EncoderInfo,
+        dir: Option<&PathBuf>,
+        spec: &AttachSpec,
+        samples: &mut [Sample],
+    ) -> Result<()> {
+        let w = spec.context;
+        self.documents()?;
+        let docs = self
+            .documents
+            .take()
+            .ok_or_else(|| Error::Model("documents did not load".into()))?;
+        let mut ids: HashSet<ExampleId> = HashSet::new();
+        for s in samples.iter() {
+            let (before, after) = docs.context(s.id, w);
+            ids.extend(before.iter().chain(after).map(|(id, _)| *id));
+        }
+        let stored = self.store.vectors(info, &What::Text, Some(&ids))?;
+        // Context sentences without stored vectors (an interrupted `embed`): embedded now.
+        let mut missing: Vec<(ExampleId, &str)> = Vec::new();
+        for s in samples.iter() {
+            let (before, after) = docs.context(s.id, w);
+            for (id, text) in before.iter().chain(after) {
+                if stored.position(*id).is_none() && !missing.iter().any(|m| m.0 == *id) {
+                    missing.push((*id, text.as_str()));
+                }
+            }
+        }
+        let texts: Vec<&str> = missing.iter().map(|m| m.1).collect();
+        let embedded: HashMap<ExampleId, Vec<f32>> = if texts.is_empty() {
+            HashMap::new()
+        } else {
+            let vs = self.embedder(info, dir).embed(&texts)?;
+            missing.iter().map(|m| m.0).zip(vs).collect()
+        };
+        let vector_of = |id: ExampleId| -> Result<&[f32]> {
+            match stored.position(id) {
+                Some(r) => Ok(stored.row(r)),
+                None => embedded
+                    .get(&id)
+                    .map(Vec::as_slice)
+                    .ok_or_else(|| Error::NotFound(format!("no vector for context sentence {id}"))),
+            }
+        };
+        for s in samples.iter_mut() {
+            let (before, after) = docs.context(s.id, w);
+            let b: Vec<&[f32]> = before
+                .iter()
+                .map(|(id, _)| vector_of(*id))
+                .collect::<Result<_>>()?;
+            let a: Vec<&[f32]> = after
+                .iter()
+                .map(|(id, _)| vector_of(*id))
+                .collect::<Result<_>>()?;
+            s.context_vectors = Some(ContextVectors::pool(&b, &a, info.dim, spec.context_decay));
+        }
+        self.documents = Some(docs);
+        Ok(())
     }
 
     /// Refuses stored neighbours found otherwise than the model was trained on.
@@ -519,6 +604,7 @@ impl<'s> SampleBuilder<'s> {
                 Sample::new(0, t.clone(), gold, None, n, spec)
             })
             .collect();
+        let context_ix = batch_context_indices(texts.len(), places, spec.context);
         if spec.context > 0 {
             for (s, c) in out
                 .iter_mut()
@@ -537,6 +623,20 @@ impl<'s> SampleBuilder<'s> {
             let vectors = self
                 .embedder(info, needs.encoder_dir.as_ref())
                 .embed(&refs)?;
+            if spec.context > 0 {
+                // The context sentences are texts of the same batch: their vectors too.
+                for (s, (before, after)) in out.iter_mut().zip(&context_ix) {
+                    let side = |ix: &[usize]| -> Vec<&[f32]> {
+                        ix.iter().map(|&i| vectors[i].as_slice()).collect()
+                    };
+                    s.context_vectors = Some(ContextVectors::pool(
+                        &side(before),
+                        &side(after),
+                        info.dim,
+                        spec.context_decay,
+                    ));
+                }
+            }
             for (s, v) in out.iter_mut().zip(vectors) {
                 s.vector = Some(v);
             }
@@ -655,6 +755,7 @@ mod tests {
             neighbours_k: 1,
             neighbours: None,
             context: 0,
+            ..Default::default()
         };
         let sample = |eval| {
             let (r, n) = pick(&recs, &spec, eval);

@@ -27,6 +27,27 @@ pub const DEFAULT_TRAIN_CONTEXT: usize = 3;
 /// One sample's probabilities, canonical label order.
 pub type Probs = [f32; NUM_EMOTIONS];
 
+/// How a frozen model pools the vectors of the context sentences ([`Sample::context_vectors`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContextPool {
+    /// Two blocks: the (weighted) mean of the sentences before, and of those after.
+    #[default]
+    Sides,
+    /// One block: the (weighted) mean of every context sentence.
+    Mean,
+}
+
+impl ContextPool {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ContextPool::Sides => "sides",
+            ContextPool::Mean => "mean",
+        }
+    }
+}
+
 /// What knowledge is appended to the text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -57,7 +78,7 @@ impl KnowledgeMode {
 }
 
 /// Which knowledge to attach, saved with a model so inference repeats it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttachSpec {
     /// Mode.
     pub mode: KnowledgeMode,
@@ -78,6 +99,42 @@ pub struct AttachSpec {
     /// labels); 0 = none. Absent in models trained before documents were known: none.
     #[serde(default)]
     pub context: usize,
+    /// How a model reading vectors pools the context sentences' vectors (ignored by text
+    /// models). Absent: two sides.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub context_pool: ContextPool,
+    /// Weight of a context sentence at distance d is `context_decay^(d-1)` when its vectors
+    /// are pooled (1: a plain mean). Absent: 1.
+    #[serde(default = "default_decay", skip_serializing_if = "is_default_decay")]
+    pub context_decay: f32,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+fn default_decay() -> f32 {
+    1.0
+}
+
+fn is_default_decay(d: &f32) -> bool {
+    *d == 1.0
+}
+
+impl Default for AttachSpec {
+    fn default() -> AttachSpec {
+        AttachSpec {
+            mode: KnowledgeMode::None,
+            source: None,
+            eval_source: None,
+            neighbours_source: None,
+            neighbours_k: 0,
+            neighbours: None,
+            context: 0,
+            context_pool: ContextPool::Sides,
+            context_decay: 1.0,
+        }
+    }
 }
 
 impl AttachSpec {
@@ -132,6 +189,86 @@ pub struct Sample {
     /// The attached rationale's vector (when the model needs vectors and a rationale is
     /// attached).
     pub rationale_vector: Option<Vec<f32>>,
+    /// The context sentences' vectors, pooled per side (when the model needs vectors and
+    /// attaches context).
+    pub context_vectors: Option<ContextVectors>,
+}
+
+/// The vectors of a sample's context sentences, pooled per side: each side's weighted mean
+/// (sentence at distance d weighs `decay^(d-1)`), zeros for an empty side.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ContextVectors {
+    /// Weighted mean of the sentences before.
+    pub before: Vec<f32>,
+    /// Weighted mean of the sentences after.
+    pub after: Vec<f32>,
+    /// Sum of the weights before (0: no sentence before).
+    pub before_weight: f32,
+    /// Sum of the weights after.
+    pub after_weight: f32,
+}
+
+impl ContextVectors {
+    /// Pools `before` (nearest last) and `after` (nearest first), vectors of dimension `dim`.
+    pub fn pool(before: &[&[f32]], after: &[&[f32]], dim: usize, decay: f32) -> ContextVectors {
+        let side = |vs: &mut dyn Iterator<Item = &&[f32]>| -> (Vec<f32>, f32) {
+            let mut acc = vec![0f32; dim];
+            let mut total = 0f32;
+            let mut w = 1f32;
+            for v in vs {
+                for (a, x) in acc.iter_mut().zip(v.iter()) {
+                    *a += w * x;
+                }
+                total += w;
+                w *= decay;
+            }
+            if total > 0.0 {
+                acc.iter_mut().for_each(|a| *a /= total);
+            }
+            (acc, total)
+        };
+        let (b, bw) = side(&mut before.iter().rev());
+        let (a, aw) = side(&mut after.iter());
+        ContextVectors {
+            before: b,
+            after: a,
+            before_weight: bw,
+            after_weight: aw,
+        }
+    }
+
+    /// The features of `pool`: before ⊕ after, or their weighted mean (zeros when empty).
+    pub fn features(&self, pool: ContextPool) -> Vec<f32> {
+        match pool {
+            ContextPool::Sides => {
+                let mut v = self.before.clone();
+                v.extend_from_slice(&self.after);
+                v
+            }
+            ContextPool::Mean => {
+                let total = self.before_weight + self.after_weight;
+                self.before
+                    .iter()
+                    .zip(&self.after)
+                    .map(|(b, a)| {
+                        if total > 0.0 {
+                            (b * self.before_weight + a * self.after_weight) / total
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The number of features of `pool` for vectors of dimension `dim`.
+    pub fn dim(pool: ContextPool, dim: usize) -> usize {
+        match pool {
+            ContextPool::Sides => dim.saturating_mul(2),
+            ContextPool::Mean => dim,
+        }
+    }
 }
 
 impl Sample {
@@ -161,6 +298,7 @@ impl Sample {
             labels,
             vector: None,
             rationale_vector: None,
+            context_vectors: None,
         }
     }
 
@@ -237,6 +375,39 @@ mod tests {
         let p = knn_vote(&[n(1, 0.75, "Love"), n(2, 0.25, "Love,Joy")]);
         assert_eq!(p[0], 1.0);
         assert_eq!(p[1], 0.25);
+    }
+
+    #[test]
+    fn context_vectors_pool_by_side_and_distance() {
+        let (a, b, c) = ([1.0f32, 0.0], [0.0f32, 1.0], [2.0f32, 2.0]);
+        // Before: a then b (b nearest); after: c. Decay 0.5: b weighs 1, a 0.5.
+        let p = ContextVectors::pool(&[&a, &b], &[&c], 2, 0.5);
+        assert_eq!(p.before, [0.5 / 1.5, 1.0 / 1.5]);
+        assert_eq!((p.before_weight, p.after_weight), (1.5, 1.0));
+        assert_eq!(
+            p.features(ContextPool::Sides),
+            [0.5 / 1.5, 1.0 / 1.5, 2.0, 2.0]
+        );
+        let mean = p.features(ContextPool::Mean);
+        assert!((mean[0] - 2.5 / 2.5).abs() < 1e-6 && (mean[1] - 3.0 / 2.5).abs() < 1e-6);
+        let none = ContextVectors::pool(&[], &[], 2, 1.0);
+        assert_eq!(none.features(ContextPool::Sides), [0.0; 4]);
+        assert_eq!(none.features(ContextPool::Mean), [0.0; 2]);
+        assert_eq!(ContextVectors::dim(ContextPool::Sides, 2), 4);
+    }
+
+    #[test]
+    fn old_attach_specs_load_with_default_pooling() {
+        let old = r#"{"mode":"context","source":null,"eval_source":null,"neighbours_source":null,"neighbours_k":5,"context":3}"#;
+        let spec: AttachSpec = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (spec.context_pool, spec.context_decay),
+            (ContextPool::Sides, 1.0)
+        );
+        // Defaults are not written, so a linear model's meta.json reads as before.
+        assert!(!serde_json::to_string(&spec)
+            .unwrap()
+            .contains("context_pool"));
     }
 
     #[test]

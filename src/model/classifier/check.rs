@@ -103,6 +103,19 @@ fn check_meta(meta: &Meta, path: &Path) -> Result<()> {
             format!("neighbours_k {} is above {MAX_K}", meta.attach.neighbours_k),
         ));
     }
+    if meta.attach.context > MAX_K {
+        return Err(edited(
+            path,
+            format!("context {} is above {MAX_K}", meta.attach.context),
+        ));
+    }
+    let decay = meta.attach.context_decay;
+    if !(decay > 0.0 && decay <= 1.0) {
+        return Err(edited(
+            path,
+            format!("context_decay {decay} is outside (0, 1]"),
+        ));
+    }
     let encoder = match &meta.kind {
         KindMeta::Frozen { encoder, .. } => Some(encoder),
         KindMeta::Knn { encoder, .. } => encoder.as_ref(),

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::labels::{LabelSet, NUM_EMOTIONS};
 use crate::model::linear::{LinearConfig, LinearModel};
 use crate::model::mlp::{Features, Mlp, MlpConfig};
-use crate::model::sample::{knn_vote, AttachSpec, Probs, Sample};
+use crate::model::sample::{knn_vote, AttachSpec, ContextVectors, Probs, Sample};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::path::Path;
@@ -35,6 +35,9 @@ pub(super) fn in_dim(meta: &Meta) -> usize {
     if meta.attach.mode.neighbours() {
         n = n.saturating_add(NUM_EMOTIONS);
     }
+    if meta.attach.context > 0 {
+        n = n.saturating_add(ContextVectors::dim(meta.attach.context_pool, dim));
+    }
     if *stack_folds > 0 {
         n = n.saturating_add(NUM_EMOTIONS);
     }
@@ -43,7 +46,8 @@ pub(super) fn in_dim(meta: &Meta) -> usize {
 
 /// Frozen features: text vector ⊕ (rationale vector and a has-rationale flag, when the spec
 /// attaches rationales) ⊕ (the neighbours' label vote, when it attaches neighbours) ⊕ (the
-/// stacked linear model's logits, when given). Vectors come with the samples.
+/// context sentences' pooled vectors, when it attaches context: before ⊕ after, or their
+/// mean) ⊕ (the stacked linear model's logits, when given). Vectors come with the samples.
 pub(super) fn features(
     meta: &Meta,
     samples: &[Sample],
@@ -89,6 +93,20 @@ pub(super) fn features(
         }
         if votes {
             out.extend_from_slice(&knn_vote(&s.neighbours));
+        }
+        if spec.context > 0 {
+            let c = s.context_vectors.as_ref().ok_or_else(|| {
+                Error::NotFound(format!("no context vectors for example {}", s.id))
+            })?;
+            if c.before.len() != dim || c.after.len() != dim {
+                return Err(Error::Model(format!(
+                    "the context vectors of example {} have dimension {}, encoder {} has {dim}",
+                    s.id,
+                    c.before.len(),
+                    encoder.name
+                )));
+            }
+            out.extend(c.features(spec.context_pool));
         }
         if let Some(p) = stacked {
             out.extend(p[i].iter().map(|&q| {

@@ -154,12 +154,23 @@ pub struct TrainInputs {
 /// an `out` that is, holds or lies inside a member or the encoder directory is refused, as
 /// are fewer than two members or one given twice.
 pub fn prepare(cfg: &TrainConfig, out: &Path) -> Result<Prepared> {
-    if cfg.attach.context > 0 && !matches!(cfg.kind, KindConfig::Linear(_)) {
+    if cfg.attach.context > 0
+        && !matches!(cfg.kind, KindConfig::Linear(_) | KindConfig::Frozen { .. })
+    {
         return Err(Error::Setting {
             name: "context",
             msg: format!(
-                "{} sentences of document context on each side: only the linear classifier reads the context so far",
+                "{} sentences of document context on each side: only the linear and frozen classifiers read the context so far (an ensemble's members bring their own)",
                 cfg.attach.context
+            ),
+        });
+    }
+    if !(cfg.attach.context_decay > 0.0 && cfg.attach.context_decay <= 1.0) {
+        return Err(Error::Setting {
+            name: "context_decay",
+            msg: format!(
+                "the context decay must be in (0, 1], got {}",
+                cfg.attach.context_decay
             ),
         });
     }

@@ -1,0 +1,340 @@
+//! Document context beyond linear (issue 12, next slice): a frozen head reading the context
+//! sentences' stored vectors, ensembles of context members, and `ingest --test-last`.
+
+use crate::util::{s, TestEnv};
+use emoknow::testkit::tiny::{write_random_checkpoint, TinyBertSpec};
+use serde_json::{json, Value};
+
+const CUES: [&str; 2] = ["今天 传来 好消息", "今天 传来 坏消息"];
+/// Texts of the document `z` (test rows, ids next to the first training sentence's).
+const Z: [&str; 2] = ["别的 文章 开头", "完全 不同 句子"];
+
+/// Document `d{i}`: a cue (test row) then "我 听 了 …" (Joy after good news, Sorrow after bad
+/// news). The file holds the 40 cues, then document `z` (2 sentences), then the 40 answers:
+/// with `--test-rows 42` every cue and `z` are test rows, and every training sentence's
+/// context is a test sentence's text. `z` sits between the cues and the answers in file and
+/// id order, so a context that crossed documents would read it.
+fn corpus(swap_cues: bool, test_label: &str, z_variant: usize) -> String {
+    let n = 40;
+    let mut lines = Vec::new();
+    for i in 0..n {
+        let good = (i % 2 == 0) != swap_cues;
+        lines.push(json!({"id": i + 1, "doc": format!("d{i}"), "position": 0,
+            "text": format!("{} {i}", CUES[usize::from(!good)]), "labels": [test_label]}));
+    }
+    for (p, t) in Z.iter().enumerate() {
+        let text = if z_variant == 0 {
+            t.to_string()
+        } else {
+            format!("{} 改", Z[1 - p])
+        };
+        lines.push(
+            json!({"id": n + p + 1, "doc": "z", "position": p, "text": text,
+            "labels": [test_label]}),
+        );
+    }
+    for i in 0..n {
+        let label = if i % 2 == 0 { "Joy" } else { "Sorrow" };
+        lines.push(
+            json!({"id": n + 3 + i, "doc": format!("d{i}"), "position": 1,
+            "text": format!("我 听 了 {}", i % 5), "labels": [label]}),
+        );
+    }
+    lines
+        .iter()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A store of `corpus`, embedded with a tiny BERT (the same in every store: its vocabulary
+/// covers every variant), and a frozen model with one sentence of context on each side in
+/// `m` (extra train arguments appended).
+fn trained(corpus: &str, extra: &[&str]) -> TestEnv {
+    let env = TestEnv::new();
+    let f = env.write("c.jsonl", corpus);
+    env.run(&[
+        "ingest",
+        s(&f),
+        "--test-rows",
+        "42",
+        "--val-fraction",
+        "0.25",
+    ])
+    .ok();
+    let enc = env.path("tiny-bert");
+    let mut texts: Vec<String> = CUES.iter().chain(&Z).map(|t| t.to_string()).collect();
+    texts.push("我 听 了 0123456789 改".into());
+    write_random_checkpoint(
+        &enc,
+        &TinyBertSpec {
+            texts,
+            ..TinyBertSpec::default()
+        },
+        7,
+    )
+    .unwrap();
+    env.run(&["embed", "--encoder", s(&enc), "--name", "tiny"])
+        .ok();
+    let mut args = vec![
+        "train",
+        "--classifier",
+        "frozen",
+        "--knowledge",
+        "context",
+        "--context",
+        "1",
+        "--hidden",
+        "16",
+        "--epochs",
+        "40",
+        "--out",
+    ];
+    let out = env.path("m");
+    args.push(s(&out));
+    args.extend_from_slice(extra);
+    env.run(&args).ok();
+    env
+}
+
+fn meta(env: &TestEnv, model: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(env.path(model).join("meta.json")).unwrap()).unwrap()
+}
+
+/// `predict --json --explain` of `lines` on stdin (with `--document` when asked).
+fn predict(env: &TestEnv, model: &str, lines: &str, document: bool) -> Value {
+    let m = env.path(model);
+    let mut args = vec!["--json", "predict", "--model", s(&m), "--explain"];
+    if document {
+        args.push("--document");
+    }
+    let mut child = env
+        .cmd(&args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn eval_val(env: &TestEnv, model: &str) -> Value {
+    env.run(&[
+        "--json",
+        "eval",
+        "--model",
+        s(&env.path(model)),
+        "--split",
+        "val",
+    ])
+    .ok()
+    .json()
+}
+
+const DOC: &str = "今天 传来 好消息 7\n我 听 了 3\n";
+
+#[test]
+fn frozen_context_reads_text_vectors_never_labels_nor_other_documents() {
+    let a = trained(&corpus(false, "Surprise", 0), &[]);
+    let ma = meta(&a, "m");
+    assert_eq!(ma["kind"], "frozen");
+    assert_eq!(ma["attach"]["mode"], "context");
+    assert_eq!(ma["attach"]["context"], 1);
+    // Reloaded, the model reproduces its validation metrics exactly.
+    let va = eval_val(&a, "m");
+    for k in ["hamming_accuracy", "exact_match", "micro_f1", "macro_f1"] {
+        assert_eq!(va[k], ma["val"][k], "{k}");
+    }
+    let pa = predict(&a, "m", DOC, true);
+    assert_eq!(pa[1]["context"]["before"], "今天 传来 好消息 7");
+    // Other labels on the context sentences (test rows): the same model, bit for bit.
+    let b = trained(&corpus(false, "Anger", 0), &[]);
+    assert_eq!(meta(&b, "m")["train_hash"], ma["train_hash"]);
+    assert_eq!(eval_val(&b, "m"), va);
+    assert_eq!(predict(&b, "m", DOC, true), pa);
+    // Other text in another document lying between them in file and id order: the same
+    // model (no context crosses a document boundary).
+    let z = trained(&corpus(false, "Surprise", 1), &[]);
+    assert_eq!(meta(&z, "m")["train_hash"], ma["train_hash"]);
+    assert_eq!(eval_val(&z, "m"), va);
+    assert_eq!(predict(&z, "m", DOC, true), pa);
+    // Other text on the context sentences: another model.
+    let c = trained(&corpus(true, "Surprise", 0), &[]);
+    assert_ne!(meta(&c, "m")["train_hash"], ma["train_hash"]);
+    assert_ne!(
+        predict(&c, "m", DOC, true)[1]["probabilities"],
+        pa[1]["probabilities"]
+    );
+}
+
+#[test]
+fn frozen_context_predicts_documents_and_joins_ensembles() {
+    let env = trained(&corpus(false, "Surprise", 0), &["--context-pool", "mean"]);
+    assert_eq!(meta(&env, "m")["attach"]["context_pool"], "mean");
+    // The same sentence alone and within a document: other context vectors, other
+    // probabilities; a document's sentences are embedded once, as a batch.
+    let alone = predict(&env, "m", "我 听 了 3\n", false);
+    assert_eq!(alone[0]["context"], json!({"before": "", "after": ""}));
+    let within = predict(&env, "m", DOC, true);
+    assert_eq!(within[1]["context"]["before"], "今天 传来 好消息 7");
+    assert_ne!(within[1]["probabilities"], alone[0]["probabilities"]);
+    // Another sentence before it (the batch padded alike, so its own vector is the same):
+    // other probabilities.
+    let other = predict(&env, "m", "今天 传来 坏消息 7\n我 听 了 3\n", true);
+    assert_ne!(other[1]["probabilities"], within[1]["probabilities"]);
+    // Sentences of other documents in the batch change nothing.
+    let jsonl = "{\"text\": \"今天 传来 好消息 7\", \"doc\": \"p\"}\n{\"text\": \"完全 不同 句子\", \"doc\": \"q\"}\n{\"text\": \"我 听 了 3\", \"doc\": \"p\"}\n";
+    let mixed = predict(&env, "m", jsonl, false);
+    assert_eq!(mixed[2]["probabilities"], within[1]["probabilities"]);
+    assert_eq!(mixed[1]["context"], json!({"before": "", "after": ""}));
+
+    // An ensemble of context members: each member gets the context it was trained with.
+    env.run(&[
+        "train",
+        "--classifier",
+        "linear",
+        "--knowledge",
+        "context",
+        "--context",
+        "1",
+        "--out",
+        s(&env.path("lin")),
+    ])
+    .ok();
+    let ens = env
+        .run(&[
+            "--json",
+            "train",
+            "--classifier",
+            "ensemble",
+            "--member",
+            s(&env.path("lin")),
+            "--member",
+            s(&env.path("m")),
+            "--out",
+            s(&env.path("ens")),
+        ])
+        .ok()
+        .json();
+    let v = eval_val(&env, "ens");
+    for k in ["hamming_accuracy", "exact_match", "micro_f1", "macro_f1"] {
+        assert_eq!(v[k], ens["val"][k], "{k}");
+    }
+    let e_alone = predict(&env, "ens", "我 听 了 3\n", false);
+    let e_within = predict(&env, "ens", DOC, true);
+    assert_eq!(e_within[1]["context"]["before"], "今天 传来 好消息 7");
+    assert_ne!(e_within[1]["probabilities"], e_alone[0]["probabilities"]);
+    // The average of its members' probabilities, each with its context.
+    let lin = predict(&env, "lin", DOC, true);
+    for (i, name) in ["Love", "Joy", "Sorrow"].iter().enumerate() {
+        let avg = (lin[1]["probabilities"][name].as_f64().unwrap()
+            + within[1]["probabilities"][name].as_f64().unwrap())
+            / 2.0;
+        let got = e_within[1]["probabilities"][name].as_f64().unwrap();
+        assert!((avg - got).abs() < 1e-5, "{i} {name}: {avg} vs {got}");
+    }
+
+    // Kinds that do not read context refuse it; a decay outside (0, 1] is refused.
+    env.run(&[
+        "train",
+        "--classifier",
+        "knn",
+        "--context",
+        "1",
+        "--out",
+        s(&env.path("knn")),
+    ])
+    .code(2)
+    .stderr_has("linear and frozen");
+    env.run(&[
+        "train",
+        "--classifier",
+        "frozen",
+        "--context",
+        "1",
+        "--context-decay",
+        "0",
+        "--out",
+        s(&env.path("bad")),
+    ])
+    .code(2)
+    .stderr_has("(0, 1]");
+}
+
+#[test]
+fn test_last_rows_are_held_out_and_evaluated_by_id_range() {
+    let env = TestEnv::new();
+    let mut csv = String::from("ID,Text,Labels\n");
+    for i in 1..=200 {
+        let (w, l) = if i % 2 == 0 {
+            ("开心 笑", "['Joy']")
+        } else {
+            ("担心 考试", "['Anxiety']")
+        };
+        csv.push_str(&format!("{i},{w} {i},{l}\n"));
+    }
+    let f = env.write("c.csv", csv);
+    let j = env
+        .run(&[
+            "--json",
+            "ingest",
+            s(&f),
+            "--test-rows",
+            "10",
+            "--test-last",
+            "30",
+            "--val-fraction",
+            "0.2",
+            "--val-block",
+            "8",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        j["splits"],
+        json!({"test": 40, "train": 128, "val": 32}),
+        "{j}"
+    );
+    for id in [1u64, 10, 171, 200] {
+        let e = env.run(&["--json", "show", &id.to_string()]).ok().json();
+        assert_eq!(e["split"], "test", "{id}: {e}");
+    }
+    for id in [11u64, 170] {
+        let e = env.run(&["--json", "show", &id.to_string()]).ok().json();
+        assert_ne!(e["split"], "test", "{id}: {e}");
+    }
+    env.run(&["train", "--out", s(&env.path("lin"))]).ok();
+    let m = env.path("lin");
+    let all = env.run(&["--json", "eval", "--model", s(&m)]).ok().json();
+    let last = env
+        .run(&["--json", "eval", "--model", s(&m), "--ids", "171-200"])
+        .ok()
+        .json();
+    let support = |j: &Value| -> u64 {
+        j["per_label"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["support"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(support(&all), 40);
+    assert_eq!(support(&last), 30);
+    env.run(&["eval", "--model", s(&m), "--ids", "171-200"])
+        .ok()
+        .stdout_has("ids 171-200 (30 examples)");
+    env.run(&["eval", "--model", s(&m), "--ids", "300-400"])
+        .code(2)
+        .stderr_has("no example with an id in 300-400");
+    env.run(&["eval", "--model", s(&m), "--ids", "9-3"])
+        .code(2)
+        .stderr_has("FIRST-LAST");
+}
