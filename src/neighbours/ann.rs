@@ -687,7 +687,7 @@ mod tests {
         let ann = AnnSearch::new(ix, &pool);
         let queries: Vec<&[f32]> = (0..50).map(|i| set.row(i * 2)).collect();
         // Never self (row qi), and only rows divisible by 3.
-        let allowed = |qi: usize, row: usize| row != qi && row % 3 == 0;
+        let allowed = |qi: usize, row: usize| row != qi && row.is_multiple_of(3);
         for (qi, hits) in ann
             .search(&queries, 10, &allowed)
             .unwrap()
