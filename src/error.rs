@@ -273,6 +273,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// An approximate nearest-neighbour index file cannot be built, written or read. It is
+    /// derived from the stored vectors, so `emoknow index build` rebuilds it.
+    #[error("ANN index {} is unusable ({reason}); run `emoknow index build` to rebuild it from the stored vectors", path.display())]
+    AnnIndex {
+        /// The index file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// The disk holding the store is full (ENOSPC).
     #[error("disk full: no space left on the device holding {}; free some space and run the command again ({cause})", path.as_ref().map_or_else(|| "the store".to_string(), |p| p.display().to_string()))]
     DiskFull {

@@ -3,6 +3,7 @@
 
 mod util;
 
+mod ann_cli;
 mod annotate_cli;
 mod context_cli;
 mod context_frozen;

@@ -30,7 +30,44 @@ enum Sub {
     Annotate(AnnotateArgs),
     Embed(EmbedArgs),
     Similar(SimilarArgs),
+    Scale(ScaleArgs),
     Serve(ServeArgs),
+}
+
+/// Dense retrieval at scale (vectors part): generates --rows synthetic vectors (seeded
+/// clusters with a low-rank spread, like sentence embeddings; not stored), builds the ANN
+/// index (time, peak memory), then on --queries queries: recall@k against exact search and
+/// query p50 against exact search (one query per matmul) in the same run; then a
+/// retrieve-like pass, k neighbours of every one of --retrieve-rows rows through the index on
+/// all cores, measured inside the bench (as `knowledge retrieve` would search, without the
+/// store writes).
+///
+/// Example: emoknow bench scale --rows 1000000 --dim 512
+#[derive(clap::Args, Debug)]
+struct ScaleArgs {
+    /// Vectors to generate.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: usize,
+
+    /// Their dimension (m3e-small: 512).
+    #[arg(long, default_value_t = 512)]
+    dim: usize,
+
+    /// Clusters the vectors are drawn around.
+    #[arg(long, default_value_t = 1000)]
+    clusters: usize,
+
+    /// Queries for recall and latency (rows of the set; each excludes itself).
+    #[arg(long, default_value_t = 1000)]
+    queries: usize,
+
+    /// Neighbours per query.
+    #[arg(short, default_value_t = 10)]
+    k: usize,
+
+    /// Rows of the retrieve-like pass [default: all].
+    #[arg(long)]
+    retrieve_rows: Option<usize>,
 }
 
 /// Latency and throughput of `emoknow serve` on loopback: keyword queries (`GET /api/query`)
@@ -70,7 +107,9 @@ struct ServeArgs {
 }
 
 /// Dense top-k retrieval over the store's stored text vectors: one query at a time, and
-/// batched through one matmul, against a plain loop of dot products (the baseline).
+/// batched through one matmul, against a plain loop of dot products (the baseline); then
+/// through an ANN index built in memory: recall@k against the exact answers and its p50
+/// against one query per matmul, in the same run.
 ///
 /// Needs a store with embeddings (`emoknow embed`).
 ///
@@ -185,6 +224,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Sub::Annotate(a) => bench_annotate(a, ctx),
         Sub::Embed(a) => bench_embed(a, ctx),
         Sub::Similar(a) => bench_similar(a, ctx),
+        Sub::Scale(a) => bench_scale(a, ctx),
         Sub::Serve(a) => bench_serve(a, ctx),
     }
 }
@@ -576,7 +616,7 @@ fn bench_embed(a: EmbedArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 }
 
 fn bench_similar(a: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    use emoknow::neighbours::{BruteForce, NeighbourSearch};
+    use emoknow::neighbours::{AnnIndex, AnnSearch, BruteForce, NeighbourSearch};
     use emoknow::store::vectors::What;
     let store = ctx.open()?;
     let info =
@@ -634,11 +674,31 @@ fn bench_similar(a: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         percentile(&mut one, 0.95),
         percentile(&mut naive, 0.5),
     );
+    // The ANN index (built here in memory, as `index build` would) on the same queries.
+    let t = Instant::now();
+    let ann_index = std::sync::Arc::new(AnnIndex::build(&all, &|_| {}, &|| false)?);
+    let ann_build_secs = t.elapsed().as_secs_f64();
+    let ann = AnnSearch::new(ann_index, &all.ids);
+    let mut ann_ms = Vec::new();
+    let mut hit = 0usize;
+    for (i, q) in queries.iter().enumerate() {
+        let t = Instant::now();
+        let hits = ann.search(&[*q], a.k, &|_, r| r != i)?;
+        ann_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        hit += hits[0]
+            .iter()
+            .filter(|h| first[i].iter().any(|e| e.0 == h.0))
+            .count();
+    }
+    let recall = hit as f64 / (queries.len() * a.k).max(1) as f64;
+    let (ann50, ann95) = (percentile(&mut ann_ms, 0.5), percentile(&mut ann_ms, 0.95));
     if ctx.json {
         output::print_json(&serde_json::json!({
             "vectors": all.ids.len(), "dim": all.dim, "k": a.k, "queries": queries.len(),
             "single_p50_ms": p50, "single_p95_ms": p95, "batched_ms_per_query": batched_ms,
             "naive_loop_p50_ms": naive50, "load_ms": load_ms,
+            "ann": {"build_secs": ann_build_secs, "p50_ms": ann50, "p95_ms": ann95,
+                    "recall_at_k": recall, "speedup_vs_exact_p50": p50 / ann50},
         }))?;
     } else {
         println!(
@@ -653,6 +713,162 @@ fn bench_similar(a: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         println!("  one query per matmul   p50 {p50:.2} ms, p95 {p95:.2} ms");
         println!("  batched (256 per matmul) {batched_ms:.3} ms per query");
         println!("  baseline: loop of dot products + sort, p50 {naive50:.2} ms  (single ×{:.1}, batched ×{:.0})", naive50 / p50, naive50 / batched_ms);
+        println!(
+            "  ANN index (usearch HNSW, built in {ann_build_secs:.1} s) p50 {ann50:.3} ms, p95 {ann95:.3} ms, recall@{} {recall:.4} vs exact, ×{:.1} vs one query per matmul",
+            a.k,
+            p50 / ann50
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The process's peak resident memory so far (VmHWM), in MB.
+fn peak_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn bench_scale(a: ScaleArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    use emoknow::neighbours::{AnnIndex, AnnSearch, BruteForce, NeighbourSearch};
+    use rayon::prelude::*;
+    anyhow::ensure!(a.rows > a.queries, "--rows must exceed --queries");
+    let interrupted = || super::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst);
+    let pb = output::spinner(&format!("generating {} × {}", a.rows, a.dim), ctx.quiet);
+    let t = Instant::now();
+    let set = emoknow::testkit::vectors::clustered(a.rows, a.dim, a.clusters, 7)?;
+    let gen_secs = t.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    let peak_data = peak_mb();
+
+    let pb = output::bar(a.rows as u64, "indexing", ctx.quiet);
+    let t = Instant::now();
+    let index = AnnIndex::build(&set, &|d| pb.set_position(d as u64), &interrupted)?;
+    let build_secs = t.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    let peak_build = peak_mb();
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("bench.usearch");
+    let t = Instant::now();
+    index.save(&file)?;
+    let save_secs = t.elapsed().as_secs_f64();
+    let bytes = std::fs::metadata(&file)?.len();
+    let t = Instant::now();
+    let viewed = AnnIndex::view(&file)?;
+    let view_secs = t.elapsed().as_secs_f64();
+    drop(viewed);
+    let index = std::sync::Arc::new(index);
+
+    // Queries spread over the set; each excludes itself.
+    let step = a.rows / a.queries;
+    let qrows: Vec<usize> = (0..a.queries).map(|i| i * step).collect();
+    let queries: Vec<&[f32]> = qrows.iter().map(|&r| set.row(r)).collect();
+    let pb = output::spinner("exact search", ctx.quiet);
+    let exact = BruteForce::new(&set)?;
+    let t = Instant::now();
+    let truth = exact.search(&queries, a.k, &|qi, r| r != qrows[qi])?;
+    let exact_batched_ms = t.elapsed().as_secs_f64() * 1e3 / queries.len() as f64;
+    let mut exact_ms = Vec::new();
+    for (qi, q) in queries.iter().enumerate().take(50) {
+        let t = Instant::now();
+        let r = exact.search(&[*q], a.k, &|_, r| r != qrows[qi])?;
+        exact_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        anyhow::ensure!(
+            r[0] == truth[qi],
+            "batched and single exact queries disagree"
+        );
+    }
+    drop(exact);
+    pb.finish_and_clear();
+    let peak_exact = peak_mb();
+
+    let ann = AnnSearch::new(index.clone(), &set.ids);
+    let mut ann_ms = Vec::new();
+    let mut hit = 0usize;
+    for (qi, q) in queries.iter().enumerate() {
+        let t = Instant::now();
+        let r = ann.search(&[*q], a.k, &|_, r| r != qrows[qi])?;
+        ann_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        hit += r[0]
+            .iter()
+            .filter(|h| truth[qi].iter().any(|e| e.0 == h.0))
+            .count();
+    }
+    let recall = hit as f64 / (queries.len() * a.k) as f64;
+    let (exact50, ann50, ann95) = (
+        percentile(&mut exact_ms, 0.5),
+        percentile(&mut ann_ms, 0.5),
+        percentile(&mut ann_ms, 0.95),
+    );
+
+    let n = a.retrieve_rows.unwrap_or(a.rows).min(a.rows);
+    let pb = output::bar(n as u64, "retrieving", ctx.quiet);
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let t = Instant::now();
+    let found: usize = (0..n)
+        .into_par_iter()
+        .chunks(1024)
+        .map(|rows| {
+            let qs: Vec<&[f32]> = rows.iter().map(|&r| set.row(r)).collect();
+            let r = ann.search(&qs, a.k, &|qi, row| row != rows[qi]);
+            let d = done.fetch_add(rows.len(), std::sync::atomic::Ordering::Relaxed);
+            pb.set_position((d + rows.len()) as u64);
+            r.map(|hits| hits.iter().map(Vec::len).sum::<usize>())
+        })
+        .collect::<emoknow::Result<Vec<usize>>>()?
+        .into_iter()
+        .sum();
+    let retrieve_secs = t.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+
+    let report = serde_json::json!({
+        "rows": a.rows, "dim": a.dim, "clusters": a.clusters, "k": a.k,
+        "generate_secs": gen_secs,
+        "build_secs": build_secs, "build_vectors_per_sec": a.rows as f64 / build_secs,
+        "peak_mb_after_data": peak_data, "peak_mb_after_build": peak_build,
+        "peak_mb_after_exact": peak_exact,
+        "index_bytes": bytes, "save_secs": save_secs, "view_secs": view_secs,
+        "queries": a.queries, "recall_at_k": recall,
+        "ann_p50_ms": ann50, "ann_p95_ms": ann95,
+        "exact_single_p50_ms": exact50, "exact_batched_ms_per_query": exact_batched_ms,
+        "speedup_p50": exact50 / ann50,
+        "retrieve_rows": n, "retrieve_secs": retrieve_secs,
+        "retrieve_rows_per_sec": n as f64 / retrieve_secs, "retrieve_neighbours": found,
+        "threads": rayon::current_num_threads(),
+    });
+    if ctx.json {
+        output::print_json(&report)?;
+    } else {
+        println!(
+            "{} synthetic vectors of dim {} ({} clusters), generated in {gen_secs:.1} s",
+            a.rows, a.dim, a.clusters
+        );
+        println!(
+            "  ANN build {build_secs:.1} s ({:.0} vectors/s, {} threads); peak memory {peak_data:.0} MB with the vectors, {peak_build:.0} MB after the build",
+            a.rows as f64 / build_secs,
+            rayon::current_num_threads()
+        );
+        println!(
+            "  index file {:.0} MB, saved in {save_secs:.1} s, mapped in {view_secs:.3} s",
+            bytes as f64 / 1e6
+        );
+        println!(
+            "  {} queries: recall@{} {recall:.4} vs exact; ANN p50 {ann50:.3} ms (p95 {ann95:.3}), exact p50 {exact50:.1} ms (one query per matmul; batched {exact_batched_ms:.2} ms/query): ×{:.0}",
+            a.queries,
+            a.k,
+            exact50 / ann50
+        );
+        println!(
+            "  retrieve-like pass: k={} for {n} rows in {retrieve_secs:.1} s ({:.0} rows/s, inside the bench, no store writes)",
+            a.k,
+            n as f64 / retrieve_secs
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,7 @@ use anyhow::Context;
 use emoknow::corpus::Split;
 use emoknow::model::bert::Pooling;
 use emoknow::model::encoder::{Encoder, EncoderOptions};
+use emoknow::neighbours::ann;
 use emoknow::store::records::KnowledgeKind;
 use emoknow::store::vectors::{EncoderInfo, What};
 use emoknow::store::Store;
@@ -74,7 +75,8 @@ impl EncoderArgs {
 /// derived from the model's identity (config and weight file hash, pooling, max length), so a
 /// different encoder gets its own vectors. Resumable: vectors already stored are skipped, and
 /// each batch is written atomically as it is computed. `check` verifies that every example of
-/// an embedded split has a vector.
+/// an embedded split has a vector. An encoder's ANN index (`emoknow index build`) is extended
+/// with the new text vectors at the end of the run; one is built once an encoder has 200,000.
 ///
 /// Example: emoknow embed --encoder ../models/m3e-small --what both
 #[derive(clap::Args, Debug)]
@@ -183,6 +185,18 @@ pub fn run_embed(a: EmbedArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
     }
     let total: usize = jobs.iter().map(|(_, t)| t.len()).sum();
+    // New text vectors make the encoder's ANN index stale: its record goes before the first
+    // write (a kill part-way leaves no record claiming it is current), and the index is
+    // extended (or rebuilt) once the run is through.
+    let new_text = jobs
+        .iter()
+        .any(|(what, todo)| *what == What::Text && !todo.is_empty());
+    let had_index = store.ann_record(&info.id)?.is_some();
+    let ann_base = if new_text {
+        ann::begin_update(&store, &info)?
+    } else {
+        None
+    };
     let t0 = Instant::now();
     let pb = output::bar(total as u64, "embedding", ctx.quiet);
     let mut done = 0usize;
@@ -207,10 +221,20 @@ pub fn run_embed(a: EmbedArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     }
     pb.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
+    let mut ann_refreshed = None;
+    if new_text {
+        let n = store.vectors(&info, &What::Text, None)?.ids.len();
+        if ann::wanted(&store, &info, had_index, n) {
+            ann_refreshed = Some(super::index::build_with_bar(
+                &store, &info, ann_base, false, ctx,
+            )?);
+        }
+    }
     if ctx.json {
         output::print_json(&serde_json::json!({
             "encoder": info, "embedded": done, "secs": secs,
             "sentences_per_sec": done as f64 / secs.max(1e-9), "by_what": report,
+            "ann": ann_refreshed,
         }))?;
     } else {
         println!(
@@ -224,6 +248,14 @@ pub fn run_embed(a: EmbedArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             println!("{done} vectors in {secs:.1}s ({:.0}/s)", done as f64 / secs);
         } else {
             println!("nothing to do: every vector is stored");
+        }
+        if let Some(a) = &ann_refreshed {
+            println!(
+                "ANN index {} ({} vectors, {} added)",
+                if a.incremental { "extended" } else { "rebuilt" },
+                a.vectors,
+                a.added
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

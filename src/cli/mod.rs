@@ -6,7 +6,8 @@
 //! 130 interrupted. An error is printed as `emoknow: <what>: <cause>`, then, when the flags
 //! can fix it, `hint: <flag-level advice>`.
 //!
-//! - `ingest`; `query` (query, show, stats); `check` (check, reindex); `knowledge` (import;
+//! - `ingest`; `query` (query, show, stats); `check` (check, reindex); `index` (the ANN index
+//!   build); `knowledge` (import;
 //!   retrieve is in `similar`); `similar` (similar, knowledge retrieve); `embed`;
 //!   `annotate` (annotate, the LLaMA-Factory export, dev-server); `export` (llama-factory,
 //!   parquet); `migrate` (format migration, vector file compaction); `train` (train, eval,
@@ -21,6 +22,7 @@ mod demo;
 mod embed;
 mod export;
 mod hint;
+mod index;
 mod ingest;
 mod knowledge;
 mod migrate;
@@ -85,6 +87,7 @@ enum Command {
     Check(check::CheckArgs),
     Reindex(check::ReindexArgs),
     Migrate(migrate::MigrateArgs),
+    Index(index::Args),
     Knowledge(knowledge::Args),
     Embed(embed::EmbedArgs),
     Similar(similar::SimilarArgs),
@@ -174,6 +177,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(a) => check::run_check(a, &ctx),
         Command::Reindex(a) => check::run_reindex(a, &ctx),
         Command::Migrate(a) => migrate::run(a, &ctx),
+        Command::Index(a) => index::run(a, &ctx),
         Command::Knowledge(a) => knowledge::run(a, &ctx),
         Command::Embed(a) => embed::run_embed(a, &ctx),
         Command::Similar(a) => similar::run_similar(a, &ctx),

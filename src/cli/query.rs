@@ -186,8 +186,19 @@ pub fn run_show(args: ShowArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 pub fn run_stats(_args: StatsArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let store = ctx.open()?;
     let s = store.stats()?;
+    let ann = emoknow::neighbours::ann::stats(&store)?;
     if ctx.json {
-        output::print_json(&s)?;
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            #[serde(flatten)]
+            stats: &'a emoknow::store::Stats,
+            /// The ANN index of each encoder that has one.
+            ann: &'a [emoknow::neighbours::ann::AnnStats],
+        }
+        output::print_json(&Out {
+            stats: &s,
+            ann: &ann,
+        })?;
         return Ok(ExitCode::SUCCESS);
     }
     let splits: Vec<&str> = Split::ALL
@@ -264,6 +275,21 @@ pub fn run_stats(_args: StatsArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
         println!("vectors of {name}: {}", v.join(", "));
+    }
+    for a in &ann {
+        use emoknow::neighbours::ann::Freshness;
+        let state = match &a.freshness {
+            Freshness::Fresh => "fresh".to_string(),
+            Freshness::Absent => "not built (`emoknow index build`)".to_string(),
+            Freshness::Stale(r) => format!("stale: {r} (`emoknow index build`)"),
+            Freshness::Damaged(r) => format!("damaged: {r} (`emoknow index build`)"),
+        };
+        println!(
+            "ANN index of {}: {} vectors, {:.1} MB, {state}",
+            a.encoder,
+            a.vectors.unwrap_or(0),
+            a.bytes as f64 / 1e6
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,7 @@
 use super::{output, Ctx, INTERRUPTED};
 use emoknow::corpus::Split;
 use emoknow::labels::{Emotion, LabelSet};
-use emoknow::neighbours::{self, Choice, Retriever};
+use emoknow::neighbours::{self, Choice, Retriever, SearchMode};
 use emoknow::store::Store;
 use emoknow::views;
 use std::process::ExitCode;
@@ -42,6 +42,17 @@ pub struct RetrievalArgs {
     /// excluding them makes training examples' neighbours no more telling than a new text's.
     #[arg(long, value_name = "W", default_value_t = 0)]
     exclude_within: u64,
+
+    /// Dense search compares the query with every pool vector (exact; the default below
+    /// 200,000 vectors of the encoder).
+    #[arg(long, conflicts_with = "ann")]
+    exact: bool,
+
+    /// Dense search goes through the encoder's ANN index (`emoknow index build`) whatever the
+    /// store's size; exact, with a note, when the index is missing or stale. The default from
+    /// 200,000 vectors on.
+    #[arg(long)]
+    ann: bool,
 }
 
 /// Find the labelled examples most similar to a text or a stored example.
@@ -115,18 +126,30 @@ impl RetrievalArgs {
             }),
             encoder: self.encoder.clone(),
             exclude_within: self.exclude_within,
+            search: if self.exact {
+                SearchMode::Exact
+            } else if self.ann {
+                SearchMode::Ann
+            } else {
+                SearchMode::Auto
+            },
         }
     }
 
-    /// Opens the retrieval this choice describes.
-    pub fn open(&self, store: &Store) -> anyhow::Result<Retriever> {
-        Ok(Retriever::choose(store, &self.choice())?)
+    /// Opens the retrieval this choice describes, saying on stderr when an ANN index could
+    /// not be used.
+    pub fn open(&self, store: &Store, ctx: &Ctx) -> anyhow::Result<Retriever> {
+        let r = Retriever::choose(store, &self.choice())?;
+        if let Some(note) = &r.note {
+            ctx.note(note);
+        }
+        Ok(r)
     }
 }
 
 pub fn run_similar(args: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let store = ctx.open()?;
-    let r = args.retrieval.open(&store)?;
+    let r = args.retrieval.open(&store, ctx)?;
     let emotions: LabelSet = args.emotion.iter().copied().collect();
     let hits = match args.id {
         Some(id) => {
@@ -181,7 +204,7 @@ pub fn run_similar(args: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 
 pub fn run_retrieve(args: RetrieveArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let store = ctx.open()?;
-    let r = args.retrieval.open(&store)?;
+    let r = args.retrieval.open(&store, ctx)?;
     let source = args.source.clone().unwrap_or_else(|| r.source_name());
     let pb = output::bar(0, "retrieving", ctx.quiet);
     let s = neighbours::retrieve_into_store(

@@ -256,6 +256,7 @@ pub fn retrieved_shots(
             by: None,
             encoder: None,
             exclude_within: 0,
+            search: Default::default(),
         },
     )?;
     Ok(r.for_examples(store, todo, k, LabelSet::EMPTY)?

@@ -7,17 +7,20 @@
 //! it is compared with.
 //!
 //! - [`search`]: the [`NeighbourSearch`] seam and exact [`BruteForce`] cosine search.
+//! - [`ann`]: the approximate index (usearch HNSW) per encoder, persisted beside the store.
 //! - [`pool`]: the pool of labelled examples and retrieval over it (dense or BM25).
 //! - [`retriever`]: a spec (or a user's [`Choice`]) opened over the store.
 //! - [`embed`]: [`Embedder`] and the choice of encoder ([`pick_encoder`]).
 //! - [`records`]: neighbours stored as knowledge, resumably; the spec of a stored source.
 
+pub mod ann;
 pub mod embed;
 pub mod pool;
 pub mod records;
 pub mod retriever;
 pub mod search;
 
+pub use ann::{AnnIndex, AnnSearch, SearchMode};
 pub use embed::{pick_encoder, Embedder};
 pub use pool::{Hit, Pool, Probe};
 pub use records::{neighbours_knowledge, retrieve_into_store, stored_spec, RetrieveSummary};

@@ -1,7 +1,8 @@
 //! The pool of labelled examples neighbours come from, and retrieval over it: dense (cosine
-//! through [`BruteForce`]) or sparse (BM25 over the store's index), never returning the query
+//! through exact [`BruteForce`] or the ANN index, [`AnnSearch`]) or sparse (BM25 over the store's index), never returning the query
 //! itself, an example with the same text, or (with `exclude_within`) its own document.
 
+use super::ann::{AnnIndex, AnnSearch};
 use super::search::{BruteForce, NeighbourSearch};
 use crate::error::{Error, Result};
 use crate::labels::LabelSet;
@@ -10,12 +11,13 @@ use crate::store::records::Example;
 use crate::store::vectors::VectorSet;
 use crate::store::{Filter, Store};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Labelled examples that can be retrieved: the pool (usually the train split) with vectors.
 pub struct Pool {
     /// The pool's examples, row-aligned with the vectors.
     pub examples: Vec<Example>,
-    index: Option<BruteForce>,
+    index: Option<Box<dyn NeighbourSearch + Send + Sync>>,
     /// Text → rows with that exact text (to keep duplicates of the query out).
     by_text: HashMap<String, Vec<usize>>,
     /// Examples whose id is within this distance of the query's id are never returned (0: only
@@ -62,7 +64,30 @@ impl Pool {
         }
         let set = VectorSet::from_rows(examples.iter().map(|e| e.id).collect(), vectors.dim, data)?;
         Ok(Pool {
-            index: Some(BruteForce::new(&set)?),
+            index: Some(Box::new(BruteForce::new(&set)?)),
+            by_text: Self::texts(&examples),
+            examples,
+            exclude_within: 0,
+        })
+    }
+
+    /// A pool over `examples` searched through `index` (an ANN index over the encoder's text
+    /// vectors, which holds `vectors`): the index may hold examples outside the pool, which its
+    /// filtered search never returns.
+    pub fn dense_ann(
+        examples: Vec<Example>,
+        vectors: &VectorSet,
+        index: Arc<AnnIndex>,
+    ) -> Result<Pool> {
+        if let Some(ex) = examples.iter().find(|e| vectors.position(e.id).is_none()) {
+            return Err(Error::NotFound(format!(
+                "example {} has no stored vector (run `emoknow embed` on its split)",
+                ex.id
+            )));
+        }
+        let ids: Vec<ExampleId> = examples.iter().map(|e| e.id).collect();
+        Ok(Pool {
+            index: Some(Box::new(AnnSearch::new(index, &ids))),
             by_text: Self::texts(&examples),
             examples,
             exclude_within: 0,

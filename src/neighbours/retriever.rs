@@ -2,6 +2,7 @@
 //! split; what to exclude) turned into a pool with its vectors, then queried by stored examples
 //! or by new text.
 
+use super::ann::{self, SearchMode, ANN_MIN_ROWS};
 use super::embed::{pick_encoder, Embedder};
 use super::pool::{Hit, Pool, Probe};
 use crate::corpus::Split;
@@ -35,6 +36,8 @@ pub struct Choice {
     pub encoder: Option<String>,
     /// Never return examples whose id is within this distance of the query's.
     pub exclude_within: u64,
+    /// Exact search, the ANN index, or whichever suits the store's size.
+    pub search: SearchMode,
 }
 
 /// The pool and encoder of one retrieval.
@@ -46,6 +49,10 @@ pub struct Retriever {
     encoder: Option<EncoderInfo>,
     /// Every stored text vector of the encoder (queries by stored example look theirs up).
     vectors: VectorSet,
+    /// Whether dense search goes through the ANN index.
+    approximate: bool,
+    /// Why the ANN index asked for was not used (exact search instead), for the caller to show.
+    pub note: Option<String>,
 }
 
 impl Retriever {
@@ -63,7 +70,7 @@ impl Retriever {
         } else {
             NeighbourBy::Bm25
         };
-        Retriever::open(
+        Retriever::open_with(
             store,
             &NeighbourSpec {
                 by,
@@ -71,11 +78,19 @@ impl Retriever {
                 from: c.from,
                 exclude_within: c.exclude_within,
             },
+            c.search,
         )
     }
 
-    /// Opens the retrieval `spec` describes over the store as it is now.
+    /// Opens the retrieval `spec` describes over the store as it is now
+    /// ([`SearchMode::Auto`]).
     pub fn open(store: &Store, spec: &NeighbourSpec) -> Result<Retriever> {
+        Retriever::open_with(store, spec, SearchMode::Auto)
+    }
+
+    /// Opens the retrieval `spec` describes, dense search as `mode` says: exact, or through
+    /// the encoder's ANN index when it is fresh (exact with a [`Retriever::note`] when not).
+    pub fn open_with(store: &Store, spec: &NeighbourSpec, mode: SearchMode) -> Result<Retriever> {
         let pool_examples = store.examples(Some(spec.from))?;
         if pool_examples.is_empty() {
             return Err(Error::Invalid(format!(
@@ -83,12 +98,41 @@ impl Retriever {
                 spec.from
             )));
         }
+        let mut note = None;
+        let mut approximate = false;
         let (pool, encoder, vectors) = match &spec.by {
             NeighbourBy::Bm25 => (Pool::sparse(pool_examples), None, VectorSet::default()),
             NeighbourBy::Dense { encoder_id } => {
                 let info = store.find_encoder(encoder_id)?;
                 let vectors = store.vectors(&info, &What::Text, None)?;
-                let pool = Pool::dense(pool_examples, &vectors).map_err(|e| {
+                let try_ann = match mode {
+                    SearchMode::Exact => false,
+                    SearchMode::Ann => true,
+                    // A pool that is a small part of the index (the test split, say) is
+                    // searched exactly: a graph walk that may visit only a few allowed nodes
+                    // would miss neighbours, and a small pool is cheap to scan.
+                    SearchMode::Auto => {
+                        vectors.ids.len() >= ANN_MIN_ROWS
+                            && pool_examples.len() * 10 >= vectors.ids.len()
+                    }
+                };
+                let index = if try_ann {
+                    match ann::open(store, &info, &vectors)? {
+                        Ok(ix) => Some(ix),
+                        Err(why) => {
+                            note = Some(why);
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                approximate = index.is_some();
+                let pool = match index {
+                    Some(ix) => Pool::dense_ann(pool_examples, &vectors, ix),
+                    None => Pool::dense(pool_examples, &vectors),
+                }
+                .map_err(|e| {
                     Error::NotFound(format!(
                         "the {} split is not fully embedded by {}: {e}",
                         spec.from, info.name
@@ -102,7 +146,14 @@ impl Retriever {
             spec: spec.clone(),
             encoder,
             vectors,
+            approximate,
+            note,
         })
+    }
+
+    /// Whether dense search goes through the ANN index (else it is exact, or BM25).
+    pub fn approximate(&self) -> bool {
+        self.approximate
     }
 
     /// The encoder of a dense retrieval.

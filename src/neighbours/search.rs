@@ -1,5 +1,5 @@
 //! Exact nearest-neighbour search over vectors: the [`NeighbourSearch`] trait (where an ANN
-//! index would plug in) and [`BruteForce`], which scores queries in batches by one matmul.
+//! index plugs in: [`super::ann::AnnSearch`]) and [`BruteForce`], which scores queries in batches by one matmul.
 
 use crate::error::{Error, Result};
 use crate::store::vectors::VectorSet;
@@ -13,7 +13,7 @@ pub trait NeighbourSearch {
         &self,
         queries: &[&[f32]],
         k: usize,
-        allowed: &dyn Fn(usize, usize) -> bool,
+        allowed: &(dyn Fn(usize, usize) -> bool + Sync),
     ) -> Result<Vec<Vec<(usize, f32)>>>;
 }
 
@@ -56,7 +56,7 @@ impl NeighbourSearch for BruteForce {
         &self,
         queries: &[&[f32]],
         k: usize,
-        allowed: &dyn Fn(usize, usize) -> bool,
+        allowed: &(dyn Fn(usize, usize) -> bool + Sync),
     ) -> Result<Vec<Vec<(usize, f32)>>> {
         let mut out = Vec::with_capacity(queries.len());
         for (b, chunk) in queries.chunks(QUERY_BATCH).enumerate() {

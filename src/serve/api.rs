@@ -237,7 +237,21 @@ pub(crate) fn parse_id(v: &str) -> ApiResult<ExampleId> {
 /// `GET /api/stats`: `stats --json`.
 pub(crate) async fn stats(St(state): St<Arc<State>>, RawQuery(q): RawQuery) -> ApiResult<Response> {
     Params::parse(q.as_deref()).only(&[])?;
-    blocking(move || Ok(Json(state.stats()?).into_response())).await
+    blocking(move || {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            #[serde(flatten)]
+            stats: &'a crate::store::Stats,
+            ann: Vec<crate::neighbours::ann::AnnStats>,
+        }
+        let ann = crate::neighbours::ann::stats(state.store)?;
+        Ok(Json(Out {
+            stats: state.stats()?,
+            ann,
+        })
+        .into_response())
+    })
+    .await
 }
 
 /// The query `/api/query` and the search page ask for.

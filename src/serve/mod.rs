@@ -126,6 +126,7 @@ impl State {
                 by: Some(if dense { By::Dense } else { By::Bm25 }),
                 encoder: encoder.map(str::to_string),
                 exclude_within: 0,
+                search: Default::default(),
             },
         )?);
         lock(&self.retrievers).insert(key, r.clone());

@@ -10,10 +10,11 @@
 //! Key layout (one sled tree, so one batch is atomic across record kinds):
 //! `m/…` meta, `e`+id examples, `k`+id+source knowledge, `x`+id+source missing knowledge,
 //! `o`+file+0+row ids of rows from files without an id column, `p`+seq ids of a batch pending
-//! indexing, `c`+encoder id encoder info. Vectors live in flat files under `vectors/`, their
-//! commit points and tombstones in the `vector_files` tree (see [`vectors`]); each example's
-//! document and position in the `docs` tree (id → [`records::DocRecord`], written in the same
-//! transaction as the examples; see `documents`).
+//! indexing, `c`+encoder id encoder info, `a`+encoder id the record of its ANN index file (see
+//! [`ann`]). Vectors live in flat files under `vectors/`, their commit points and tombstones in
+//! the `vector_files` tree (see [`vectors`]); each example's document and position in the `docs`
+//! tree (id → [`records::DocRecord`], written in the same transaction as the examples; see
+//! `documents`).
 //!
 //! This file holds the [`Store`] itself: opening and locking, the format version, the key
 //! helpers, record encoding, and the write discipline above (commit, pending marks, repair).
@@ -26,10 +27,12 @@
 //! - `knowledge`: knowledge and missing records, entries, and `query`.
 //! - [`records`]: the record types stored in sled.
 //! - `runs`: the state of each neighbours source's retrieval.
+//! - [`ann`]: the records of the approximate nearest-neighbour index files under `ann/`.
 //! - [`vectors`]: embedding vectors, one per encoder, text and example.
 //! - `flat`: the vector files themselves (header, rows, ids, append, repair, mapping).
 //! - [`migrate`]: format migrations (1 → 2: vectors from sled to flat files).
 
+pub mod ann;
 mod check;
 mod documents;
 mod flat;

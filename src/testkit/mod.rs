@@ -8,6 +8,8 @@
 //! - [`devserver`]: a scriptable chat-completions server on 127.0.0.1 (gold answers, guided
 //!   mode, injected faults, request log).
 //! - [`tiny`]: tiny seeded random BERT checkpoint directories (config, weights, vocab).
+//! - [`vectors`]: seeded synthetic embedding-like vectors (clustered, low-rank) for benches.
 
 pub mod devserver;
 pub mod tiny;
+pub mod vectors;

@@ -1,0 +1,724 @@
+//! Approximate nearest-neighbour search: one usearch HNSW index (cosine, f32) per encoder over
+//! its `text` vectors, keyed by example id, persisted as `STORE/ann/<encoder id>.usearch` with
+//! a record in sled (see [`crate::store::ann`]) saying what it was built from.
+//!
+//! - [`AnnIndex`]: the index itself (build, add, save beside + rename, view, filtered search).
+//! - [`AnnSearch`]: a [`NeighbourSearch`] over a pool's rows through an [`AnnIndex`]; the pool
+//!   and every filter go through usearch's filtered search (a predicate on the key), so the
+//!   index never returns an example outside the pool or filtered out.
+//! - [`build`], [`refresh`], [`open`], [`status`], [`check`]: the index as the store keeps it.
+//!
+//! Exact search ([`super::BruteForce`]) stays the reference and the default below
+//! [`ANN_MIN_ROWS`] vectors ([`SearchMode::Auto`]).
+
+use super::search::NeighbourSearch;
+use crate::error::{Error, Result};
+use crate::spec::{EncoderInfo, ExampleId};
+use crate::store::ann::{ids_fingerprint, AnnRecord};
+use crate::store::vectors::{VectorSet, What};
+use crate::store::{CheckReport, Store};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+
+/// Layout version of the index files (bump when the parameters below change).
+pub const ANN_VERSION: u32 = 1;
+/// [`SearchMode::Auto`] uses the index from this many stored vectors of an encoder on; below,
+/// exact search is fast enough (see `emoknow bench similar`).
+pub const ANN_MIN_ROWS: usize = 200_000;
+/// Graph degree (HNSW `M`).
+const CONNECTIVITY: usize = 16;
+/// Candidates kept while inserting (`ef_construction`).
+const EXPANSION_ADD: usize = 128;
+/// Candidates kept while searching (`ef`).
+const EXPANSION_SEARCH: usize = 128;
+/// Vectors inserted between progress reports and interruption checks.
+const CHUNK: usize = 8192;
+
+/// How dense neighbours are searched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SearchMode {
+    /// The ANN index when the encoder has at least [`ANN_MIN_ROWS`] vectors and its index is
+    /// fresh; exact search otherwise.
+    #[default]
+    Auto,
+    /// Always exact (brute force).
+    Exact,
+    /// The ANN index whatever the size (tests, benchmarks); exact, with a note, when the index
+    /// is missing or stale.
+    Ann,
+}
+
+/// A usearch HNSW index over one encoder's text vectors (keys: example ids).
+pub struct AnnIndex {
+    index: Index,
+    dim: usize,
+    /// usearch serves as many concurrent searches as it has thread slots (and fails the rest):
+    /// at most that many callers search at once.
+    gate: Gate,
+}
+
+/// A counting semaphore.
+struct Gate {
+    free: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+impl Gate {
+    fn new(slots: usize) -> Gate {
+        Gate {
+            free: std::sync::Mutex::new(slots.max(1)),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    fn run<T>(&self, f: impl FnOnce() -> T) -> T {
+        {
+            let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+            while *free == 0 {
+                free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+            }
+            *free -= 1;
+        }
+        let out = f();
+        *self.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.freed.notify_one();
+        out
+    }
+}
+
+/// The thread slots usearch gives an index it loads or maps (its default).
+fn default_slots() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn ann_err(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::AnnIndex {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+fn path_str(path: &Path) -> Result<&str> {
+    path.to_str()
+        .ok_or_else(|| ann_err(path, "the path is not valid UTF-8"))
+}
+
+impl AnnIndex {
+    /// An empty index for vectors of dimension `dim`, with room for `capacity` of them.
+    pub fn new(dim: usize, capacity: usize) -> Result<AnnIndex> {
+        let opts = IndexOptions {
+            dimensions: dim,
+            metric: MetricKind::Cos,
+            quantization: ScalarKind::F32,
+            connectivity: CONNECTIVITY,
+            expansion_add: EXPANSION_ADD,
+            expansion_search: EXPANSION_SEARCH,
+            multi: false,
+        };
+        let index = Index::new(&opts).map_err(|e| ann_err(Path::new("(new)"), e))?;
+        let ix = AnnIndex {
+            index,
+            dim,
+            gate: Gate::new(rayon::current_num_threads().min(default_slots())),
+        };
+        ix.reserve(capacity)?;
+        Ok(ix)
+    }
+
+    fn reserve(&self, capacity: usize) -> Result<()> {
+        self.index
+            .reserve_capacity_and_threads(capacity.max(1), rayon::current_num_threads().max(1))
+            .map_err(|e| ann_err(Path::new("(memory)"), e))
+    }
+
+    /// Vectors in the index.
+    pub fn len(&self) -> usize {
+        self.index.size()
+    }
+
+    /// Whether the index holds no vector.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Their dimension.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Whether example `id` is in the index.
+    pub fn contains(&self, id: ExampleId) -> bool {
+        self.index.contains(id)
+    }
+
+    /// Adds the rows of `set` for which `wanted(row)` holds, in parallel, reporting the rows
+    /// added so far to `progress` and stopping with [`Error::Interrupted`] when `interrupted`.
+    pub fn add_rows(
+        &self,
+        set: &VectorSet,
+        wanted: &[usize],
+        progress: &(dyn Fn(usize) + Sync),
+        interrupted: &(dyn Fn() -> bool + Sync),
+    ) -> Result<()> {
+        if set.dim != self.dim {
+            return Err(Error::Invalid(format!(
+                "vectors have dimension {}, the ANN index {}",
+                set.dim, self.dim
+            )));
+        }
+        self.reserve(self.len() + wanted.len())?;
+        let done = AtomicUsize::new(0);
+        for chunk in wanted.chunks(CHUNK) {
+            if interrupted() {
+                return Err(Error::Interrupted);
+            }
+            chunk.par_iter().try_for_each(|&row| {
+                self.index
+                    .add(set.ids[row], set.row(row))
+                    .map_err(|e| ann_err(Path::new("(memory)"), e))
+            })?;
+            progress(done.fetch_add(chunk.len(), Ordering::Relaxed) + chunk.len());
+        }
+        Ok(())
+    }
+
+    /// An index over every row of `set`.
+    pub fn build(
+        set: &VectorSet,
+        progress: &(dyn Fn(usize) + Sync),
+        interrupted: &(dyn Fn() -> bool + Sync),
+    ) -> Result<AnnIndex> {
+        let ix = AnnIndex::new(set.dim, set.ids.len())?;
+        let rows: Vec<usize> = (0..set.ids.len()).collect();
+        ix.add_rows(set, &rows, progress, interrupted)?;
+        Ok(ix)
+    }
+
+    /// Writes the index to `path` through a file beside it, synced and renamed into place
+    /// (a kill at any moment leaves either the old file or the new one).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let tmp = path.with_extension("usearch.tmp");
+        self.index
+            .save(path_str(&tmp)?)
+            .map_err(|e| ann_err(&tmp, e))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Loads the index at `path` into memory (to add to it).
+    pub fn load(path: &Path) -> Result<AnnIndex> {
+        let index = Index::restore(path_str(path)?).map_err(|e| ann_err(path, e))?;
+        let dim = index.dimensions();
+        index.change_expansion_search(EXPANSION_SEARCH);
+        Ok(AnnIndex {
+            index,
+            dim,
+            gate: Gate::new(default_slots()),
+        })
+    }
+
+    /// Maps the index at `path` read-only (opens at once whatever its size).
+    pub fn view(path: &Path) -> Result<AnnIndex> {
+        let index = Index::restore_view(path_str(path)?).map_err(|e| ann_err(path, e))?;
+        let dim = index.dimensions();
+        index.change_expansion_search(EXPANSION_SEARCH);
+        Ok(AnnIndex {
+            index,
+            dim,
+            gate: Gate::new(default_slots()),
+        })
+    }
+
+    /// Up to `k` (example id, cosine) pairs nearest to `query`, best first, among the keys for
+    /// which `allowed` holds (usearch's filtered search: the predicate is applied while the
+    /// graph is walked, so filtered-out examples are never returned).
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        allowed: impl Fn(ExampleId) -> bool,
+    ) -> Result<Vec<(ExampleId, f32)>> {
+        if query.len() != self.dim {
+            return Err(Error::Invalid(format!(
+                "query vector has dimension {}, the ANN index {}",
+                query.len(),
+                self.dim
+            )));
+        }
+        if k == 0 || self.is_empty() {
+            return Ok(Vec::new());
+        }
+        let m = self
+            .gate
+            .run(|| self.index.filtered_search(query, k, allowed))
+            .map_err(|e| ann_err(Path::new("(search)"), e))?;
+        Ok(m.keys
+            .into_iter()
+            .zip(m.distances)
+            .map(|(id, d)| (id, 1.0 - d))
+            .collect())
+    }
+}
+
+/// A [`NeighbourSearch`] over a pool's rows (row `i` is example `ids[i]`) through an index
+/// that may hold more examples than the pool: keys outside the pool are filtered out.
+pub struct AnnSearch {
+    index: Arc<AnnIndex>,
+    row_of: HashMap<ExampleId, usize>,
+}
+
+impl AnnSearch {
+    /// Search restricted to the examples `ids` (row `i` of the results is `ids[i]`).
+    pub fn new(index: Arc<AnnIndex>, ids: &[ExampleId]) -> AnnSearch {
+        AnnSearch {
+            index,
+            row_of: ids.iter().enumerate().map(|(i, &id)| (id, i)).collect(),
+        }
+    }
+}
+
+impl NeighbourSearch for AnnSearch {
+    fn search(
+        &self,
+        queries: &[&[f32]],
+        k: usize,
+        allowed: &(dyn Fn(usize, usize) -> bool + Sync),
+    ) -> Result<Vec<Vec<(usize, f32)>>> {
+        queries
+            .par_iter()
+            .enumerate()
+            .map(|(qi, q)| {
+                let hits = self.index.search(q, k, |key| {
+                    self.row_of.get(&key).is_some_and(|&row| allowed(qi, row))
+                })?;
+                Ok(hits
+                    .into_iter()
+                    .filter_map(|(id, s)| self.row_of.get(&id).map(|&r| (r, s)))
+                    .collect())
+            })
+            .collect()
+    }
+}
+
+/// The state of an encoder's index relative to its stored vectors.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "reason")]
+pub enum Freshness {
+    /// Built from exactly the stored text vectors.
+    Fresh,
+    /// Never built (or its build did not finish).
+    Absent,
+    /// Built from other vectors than those stored now (the reason says how they differ).
+    Stale(String),
+    /// The file does not match its record, or cannot be read.
+    Damaged(String),
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Compares the record with the vectors and the file's header.
+fn freshness(store: &Store, record: Option<&AnnRecord>, set: &VectorSet) -> Freshness {
+    let Some(r) = record else {
+        return Freshness::Absent;
+    };
+    let path = store.ann_file(&r.encoder_id);
+    if r.version != ANN_VERSION {
+        return Freshness::Stale(format!(
+            "built by layout version {}, this emoknow writes {ANN_VERSION}",
+            r.version
+        ));
+    }
+    let meta = match path_str(&path).and_then(|p| Index::metadata(p).map_err(|e| ann_err(&path, e)))
+    {
+        Ok(m) => m,
+        Err(_) if !path.exists() => {
+            return Freshness::Damaged(format!("{} is missing", path.display()))
+        }
+        Err(e) => return Freshness::Damaged(e.to_string()),
+    };
+    let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+    if bytes != r.bytes {
+        return Freshness::Damaged(format!(
+            "{} has {bytes} bytes, its record says {}",
+            path.display(),
+            r.bytes
+        ));
+    }
+    if meta.dimensions != r.dim || meta.count_present != r.count {
+        return Freshness::Damaged(format!(
+            "{} holds {} vectors of dimension {}, its record says {} of dimension {}",
+            path.display(),
+            meta.count_present,
+            meta.dimensions,
+            r.count,
+            r.dim
+        ));
+    }
+    if r.dim != set.dim as u64 {
+        return Freshness::Stale(format!(
+            "dimension {}, the encoder's vectors have {}",
+            r.dim, set.dim
+        ));
+    }
+    if r.count != set.ids.len() as u64 || r.fingerprint != ids_fingerprint(&set.ids) {
+        return Freshness::Stale(format!(
+            "built over {} vectors, the store now holds {} text vectors{}",
+            r.count,
+            set.ids.len(),
+            if r.count == set.ids.len() as u64 {
+                " (other examples)"
+            } else {
+                ""
+            }
+        ));
+    }
+    Freshness::Fresh
+}
+
+/// The state of `info`'s index against its stored text vectors `set`.
+pub fn status(store: &Store, info: &EncoderInfo, set: &VectorSet) -> Result<Freshness> {
+    Ok(freshness(store, store.ann_record(&info.id)?.as_ref(), set))
+}
+
+/// The index of `info` when it is fresh for `set` (its stored text vectors), mapped read-only;
+/// otherwise why it cannot be used (with the fix).
+pub fn open(
+    store: &Store,
+    info: &EncoderInfo,
+    set: &VectorSet,
+) -> Result<std::result::Result<Arc<AnnIndex>, String>> {
+    let why = match status(store, info, set)? {
+        Freshness::Fresh => match AnnIndex::view(&store.ann_file(&info.id)) {
+            Ok(ix) if ix.len() == set.ids.len() && ix.dim() == set.dim => {
+                return Ok(Ok(Arc::new(ix)))
+            }
+            Ok(ix) => format!("it holds {} vectors, the store {}", ix.len(), set.ids.len()),
+            Err(e) => e.to_string(),
+        },
+        Freshness::Absent => "it was never built".to_string(),
+        Freshness::Stale(r) | Freshness::Damaged(r) => r,
+    };
+    Ok(Err(format!(
+        "the ANN index of encoder {} is not usable ({why}): searching exactly; run `emoknow index build` to (re)build it",
+        info.name
+    )))
+}
+
+/// What a build or refresh did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildSummary {
+    /// Encoder name.
+    pub encoder: String,
+    /// Encoder id.
+    pub encoder_id: String,
+    /// Vectors in the index now.
+    pub vectors: usize,
+    /// Vectors inserted by this run (all of them for a full build).
+    pub added: usize,
+    /// Whether an existing index was extended instead of rebuilt.
+    pub incremental: bool,
+    /// The index file.
+    pub file: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+}
+
+/// Brings `info`'s index up to date with its stored text vectors: extends the existing index
+/// when it was built from a subset of them (only vectors were added since), else rebuilds it.
+/// `base` is the record as it was when the vectors were last known to match it (see
+/// [`begin_update`]); with `full`, always rebuilds. `progress(done, total)` reports inserts.
+pub fn refresh(
+    store: &Store,
+    info: &EncoderInfo,
+    base: Option<AnnRecord>,
+    full: bool,
+    progress: &(dyn Fn(usize, usize) + Sync),
+    interrupted: &(dyn Fn() -> bool + Sync),
+) -> Result<BuildSummary> {
+    let set = store.vectors(info, &What::Text, None)?;
+    let path = store.ann_file(&info.id);
+    // Extend only an index whose record matched the file and the vectors of its time, and
+    // whose every key is still stored (ids only ever added since).
+    let existing = match (&base, full) {
+        (Some(r), false) if r.version == ANN_VERSION && r.dim == set.dim as u64 => {
+            match AnnIndex::load(&path) {
+                Ok(ix)
+                    if ix.len() as u64 == r.count
+                        && ix.dim() == set.dim
+                        && ix.len() <= set.ids.len() =>
+                {
+                    Some(ix)
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    let (ix, added, incremental) = match existing {
+        Some(ix) => {
+            let missing: Vec<usize> = (0..set.ids.len())
+                .filter(|&r| !ix.contains(set.ids[r]))
+                .collect();
+            // Every old key must still be stored: old + new = all stored vectors.
+            if ix.len() + missing.len() == set.ids.len() {
+                let total = missing.len();
+                ix.add_rows(&set, &missing, &|d| progress(d, total), interrupted)?;
+                (ix, total, true)
+            } else {
+                let total = set.ids.len();
+                let ix = AnnIndex::build(&set, &|d| progress(d, total), interrupted)?;
+                (ix, total, false)
+            }
+        }
+        None => {
+            let total = set.ids.len();
+            let ix = AnnIndex::build(&set, &|d| progress(d, total), interrupted)?;
+            (ix, total, false)
+        }
+    };
+    if interrupted() {
+        return Err(Error::Interrupted);
+    }
+    // The record goes first, then the file is replaced, then the new record is written: a
+    // record always describes the file beside it.
+    store.remove_ann_record(&info.id)?;
+    ix.save(&path)?;
+    let bytes = std::fs::metadata(&path)
+        .map_err(|e| Error::io(&path, e))?
+        .len();
+    store.put_ann_record(&AnnRecord {
+        encoder_id: info.id.clone(),
+        count: ix.len() as u64,
+        dim: set.dim as u64,
+        fingerprint: ids_fingerprint(&set.ids),
+        version: ANN_VERSION,
+        bytes,
+        built_at: unix_now(),
+    })?;
+    Ok(BuildSummary {
+        encoder: info.name.clone(),
+        encoder_id: info.id.clone(),
+        vectors: ix.len(),
+        added,
+        incremental,
+        file: path,
+        bytes,
+    })
+}
+
+/// Rebuilds `info`'s index from all its stored text vectors.
+pub fn build(
+    store: &Store,
+    info: &EncoderInfo,
+    progress: &(dyn Fn(usize, usize) + Sync),
+    interrupted: &(dyn Fn() -> bool + Sync),
+) -> Result<BuildSummary> {
+    refresh(store, info, None, true, progress, interrupted)
+}
+
+/// Called before new text vectors of `info` are written: returns the index record if it
+/// matches the vectors stored now (so [`refresh`] may extend the index afterwards), and
+/// removes it, so that a run killed part-way leaves no record claiming the index is current.
+pub fn begin_update(store: &Store, info: &EncoderInfo) -> Result<Option<AnnRecord>> {
+    let Some(record) = store.ann_record(&info.id)? else {
+        return Ok(None);
+    };
+    let set = store.vectors(info, &What::Text, None)?;
+    let fresh = freshness(store, Some(&record), &set) == Freshness::Fresh;
+    store.remove_ann_record(&info.id)?;
+    Ok(fresh.then_some(record))
+}
+
+/// Whether `embed` should keep `info`'s index up to date: it had one, or it has enough
+/// vectors for [`SearchMode::Auto`] to use one.
+pub fn wanted(store: &Store, info: &EncoderInfo, had_record: bool, vectors: usize) -> bool {
+    had_record || vectors >= ANN_MIN_ROWS || store.ann_file(&info.id).exists()
+}
+
+/// One encoder's index as `stats` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AnnStats {
+    /// Encoder name.
+    pub encoder: String,
+    /// Encoder id.
+    pub encoder_id: String,
+    /// Its state against the stored vectors.
+    pub freshness: Freshness,
+    /// Vectors indexed (from its record).
+    pub vectors: Option<u64>,
+    /// The index file.
+    pub file: PathBuf,
+    /// Its size in bytes (0 when absent).
+    pub bytes: u64,
+}
+
+/// The index of every encoder with text vectors or an index record.
+pub fn stats(store: &Store) -> Result<Vec<AnnStats>> {
+    let mut out = Vec::new();
+    for info in store.encoders()? {
+        let record = store.ann_record(&info.id)?;
+        let file = store.ann_file(&info.id);
+        if record.is_none() && !file.exists() {
+            continue;
+        }
+        let set = store.vectors(&info, &What::Text, None)?;
+        out.push(AnnStats {
+            encoder: info.name.clone(),
+            encoder_id: info.id.clone(),
+            freshness: freshness(store, record.as_ref(), &set),
+            vectors: record.map(|r| r.count),
+            bytes: std::fs::metadata(&file).map_or(0, |m| m.len()),
+            file,
+        });
+    }
+    Ok(out)
+}
+
+/// Adds to `report` every ANN index whose record disagrees with its file or with the stored
+/// vectors (count, dimension, ids). An index never built, or whose build was killed (no
+/// record), is not a problem: searches are exact until `emoknow index build`.
+pub fn check(store: &Store, report: &mut CheckReport) -> Result<()> {
+    let encoders: HashMap<String, EncoderInfo> = store
+        .encoders()?
+        .into_iter()
+        .map(|e| (e.id.clone(), e))
+        .collect();
+    for r in store.ann_records()? {
+        let Some(info) = encoders.get(&r.encoder_id) else {
+            report.problems.push(format!(
+                "ANN index record for unregistered encoder {} (run `emoknow index build`)",
+                r.encoder_id
+            ));
+            continue;
+        };
+        let set = store.vectors(info, &What::Text, None)?;
+        let problem = match freshness(store, Some(&r), &set) {
+            Freshness::Fresh | Freshness::Absent => {
+                // The header agrees; the whole file must also map.
+                match AnnIndex::view(&store.ann_file(&r.encoder_id)) {
+                    Ok(ix) if ix.len() as u64 == r.count => None,
+                    Ok(ix) => Some(format!(
+                        "it maps {} vectors, its record says {}",
+                        ix.len(),
+                        r.count
+                    )),
+                    Err(e) => Some(e.to_string()),
+                }
+            }
+            Freshness::Stale(why) => Some(format!("stale: {why}")),
+            Freshness::Damaged(why) => Some(format!("damaged: {why}")),
+        };
+        if let Some(p) = problem {
+            report.problems.push(format!(
+                "ANN index of encoder {}: {p} (run `emoknow index build --encoder {}`)",
+                info.name, info.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::neighbours::BruteForce;
+    use rand::{Rng, SeedableRng};
+
+    fn random_set(n: usize, dim: usize, seed: u64) -> VectorSet {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        VectorSet::from_rows(
+            (1..=n as u64).map(|i| i * 3).collect(),
+            dim,
+            (0..n * dim)
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn index_recall_matches_exact_on_small_random_vectors() {
+        let set = random_set(400, 16, 1);
+        let ix = Arc::new(AnnIndex::build(&set, &|_| {}, &|| false).unwrap());
+        assert_eq!(ix.len(), 400);
+        let ann = AnnSearch::new(ix, &set.ids);
+        let exact = BruteForce::new(&set).unwrap();
+        let queries: Vec<&[f32]> = (0..100).map(|i| set.row(i)).collect();
+        let never_self = |qi: usize, row: usize| qi != row;
+        let a = ann.search(&queries, 10, &never_self).unwrap();
+        let e = exact.search(&queries, 10, &never_self).unwrap();
+        let mut hit = 0;
+        for (qi, (a, e)) in a.iter().zip(&e).enumerate() {
+            assert!(a.iter().all(|&(r, _)| r != qi), "query {qi} found itself");
+            hit += a.iter().filter(|x| e.iter().any(|y| y.0 == x.0)).count();
+        }
+        let recall = hit as f64 / 1000.0;
+        assert!(recall >= 0.98, "recall@10 {recall}");
+        // Scores are cosines, as exact search gives them.
+        assert!(
+            (a[5][0].1 - e[5][0].1).abs() < 1e-4,
+            "{:?} {:?}",
+            a[5][0],
+            e[5][0]
+        );
+    }
+
+    #[test]
+    fn filters_and_the_pool_are_honoured() {
+        let set = random_set(300, 8, 2);
+        let ix = Arc::new(AnnIndex::build(&set, &|_| {}, &|| false).unwrap());
+        // A pool of every other example: rows are positions in the pool.
+        let pool: Vec<ExampleId> = set.ids.iter().copied().step_by(2).collect();
+        let ann = AnnSearch::new(ix, &pool);
+        let queries: Vec<&[f32]> = (0..50).map(|i| set.row(i * 2)).collect();
+        // Never self (row qi), and only rows divisible by 3.
+        let allowed = |qi: usize, row: usize| row != qi && row.is_multiple_of(3);
+        for (qi, hits) in ann
+            .search(&queries, 10, &allowed)
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(hits.len(), 10);
+            for &(row, _) in hits {
+                assert!(
+                    row < pool.len() && allowed(qi, row),
+                    "query {qi} got row {row}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn saved_index_reopens_with_the_same_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = random_set(200, 8, 3);
+        let ix = AnnIndex::build(&set, &|_| {}, &|| false).unwrap();
+        let path = dir.path().join("x.usearch");
+        ix.save(&path).unwrap();
+        assert!(!path.with_extension("usearch.tmp").exists());
+        let back = AnnIndex::view(&path).unwrap();
+        assert_eq!(back.len(), 200);
+        let q = set.row(7);
+        assert_eq!(
+            ix.search(q, 5, |_| true).unwrap(),
+            back.search(q, 5, |_| true).unwrap()
+        );
+    }
+}
