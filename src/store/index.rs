@@ -324,7 +324,12 @@ fn create(dir: &Path) -> Result<Live> {
 }
 
 fn writer(index: &Index) -> Result<IndexWriter> {
-    Ok(index.writer(WRITER_HEAP_BYTES)?)
+    let w = index.writer(WRITER_HEAP_BYTES)?;
+    // A writer killed during its commit can leave files the last commit does not use, e.g. a
+    // segment's `<segment>.<opstamp>.del`; the next commit reuses that opstamp and fails with
+    // "file already exists". Remove them before writing anything.
+    w.garbage_collect_files().wait()?;
+    Ok(w)
 }
 
 impl SearchIndex {
