@@ -220,25 +220,23 @@ impl AnnIndex {
     /// Loads the index at `path` into memory (to add to it).
     pub fn load(path: &Path) -> Result<AnnIndex> {
         let index = Index::restore(path_str(path)?).map_err(|e| ann_err(path, e))?;
-        let dim = index.dimensions();
-        index.change_expansion_search(EXPANSION_SEARCH);
-        Ok(AnnIndex {
-            index,
-            dim,
-            gate: Gate::new(default_slots()),
-        })
+        Ok(AnnIndex::restored(index))
     }
 
     /// Maps the index at `path` read-only (opens at once whatever its size).
     pub fn view(path: &Path) -> Result<AnnIndex> {
         let index = Index::restore_view(path_str(path)?).map_err(|e| ann_err(path, e))?;
-        let dim = index.dimensions();
+        Ok(AnnIndex::restored(index))
+    }
+
+    /// An index read from a file, with this module's search settings.
+    fn restored(index: Index) -> AnnIndex {
         index.change_expansion_search(EXPANSION_SEARCH);
-        Ok(AnnIndex {
+        AnnIndex {
+            dim: index.dimensions(),
             index,
-            dim,
             gate: Gate::new(default_slots()),
-        })
+        }
     }
 
     /// Up to `k` (example id, cosine) pairs nearest to `query`, best first, among the keys for
