@@ -92,7 +92,7 @@ fn similar_through_the_index_agrees_with_exact_and_honours_filters() {
 }
 
 #[test]
-fn knowledge_retrieve_through_the_index_stores_the_exact_neighbours() {
+fn knowledge_retrieve_through_the_index_agrees_with_exact() {
     let Setup { env, .. } = indexed();
     let get = |source: &str| {
         let mut v = Vec::new();
@@ -225,6 +225,28 @@ fn a_stale_or_damaged_index_is_reported_and_never_used() {
     // reindex rebuilds it.
     env.run(&["reindex"]).ok();
     env.run(&["check"]).ok();
+    assert_eq!(ann_state(&env), "fresh");
+
+    // An index written by an earlier layout (other parameters) is stale until rebuilt.
+    {
+        let store = emoknow::store::Store::open(&env.store()).unwrap();
+        let mut r = store.ann_records().unwrap().pop().unwrap();
+        r.version -= 1;
+        store.put_ann_record(&r).unwrap();
+    }
+    assert_eq!(ann_state(&env), "stale");
+    assert!(
+        env.stats()["ann"][0]["freshness"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("layout version"),
+        "{}",
+        env.stats()["ann"][0]
+    );
+    env.run(&["similar", "--id", &q, "--ann"])
+        .ok()
+        .stderr_has("not usable");
+    env.run(&["index", "build"]).ok();
     assert_eq!(ann_state(&env), "fresh");
 }
 

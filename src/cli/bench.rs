@@ -8,6 +8,7 @@ use emoknow::knowledge::llm::{LlmClient, LlmConfig};
 use emoknow::knowledge::prompts::Prompts;
 use emoknow::knowledge::sanitize::Lexicon;
 use emoknow::labels::{Emotion, LabelSet};
+use emoknow::neighbours::{AnnParams, Quantization};
 use emoknow::store::index::tokenize;
 use emoknow::store::{Filter, QuerySpec, Store};
 use emoknow::testkit::devserver::{Behaviour, DevServer};
@@ -16,6 +17,45 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
+
+/// The ANN index's parameters, as bench flags.
+#[derive(clap::Args, Debug)]
+struct AnnArgs {
+    /// ANN graph degree (HNSW M).
+    #[arg(long = "m", default_value_t = AnnParams::default().connectivity)]
+    connectivity: usize,
+
+    /// ANN candidates kept while inserting (ef_construction).
+    #[arg(long, default_value_t = AnnParams::default().expansion_add)]
+    ef_construction: usize,
+
+    /// ANN candidates kept while searching (ef); repeat to compare several on one index.
+    #[arg(long = "ef", default_values_t = [AnnParams::default().expansion_search])]
+    ef: Vec<usize>,
+
+    /// Scalar type inside the ANN index (f32, f16, i8); repeat to compare (one build each).
+    #[arg(long, default_values_t = [AnnParams::default().quantization])]
+    quantization: Vec<Quantization>,
+
+    /// Candidates per neighbour re-ranked by exact cosine (1: none); repeat to compare.
+    #[arg(long, default_values_t = [emoknow::neighbours::ann::RERANK_FACTOR])]
+    rerank: Vec<usize>,
+}
+
+impl AnnArgs {
+    /// One parameter set per quantization (the first `ef` as its search setting).
+    fn params(&self) -> Vec<AnnParams> {
+        self.quantization
+            .iter()
+            .map(|&quantization| AnnParams {
+                connectivity: self.connectivity,
+                expansion_add: self.ef_construction,
+                expansion_search: self.ef[0],
+                quantization,
+            })
+            .collect()
+    }
+}
 
 /// Measure emoknow's speed against baselines measured in the same run.
 #[derive(clap::Args, Debug)]
@@ -68,6 +108,9 @@ struct ScaleArgs {
     /// Rows of the retrieve-like pass [default: all].
     #[arg(long)]
     retrieve_rows: Option<usize>,
+
+    #[command(flatten)]
+    ann: AnnArgs,
 }
 
 /// Latency and throughput of `emoknow serve` on loopback: keyword queries (`GET /api/query`)
@@ -127,6 +170,9 @@ struct SimilarArgs {
     /// Stored encoder [default: the only one].
     #[arg(long)]
     encoder: Option<String>,
+
+    #[command(flatten)]
+    ann: AnnArgs,
 }
 
 /// Embedding throughput of an encoder on the corpus: (a) corpus order in batches of 32 — the
@@ -616,7 +662,7 @@ fn bench_embed(a: EmbedArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 }
 
 fn bench_similar(a: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    use emoknow::neighbours::{AnnIndex, AnnSearch, BruteForce, NeighbourSearch};
+    use emoknow::neighbours::{AnnIndex, BruteForce, NeighbourSearch};
     use emoknow::store::vectors::What;
     let store = ctx.open()?;
     let info =
@@ -675,30 +721,31 @@ fn bench_similar(a: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         percentile(&mut naive, 0.5),
     );
     // The ANN index (built here in memory, as `index build` would) on the same queries.
-    let t = Instant::now();
-    let ann_index = std::sync::Arc::new(AnnIndex::build(&all, &|_| {}, &|| false)?);
-    let ann_build_secs = t.elapsed().as_secs_f64();
-    let ann = AnnSearch::new(ann_index, &all.ids);
-    let mut ann_ms = Vec::new();
-    let mut hit = 0usize;
-    for (i, q) in queries.iter().enumerate() {
+    let qrows: Vec<usize> = (0..queries.len()).collect();
+    let mut runs = Vec::new();
+    for params in a.ann.params() {
         let t = Instant::now();
-        let hits = ann.search(&[*q], a.k, &|_, r| r != i)?;
-        ann_ms.push(t.elapsed().as_secs_f64() * 1e3);
-        hit += hits[0]
-            .iter()
-            .filter(|h| first[i].iter().any(|e| e.0 == h.0))
-            .count();
+        let index = std::sync::Arc::new(AnnIndex::build(&all, &params, &|_| {}, &|| false)?);
+        let build_secs = t.elapsed().as_secs_f64();
+        runs.extend(ann_runs(
+            &index,
+            &all,
+            &params,
+            build_secs,
+            &a.ann.ef,
+            &a.ann.rerank,
+            &queries,
+            &qrows,
+            &first,
+            a.k,
+        )?);
     }
-    let recall = hit as f64 / (queries.len() * a.k).max(1) as f64;
-    let (ann50, ann95) = (percentile(&mut ann_ms, 0.5), percentile(&mut ann_ms, 0.95));
     if ctx.json {
         output::print_json(&serde_json::json!({
             "vectors": all.ids.len(), "dim": all.dim, "k": a.k, "queries": queries.len(),
             "single_p50_ms": p50, "single_p95_ms": p95, "batched_ms_per_query": batched_ms,
             "naive_loop_p50_ms": naive50, "load_ms": load_ms,
-            "ann": {"build_secs": ann_build_secs, "p50_ms": ann50, "p95_ms": ann95,
-                    "recall_at_k": recall, "speedup_vs_exact_p50": p50 / ann50},
+            "ann": runs,
         }))?;
     } else {
         println!(
@@ -713,22 +760,94 @@ fn bench_similar(a: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         println!("  one query per matmul   p50 {p50:.2} ms, p95 {p95:.2} ms");
         println!("  batched (256 per matmul) {batched_ms:.3} ms per query");
         println!("  baseline: loop of dot products + sort, p50 {naive50:.2} ms  (single ×{:.1}, batched ×{:.0})", naive50 / p50, naive50 / batched_ms);
-        println!(
-            "  ANN index (usearch HNSW, built in {ann_build_secs:.1} s) p50 {ann50:.3} ms, p95 {ann95:.3} ms, recall@{} {recall:.4} vs exact, ×{:.1} vs one query per matmul",
-            a.k,
-            p50 / ann50
-        );
+        for r in &runs {
+            println!(
+                "  ANN index (usearch HNSW, {} M {} ef_construction {}, built in {:.1} s) ef {} rerank ×{}: p50 {:.3} ms, p95 {:.3} ms, recall@{} {:.4} vs exact, ×{:.1} vs one query per matmul",
+                r.quantization, r.m, r.ef_construction, r.build_secs, r.ef, r.rerank, r.p50_ms, r.p95_ms, a.k, r.recall_at_k, p50 / r.p50_ms
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// One measured ANN configuration: an index and a search setting.
+#[derive(Debug, Serialize)]
+struct AnnRun {
+    quantization: Quantization,
+    rerank: usize,
+    m: usize,
+    ef_construction: usize,
+    ef: usize,
+    build_secs: f64,
+    p50_ms: f64,
+    p95_ms: f64,
+    recall_at_k: f64,
+}
+
+/// Times single queries through `index` (pool: `ids`; query `i` excludes row `qrows[i]`) at
+/// each `ef`, with recall against the exact `truth`.
+#[allow(clippy::too_many_arguments)]
+fn ann_runs(
+    index: &std::sync::Arc<emoknow::neighbours::AnnIndex>,
+    vectors: &emoknow::store::vectors::VectorSet,
+    params: &AnnParams,
+    build_secs: f64,
+    efs: &[usize],
+    reranks: &[usize],
+    queries: &[&[f32]],
+    qrows: &[usize],
+    truth: &[Vec<(usize, f32)>],
+    k: usize,
+) -> anyhow::Result<Vec<AnnRun>> {
+    use emoknow::neighbours::{AnnSearch, NeighbourSearch};
+    let mut runs = Vec::new();
+    for (&ef, &rerank) in efs.iter().flat_map(|e| reranks.iter().map(move |r| (e, r))) {
+        let search = AnnSearch::new(index.clone(), &vectors.ids).reranked(vectors.clone(), rerank);
+        index.set_expansion_search(ef);
+        let mut ms = Vec::new();
+        let mut hit = 0usize;
+        for (qi, q) in queries.iter().enumerate() {
+            let t = Instant::now();
+            let r = search.search(&[*q], k, &|_, r| r != qrows[qi])?;
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+            hit += r[0]
+                .iter()
+                .filter(|h| truth[qi].iter().any(|e| e.0 == h.0))
+                .count();
+        }
+        runs.push(AnnRun {
+            quantization: params.quantization,
+            rerank,
+            m: params.connectivity,
+            ef_construction: params.expansion_add,
+            ef,
+            build_secs,
+            p50_ms: percentile(&mut ms, 0.5),
+            p95_ms: percentile(&mut ms, 0.95),
+            recall_at_k: hit as f64 / (queries.len() * k).max(1) as f64,
+        });
+    }
+    index.set_expansion_search(params.expansion_search);
+    Ok(runs)
+}
+
 /// The process's peak resident memory so far (VmHWM), in MB.
 fn peak_mb() -> f64 {
+    proc_status_mb("VmHWM:")
+}
+
+/// The process's resident memory now (VmRSS), in MB.
+fn rss_mb() -> f64 {
+    proc_status_mb("VmRSS:")
+}
+
+/// A memory line of /proc/self/status, in MB (0 where there is none).
+fn proc_status_mb(key: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
@@ -746,24 +865,6 @@ fn bench_scale(a: ScaleArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let gen_secs = t.elapsed().as_secs_f64();
     pb.finish_and_clear();
     let peak_data = peak_mb();
-
-    let pb = output::bar(a.rows as u64, "indexing", ctx.quiet);
-    let t = Instant::now();
-    let index = AnnIndex::build(&set, &|d| pb.set_position(d as u64), &interrupted)?;
-    let build_secs = t.elapsed().as_secs_f64();
-    pb.finish_and_clear();
-    let peak_build = peak_mb();
-    let dir = tempfile::tempdir()?;
-    let file = dir.path().join("bench.usearch");
-    let t = Instant::now();
-    index.save(&file)?;
-    let save_secs = t.elapsed().as_secs_f64();
-    let bytes = std::fs::metadata(&file)?.len();
-    let t = Instant::now();
-    let viewed = AnnIndex::view(&file)?;
-    let view_secs = t.elapsed().as_secs_f64();
-    drop(viewed);
-    let index = std::sync::Arc::new(index);
 
     // Queries spread over the set; each excludes itself.
     let step = a.rows / a.queries;
@@ -788,24 +889,60 @@ fn bench_scale(a: ScaleArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     pb.finish_and_clear();
     let peak_exact = peak_mb();
 
-    let ann = AnnSearch::new(index.clone(), &set.ids);
-    let mut ann_ms = Vec::new();
-    let mut hit = 0usize;
-    for (qi, q) in queries.iter().enumerate() {
+    // One index per quantization; the first is kept for the retrieve-like pass.
+    let mut runs = Vec::new();
+    let mut builds = Vec::new();
+    let mut kept = None;
+    for params in a.ann.params() {
+        let rss_before = rss_mb();
+        let pb = output::bar(
+            a.rows as u64,
+            &format!("indexing ({})", params.quantization),
+            ctx.quiet,
+        );
         let t = Instant::now();
-        let r = ann.search(&[*q], a.k, &|_, r| r != qrows[qi])?;
-        ann_ms.push(t.elapsed().as_secs_f64() * 1e3);
-        hit += r[0]
-            .iter()
-            .filter(|h| truth[qi].iter().any(|e| e.0 == h.0))
-            .count();
+        let index = AnnIndex::build(&set, &params, &|d| pb.set_position(d as u64), &interrupted)?;
+        let build_secs = t.elapsed().as_secs_f64();
+        pb.finish_and_clear();
+        let peak_build = peak_mb();
+        let index_mb = rss_mb() - rss_before;
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("bench.usearch");
+        let t = Instant::now();
+        index.save(&file)?;
+        let save_secs = t.elapsed().as_secs_f64();
+        let bytes = std::fs::metadata(&file)?.len();
+        let t = Instant::now();
+        let viewed = AnnIndex::view(&file)?;
+        let view_secs = t.elapsed().as_secs_f64();
+        drop(viewed);
+        let index = std::sync::Arc::new(index);
+        let pb = output::spinner("timing queries", ctx.quiet);
+        runs.extend(ann_runs(
+            &index,
+            &set,
+            &params,
+            build_secs,
+            &a.ann.ef,
+            &a.ann.rerank,
+            &queries,
+            &qrows,
+            &truth,
+            a.k,
+        )?);
+        pb.finish_and_clear();
+        builds.push(serde_json::json!({
+            "quantization": params.quantization, "build_secs": build_secs,
+            "build_vectors_per_sec": a.rows as f64 / build_secs, "peak_mb_after_build": peak_build,
+            "index_mb": index_mb, "index_bytes": bytes, "save_secs": save_secs, "view_secs": view_secs,
+        }));
+        if kept.is_none() {
+            kept = Some(index);
+        }
     }
-    let recall = hit as f64 / (queries.len() * a.k) as f64;
-    let (exact50, ann50, ann95) = (
-        percentile(&mut exact_ms, 0.5),
-        percentile(&mut ann_ms, 0.5),
-        percentile(&mut ann_ms, 0.95),
-    );
+    let index = kept.ok_or_else(|| anyhow::anyhow!("no --quantization given"))?;
+    let ann = AnnSearch::new(index.clone(), &set.ids).reranked(set.clone(), a.ann.rerank[0]);
+    let exact50 = percentile(&mut exact_ms, 0.5);
 
     let n = a.retrieve_rows.unwrap_or(a.rows).min(a.rows);
     let pb = output::bar(n as u64, "retrieving", ctx.quiet);
@@ -830,14 +967,9 @@ fn bench_scale(a: ScaleArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let report = serde_json::json!({
         "rows": a.rows, "dim": a.dim, "clusters": a.clusters, "k": a.k,
         "generate_secs": gen_secs,
-        "build_secs": build_secs, "build_vectors_per_sec": a.rows as f64 / build_secs,
-        "peak_mb_after_data": peak_data, "peak_mb_after_build": peak_build,
-        "peak_mb_after_exact": peak_exact,
-        "index_bytes": bytes, "save_secs": save_secs, "view_secs": view_secs,
-        "queries": a.queries, "recall_at_k": recall,
-        "ann_p50_ms": ann50, "ann_p95_ms": ann95,
+        "peak_mb_after_data": peak_data, "peak_mb_after_exact": peak_exact,
+        "builds": builds, "queries": a.queries, "ann": runs,
         "exact_single_p50_ms": exact50, "exact_batched_ms_per_query": exact_batched_ms,
-        "speedup_p50": exact50 / ann50,
         "retrieve_rows": n, "retrieve_secs": retrieve_secs,
         "retrieve_rows_per_sec": n as f64 / retrieve_secs, "retrieve_neighbours": found,
         "threads": rayon::current_num_threads(),
@@ -846,26 +978,36 @@ fn bench_scale(a: ScaleArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         output::print_json(&report)?;
     } else {
         println!(
-            "{} synthetic vectors of dim {} ({} clusters), generated in {gen_secs:.1} s",
+            "{} synthetic vectors of dim {} ({} clusters), generated in {gen_secs:.1} s; peak memory {peak_data:.0} MB with the vectors, {peak_exact:.0} MB after the exact reference",
             a.rows, a.dim, a.clusters
         );
         println!(
-            "  ANN build {build_secs:.1} s ({:.0} vectors/s, {} threads); peak memory {peak_data:.0} MB with the vectors, {peak_build:.0} MB after the build",
-            a.rows as f64 / build_secs,
+            "  exact: p50 {exact50:.1} ms one query per matmul, batched {exact_batched_ms:.2} ms/query ({} threads)",
             rayon::current_num_threads()
         );
+        for b in &builds {
+            println!(
+                "  ANN build ({}) {:.1} s ({:.0} vectors/s); index memory {:.0} MB, peak {:.0} MB; file {:.0} MB, saved in {:.1} s, mapped in {:.3} s",
+                b["quantization"].as_str().unwrap_or("?"),
+                b["build_secs"].as_f64().unwrap_or(0.0),
+                b["build_vectors_per_sec"].as_f64().unwrap_or(0.0),
+                b["index_mb"].as_f64().unwrap_or(0.0),
+                b["peak_mb_after_build"].as_f64().unwrap_or(0.0),
+                b["index_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+                b["save_secs"].as_f64().unwrap_or(0.0),
+                b["view_secs"].as_f64().unwrap_or(0.0),
+            );
+        }
+        for r in &runs {
+            println!(
+                "  {} M {} ef_construction {} ef {} rerank ×{}: {} queries, recall@{} {:.4} vs exact; p50 {:.3} ms (p95 {:.3}): ×{:.0} vs exact",
+                r.quantization, r.m, r.ef_construction, r.ef, r.rerank, a.queries, a.k, r.recall_at_k, r.p50_ms, r.p95_ms, exact50 / r.p50_ms
+            );
+        }
         println!(
-            "  index file {:.0} MB, saved in {save_secs:.1} s, mapped in {view_secs:.3} s",
-            bytes as f64 / 1e6
-        );
-        println!(
-            "  {} queries: recall@{} {recall:.4} vs exact; ANN p50 {ann50:.3} ms (p95 {ann95:.3}), exact p50 {exact50:.1} ms (one query per matmul; batched {exact_batched_ms:.2} ms/query): ×{:.0}",
-            a.queries,
-            a.k,
-            exact50 / ann50
-        );
-        println!(
-            "  retrieve-like pass: k={} for {n} rows in {retrieve_secs:.1} s ({:.0} rows/s, inside the bench, no store writes)",
+            "  retrieve-like pass ({}, ef {}): k={} for {n} rows in {retrieve_secs:.1} s ({:.0} rows/s, inside the bench, no store writes)",
+            a.ann.quantization[0],
+            a.ann.ef[0],
             a.k,
             n as f64 / retrieve_secs
         );

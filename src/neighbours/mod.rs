@@ -20,7 +20,7 @@ pub mod records;
 pub mod retriever;
 pub mod search;
 
-pub use ann::{AnnIndex, AnnSearch, SearchMode};
+pub use ann::{AnnIndex, AnnParams, AnnSearch, Quantization, SearchMode};
 pub use embed::{pick_encoder, Embedder};
 pub use pool::{Hit, Pool, Probe};
 pub use records::{neighbours_knowledge, retrieve_into_store, stored_spec, RetrieveSummary};

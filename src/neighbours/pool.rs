@@ -87,7 +87,7 @@ impl Pool {
         }
         let ids: Vec<ExampleId> = examples.iter().map(|e| e.id).collect();
         Ok(Pool {
-            index: Some(Box::new(AnnSearch::new(index, &ids))),
+            index: Some(Box::new(AnnSearch::for_pool(index, &ids, vectors))),
             by_text: Self::texts(&examples),
             examples,
             exclude_within: 0,

@@ -81,14 +81,15 @@ pub struct VectorSet {
 /// Where a set's rows are.
 #[derive(Debug, Clone)]
 enum Rows {
-    Heap(Vec<f32>),
+    /// Shared: cloning a set does not copy its rows.
+    Heap(Arc<[f32]>),
     /// A vector file's committed rows (its header included).
     Mapped(Arc<Mmap>),
 }
 
 impl Default for Rows {
     fn default() -> Rows {
-        Rows::Heap(Vec::new())
+        Rows::Heap(Arc::from(Vec::new()))
     }
 }
 
@@ -107,7 +108,7 @@ impl VectorSet {
             ids,
             dim,
             rows: None,
-            data: Rows::Heap(data),
+            data: Rows::Heap(Arc::from(data)),
             sorted,
         })
     }
