@@ -242,6 +242,16 @@ struct StoreArgs {
     /// (0: the corpus as it is). `--rows 1000000` is the 1M-sentence scale run.
     #[arg(long, default_value_t = 0)]
     rows: usize,
+
+    /// Then give every row a synthetic vector (clustered, as `bench scale` makes them), build
+    /// the ANN index and store k = 10 training neighbours for every row through the code of
+    /// `index build` and `knowledge retrieve` (store writes included), timing each step.
+    #[arg(long)]
+    retrieve: bool,
+
+    /// Dimension of the --retrieve vectors.
+    #[arg(long, default_value_t = 512)]
+    dim: usize,
 }
 
 #[derive(Serialize, Default)]
@@ -262,6 +272,111 @@ struct StoreBench {
     scan_keyword_p50_ms: f64,
     speedup_vs_scan: f64,
     mean_hits: f64,
+    /// With --retrieve.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retrieve: Option<RetrieveBench>,
+}
+
+/// `bench store --retrieve`: dense neighbours for every row of the store.
+#[derive(Serialize, Default)]
+struct RetrieveBench {
+    vectors: usize,
+    dim: usize,
+    vectors_secs: f64,
+    index_secs: f64,
+    approximate: bool,
+    retrieve_examples: usize,
+    retrieve_secs: f64,
+    retrieve_rows_per_sec: f64,
+    store_bytes_after: u64,
+    peak_rss_mb_after: f64,
+}
+
+/// Stores a synthetic vector for every example, builds the ANN index and retrieves k = 10
+/// training neighbours for every example, as `index build` and `knowledge retrieve` do.
+fn retrieve_all(
+    store: &Store,
+    dir: &std::path::Path,
+    dim: usize,
+    ctx: &Ctx,
+) -> anyhow::Result<RetrieveBench> {
+    use emoknow::corpus::Split;
+    use emoknow::neighbours::{ann, retrieve_into_store, By, Choice, Retriever, SearchMode};
+    use emoknow::spec::EncoderInfo;
+    use emoknow::store::vectors::What;
+    let interrupted = || super::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst);
+    let ids: Vec<u64> = store.examples(None)?.iter().map(|e| e.id).collect();
+    let mut r = RetrieveBench {
+        vectors: ids.len(),
+        dim,
+        ..Default::default()
+    };
+    let info = EncoderInfo {
+        id: format!("synthetic-{dim}"),
+        name: "synthetic".into(),
+        dim,
+        pooling: "mean".into(),
+        max_len: 0,
+        dir: String::new(),
+    };
+    let t = Instant::now();
+    let set = emoknow::testkit::vectors::clustered(ids.len(), dim, 1000, 7)?;
+    store.put_encoder(&info)?;
+    let pb = output::bar(ids.len() as u64, "storing vectors", ctx.quiet);
+    for (c, chunk) in ids.chunks(65_536).enumerate() {
+        let items: Vec<(u64, Vec<f32>)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (id, set.row(c * 65_536 + i).to_vec()))
+            .collect();
+        store.put_vectors(&info, &What::Text, &items)?;
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    drop(set);
+    r.vectors_secs = t.elapsed().as_secs_f64();
+
+    let pb = output::bar(ids.len() as u64, "indexing", ctx.quiet);
+    let t = Instant::now();
+    ann::build(
+        store,
+        &info,
+        &|d, _| pb.set_position(d as u64),
+        &interrupted,
+    )?;
+    r.index_secs = t.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+
+    let retriever = Retriever::choose(
+        store,
+        &Choice {
+            k: 10,
+            from: Split::Train,
+            by: Some(By::Dense),
+            encoder: Some(info.id.clone()),
+            exclude_within: 0,
+            search: SearchMode::Auto,
+        },
+    )?;
+    r.approximate = retriever.approximate();
+    let pb = output::bar(ids.len() as u64, "retrieving", ctx.quiet);
+    let t = Instant::now();
+    let s = retrieve_into_store(
+        store,
+        &retriever,
+        "knn-synthetic",
+        None,
+        true,
+        &interrupted,
+        &mut |done, _| pb.set_position(done as u64),
+    )?;
+    r.retrieve_secs = t.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    r.retrieve_examples = s.examples;
+    r.retrieve_rows_per_sec = s.examples as f64 / r.retrieve_secs;
+    r.store_bytes_after = dir_bytes(dir)?;
+    r.peak_rss_mb_after = peak_rss_mb();
+    Ok(r)
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -411,6 +526,9 @@ fn bench_store(a: StoreArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     b.scan_keyword_p50_ms = percentile(&mut scan, 0.5);
     b.speedup_vs_scan = b.scan_keyword_p50_ms / b.keyword_p50_ms;
     b.peak_rss_mb = peak_rss_mb();
+    if a.retrieve {
+        b.retrieve = Some(retrieve_all(&store, dir.path(), a.dim, ctx)?);
+    }
     if ctx.json {
         output::print_json(&b)?;
     } else {
@@ -440,6 +558,25 @@ fn bench_store(a: StoreArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             "baseline: in-memory scan p50 {:.3} ms  → index ×{:.1} faster",
             b.scan_keyword_p50_ms, b.speedup_vs_scan
         );
+        if let Some(r) = &b.retrieve {
+            println!(
+                "synthetic vectors       {} × {} stored in {:.1} s",
+                r.vectors, r.dim, r.vectors_secs
+            );
+            println!("ANN index build         {:.1} s", r.index_secs);
+            println!(
+                "knowledge retrieve      k = 10 for {} examples in {:.1} s ({:.0}/s, {}), store writes included",
+                r.retrieve_examples,
+                r.retrieve_secs,
+                r.retrieve_rows_per_sec,
+                if r.approximate { "through the ANN index" } else { "exact search" }
+            );
+            println!(
+                "store on disk after     {:.1} MB  (peak memory {:.0} MB)",
+                r.store_bytes_after as f64 / 1e6,
+                r.peak_rss_mb_after
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -645,26 +645,18 @@ pub fn refresh(
         }
         _ => None,
     };
-    let (ix, added, incremental) = match existing {
-        Some(ix) => {
-            let missing: Vec<usize> = (0..set.ids.len())
-                .filter(|&r| !ix.contains(set.ids[r]))
-                .collect();
-            // Every old key must still be stored: old + new = all stored vectors.
-            if ix.len() + missing.len() == set.ids.len() {
-                let total = missing.len();
-                ix.add_rows(&set, &missing, &|d| progress(d, total), interrupted)?;
-                (ix, total, true)
-            } else {
-                let total = set.ids.len();
-                let ix = AnnIndex::build(
-                    &set,
-                    &AnnParams::default(),
-                    &|d| progress(d, total),
-                    interrupted,
-                )?;
-                (ix, total, false)
-            }
+    // Rows the old index lacks; every old key must still be stored: old + new = all stored.
+    let extend = existing.and_then(|ix| {
+        let missing: Vec<usize> = (0..set.ids.len())
+            .filter(|&r| !ix.contains(set.ids[r]))
+            .collect();
+        (ix.len() + missing.len() == set.ids.len()).then_some((ix, missing))
+    });
+    let (ix, added, incremental) = match extend {
+        Some((ix, missing)) => {
+            let total = missing.len();
+            ix.add_rows(&set, &missing, &|d| progress(d, total), interrupted)?;
+            (ix, total, true)
         }
         None => {
             let total = set.ids.len();

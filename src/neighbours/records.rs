@@ -123,9 +123,13 @@ pub fn retrieve_into_store(
         }
         examples = todo;
     }
+    // Each batch is durable in sled at once; the search index (which lists an example's
+    // knowledge sources) catches up in bulk at the end, or at the next open after a kill: one
+    // index commit per batch made a million-row retrieval spend its time merging segments.
     let mut stored = 0;
     for chunk in examples.chunks(BATCH) {
         if cancelled() {
+            store.sync_index()?;
             return Err(Error::Interrupted);
         }
         let found = r.for_examples(store, chunk, r.spec.k, LabelSet::EMPTY)?;
@@ -134,10 +138,11 @@ pub fn retrieve_into_store(
             .zip(&found)
             .map(|(e, hits)| neighbours_knowledge(e.id, source, &model, hits))
             .collect();
-        store.put_knowledge(&records, &[])?;
+        store.put_knowledge_deferred(&records, &[])?;
         stored += records.len();
         progress(stored, examples.len());
     }
+    store.sync_index()?;
     run.complete = true;
     run.updated_at = now_secs();
     store.put_neighbour_run(source, &run)?;

@@ -69,6 +69,8 @@ const P_KNOWLEDGE: u8 = b'k';
 const P_MISSING: u8 = b'x';
 const P_ORIGIN: u8 = b'o';
 const P_PENDING: u8 = b'p';
+/// Examples reindexed per search-index commit when pending examples are indexed in bulk.
+const INDEX_CHUNK: usize = 65_536;
 pub(crate) const P_ENCODER: u8 = b'c';
 
 fn bincode_config() -> bincode::config::Configuration {
@@ -359,20 +361,24 @@ impl Store {
     /// Mirrors the given examples (as sled now holds them) into the index, then clears the
     /// pending marks.
     fn index_ids(&self, ids: &[ExampleId]) -> Result<()> {
-        let mut items = Vec::with_capacity(ids.len());
-        for &id in ids {
-            let ex = self.example(id)?;
-            let kn = match ex {
-                Some(_) => self.knowledge(id)?,
-                None => Vec::new(),
-            };
-            items.push((id, ex, kn));
+        // One index commit per chunk: memory stays bounded (an example's knowledge is read
+        // for it), and the marks are cleared only once every chunk is in.
+        for chunk in ids.chunks(INDEX_CHUNK) {
+            let mut items = Vec::with_capacity(chunk.len());
+            for &id in chunk {
+                let ex = self.example(id)?;
+                let kn = match ex {
+                    Some(_) => self.knowledge(id)?,
+                    None => Vec::new(),
+                };
+                items.push((id, ex, kn));
+            }
+            self.index.update(
+                items
+                    .iter()
+                    .map(|(id, ex, kn)| (*id, ex.as_ref().map(|e| (e, kn.as_slice())))),
+            )?;
         }
-        self.index.update(
-            items
-                .iter()
-                .map(|(id, ex, kn)| (*id, ex.as_ref().map(|e| (e, kn.as_slice())))),
-        )?;
         self.clear_pending()
     }
 
