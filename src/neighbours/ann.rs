@@ -107,6 +107,7 @@ impl Quantization {
         }
     }
 }
+
 /// Vectors inserted between progress reports and interruption checks.
 const CHUNK: usize = 8192;
 
