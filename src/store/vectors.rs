@@ -81,15 +81,15 @@ pub struct VectorSet {
 /// Where a set's rows are.
 #[derive(Debug, Clone)]
 enum Rows {
-    /// Shared: cloning a set does not copy its rows.
-    Heap(Arc<[f32]>),
+    /// Shared: cloning a set does not copy its rows (nor does making one: no `Arc<[f32]>`).
+    Heap(Arc<Vec<f32>>),
     /// A vector file's committed rows (its header included).
     Mapped(Arc<Mmap>),
 }
 
 impl Default for Rows {
     fn default() -> Rows {
-        Rows::Heap(Arc::from(Vec::new()))
+        Rows::Heap(Arc::new(Vec::new()))
     }
 }
 
@@ -108,7 +108,7 @@ impl VectorSet {
             ids,
             dim,
             rows: None,
-            data: Rows::Heap(Arc::from(data)),
+            data: Rows::Heap(Arc::new(data)),
             sorted,
         })
     }
