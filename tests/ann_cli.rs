@@ -3,7 +3,7 @@
 //! date, and a kill -9 during a build. A tiny random BERT makes the vectors.
 
 use crate::model_cli::{setup, Setup};
-use crate::util::{s, TestEnv};
+use crate::util::{generated_corpus, s, TestEnv};
 use emoknow::testkit::tiny::{write_random_checkpoint, TinyBertSpec};
 use std::time::Duration;
 
@@ -252,48 +252,8 @@ fn a_stale_or_damaged_index_is_reported_and_never_used() {
 
 /// `n` sentences of eight words each (labels cycle through three patterns).
 fn big_corpus(n: usize) -> String {
-    let words = [
-        "担心",
-        "考试",
-        "明天",
-        "孩子",
-        "开心",
-        "笑",
-        "厌恶",
-        "这种",
-        "行为",
-        "期待",
-        "旅行",
-        "春天",
-        "难过",
-        "消息",
-        "愤怒",
-        "失望",
-        "惊讶",
-        "没想到",
-        "喜欢",
-        "朋友",
-        "工作",
-    ];
     let labels = ["['Anxiety']", "\"['Joy', 'Love']\"", "['Expect']"];
-    let mut csv = String::from("ID,Text,Labels\n");
-    let mut x: u64 = 11;
-    for i in 1..=n {
-        let mut text = Vec::new();
-        for _ in 0..8 {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            text.push(words[(x >> 33) as usize % words.len()]);
-        }
-        csv.push_str(&format!(
-            "{i},{} 第{}句,{}\n",
-            text.join(" "),
-            i,
-            labels[i % 3]
-        ));
-    }
-    csv
+    generated_corpus(n, 8, &labels, 11, |i| i)
 }
 
 #[test]

@@ -168,29 +168,20 @@ fn trained(corpus: &str) -> TestEnv {
 
 /// `predict --json --document --explain` of a two-sentence document.
 fn predict_doc(env: &TestEnv, lines: &str) -> Value {
-    let mut child = env
-        .cmd(&[
+    let m = env.path("m");
+    env.run_with_stdin(
+        &[
             "--json",
             "predict",
             "--model",
-            s(&env.path("m")),
+            s(&m),
             "--document",
             "--explain",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    serde_json::from_slice(&out.stdout).unwrap()
+        ],
+        lines,
+    )
+    .ok()
+    .json()
 }
 
 #[test]

@@ -108,22 +108,7 @@ fn predict(env: &TestEnv, model: &str, lines: &str, document: bool) -> Value {
     if document {
         args.push("--document");
     }
-    let mut child = env
-        .cmd(&args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    serde_json::from_slice(&out.stdout).unwrap()
+    env.run_with_stdin(&args, lines).ok().json()
 }
 
 fn eval_val(env: &TestEnv, model: &str) -> Value {

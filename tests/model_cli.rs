@@ -232,21 +232,12 @@ fn linear_trains_evaluates_reloads_and_predicts() {
         .ok()
         .json();
     assert_eq!(p1, p2);
-    let mut child = env
-        .cmd(&["--json", "predict", "--model", s(&out)])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all("孩子 开心 笑\n\n期待 旅行\n".as_bytes())
-        .unwrap();
-    let out_json: serde_json::Value =
-        serde_json::from_slice(&child.wait_with_output().unwrap().stdout).unwrap();
+    let out_json = env
+        .run_with_stdin(
+            &["--json", "predict", "--model", s(&out)],
+            "孩子 开心 笑\n\n期待 旅行\n",
+        )
+        .json();
     assert_eq!(out_json.as_array().unwrap().len(), 2);
     assert_eq!(out_json[0]["labels"], serde_json::json!(["Love", "Joy"]));
 }

@@ -614,23 +614,13 @@ fn predict_warns_when_the_model_knows_no_word_of_the_text() {
         assert!(r.json()[0].get("warning").is_none());
     }
     // From stdin, the warning names the line (blank lines count).
-    let mut child = env
-        .cmd(&["predict", "--model", s(&linear)])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all("担心 考试\n\nhello world\n".as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success());
+    let out = env
+        .run_with_stdin(
+            &["predict", "--model", s(&linear)],
+            "担心 考试\n\nhello world\n",
+        )
+        .ok();
+    let stderr = &out.stderr;
     assert!(
         stderr.contains("warning: stdin line 3: no known words"),
         "{stderr}"

@@ -1,34 +1,11 @@
 //! Reliability of `knowledge retrieve` (issue 10, item 5): a killed retrieval is reported as
 //! partial, trainers refuse examples without neighbours, and a rerun resumes.
 
-use crate::util::{s, TestEnv};
+use crate::util::{generated_corpus, s, TestEnv};
 use std::time::Duration;
 
 /// `n` rows of six words each, five label patterns.
 fn corpus(n: usize) -> String {
-    let words = [
-        "担心",
-        "考试",
-        "明天",
-        "孩子",
-        "开心",
-        "笑",
-        "厌恶",
-        "这种",
-        "行为",
-        "期待",
-        "旅行",
-        "春天",
-        "难过",
-        "消息",
-        "愤怒",
-        "失望",
-        "惊讶",
-        "没想到",
-        "喜欢",
-        "朋友",
-        "工作",
-    ];
     let labels = [
         "['Anxiety']",
         "\"['Joy', 'Love']\"",
@@ -36,24 +13,7 @@ fn corpus(n: usize) -> String {
         "['Expect']",
         "['Sorrow']",
     ];
-    let mut csv = String::from("ID,Text,Labels\n");
-    let mut x: u64 = 7;
-    for i in 1..=n {
-        let mut text = Vec::new();
-        for _ in 0..6 {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            text.push(words[(x >> 33) as usize % words.len()]);
-        }
-        csv.push_str(&format!(
-            "{i},{} 第{}句,{}\n",
-            text.join(" "),
-            i % 97,
-            labels[i % 5]
-        ));
-    }
-    csv
+    generated_corpus(n, 6, &labels, 7, |i| i % 97)
 }
 
 fn source_stats(env: &TestEnv) -> serde_json::Value {

@@ -19,6 +19,15 @@ pub struct Run {
 }
 
 impl Run {
+    fn from_output(args: &[&str], out: Output) -> Run {
+        Run {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     fn describe(&self) -> String {
         format!(
             "emoknow {}\nexit code: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
@@ -120,12 +129,27 @@ impl TestEnv {
     /// Runs the binary and collects its output.
     pub fn run(&self, args: &[&str]) -> Run {
         let out: Output = self.cmd(args).output().expect("run emoknow");
-        Run {
-            args: args.iter().map(|s| s.to_string()).collect(),
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from_output(args, out)
+    }
+
+    /// Runs the binary with `input` on its stdin and collects its output.
+    pub fn run_with_stdin(&self, args: &[&str], input: &str) -> Run {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run emoknow");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        Run::from_output(args, child.wait_with_output().expect("wait for emoknow"))
     }
 
     /// `knowledge import FILE --source SOURCE --field FIELD --first-id ID`: rationales from a
@@ -154,4 +178,58 @@ impl TestEnv {
 /// A path as &str.
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
+}
+
+/// Words the generated corpora draw from.
+const WORDS: [&str; 21] = [
+    "担心",
+    "考试",
+    "明天",
+    "孩子",
+    "开心",
+    "笑",
+    "厌恶",
+    "这种",
+    "行为",
+    "期待",
+    "旅行",
+    "春天",
+    "难过",
+    "消息",
+    "愤怒",
+    "失望",
+    "惊讶",
+    "没想到",
+    "喜欢",
+    "朋友",
+    "工作",
+];
+
+/// A seed-layout CSV of `n` rows: row `i` is `words` pseudo-random words (an LCG seeded with
+/// `seed`) and `第{number(i)}句`, labelled `labels[i % labels.len()]`.
+pub fn generated_corpus(
+    n: usize,
+    words: usize,
+    labels: &[&str],
+    seed: u64,
+    number: impl Fn(usize) -> usize,
+) -> String {
+    let mut csv = String::from("ID,Text,Labels\n");
+    let mut x = seed;
+    for i in 1..=n {
+        let mut text = Vec::with_capacity(words);
+        for _ in 0..words {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            text.push(WORDS[(x >> 33) as usize % WORDS.len()]);
+        }
+        csv.push_str(&format!(
+            "{i},{} 第{}句,{}\n",
+            text.join(" "),
+            number(i),
+            labels[i % labels.len()]
+        ));
+    }
+    csv
 }
