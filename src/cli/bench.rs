@@ -859,22 +859,19 @@ fn bench_similar(a: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     );
     // The ANN index (built here in memory, as `index build` would) on the same queries.
     let qrows: Vec<usize> = (0..queries.len()).collect();
+    let reference = Reference {
+        queries: &queries,
+        exclude: &qrows,
+        truth: &first,
+        k: a.k,
+    };
     let mut runs = Vec::new();
     for params in a.ann.params() {
         let t = Instant::now();
         let index = std::sync::Arc::new(AnnIndex::build(&all, &params, &|_| {}, &|| false)?);
         let build_secs = t.elapsed().as_secs_f64();
         runs.extend(ann_runs(
-            &index,
-            &all,
-            &params,
-            build_secs,
-            &a.ann.ef,
-            &a.ann.rerank,
-            &queries,
-            &qrows,
-            &first,
-            a.k,
+            &index, &all, &params, build_secs, &a.ann, &reference,
         )?);
     }
     if ctx.json {
@@ -921,31 +918,46 @@ struct AnnRun {
     recall_at_k: f64,
 }
 
-/// Times single queries through `index` (pool: `ids`; query `i` excludes row `qrows[i]`) at
-/// each `ef`, with recall against the exact `truth`.
-#[allow(clippy::too_many_arguments)]
+/// Queries with their exact answers, to score an index against.
+struct Reference<'a> {
+    queries: &'a [&'a [f32]],
+    /// The row query `i` must not return (itself).
+    exclude: &'a [usize],
+    /// Exact top-k of each query.
+    truth: &'a [Vec<(usize, f32)>],
+    k: usize,
+}
+
+/// Times single queries through `index` (over every row of `vectors`) at each `--ef` and
+/// `--rerank` of `sweep`, with recall against the exact answers.
 fn ann_runs(
     index: &std::sync::Arc<emoknow::neighbours::AnnIndex>,
     vectors: &emoknow::store::vectors::VectorSet,
     params: &AnnParams,
     build_secs: f64,
-    efs: &[usize],
-    reranks: &[usize],
-    queries: &[&[f32]],
-    qrows: &[usize],
-    truth: &[Vec<(usize, f32)>],
-    k: usize,
+    sweep: &AnnArgs,
+    reference: &Reference,
 ) -> anyhow::Result<Vec<AnnRun>> {
     use emoknow::neighbours::{AnnSearch, NeighbourSearch};
+    let Reference {
+        queries,
+        exclude,
+        truth,
+        k,
+    } = *reference;
     let mut runs = Vec::new();
-    for (&ef, &rerank) in efs.iter().flat_map(|e| reranks.iter().map(move |r| (e, r))) {
+    for (&ef, &rerank) in sweep
+        .ef
+        .iter()
+        .flat_map(|e| sweep.rerank.iter().map(move |r| (e, r)))
+    {
         let search = AnnSearch::new(index.clone(), &vectors.ids).reranked(vectors.clone(), rerank);
         index.set_expansion_search(ef);
         let mut ms = Vec::new();
         let mut hit = 0usize;
         for (qi, q) in queries.iter().enumerate() {
             let t = Instant::now();
-            let r = search.search(&[*q], k, &|_, r| r != qrows[qi])?;
+            let r = search.search(&[*q], k, &|_, r| r != exclude[qi])?;
             ms.push(t.elapsed().as_secs_f64() * 1e3);
             hit += r[0]
                 .iter()
@@ -1025,6 +1037,12 @@ fn bench_scale(a: ScaleArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     drop(exact);
     pb.finish_and_clear();
     let peak_exact = peak_mb();
+    let reference = Reference {
+        queries: &queries,
+        exclude: &qrows,
+        truth: &truth,
+        k: a.k,
+    };
 
     // One index per quantization; the first is kept for the retrieve-like pass.
     let mut runs = Vec::new();
@@ -1056,16 +1074,7 @@ fn bench_scale(a: ScaleArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         let index = std::sync::Arc::new(index);
         let pb = output::spinner("timing queries", ctx.quiet);
         runs.extend(ann_runs(
-            &index,
-            &set,
-            &params,
-            build_secs,
-            &a.ann.ef,
-            &a.ann.rerank,
-            &queries,
-            &qrows,
-            &truth,
-            a.k,
+            &index, &set, &params, build_secs, &a.ann, &reference,
         )?);
         pb.finish_and_clear();
         builds.push(serde_json::json!({
