@@ -282,15 +282,8 @@ fn a_build_killed_at_any_moment_leaves_a_store_that_checks_and_rebuilds() {
         .into_iter()
         .enumerate()
     {
-        let mut child = env
-            .cmd(&["-q", "index", "build"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        child.kill().unwrap();
-        let finished = child.wait().unwrap().success();
+        let finished =
+            env.run_killed_after(&["-q", "index", "build"], Duration::from_millis(delay_ms));
         // Whatever moment the kill hit: the store opens, check passes, and the index is
         // either the one of a finished build or absent — never a record over a bad file.
         env.run(&["check"]).ok();

@@ -45,8 +45,8 @@ fn a_killed_retrieval_is_partial_refused_by_trainers_and_resumed() {
     // Kill at later and later moments until one leaves some but not all neighbours stored.
     let mut partial_with_records = None;
     for delay_ms in [300u64, 700, 1200, 2000, 3000, 4500, 6000] {
-        let mut child = env
-            .cmd(&[
+        let finished = env.run_killed_after(
+            &[
                 "-q",
                 "knowledge",
                 "retrieve",
@@ -55,14 +55,9 @@ fn a_killed_retrieval_is_partial_refused_by_trainers_and_resumed() {
                 "--by",
                 "bm25",
                 "--fresh",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        child.kill().unwrap();
-        let finished = child.wait().unwrap().success();
+            ],
+            Duration::from_millis(delay_ms),
+        );
         let src = source_stats(&env);
         let records = src["records"].as_u64().unwrap_or(0);
         if finished || records == 5000 && src["partial"] == false {

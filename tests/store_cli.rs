@@ -420,17 +420,12 @@ fn kill_during_full_corpus_ingest_leaves_all_or_nothing() {
     let mut outcomes = Vec::new();
     for delay_ms in [150u64, 400, 700, 1000, 1400, 2000, 3000] {
         let env = TestEnv::new();
-        let mut child = env
-            .cmd(&["-q", "ingest", s(&train)])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        let _ = child.kill(); // SIGKILL
-        let status = child.wait().unwrap();
+        let finished = env.run_killed_after(
+            &["-q", "ingest", s(&train)],
+            Duration::from_millis(delay_ms),
+        );
         if !env.store().join("db").exists() {
-            outcomes.push((delay_ms, status.success(), 0));
+            outcomes.push((delay_ms, finished, 0));
             continue;
         }
         let check = env.run(&["--json", "check"]);
@@ -442,7 +437,7 @@ fn kill_during_full_corpus_ingest_leaves_all_or_nothing() {
             "delay {delay_ms} ms: partial batch of {n}"
         );
         assert_eq!(j["indexed_examples"].as_u64(), Some(n));
-        outcomes.push((delay_ms, status.success(), n));
+        outcomes.push((delay_ms, finished, n));
     }
     eprintln!("(delay ms, finished, examples): {outcomes:?}");
 }

@@ -132,6 +132,21 @@ impl TestEnv {
         Run::from_output(args, out)
     }
 
+    /// Runs the binary (output discarded) and kills it with SIGKILL after `delay`; true when
+    /// it had already finished successfully by then.
+    pub fn run_killed_after(&self, args: &[&str], delay: std::time::Duration) -> bool {
+        use std::process::Stdio;
+        let mut child = self
+            .cmd(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run emoknow");
+        std::thread::sleep(delay);
+        child.kill().expect("kill emoknow"); // Ok also when it has exited (not yet reaped)
+        child.wait().expect("wait for emoknow").success()
+    }
+
     /// Runs the binary with `input` on its stdin and collects its output.
     pub fn run_with_stdin(&self, args: &[&str], input: &str) -> Run {
         use std::io::Write;
