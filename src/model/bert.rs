@@ -14,7 +14,8 @@
 //! and candle-transformers' `models/bert.rs`.
 
 use crate::model::kernels::{self, linear_t, Epilogue};
-use candle_core::{DType, Device, Module, Tensor, D};
+use crate::model::train_kernels;
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -43,7 +44,7 @@ pub enum HiddenAct {
 impl HiddenAct {
     fn forward(self, xs: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            HiddenAct::Gelu => xs.gelu_erf(),
+            HiddenAct::Gelu => train_kernels::gelu(xs),
             HiddenAct::GeluApproximate => xs.gelu(),
             HiddenAct::Relu => xs.relu(),
         }
@@ -268,7 +269,7 @@ impl LayerNorm {
 
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         if train {
-            candle_nn::ops::layer_norm_slow(xs, &self.weight, &self.bias, self.eps as f32)
+            train_kernels::layer_norm(xs, &self.weight, &self.bias, self.eps as f32)
         } else {
             candle_nn::ops::layer_norm(xs, &self.weight, &self.bias, self.eps as f32)
         }
@@ -425,7 +426,7 @@ impl Attention {
         let q = (q * (1.0 / (self.head_dim as f64).sqrt()))?;
         let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
         let probs = if train {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
+            train_kernels::softmax_last_dim(&scores)?
         } else {
             candle_nn::ops::softmax_last_dim(&scores)?
         };

@@ -18,7 +18,7 @@ use crate::model::encoder::token_ids;
 use crate::model::finetune::{Batch, FinetuneConfig, FinetuneModel};
 use crate::model::mlp::bce_with_logits;
 use crate::model::thresholds::Thresholds;
-use candle_core::{Device, Tensor, Var};
+use candle_core::{CpuStorage, Device, Storage, Tensor, Var};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;
@@ -259,10 +259,12 @@ fn val_micro_f1(probs: &[[f32; NUM_EMOTIONS]], gold: &[LabelSet]) -> f32 {
     metrics::micro_f1(gold, &Thresholds::default().apply(probs)) as f32
 }
 
+/// AdamW with decoupled weight decay over the model's variables.
 ///
-/// The update of each variable is one parallel pass over plain slices (moments live in
-/// `Vec<f32>`): as candle tensor ops it took a dozen full-size temporaries per variable per
-/// step, which on 24M parameters cost more than a small batch's forward pass.
+/// The update of each variable is one parallel pass over its values, moments (plain
+/// `Vec<f32>`) and gradient, in the variable's own storage ([`Update`]): as candle tensor ops it
+/// took a dozen full-size temporaries per variable per step, which on 24M parameters cost more
+/// than a small batch's forward pass.
 struct AdamW {
     vars: Vec<Slot>,
     t: i32,
@@ -279,9 +281,16 @@ struct Slot {
     decay: bool,
 }
 
-/// Contiguous f32 CPU values of `t` (copied).
-fn values(t: &Tensor) -> crate::Result<Vec<f32>> {
-    Ok(t.flatten_all()?.to_vec1::<f32>()?)
+/// Runs `f` on the contiguous f32 CPU values of `t` (no copy when `t` is contiguous).
+fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> crate::Result<R> {
+    let t = t.contiguous()?;
+    let (s, l) = t.storage_and_layout();
+    match (&*s, l.contiguous_offsets()) {
+        (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => Ok(f(&v[a..b])),
+        _ => Err(crate::Error::Model(
+            "AdamW: expected f32 tensors on the CPU".into(),
+        )),
+    }
 }
 
 impl AdamW {
@@ -314,11 +323,11 @@ impl AdamW {
         let mut sq = 0f64;
         for slot in &self.vars {
             if let Some(g) = grads.get(slot.var.as_tensor()) {
-                let g = values(g)?;
-                sq += g
-                    .par_chunks(1 << 16)
-                    .map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
-                    .sum::<f64>();
+                sq += with_values(g, |g| {
+                    g.par_chunks(1 << 16)
+                        .map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
+                        .sum::<f64>()
+                })?;
             }
         }
         Ok(sq.sqrt())
@@ -331,40 +340,101 @@ impl AdamW {
         grad_scale: f64,
     ) -> crate::Result<()> {
         self.t += 1;
-        let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
-        let bc1 = 1.0 - b1.powi(self.t);
-        let bc2 = 1.0 - b2.powi(self.t);
         let lr = lr as f32;
-        let scale = grad_scale as f32;
         for slot in self.vars.iter_mut() {
             let Some(g) = grads.get(slot.var.as_tensor()) else {
                 continue;
             };
-            let g = values(g)?;
-            let mut theta = values(slot.var.as_tensor())?;
-            let shrink = if slot.decay {
-                1.0 - lr * self.weight_decay
-            } else {
-                1.0
+            let update = Update {
+                moments: std::sync::Mutex::new((&mut slot.m, &mut slot.v)),
+                b1: self.beta1,
+                b2: self.beta2,
+                bc1: 1.0 - self.beta1.powi(self.t),
+                bc2: 1.0 - self.beta2.powi(self.t),
+                eps: self.eps,
+                lr,
+                scale: grad_scale as f32,
+                shrink: if slot.decay {
+                    1.0 - lr * self.weight_decay
+                } else {
+                    1.0
+                },
             };
-            const C: usize = 1 << 14;
-            theta
-                .par_chunks_mut(C)
-                .zip(slot.m.par_chunks_mut(C))
-                .zip(slot.v.par_chunks_mut(C))
-                .zip(g.par_chunks(C))
-                .for_each(|(((th, m), v), g)| {
-                    for (((th, m), v), &g) in th.iter_mut().zip(m).zip(v).zip(g) {
-                        let g = g * scale;
-                        *m = b1 * *m + (1.0 - b1) * g;
-                        *v = b2 * *v + (1.0 - b2) * g * g;
-                        let update = (*m / bc1) / ((*v / bc2).sqrt() + eps);
-                        *th = *th * shrink - lr * update;
-                    }
-                });
-            let t = Tensor::from_vec(theta, slot.var.shape(), slot.var.device())?;
-            slot.var.set(&t)?;
+            slot.var
+                .as_tensor()
+                .inplace_op2(&g.contiguous()?, &update)?;
         }
+        Ok(())
+    }
+}
+
+/// One AdamW update of a variable, written into the variable's own storage: one parallel pass
+/// over its values, moments and gradient (copying them out and back cost as much again).
+struct Update<'a> {
+    moments: std::sync::Mutex<(&'a mut Vec<f32>, &'a mut Vec<f32>)>,
+    b1: f32,
+    b2: f32,
+    bc1: f32,
+    bc2: f32,
+    eps: f32,
+    lr: f32,
+    scale: f32,
+    shrink: f32,
+}
+
+impl candle_core::InplaceOp2 for Update<'_> {
+    fn name(&self) -> &'static str {
+        "emoknow-adamw"
+    }
+
+    fn cpu_fwd(
+        &self,
+        theta: &mut CpuStorage,
+        tl: &candle_core::Layout,
+        g: &CpuStorage,
+        gl: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        let mut moments = self
+            .moments
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (m, v) = &mut *moments;
+        let (theta, g) = match (theta, g, tl.contiguous_offsets(), gl.contiguous_offsets()) {
+            (CpuStorage::F32(t), CpuStorage::F32(g), Some((a, b)), Some((c, d)))
+                if b - a == m.len() && d - c == m.len() =>
+            {
+                (&mut t[a..b], &g[c..d])
+            }
+            _ => candle_core::bail!(
+                "AdamW: variable and gradient must be contiguous f32 of one size"
+            ),
+        };
+        let Update {
+            b1,
+            b2,
+            bc1,
+            bc2,
+            eps,
+            lr,
+            scale,
+            shrink,
+            ..
+        } = *self;
+        const C: usize = 1 << 14;
+        theta
+            .par_chunks_mut(C)
+            .zip(m.par_chunks_mut(C))
+            .zip(v.par_chunks_mut(C))
+            .zip(g.par_chunks(C))
+            .for_each(|(((th, m), v), g)| {
+                for (((th, m), v), &g) in th.iter_mut().zip(m).zip(v).zip(g) {
+                    let g = g * scale;
+                    *m = b1 * *m + (1.0 - b1) * g;
+                    *v = b2 * *v + (1.0 - b2) * g * g;
+                    let update = (*m / bc1) / ((*v / bc2).sqrt() + eps);
+                    *th = *th * shrink - lr * update;
+                }
+            });
         Ok(())
     }
 }

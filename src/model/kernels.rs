@@ -291,7 +291,15 @@ pub(crate) fn attention(
 }
 
 fn fallback(x: &Tensor, lin: &candle_nn::Linear, epi: Epilogue) -> candle_core::Result<Tensor> {
-    let y = lin.forward(x)?;
+    let y = if x.rank() > 2 {
+        let dims = x.dims().to_vec();
+        let y = lin.forward(&x.flatten_to(x.rank() - 2)?)?;
+        let mut out = dims;
+        *out.last_mut().unwrap() = y.dim(1)?;
+        y.reshape(out)?
+    } else {
+        lin.forward(x)?
+    };
     match epi {
         Epilogue::None => Ok(y),
         Epilogue::Gelu => y.gelu_erf(),
@@ -360,14 +368,14 @@ fn epilogue_generic(row: &mut [f32], bias: Option<&[f32]>, resid: Option<&[f32]>
 }
 
 #[inline(always)]
-fn gelu_f32(x: f32) -> f32 {
+pub(super) fn gelu_f32(x: f32) -> f32 {
     0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
 /// erf as a rational function on [-4, 4] (±1 outside, where f32 erf is ±1): the
 /// approximation used by Eigen and XLA for f32; absolute error below 1e-6 (tested).
 #[inline(always)]
-fn erf_f32(x: f32) -> f32 {
+pub(super) fn erf_f32(x: f32) -> f32 {
     let x = if x > 4.0 {
         4.0
     } else if x < -4.0 {

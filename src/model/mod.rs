@@ -28,6 +28,7 @@ pub mod mlp;
 pub mod modeldir;
 pub mod sample;
 pub mod thresholds;
+mod train_kernels;
 
 pub use bert::Pooling;
 pub use encoder::{bench_embed, EmbedBench, Encoder, EncoderOptions};
