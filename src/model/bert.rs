@@ -13,7 +13,7 @@
 //! (<https://github.com/huggingface/transformers/blob/6eedfa6dd15dc1e22a55ae036f681914e5a0d9a1/src/transformers/models/bert/modeling_bert.py>)
 //! and candle-transformers' `models/bert.rs`.
 
-use crate::model::kernels::{self, linear_t, Epilogue};
+use crate::model::kernels::{self, Epilogue};
 use crate::model::train_kernels;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
@@ -295,6 +295,15 @@ pub(crate) fn linear(
     Ok(Linear::new(w, Some(b)))
 }
 
+/// `x·wᵀ + b`: differentiable when `train`, else the inference kernel.
+fn dense(x: &Tensor, lin: &Linear, train: bool) -> candle_core::Result<Tensor> {
+    if train {
+        train_kernels::linear(x, lin)
+    } else {
+        kernels::linear(x, lin, Epilogue::None)
+    }
+}
+
 fn embedding(n: usize, dim: usize, std: f64, vb: VarBuilder) -> candle_core::Result<Embedding> {
     let w = vb.get_with_hints(
         (n, dim),
@@ -420,9 +429,9 @@ impl Attention {
                 return self.layer_norm.forward_t(&out, train);
             }
         }
-        let q = self.split_heads(&linear_t(xs, &self.query, Epilogue::None, train)?)?;
-        let k = self.split_heads(&linear_t(xs, &self.key, Epilogue::None, train)?)?;
-        let v = self.split_heads(&linear_t(xs, &self.value, Epilogue::None, train)?)?;
+        let q = self.split_heads(&dense(xs, &self.query, train)?)?;
+        let k = self.split_heads(&dense(xs, &self.key, train)?)?;
+        let v = self.split_heads(&dense(xs, &self.value, train)?)?;
         let q = (q * (1.0 / (self.head_dim as f64).sqrt()))?;
         let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
         let probs = if train {
@@ -437,7 +446,7 @@ impl Attention {
             .contiguous()?
             .flatten_from(2)?;
         if train {
-            let out = self.output.forward(&ctx)?;
+            let out = train_kernels::linear(&ctx, &self.output)?;
             let out = rng.apply(&out, self.hidden_dropout_p, train)?;
             self.layer_norm.forward_t(&(out + xs)?, train)
         } else {
@@ -494,10 +503,8 @@ impl Layer {
     ) -> candle_core::Result<Tensor> {
         let a = self.attention.forward_t(xs, mask, keep, rng, train)?;
         if train || self.act != HiddenAct::Gelu {
-            let h = self
-                .act
-                .forward(&linear_t(&a, &self.intermediate, Epilogue::None, train)?)?;
-            let h = linear_t(&h, &self.output, Epilogue::None, train)?;
+            let h = self.act.forward(&dense(&a, &self.intermediate, train)?)?;
+            let h = dense(&h, &self.output, train)?;
             let h = rng.apply(&h, self.dropout_p, train)?;
             self.layer_norm.forward_t(&(h + a)?, train)
         } else {

@@ -4,7 +4,7 @@
 //! Why: candle runs `x·wᵀ`, `+ b`, `gelu_erf` and `+ residual` as separate passes, each
 //! allocating a new tensor, and its `gelu_erf` is a scalar, single-threaded loop that took as
 //! long as a quarter of a BERT layer on 2 cores. These kernels have no backward pass: training
-//! goes through candle's differentiable ops. Non-CPU or non-f32 tensors fall back to candle.
+//! goes through `train_kernels`. Non-CPU or non-f32 tensors fall back to candle.
 
 use candle_core::{CpuStorage, DType, Module, Storage, Tensor};
 use rayon::prelude::*;
@@ -18,20 +18,6 @@ pub(crate) enum Epilogue<'a> {
     Gelu,
     /// Add a tensor of the output's shape (a residual connection).
     Residual(&'a Tensor),
-}
-
-/// `epilogue(x·wᵀ + b)`: candle's differentiable ops when `train`, else [`linear`].
-pub(crate) fn linear_t(
-    x: &Tensor,
-    lin: &candle_nn::Linear,
-    epi: Epilogue,
-    train: bool,
-) -> candle_core::Result<Tensor> {
-    if train {
-        fallback(x, lin, epi)
-    } else {
-        linear(x, lin, epi)
-    }
 }
 
 /// `epilogue(x·wᵀ + b)` for `x` (.., k), `w` (n, k), `b` (n).
@@ -291,15 +277,7 @@ pub(crate) fn attention(
 }
 
 fn fallback(x: &Tensor, lin: &candle_nn::Linear, epi: Epilogue) -> candle_core::Result<Tensor> {
-    let y = if x.rank() > 2 {
-        let dims = x.dims().to_vec();
-        let y = lin.forward(&x.flatten_to(x.rank() - 2)?)?;
-        let mut out = dims;
-        *out.last_mut().unwrap() = y.dim(1)?;
-        y.reshape(out)?
-    } else {
-        lin.forward(x)?
-    };
+    let y = lin.forward(x)?;
     match epi {
         Epilogue::None => Ok(y),
         Epilogue::Gelu => y.gelu_erf(),

@@ -46,6 +46,161 @@ pub(crate) fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
     x.contiguous()?.apply_op1(Softmax)
 }
 
+/// `x·wᵀ + b` for `x` (.., k), `w` (n, k), `b` (n), differentiable in all three: one gemm
+/// forward; backward two gemms (dx = g·w, dw = gᵀ·x, written straight into w's layout) and
+/// one pass of column sums (db), where candle broadcasts w per sentence and reduces after.
+pub(crate) fn linear(x: &Tensor, lin: &candle_nn::Linear) -> candle_core::Result<Tensor> {
+    let (w, b) = (lin.weight(), lin.bias());
+    let Some(b) = b.filter(|b| cpu_f32(x) && cpu_f32(w) && cpu_f32(b)) else {
+        return candle_core::Module::forward(lin, x);
+    };
+    let k = x.dim(D::Minus1)?;
+    let flat = x.contiguous()?.reshape(((), k))?;
+    let y = flat.apply_op3(&w.contiguous()?, &b.contiguous()?, Linear)?;
+    let mut dims = x.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = y.dim(1)?;
+    }
+    y.reshape(dims)
+}
+
+/// `dst (m×n) = lhs (m×k) · rhs (k×n)`, each given as (values, row stride, column stride).
+fn gemm(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+) {
+    assert!(dst.len() >= m * n);
+    let reach = |(v, rs, cs): (&[f32], usize, usize), rows: usize, cols: usize| {
+        rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < v.len()
+    };
+    assert!(
+        reach(lhs, m, k) && reach(rhs, k, n),
+        "gemm operands out of bounds"
+    );
+    let threads = rayon::current_num_threads();
+    let par = if threads > 1 && m * n * k > 1 << 15 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: dst holds m×n row-major elements; every element of lhs and rhs addressed by the
+    // strides lies inside its slice (asserted above); the slices outlive the call.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.0.as_ptr(),
+            lhs.2 as isize,
+            lhs.1 as isize,
+            rhs.0.as_ptr(),
+            rhs.2 as isize,
+            rhs.1 as isize,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+struct Linear;
+
+impl CustomOp3 for Linear {
+    fn name(&self) -> &'static str {
+        "emoknow-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let (m, k) = l1.shape().dims2()?;
+        let (n, wk) = l2.shape().dims2()?;
+        if wk != k || b.len() != n {
+            candle_core::bail!(
+                "linear: input {:?}, weight {:?}, bias {}",
+                l1.dims(),
+                l2.dims(),
+                b.len()
+            );
+        }
+        let mut y = vec![0f32; m * n];
+        // wᵀ (k×n): element (kk, j) at j·k + kk.
+        gemm((m, n, k), &mut y, (x, k, 1), (w, 1, k));
+        y.par_chunks_mut(rows_per_task(n) * n).for_each(|y| {
+            dispatch(|| {
+                for row in y.chunks_mut(n) {
+                    row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+                }
+            })
+        });
+        Ok((CpuStorage::F32(y), Shape::from((m, n))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (m, k) = x.dims2()?;
+        let (n, _) = w.dims2()?;
+        let (dx, dw, db) = with_values(x, |xv| {
+            with_values(w, |wv| {
+                with_values(grad, |g| {
+                    let mut dx = vec![0f32; m * k];
+                    gemm((m, k, n), &mut dx, (g, n, 1), (wv, k, 1));
+                    let mut dw = vec![0f32; n * k];
+                    // gᵀ (n×m): element (j, r) at r·n + j.
+                    gemm((n, k, m), &mut dw, (g, 1, n), (xv, k, 1));
+                    let db = g
+                        .par_chunks(rows_per_task(n) * n)
+                        .map(|g| {
+                            let mut db = vec![0f32; n];
+                            dispatch(|| {
+                                for row in g.chunks(n) {
+                                    db.iter_mut().zip(row).for_each(|(d, g)| *d += g);
+                                }
+                            });
+                            db
+                        })
+                        .reduce(
+                            || vec![0f32; n],
+                            |mut a, b| {
+                                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                                a
+                            },
+                        );
+                    Ok((dx, dw, db))
+                })
+            })
+        })?;
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(dx, (m, k), dev)?),
+            Some(Tensor::from_vec(dw, (n, k), dev)?),
+            Some(Tensor::from_vec(db, n, dev)?),
+        ))
+    }
+}
+
 fn cpu_f32(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32
 }
@@ -406,6 +561,21 @@ mod tests {
             let d = max_abs_diff(&flat(x), &flat(y));
             assert!(d < tol, "gradient of input {i} differs by {d}");
         }
+    }
+
+    #[test]
+    fn linear_matches_candle_forward_and_backward() {
+        let dev = Device::Cpu;
+        let x = Var::randn(0f32, 1.0, (3, 7, 24), &dev).unwrap();
+        let w = Var::randn(0f32, 0.5, (40, 24), &dev).unwrap();
+        let b = Var::randn(0f32, 0.5, 40, &dev).unwrap();
+        let lin = |t: &[Tensor]| candle_nn::Linear::new(t[1].clone(), Some(t[2].clone()));
+        same_as_candle(
+            &[x, w, b],
+            |t| linear(&t[0], &lin(t)),
+            |t| candle_core::Module::forward(&lin(t), &t[0]),
+            1e-4,
+        );
     }
 
     #[test]
