@@ -65,11 +65,13 @@ pub(crate) fn linear(x: &Tensor, lin: &candle_nn::Linear) -> candle_core::Result
 }
 
 /// `dst (m×n) = lhs (m×k) · rhs (k×n)`, each given as (values, row stride, column stride).
+/// `parallel`: split the product over rayon's threads (when it is big enough to gain).
 fn gemm(
     (m, n, k): (usize, usize, usize),
     dst: &mut [f32],
     lhs: (&[f32], usize, usize),
     rhs: (&[f32], usize, usize),
+    parallel: bool,
 ) {
     assert!(dst.len() >= m * n);
     let reach = |(v, rs, cs): (&[f32], usize, usize), rows: usize, cols: usize| {
@@ -80,7 +82,7 @@ fn gemm(
         "gemm operands out of bounds"
     );
     let threads = rayon::current_num_threads();
-    let par = if threads > 1 && m * n * k > 1 << 15 {
+    let par = if parallel && threads > 1 && m * n * k > 1 << 15 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
@@ -141,14 +143,9 @@ impl CustomOp3 for Linear {
         }
         let mut y = vec![0f32; m * n];
         // wᵀ (k×n): element (kk, j) at j·k + kk.
-        gemm((m, n, k), &mut y, (x, k, 1), (w, 1, k));
-        y.par_chunks_mut(rows_per_task(n) * n).for_each(|y| {
-            dispatch(|| {
-                for row in y.chunks_mut(n) {
-                    row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
-                }
-            })
-        });
+        gemm((m, n, k), &mut y, (x, k, 1), (w, 1, k), true);
+        y.par_chunks_mut(rows_per_task(n) * n)
+            .for_each(|y| add_rows(y, b));
         Ok((CpuStorage::F32(y), Shape::from((m, n))))
     }
 
@@ -166,19 +163,15 @@ impl CustomOp3 for Linear {
             with_values(w, |wv| {
                 with_values(grad, |g| {
                     let mut dx = vec![0f32; m * k];
-                    gemm((m, k, n), &mut dx, (g, n, 1), (wv, k, 1));
+                    gemm((m, k, n), &mut dx, (g, n, 1), (wv, k, 1), true);
                     let mut dw = vec![0f32; n * k];
                     // gᵀ (n×m): element (j, r) at r·n + j.
-                    gemm((n, k, m), &mut dw, (g, 1, n), (xv, k, 1));
+                    gemm((n, k, m), &mut dw, (g, 1, n), (xv, k, 1), true);
                     let db = g
                         .par_chunks(rows_per_task(n) * n)
                         .map(|g| {
                             let mut db = vec![0f32; n];
-                            dispatch(|| {
-                                for row in g.chunks(n) {
-                                    db.iter_mut().zip(row).for_each(|(d, g)| *d += g);
-                                }
-                            });
+                            add_rows_into(&mut db, g);
                             db
                         })
                         .reduce(
@@ -198,6 +191,250 @@ impl CustomOp3 for Linear {
             Some(Tensor::from_vec(dw, (n, k), dev)?),
             Some(Tensor::from_vec(db, n, dev)?),
         ))
+    }
+}
+
+/// Multi-head self-attention for training, differentiable in `q`, `k` and `v` (batch, seq,
+/// hidden): per (sentence, head), `dropout(softmax(q·kᵀ/√d + mask))·v`, returned in the same
+/// (batch, seq, hidden) layout. `keep` (batch, seq): 1 for real tokens, 0 for padding (those
+/// keys get weight 0). Dropout zeroes each attention weight with probability `p` (and scales
+/// the rest by 1/(1-p)) by a hash of `seed` and the weight's position, so the backward pass
+/// regenerates the mask instead of storing it. One task per (sentence, head), forward and
+/// backward, each with its own small gemms: candle's path materializes the head transposes,
+/// the scores, the mask and every intermediate, and runs its batched matmuls head by head.
+/// Returns `None` for tensors that are not CPU f32 (the caller then uses candle's ops).
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    keep: &Tensor,
+    heads: usize,
+    p: f32,
+    seed: u64,
+) -> candle_core::Result<Option<Tensor>> {
+    if !(cpu_f32(q) && cpu_f32(k) && cpu_f32(v)) {
+        return Ok(None);
+    }
+    let (b, s, h) = q.dims3()?;
+    if k.dims() != q.dims() || v.dims() != q.dims() || heads == 0 || h % heads != 0 {
+        candle_core::bail!(
+            "attention: shapes {:?} {:?} {:?}, {heads} heads",
+            q.dims(),
+            k.dims(),
+            v.dims()
+        );
+    }
+    let keep: Vec<f32> = keep.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    if keep.len() != b * s {
+        candle_core::bail!("attention: mask {:?} for {b}×{s}", keep.len());
+    }
+    let op = Attention {
+        keep,
+        b,
+        s,
+        h,
+        heads,
+        p,
+        seed,
+    };
+    Ok(Some(q.contiguous()?.apply_op3(
+        &k.contiguous()?,
+        &v.contiguous()?,
+        op,
+    )?))
+}
+
+struct Attention {
+    keep: Vec<f32>,
+    b: usize,
+    s: usize,
+    h: usize,
+    heads: usize,
+    p: f32,
+    seed: u64,
+}
+
+/// splitmix64: a well-mixed 64-bit hash of `x`.
+#[inline(always)]
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Attention {
+    fn d(&self) -> usize {
+        self.h / self.heads
+    }
+
+    /// The dropout factor of weight (row, col) of task `t`: 0 or 1/(1-p).
+    #[inline(always)]
+    fn drop_factor(&self, t: usize, row: usize, col: usize) -> f32 {
+        if self.p <= 0.0 {
+            return 1.0;
+        }
+        let idx = ((t * self.s + row) * self.s + col) as u64;
+        let u = (mix(self.seed ^ mix(idx)) >> 40) as f32 / (1u64 << 24) as f32;
+        if u < self.p {
+            0.0
+        } else {
+            1.0 / (1.0 - self.p)
+        }
+    }
+
+    /// Softmax weights of task `t` (sentence t / heads, head t % heads) into `probs` (s×s),
+    /// before dropout.
+    fn probs(&self, q: &[f32], k: &[f32], t: usize, probs: &mut [f32]) {
+        let (s, h, d) = (self.s, self.h, self.d());
+        let (i, j) = (t / self.heads, t % self.heads);
+        let base = i * s * h + j * d;
+        // kᵀ (d×s): element (dd, c) at c·h + dd.
+        gemm(
+            (s, s, d),
+            probs,
+            (&q[base..], h, 1),
+            (&k[base..], 1, h),
+            false,
+        );
+        let keep = &self.keep[i * s..(i + 1) * s];
+        let scale = 1.0 / (d as f32).sqrt();
+        masked_softmax_rows(probs, keep, scale);
+    }
+
+    /// Copies per-task (s×d) blocks into a (b, s, h) buffer.
+    fn scatter(&self, blocks: &[Vec<f32>]) -> Vec<f32> {
+        let (s, h, d) = (self.s, self.h, self.d());
+        let mut out = vec![0f32; self.b * s * h];
+        out.par_chunks_mut(s * h).enumerate().for_each(|(i, sent)| {
+            for j in 0..self.heads {
+                let block = &blocks[i * self.heads + j];
+                for (r, row) in sent.chunks_mut(h).enumerate() {
+                    row[j * d..(j + 1) * d].copy_from_slice(&block[r * d..(r + 1) * d]);
+                }
+            }
+        });
+        out
+    }
+}
+
+impl CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "emoknow-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (q, k, v) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let (s, h, d) = (self.s, self.h, self.d());
+        let blocks: Vec<Vec<f32>> = (0..self.b * self.heads)
+            .into_par_iter()
+            .map(|t| {
+                let mut probs = vec![0f32; s * s];
+                self.probs(q, k, t, &mut probs);
+                for (r, row) in probs.chunks_mut(s).enumerate() {
+                    for (c, x) in row.iter_mut().enumerate() {
+                        *x *= self.drop_factor(t, r, c);
+                    }
+                }
+                let base = (t / self.heads) * s * h + (t % self.heads) * d;
+                let mut ctx = vec![0f32; s * d];
+                gemm(
+                    (s, d, s),
+                    &mut ctx,
+                    (&probs, s, 1),
+                    (&v[base..], h, 1),
+                    false,
+                );
+                ctx
+            })
+            .collect();
+        Ok((
+            CpuStorage::F32(self.scatter(&blocks)),
+            Shape::from((self.b, s, h)),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (s, h, d) = (self.s, self.h, self.d());
+        let scale = 1.0 / (d as f32).sqrt();
+        let blocks: Vec<[Vec<f32>; 3]> = with_values(q, |q| {
+            with_values(k, |k| {
+                with_values(v, |v| {
+                    with_values(grad, |g| {
+                        Ok((0..self.b * self.heads)
+                            .into_par_iter()
+                            .map(|t| {
+                                let base = (t / self.heads) * s * h + (t % self.heads) * d;
+                                let mut probs = vec![0f32; s * s];
+                                self.probs(q, k, t, &mut probs);
+                                let mut dropped = probs.clone();
+                                for (r, row) in dropped.chunks_mut(s).enumerate() {
+                                    for (c, x) in row.iter_mut().enumerate() {
+                                        *x *= self.drop_factor(t, r, c);
+                                    }
+                                }
+                                // dv = dropped(P)ᵀ·g
+                                let mut dv = vec![0f32; s * d];
+                                gemm(
+                                    (s, d, s),
+                                    &mut dv,
+                                    (&dropped, 1, s),
+                                    (&g[base..], h, 1),
+                                    false,
+                                );
+                                // dP = (g·vᵀ) ∘ dropout factors
+                                let mut ds = vec![0f32; s * s];
+                                gemm(
+                                    (s, s, d),
+                                    &mut ds,
+                                    (&g[base..], h, 1),
+                                    (&v[base..], 1, h),
+                                    false,
+                                );
+                                for (r, (row, p)) in
+                                    ds.chunks_mut(s).zip(probs.chunks(s)).enumerate()
+                                {
+                                    let mut dot = 0f32;
+                                    for (c, (x, &p)) in row.iter_mut().zip(p).enumerate() {
+                                        *x *= self.drop_factor(t, r, c);
+                                        dot += *x * p;
+                                    }
+                                    // dS = P ∘ (dP − Σ dP∘P), times the 1/√d of the scores
+                                    for (x, &p) in row.iter_mut().zip(p) {
+                                        *x = p * (*x - dot) * scale;
+                                    }
+                                }
+                                let mut dq = vec![0f32; s * d];
+                                gemm((s, d, s), &mut dq, (&ds, s, 1), (&k[base..], h, 1), false);
+                                let mut dk = vec![0f32; s * d];
+                                gemm((s, d, s), &mut dk, (&ds, 1, s), (&q[base..], h, 1), false);
+                                [dq, dk, dv]
+                            })
+                            .collect())
+                    })
+                })
+            })
+        })?;
+        let pick = |n: usize| -> candle_core::Result<Tensor> {
+            let parts: Vec<Vec<f32>> = blocks.iter().map(|b| b[n].clone()).collect();
+            Tensor::from_vec(self.scatter(&parts), (self.b, s, h), q.device())
+        };
+        Ok((Some(pick(0)?), Some(pick(1)?), Some(pick(2)?)))
     }
 }
 
@@ -231,30 +468,177 @@ fn rows_per_task(n: usize) -> usize {
     (TASK_FLOATS / n.max(1)).max(1)
 }
 
-/// Calls `body` with the best instruction set this CPU has enabled for the loops inside it.
-#[inline(always)]
-fn dispatch<R>(body: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn avx512<R>(body: impl FnOnce() -> R) -> R {
-            body()
+/// Defines `fn $name(args)` whose body is compiled three times — for AVX-512, for AVX2 + FMA
+/// and for the baseline — and picks one at run time, so that LLVM vectorizes its plain loops
+/// for the widest vectors the CPU has. (A closure passed to a `#[target_feature]` function is
+/// not inlined into it, and ran at the baseline: hence a macro.)
+macro_rules! simd_fn {
+    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        fn $name($($a: $t),*) {
+            #[inline(always)]
+            fn body($($a: $t),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512($($a: $t),*) {
+                    body($($a),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($a: $t),*) {
+                    body($($a),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the features the function is compiled for.
+                    return unsafe { avx512($($a),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: as above.
+                    return unsafe { avx2($($a),*) };
+                }
+            }
+            body($($a),*)
         }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2<R>(body: impl FnOnce() -> R) -> R {
-            body()
-        }
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            return unsafe { avx512(body) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: as above.
-            return unsafe { avx2(body) };
+    };
+}
+
+simd_fn! {
+    /// Adds `b` to every row of `y` (rows of `b.len()`).
+    fn add_rows(y: &mut [f32], b: &[f32]) {
+        for row in y.chunks_mut(b.len()) {
+            row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
         }
     }
-    body()
+}
+
+simd_fn! {
+    /// Adds every row of `g` (rows of `acc.len()`) to `acc`.
+    fn add_rows_into(acc: &mut [f32], g: &[f32]) {
+        for row in g.chunks(acc.len()) {
+            acc.iter_mut().zip(row).for_each(|(a, g)| *a += g);
+        }
+    }
+}
+
+simd_fn! {
+    /// Softmax of each row of `probs` (rows of `keep.len()`) after scaling by `scale`; keys
+    /// whose `keep` is 0 get weight 0.
+    fn masked_softmax_rows(probs: &mut [f32], keep: &[f32], scale: f32) {
+        for row in probs.chunks_mut(keep.len()) {
+            let mut max = f32::NEG_INFINITY;
+            for (x, &kp) in row.iter_mut().zip(keep) {
+                *x *= scale;
+                if kp > 0.0 {
+                    max = max.max(*x);
+                }
+            }
+            let mut sum = 0f32;
+            for (x, &kp) in row.iter_mut().zip(keep) {
+                let e = exp_f32(*x - max);
+                *x = if kp > 0.0 { e } else { 0.0 };
+                sum += *x;
+            }
+            let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+            row.iter_mut().for_each(|x| *x *= inv);
+        }
+    }
+}
+
+simd_fn! {
+    fn gelu_fwd(y: &mut [f32], x: &[f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = super::kernels::gelu_f32(x);
+        }
+    }
+}
+
+simd_fn! {
+    fn gelu_bwd(dx: &mut [f32], x: &[f32], g: &[f32]) {
+        for ((d, &x), &g) in dx.iter_mut().zip(x).zip(g) {
+            *d = g * gelu_grad(x);
+        }
+    }
+}
+
+simd_fn! {
+    /// LayerNorm of each row of `x` (rows of `w.len()`) into `y`.
+    fn layer_norm_rows(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
+        let n = w.len();
+        for (y, x) in y.chunks_mut(n).zip(x.chunks(n)) {
+            let (mean, rstd) = row_stats(x, eps);
+            for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
+                *y = (x - mean) * rstd * w + b;
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// LayerNorm's backward for the rows of `x` and `g`: dx written, dw and db accumulated.
+    fn layer_norm_grad_rows(
+        dx: &mut [f32],
+        dw: &mut [f32],
+        db: &mut [f32],
+        x: &[f32],
+        g: &[f32],
+        w: &[f32],
+        eps: f32,
+    ) {
+        let n = w.len();
+        let mut xhat = vec![0f32; n];
+        for ((dx, x), g) in dx.chunks_mut(n).zip(x.chunks(n)).zip(g.chunks(n)) {
+            let (mean, rstd) = row_stats(x, eps);
+            let (mut sum_gy, mut sum_gy_xhat) = (0f32, 0f32);
+            for ((((h, &x), &g), &w), (dw, db)) in xhat
+                .iter_mut()
+                .zip(x)
+                .zip(g)
+                .zip(w)
+                .zip(dw.iter_mut().zip(db.iter_mut()))
+            {
+                *h = (x - mean) * rstd;
+                let gy = g * w;
+                sum_gy += gy;
+                sum_gy_xhat += gy * *h;
+                *dw += g * *h;
+                *db += g;
+            }
+            let (a, c) = (sum_gy / n as f32, sum_gy_xhat / n as f32);
+            for (((dx, &h), &g), &w) in dx.iter_mut().zip(&xhat).zip(g).zip(w) {
+                *dx = rstd * (g * w - a - h * c);
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// Softmax of each row of `x` (rows of `n`) into `y`.
+    fn softmax_rows(y: &mut [f32], x: &[f32], n: usize) {
+        for (y, x) in y.chunks_mut(n).zip(x.chunks(n)) {
+            let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let mut sum = 0f32;
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = exp_f32(x - max);
+                sum += *y;
+            }
+            let inv = 1.0 / sum;
+            y.iter_mut().for_each(|y| *y *= inv);
+        }
+    }
+}
+
+simd_fn! {
+    /// Softmax's backward from its output `y` and the gradient `g`, rows of `n`.
+    fn softmax_grad_rows(dx: &mut [f32], y: &[f32], g: &[f32], n: usize) {
+        for ((dx, y), g) in dx.chunks_mut(n).zip(y.chunks(n)).zip(g.chunks(n)) {
+            let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
+            for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
+                *dx = y * (g - dot);
+            }
+        }
+    }
 }
 
 struct Gelu;
@@ -269,13 +653,7 @@ impl CustomOp1 for Gelu {
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(TASK_FLOATS)
             .zip(x.par_chunks(TASK_FLOATS))
-            .for_each(|(y, x)| {
-                dispatch(|| {
-                    for (y, &x) in y.iter_mut().zip(x) {
-                        *y = super::kernels::gelu_f32(x);
-                    }
-                })
-            });
+            .for_each(|(y, x)| gelu_fwd(y, x));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -290,13 +668,7 @@ impl CustomOp1 for Gelu {
                 let mut dx = vec![0f32; x.len()];
                 dx.par_chunks_mut(TASK_FLOATS)
                     .zip(x.par_chunks(TASK_FLOATS).zip(g.par_chunks(TASK_FLOATS)))
-                    .for_each(|(dx, (x, g))| {
-                        dispatch(|| {
-                            for ((d, &x), &g) in dx.iter_mut().zip(x).zip(g) {
-                                *d = g * gelu_grad(x);
-                            }
-                        })
-                    });
+                    .for_each(|(dx, (x, g))| gelu_bwd(dx, x, g));
                 Ok(dx)
             })
         })?;
@@ -318,7 +690,10 @@ fn gelu_grad(x: f32) -> f32 {
 #[inline(always)]
 fn exp_f32(x_in: f32) -> f32 {
     let x = x_in.clamp(-87.3, 88.0);
-    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    // Round to nearest by the 1.5·2²³ trick (no call to floorf, which does not vectorize
+    // without SSE4.1).
+    const ROUND: f32 = 12_582_912.0;
+    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
     // ln2 split in two for an exact product with n (Cody–Waite).
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
     let mut p = 1.987_569_1e-4f32;
@@ -379,16 +754,7 @@ impl CustomOp3 for LayerNorm {
         let chunk = rows_per_task(n) * n;
         y.par_chunks_mut(chunk)
             .zip(x.par_chunks(chunk))
-            .for_each(|(y, x)| {
-                dispatch(|| {
-                    for (y, x) in y.chunks_mut(n).zip(x.chunks(n)) {
-                        let (mean, rstd) = row_stats(x, eps);
-                        for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
-                            *y = (x - mean) * rstd * w + b;
-                        }
-                    }
-                })
-            });
+            .for_each(|(y, x)| layer_norm_rows(y, x, w, b, eps));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -414,35 +780,7 @@ impl CustomOp3 for LayerNorm {
                         .map(|(dx, (x, g))| {
                             let mut dw = vec![0f32; n];
                             let mut db = vec![0f32; n];
-                            dispatch(|| {
-                                let mut xhat = vec![0f32; n];
-                                for ((dx, x), g) in
-                                    dx.chunks_mut(n).zip(x.chunks(n)).zip(g.chunks(n))
-                                {
-                                    let (mean, rstd) = row_stats(x, eps);
-                                    let (mut sum_gy, mut sum_gy_xhat) = (0f32, 0f32);
-                                    for ((((h, &x), &g), &w), (dw, db)) in xhat
-                                        .iter_mut()
-                                        .zip(x)
-                                        .zip(g)
-                                        .zip(wv)
-                                        .zip(dw.iter_mut().zip(db.iter_mut()))
-                                    {
-                                        *h = (x - mean) * rstd;
-                                        let gy = g * w;
-                                        sum_gy += gy;
-                                        sum_gy_xhat += gy * *h;
-                                        *dw += g * *h;
-                                        *db += g;
-                                    }
-                                    let (a, c) = (sum_gy / n as f32, sum_gy_xhat / n as f32);
-                                    for (((dx, &h), &g), &w) in
-                                        dx.iter_mut().zip(&xhat).zip(g).zip(wv)
-                                    {
-                                        *dx = rstd * (g * w - a - h * c);
-                                    }
-                                }
-                            });
+                            layer_norm_grad_rows(dx, &mut dw, &mut db, x, g, wv, eps);
                             (dw, db)
                         })
                         .reduce(
@@ -483,20 +821,7 @@ impl CustomOp1 for Softmax {
         let chunk = rows_per_task(n) * n;
         y.par_chunks_mut(chunk)
             .zip(x.par_chunks(chunk))
-            .for_each(|(y, x)| {
-                dispatch(|| {
-                    for (y, x) in y.chunks_mut(n).zip(x.chunks(n)) {
-                        let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                        let mut sum = 0f32;
-                        for (y, &x) in y.iter_mut().zip(x) {
-                            *y = exp_f32(x - max);
-                            sum += *y;
-                        }
-                        let inv = 1.0 / sum;
-                        y.iter_mut().for_each(|y| *y *= inv);
-                    }
-                })
-            });
+            .for_each(|(y, x)| softmax_rows(y, x, n));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -513,16 +838,7 @@ impl CustomOp1 for Softmax {
                 let chunk = rows_per_task(n) * n;
                 dx.par_chunks_mut(chunk)
                     .zip(y.par_chunks(chunk).zip(g.par_chunks(chunk)))
-                    .for_each(|(dx, (y, g))| {
-                        dispatch(|| {
-                            for ((dx, y), g) in dx.chunks_mut(n).zip(y.chunks(n)).zip(g.chunks(n)) {
-                                let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
-                                for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
-                                    *dx = y * (g - dot);
-                                }
-                            }
-                        })
-                    });
+                    .for_each(|(dx, (y, g))| softmax_grad_rows(dx, y, g, n));
                 Ok(dx)
             })
         })?;
@@ -576,6 +892,97 @@ mod tests {
             |t| candle_core::Module::forward(&lin(t), &t[0]),
             1e-4,
         );
+    }
+
+    /// Candle's ops with the same dropout mask as [`Attention::drop_factor`].
+    fn reference_attention(
+        t: &[Tensor],
+        keep: &Tensor,
+        heads: usize,
+        p: f32,
+        seed: u64,
+    ) -> candle_core::Result<Tensor> {
+        let (b, s, h) = t[0].dims3()?;
+        let d = h / heads;
+        let split = |x: &Tensor| x.reshape((b, s, heads, d))?.transpose(1, 2)?.contiguous();
+        let add = keep
+            .to_dtype(DType::F32)?
+            .affine(1e9, -1e9)?
+            .reshape((b, 1, 1, s))?;
+        let scores = (split(&t[0])?.matmul(&split(&t[1])?.t()?)? / (d as f64).sqrt())?
+            .broadcast_add(&add)?;
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let op = Attention {
+            keep: vec![],
+            b,
+            s,
+            h,
+            heads,
+            p,
+            seed,
+        };
+        let mut f = Vec::new();
+        for task in 0..b * heads {
+            for r in 0..s {
+                for c in 0..s {
+                    f.push(op.drop_factor(task, r, c));
+                }
+            }
+        }
+        let mask = Tensor::from_vec(f, (b, heads, s, s), &Device::Cpu)?;
+        (probs * mask)?
+            .matmul(&split(&t[2])?)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, s, h))
+    }
+
+    #[test]
+    fn attention_matches_candle_forward_and_backward_with_padding_and_dropout() {
+        let dev = Device::Cpu;
+        let (b, s, h, heads) = (3, 7, 16, 4);
+        let keep = Tensor::new(
+            &[
+                [1u32, 1, 1, 1, 1, 1, 1],
+                [1, 1, 1, 0, 0, 0, 0],
+                [1, 1, 1, 1, 1, 1, 0],
+            ],
+            &dev,
+        )
+        .unwrap();
+        for p in [0.0, 0.3] {
+            let vars: Vec<Var> = (0..3)
+                .map(|_| Var::randn(0f32, 1.0, (b, s, h), &dev).unwrap())
+                .collect();
+            same_as_candle(
+                &vars,
+                |t| Ok(attention(&t[0], &t[1], &t[2], &keep, heads, p, 7)?.unwrap()),
+                |t| reference_attention(t, &keep, heads, p, 7),
+                1e-4,
+            );
+        }
+        // About p of the weights are dropped, and another seed drops others.
+        let op = |seed| Attention {
+            keep: vec![],
+            b,
+            s: 50,
+            h,
+            heads,
+            p: 0.3,
+            seed,
+        };
+        let (a, c) = (op(1), op(2));
+        let dropped = (0..2500)
+            .filter(|&i| a.drop_factor(0, i / 50, i % 50) == 0.0)
+            .count();
+        assert!(
+            (600..900).contains(&dropped),
+            "{dropped} of 2500 dropped at p 0.3"
+        );
+        let differ = (0..2500)
+            .filter(|&i| a.drop_factor(0, i / 50, i % 50) != c.drop_factor(0, i / 50, i % 50))
+            .count();
+        assert!(differ > 500, "{differ}");
     }
 
     #[test]
