@@ -224,7 +224,8 @@ pub fn pool(hidden: &Tensor, mask: &Tensor, pooling: Pooling) -> crate::Result<T
 }
 
 /// Dropout whose masks come from a seedable generator shared by the model (candle's CPU
-/// `Tensor::rand` cannot be seeded, which would make training runs unrepeatable).
+/// `Tensor::rand` cannot be seeded, which would make training runs unrepeatable): each call
+/// draws a seed, and [`train_kernels::dropout`] hashes it with each element's position.
 struct DropoutRng(Mutex<rand::rngs::StdRng>);
 
 impl DropoutRng {
@@ -240,22 +241,17 @@ impl DropoutRng {
         if !train || p <= 0.0 {
             return Ok(xs.clone());
         }
-        let scale = (1.0 / (1.0 - p)) as f32;
-        let n = xs.elem_count();
-        let mut rng = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let keep: Vec<f32> = (0..n)
-            .map(|_| if rng.random::<f64>() >= p { scale } else { 0.0 })
-            .collect();
-        drop(rng);
-        let mask = Tensor::from_vec(keep, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
-        xs * mask
+        train_kernels::dropout(xs, None, p as f32, self.seed())
+    }
+
+    /// `dropout(xs) + res` at training time.
+    fn apply_add(&self, xs: &Tensor, res: &Tensor, p: f64) -> candle_core::Result<Tensor> {
+        train_kernels::dropout(xs, Some(res), p as f32, self.seed())
     }
 }
 
-/// LayerNorm with both forms: fused (no backward) for inference, tensor ops for training.
+/// LayerNorm with both forms: candle's fused op (no backward) for inference,
+/// [`train_kernels::layer_norm`] for training.
 struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
@@ -471,8 +467,8 @@ impl Attention {
     ) -> candle_core::Result<Tensor> {
         if train {
             let out = train_kernels::linear(ctx, &self.output)?;
-            let out = rng.apply(&out, self.hidden_dropout_p, train)?;
-            self.layer_norm.forward_t(&(out + xs)?, train)
+            let out = rng.apply_add(&out, xs, self.hidden_dropout_p)?;
+            self.layer_norm.forward_t(&out, train)
         } else {
             let out = kernels::linear(ctx, &self.output, Epilogue::Residual(xs))?;
             self.layer_norm.forward_t(&out, train)
@@ -529,8 +525,12 @@ impl Layer {
         if train || self.act != HiddenAct::Gelu {
             let h = self.act.forward(&dense(&a, &self.intermediate, train)?)?;
             let h = dense(&h, &self.output, train)?;
-            let h = rng.apply(&h, self.dropout_p, train)?;
-            self.layer_norm.forward_t(&(h + a)?, train)
+            let h = if train {
+                rng.apply_add(&h, &a, self.dropout_p)?
+            } else {
+                (h + a)?
+            };
+            self.layer_norm.forward_t(&h, train)
         } else {
             let h = kernels::linear(&a, &self.intermediate, Epilogue::Gelu)?;
             let h = kernels::linear(&h, &self.output, Epilogue::Residual(&a))?;

@@ -16,6 +16,42 @@ use rayon::prelude::*;
 /// Rows of at least this many floats go to one task.
 const TASK_FLOATS: usize = 16 * 1024;
 
+/// Defines `fn $name(args)` whose body is compiled three times — for AVX-512, for AVX2 + FMA
+/// and for the baseline — and picks one at run time, so that LLVM vectorizes its plain loops
+/// for the widest vectors the CPU has. (A closure passed to a `#[target_feature]` function is
+/// not inlined into it, and ran at the baseline: hence a macro.)
+macro_rules! simd_fn {
+    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        fn $name($($a: $t),*) {
+            #[inline(always)]
+            fn body($($a: $t),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512($($a: $t),*) {
+                    body($($a),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($a: $t),*) {
+                    body($($a),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the features the function is compiled for.
+                    return unsafe { avx512($($a),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: as above.
+                    return unsafe { avx2($($a),*) };
+                }
+            }
+            body($($a),*)
+        }
+    };
+}
+
 /// Exact (erf) GELU, differentiable.
 pub(crate) fn gelu(x: &Tensor) -> candle_core::Result<Tensor> {
     if !cpu_f32(x) {
@@ -194,6 +230,132 @@ impl CustomOp3 for Linear {
     }
 }
 
+/// Dropout of `x` with probability `p`, plus `res` when given; differentiable. The mask comes
+/// from a hash of `seed` and each element's position ([`keep_factor`]), so the backward pass
+/// regenerates it instead of storing it, and one pass replaces candle's mask, multiply and add.
+pub(crate) fn dropout(
+    x: &Tensor,
+    res: Option<&Tensor>,
+    p: f32,
+    seed: u64,
+) -> candle_core::Result<Tensor> {
+    let plain = |x: &Tensor| -> candle_core::Result<Tensor> {
+        let f: Vec<f32> = (0..x.elem_count())
+            .map(|i| keep_factor(seed, i as u64, p))
+            .collect();
+        x * Tensor::from_vec(f, x.shape(), x.device())?.to_dtype(x.dtype())?
+    };
+    match res {
+        _ if p <= 0.0 => match res {
+            Some(r) => x + r,
+            None => Ok(x.clone()),
+        },
+        Some(r) if cpu_f32(x) && cpu_f32(r) && r.dims() == x.dims() => x
+            .contiguous()?
+            .apply_op2(&r.contiguous()?, Dropout { p, seed }),
+        Some(r) => plain(x)? + r,
+        None if cpu_f32(x) => x.contiguous()?.apply_op1(Dropout { p, seed }),
+        None => plain(x),
+    }
+}
+
+/// The dropout factor of element `idx` under `seed`: 0 with probability `p`, else 1/(1-p).
+#[inline(always)]
+fn keep_factor(seed: u64, idx: u64, p: f32) -> f32 {
+    let u = (mix(seed ^ mix(idx)) >> 40) as f32 / (1u64 << 24) as f32;
+    if u < p {
+        0.0
+    } else {
+        1.0 / (1.0 - p)
+    }
+}
+
+struct Dropout {
+    p: f32,
+    seed: u64,
+}
+
+impl Dropout {
+    /// `x ∘ mask (+ res)` into a new buffer.
+    fn apply(&self, x: &[f32], res: Option<&[f32]>) -> Vec<f32> {
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(TASK_FLOATS)
+            .enumerate()
+            .for_each(|(c, y)| {
+                let start = c * TASK_FLOATS;
+                let x = &x[start..start + y.len()];
+                for (i, (y, &x)) in y.iter_mut().zip(x).enumerate() {
+                    *y = x * keep_factor(self.seed, (start + i) as u64, self.p);
+                }
+                if let Some(r) = res {
+                    add_each(y, &r[start..start + y.len()]);
+                }
+            });
+        y
+    }
+}
+
+simd_fn! {
+    /// `y += r` element by element.
+    fn add_each(y: &mut [f32], r: &[f32]) {
+        y.iter_mut().zip(r).for_each(|(y, r)| *y += r);
+    }
+}
+
+impl CustomOp1 for Dropout {
+    fn name(&self) -> &'static str {
+        "emoknow-dropout"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        Ok((
+            CpuStorage::F32(self.apply(slice(s, l)?, None)),
+            l.shape().clone(),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let dx = with_values(grad, |g| Ok(self.apply(g, None)))?;
+        Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
+    }
+}
+
+impl candle_core::CustomOp2 for Dropout {
+    fn name(&self) -> &'static str {
+        "emoknow-dropout-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let y = self.apply(slice(s1, l1)?, Some(slice(s2, l2)?));
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        _r: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let dx = with_values(grad, |g| Ok(self.apply(g, None)))?;
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), x.device())?),
+            Some(grad.clone()),
+        ))
+    }
+}
+
 /// Multi-head self-attention for training, differentiable in `q`, `k` and `v` (batch, seq,
 /// hidden): per (sentence, head), `dropout(softmax(q·kᵀ/√d + mask))·v`, returned in the same
 /// (batch, seq, hidden) layout. `keep` (batch, seq): 1 for real tokens, 0 for padding (those
@@ -274,13 +436,11 @@ impl Attention {
         if self.p <= 0.0 {
             return 1.0;
         }
-        let idx = ((t * self.s + row) * self.s + col) as u64;
-        let u = (mix(self.seed ^ mix(idx)) >> 40) as f32 / (1u64 << 24) as f32;
-        if u < self.p {
-            0.0
-        } else {
-            1.0 / (1.0 - self.p)
-        }
+        keep_factor(
+            self.seed,
+            ((t * self.s + row) * self.s + col) as u64,
+            self.p,
+        )
     }
 
     /// Softmax weights of task `t` (sentence t / heads, head t % heads) into `probs` (s×s),
@@ -466,42 +626,6 @@ fn with_values<R>(
 /// Rows (of `n` floats) per parallel task.
 fn rows_per_task(n: usize) -> usize {
     (TASK_FLOATS / n.max(1)).max(1)
-}
-
-/// Defines `fn $name(args)` whose body is compiled three times — for AVX-512, for AVX2 + FMA
-/// and for the baseline — and picks one at run time, so that LLVM vectorizes its plain loops
-/// for the widest vectors the CPU has. (A closure passed to a `#[target_feature]` function is
-/// not inlined into it, and ran at the baseline: hence a macro.)
-macro_rules! simd_fn {
-    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) $body:block) => {
-        $(#[$m])*
-        fn $name($($a: $t),*) {
-            #[inline(always)]
-            fn body($($a: $t),*) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                unsafe fn avx512($($a: $t),*) {
-                    body($($a),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($a: $t),*) {
-                    body($($a),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has the features the function is compiled for.
-                    return unsafe { avx512($($a),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: as above.
-                    return unsafe { avx2($($a),*) };
-                }
-            }
-            body($($a),*)
-        }
-    };
 }
 
 simd_fn! {
@@ -983,6 +1107,40 @@ mod tests {
             .filter(|&i| a.drop_factor(0, i / 50, i % 50) != c.drop_factor(0, i / 50, i % 50))
             .count();
         assert!(differ > 500, "{differ}");
+    }
+
+    #[test]
+    fn dropout_matches_candle_with_the_same_mask() {
+        let dev = Device::Cpu;
+        let vars: Vec<Var> = (0..2)
+            .map(|_| Var::randn(0f32, 1.0, (5, 9, 8000), &dev).unwrap())
+            .collect();
+        let (p, seed) = (0.25f32, 11);
+        let mask = |t: &Tensor| {
+            let f: Vec<f32> = (0..t.elem_count())
+                .map(|i| keep_factor(seed, i as u64, p))
+                .collect();
+            Tensor::from_vec(f, t.shape(), &dev).unwrap()
+        };
+        same_as_candle(
+            &vars,
+            |t| dropout(&t[0], Some(&t[1]), p, seed),
+            |t| (&t[0] * mask(&t[0]))? + &t[1],
+            1e-5,
+        );
+        same_as_candle(
+            &vars[..1],
+            |t| dropout(&t[0], None, p, seed),
+            |t| &t[0] * mask(&t[0]),
+            1e-5,
+        );
+        let kept = (0..100_000)
+            .filter(|&i| keep_factor(seed, i, p) > 0.0)
+            .count();
+        assert!(
+            (74_000..76_000).contains(&kept),
+            "{kept} of 100,000 kept at p 0.25"
+        );
     }
 
     #[test]
