@@ -262,7 +262,9 @@ pub(crate) fn dropout(
 /// The dropout factor of element `idx` under `seed`: 0 with probability `p`, else 1/(1-p).
 #[inline(always)]
 fn keep_factor(seed: u64, idx: u64, p: f32) -> f32 {
-    let u = (mix(seed ^ mix(idx)) >> 40) as f32 / (1u64 << 24) as f32;
+    // Element idx of the splitmix64 stream started at `seed`.
+    let u = (mix(seed.wrapping_add(idx.wrapping_mul(0x9E37_79B9_7F4A_7C15))) >> 40) as f32
+        / (1u64 << 24) as f32;
     if u < p {
         0.0
     } else {
@@ -356,35 +358,31 @@ impl candle_core::CustomOp2 for Dropout {
     }
 }
 
-/// Multi-head self-attention for training, differentiable in `q`, `k` and `v` (batch, seq,
-/// hidden): per (sentence, head), `dropout(softmax(q·kᵀ/√d + mask))·v`, returned in the same
-/// (batch, seq, hidden) layout. `keep` (batch, seq): 1 for real tokens, 0 for padding (those
-/// keys get weight 0). Dropout zeroes each attention weight with probability `p` (and scales
-/// the rest by 1/(1-p)) by a hash of `seed` and the weight's position, so the backward pass
-/// regenerates the mask instead of storing it. One task per (sentence, head), forward and
-/// backward, each with its own small gemms: candle's path materializes the head transposes,
-/// the scores, the mask and every intermediate, and runs its batched matmuls head by head.
-/// Returns `None` for tensors that are not CPU f32 (the caller then uses candle's ops).
+/// Multi-head self-attention for training, differentiable in `qkv` (batch, seq, 3·hidden: the
+/// query, key and value projections side by side, as one linear layer with the three weight
+/// matrices stacked makes them): per (sentence, head), `dropout(softmax(q·kᵀ/√d + mask))·v`,
+/// returned as (batch, seq, hidden). `keep` (batch, seq): 1 for real tokens, 0 for padding
+/// (those keys get weight 0). Dropout zeroes each attention weight with probability `p` (and
+/// scales the rest by 1/(1-p)) by a hash of `seed` and the weight's position, so the backward
+/// pass regenerates the mask instead of storing it. One task per (sentence, head), forward and
+/// backward, each with its own small gemms reading the heads in place: candle's path
+/// materializes the head transposes, the scores, the mask and every intermediate, and runs its
+/// batched matmuls head by head. Returns `None` for tensors that are not CPU f32 (the caller
+/// then uses candle's ops).
 pub(crate) fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
+    qkv: &Tensor,
     keep: &Tensor,
     heads: usize,
     p: f32,
     seed: u64,
 ) -> candle_core::Result<Option<Tensor>> {
-    if !(cpu_f32(q) && cpu_f32(k) && cpu_f32(v)) {
+    if !cpu_f32(qkv) {
         return Ok(None);
     }
-    let (b, s, h) = q.dims3()?;
-    if k.dims() != q.dims() || v.dims() != q.dims() || heads == 0 || h % heads != 0 {
-        candle_core::bail!(
-            "attention: shapes {:?} {:?} {:?}, {heads} heads",
-            q.dims(),
-            k.dims(),
-            v.dims()
-        );
+    let (b, s, h3) = qkv.dims3()?;
+    let h = h3 / 3;
+    if h3 % 3 != 0 || heads == 0 || h % heads != 0 {
+        candle_core::bail!("attention: qkv {:?}, {heads} heads", qkv.dims());
     }
     let keep: Vec<f32> = keep.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     if keep.len() != b * s {
@@ -399,24 +397,21 @@ pub(crate) fn attention(
         p,
         seed,
     };
-    Ok(Some(q.contiguous()?.apply_op3(
-        &k.contiguous()?,
-        &v.contiguous()?,
-        op,
-    )?))
+    Ok(Some(qkv.contiguous()?.apply_op1(op)?))
 }
 
 struct Attention {
     keep: Vec<f32>,
     b: usize,
     s: usize,
+    /// Hidden size (qkv rows hold 3 × h).
     h: usize,
     heads: usize,
     p: f32,
     seed: u64,
 }
 
-/// splitmix64: a well-mixed 64-bit hash of `x`.
+/// splitmix64's output function: a well-mixed 64-bit hash of `x`.
 #[inline(always)]
 fn mix(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -428,6 +423,11 @@ fn mix(x: u64) -> u64 {
 impl Attention {
     fn d(&self) -> usize {
         self.h / self.heads
+    }
+
+    /// Offset of task `t`'s query block in qkv (its key block is `h` further, value `2h`).
+    fn base(&self, t: usize) -> usize {
+        (t / self.heads) * self.s * 3 * self.h + (t % self.heads) * self.d()
     }
 
     /// The dropout factor of weight (row, col) of task `t`: 0 or 1/(1-p).
@@ -445,156 +445,129 @@ impl Attention {
 
     /// Softmax weights of task `t` (sentence t / heads, head t % heads) into `probs` (s×s),
     /// before dropout.
-    fn probs(&self, q: &[f32], k: &[f32], t: usize, probs: &mut [f32]) {
+    fn probs(&self, qkv: &[f32], t: usize, probs: &mut [f32]) {
         let (s, h, d) = (self.s, self.h, self.d());
-        let (i, j) = (t / self.heads, t % self.heads);
-        let base = i * s * h + j * d;
-        // kᵀ (d×s): element (dd, c) at c·h + dd.
+        let base = self.base(t);
+        // kᵀ (d×s): element (dd, c) at c·3h + dd.
         gemm(
             (s, s, d),
             probs,
-            (&q[base..], h, 1),
-            (&k[base..], 1, h),
+            (&qkv[base..], 3 * h, 1),
+            (&qkv[base + h..], 1, 3 * h),
             false,
         );
+        let i = t / self.heads;
         let keep = &self.keep[i * s..(i + 1) * s];
-        let scale = 1.0 / (d as f32).sqrt();
-        masked_softmax_rows(probs, keep, scale);
+        masked_softmax_rows(probs, keep, 1.0 / (d as f32).sqrt());
     }
 
-    /// Copies per-task (s×d) blocks into a (b, s, h) buffer.
-    fn scatter(&self, blocks: &[Vec<f32>]) -> Vec<f32> {
-        let (s, h, d) = (self.s, self.h, self.d());
-        let mut out = vec![0f32; self.b * s * h];
-        out.par_chunks_mut(s * h).enumerate().for_each(|(i, sent)| {
-            for j in 0..self.heads {
-                let block = &blocks[i * self.heads + j];
-                for (r, row) in sent.chunks_mut(h).enumerate() {
-                    row[j * d..(j + 1) * d].copy_from_slice(&block[r * d..(r + 1) * d]);
+    /// Copies per-task (s×d) blocks into a (b, s, width) buffer at column `offset` of each
+    /// head's slot.
+    fn scatter(&self, out: &mut [f32], width: usize, offset: usize, blocks: &[&[f32]]) {
+        let (s, d) = (self.s, self.d());
+        out.par_chunks_mut(s * width)
+            .enumerate()
+            .for_each(|(i, sent)| {
+                for j in 0..self.heads {
+                    let block = blocks[i * self.heads + j];
+                    for (r, row) in sent.chunks_mut(width).enumerate() {
+                        let col = offset + j * d;
+                        row[col..col + d].copy_from_slice(&block[r * d..(r + 1) * d]);
+                    }
                 }
-            }
-        });
-        out
+            });
     }
 }
 
-impl CustomOp3 for Attention {
+impl CustomOp1 for Attention {
     fn name(&self) -> &'static str {
         "emoknow-attention"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (q, k, v) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+    fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let qkv = slice(st, l)?;
         let (s, h, d) = (self.s, self.h, self.d());
+        if qkv.len() != self.b * s * 3 * h {
+            candle_core::bail!("attention: qkv {:?}", l.dims());
+        }
         let blocks: Vec<Vec<f32>> = (0..self.b * self.heads)
             .into_par_iter()
             .map(|t| {
                 let mut probs = vec![0f32; s * s];
-                self.probs(q, k, t, &mut probs);
+                self.probs(qkv, t, &mut probs);
                 for (r, row) in probs.chunks_mut(s).enumerate() {
                     for (c, x) in row.iter_mut().enumerate() {
                         *x *= self.drop_factor(t, r, c);
                     }
                 }
-                let base = (t / self.heads) * s * h + (t % self.heads) * d;
                 let mut ctx = vec![0f32; s * d];
-                gemm(
-                    (s, d, s),
-                    &mut ctx,
-                    (&probs, s, 1),
-                    (&v[base..], h, 1),
-                    false,
-                );
+                let v = &qkv[self.base(t) + 2 * h..];
+                gemm((s, d, s), &mut ctx, (&probs, s, 1), (v, 3 * h, 1), false);
                 ctx
             })
             .collect();
-        Ok((
-            CpuStorage::F32(self.scatter(&blocks)),
-            Shape::from((self.b, s, h)),
-        ))
+        let mut out = vec![0f32; self.b * s * h];
+        let refs: Vec<&[f32]> = blocks.iter().map(Vec::as_slice).collect();
+        self.scatter(&mut out, h, 0, &refs);
+        Ok((CpuStorage::F32(out), Shape::from((self.b, s, h))))
     }
 
     fn bwd(
         &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
+        arg: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> candle_core::Result<Option<Tensor>> {
         let (s, h, d) = (self.s, self.h, self.d());
         let scale = 1.0 / (d as f32).sqrt();
-        let blocks: Vec<[Vec<f32>; 3]> = with_values(q, |q| {
-            with_values(k, |k| {
-                with_values(v, |v| {
-                    with_values(grad, |g| {
-                        Ok((0..self.b * self.heads)
-                            .into_par_iter()
-                            .map(|t| {
-                                let base = (t / self.heads) * s * h + (t % self.heads) * d;
-                                let mut probs = vec![0f32; s * s];
-                                self.probs(q, k, t, &mut probs);
-                                let mut dropped = probs.clone();
-                                for (r, row) in dropped.chunks_mut(s).enumerate() {
-                                    for (c, x) in row.iter_mut().enumerate() {
-                                        *x *= self.drop_factor(t, r, c);
-                                    }
-                                }
-                                // dv = dropped(P)ᵀ·g
-                                let mut dv = vec![0f32; s * d];
-                                gemm(
-                                    (s, d, s),
-                                    &mut dv,
-                                    (&dropped, 1, s),
-                                    (&g[base..], h, 1),
-                                    false,
-                                );
-                                // dP = (g·vᵀ) ∘ dropout factors
-                                let mut ds = vec![0f32; s * s];
-                                gemm(
-                                    (s, s, d),
-                                    &mut ds,
-                                    (&g[base..], h, 1),
-                                    (&v[base..], 1, h),
-                                    false,
-                                );
-                                for (r, (row, p)) in
-                                    ds.chunks_mut(s).zip(probs.chunks(s)).enumerate()
-                                {
-                                    let mut dot = 0f32;
-                                    for (c, (x, &p)) in row.iter_mut().zip(p).enumerate() {
-                                        *x *= self.drop_factor(t, r, c);
-                                        dot += *x * p;
-                                    }
-                                    // dS = P ∘ (dP − Σ dP∘P), times the 1/√d of the scores
-                                    for (x, &p) in row.iter_mut().zip(p) {
-                                        *x = p * (*x - dot) * scale;
-                                    }
-                                }
-                                let mut dq = vec![0f32; s * d];
-                                gemm((s, d, s), &mut dq, (&ds, s, 1), (&k[base..], h, 1), false);
-                                let mut dk = vec![0f32; s * d];
-                                gemm((s, d, s), &mut dk, (&ds, 1, s), (&q[base..], h, 1), false);
-                                [dq, dk, dv]
-                            })
-                            .collect())
+        let blocks: Vec<[Vec<f32>; 3]> = with_values(arg, |qkv| {
+            with_values(grad, |g| {
+                Ok((0..self.b * self.heads)
+                    .into_par_iter()
+                    .map(|t| {
+                        let base = self.base(t);
+                        let (q, k, v) = (&qkv[base..], &qkv[base + h..], &qkv[base + 2 * h..]);
+                        let g = &g[(t / self.heads) * s * h + (t % self.heads) * d..];
+                        let mut probs = vec![0f32; s * s];
+                        self.probs(qkv, t, &mut probs);
+                        let mut dropped = probs.clone();
+                        for (r, row) in dropped.chunks_mut(s).enumerate() {
+                            for (c, x) in row.iter_mut().enumerate() {
+                                *x *= self.drop_factor(t, r, c);
+                            }
+                        }
+                        // dv = dropped(P)ᵀ·g
+                        let mut dv = vec![0f32; s * d];
+                        gemm((s, d, s), &mut dv, (&dropped, 1, s), (g, h, 1), false);
+                        // dP = (g·vᵀ) ∘ dropout factors
+                        let mut ds = vec![0f32; s * s];
+                        gemm((s, s, d), &mut ds, (g, h, 1), (v, 1, 3 * h), false);
+                        for (r, (row, p)) in ds.chunks_mut(s).zip(probs.chunks(s)).enumerate() {
+                            let mut dot = 0f32;
+                            for (c, (x, &p)) in row.iter_mut().zip(p).enumerate() {
+                                *x *= self.drop_factor(t, r, c);
+                                dot += *x * p;
+                            }
+                            // dS = P ∘ (dP − Σ dP∘P), times the 1/√d of the scores
+                            for (x, &p) in row.iter_mut().zip(p) {
+                                *x = p * (*x - dot) * scale;
+                            }
+                        }
+                        let mut dq = vec![0f32; s * d];
+                        gemm((s, d, s), &mut dq, (&ds, s, 1), (k, 3 * h, 1), false);
+                        let mut dk = vec![0f32; s * d];
+                        gemm((s, d, s), &mut dk, (&ds, 1, s), (q, 3 * h, 1), false);
+                        [dq, dk, dv]
                     })
-                })
+                    .collect())
             })
         })?;
-        let pick = |n: usize| -> candle_core::Result<Tensor> {
-            let parts: Vec<Vec<f32>> = blocks.iter().map(|b| b[n].clone()).collect();
-            Tensor::from_vec(self.scatter(&parts), (self.b, s, h), q.device())
-        };
-        Ok((Some(pick(0)?), Some(pick(1)?), Some(pick(2)?)))
+        let mut dqkv = vec![0f32; self.b * s * 3 * h];
+        for part in 0..3 {
+            let refs: Vec<&[f32]> = blocks.iter().map(|b| b[part].as_slice()).collect();
+            self.scatter(&mut dqkv, 3 * h, part * h, &refs);
+        }
+        Ok(Some(Tensor::from_vec(dqkv, arg.shape(), arg.device())?))
     }
 }
 
@@ -1080,7 +1053,7 @@ mod tests {
                 .collect();
             same_as_candle(
                 &vars,
-                |t| Ok(attention(&t[0], &t[1], &t[2], &keep, heads, p, 7)?.unwrap()),
+                |t| Ok(attention(&Tensor::cat(t, 2)?, &keep, heads, p, 7)?.unwrap()),
                 |t| reference_attention(t, &keep, heads, p, 7),
                 1e-4,
             );
