@@ -178,8 +178,23 @@ impl CustomOp3 for Linear {
             );
         }
         let mut y = vec![0f32; m * n];
-        // wᵀ (k×n): element (kk, j) at j·k + kk.
-        gemm((m, n, k), &mut y, (x, k, 1), (w, 1, k), true);
+        if k > n {
+            // gemm reads a transposed right-hand side slowly when it is deep (measured 125
+            // against 210 GFLOP/s for BERT's 2048 → 512 output layer): transpose w first.
+            let mut wt = vec![0f32; k * n];
+            wt.par_chunks_mut(n * 64).enumerate().for_each(|(c, rows)| {
+                for (r, row) in rows.chunks_mut(n).enumerate() {
+                    let kk = c * 64 + r;
+                    row.iter_mut()
+                        .enumerate()
+                        .for_each(|(j, v)| *v = w[j * k + kk]);
+                }
+            });
+            gemm((m, n, k), &mut y, (x, k, 1), (&wt, n, 1), true);
+        } else {
+            // wᵀ (k×n): element (kk, j) at j·k + kk.
+            gemm((m, n, k), &mut y, (x, k, 1), (w, 1, k), true);
+        }
         y.par_chunks_mut(rows_per_task(n) * n)
             .for_each(|y| add_rows(y, b));
         Ok((CpuStorage::F32(y), Shape::from((m, n))))
@@ -979,16 +994,19 @@ mod tests {
     #[test]
     fn linear_matches_candle_forward_and_backward() {
         let dev = Device::Cpu;
-        let x = Var::randn(0f32, 1.0, (3, 7, 24), &dev).unwrap();
-        let w = Var::randn(0f32, 0.5, (40, 24), &dev).unwrap();
-        let b = Var::randn(0f32, 0.5, 40, &dev).unwrap();
-        let lin = |t: &[Tensor]| candle_nn::Linear::new(t[1].clone(), Some(t[2].clone()));
-        same_as_candle(
-            &[x, w, b],
-            |t| linear(&t[0], &lin(t)),
-            |t| candle_core::Module::forward(&lin(t), &t[0]),
-            1e-4,
-        );
+        // Wider out than in, and deeper in than out (w transposed first, over two blocks).
+        for (k, n) in [(24, 40), (150, 24)] {
+            let x = Var::randn(0f32, 1.0, (3, 7, k), &dev).unwrap();
+            let w = Var::randn(0f32, 0.5, (n, k), &dev).unwrap();
+            let b = Var::randn(0f32, 0.5, n, &dev).unwrap();
+            let lin = |t: &[Tensor]| candle_nn::Linear::new(t[1].clone(), Some(t[2].clone()));
+            same_as_candle(
+                &[x, w, b],
+                |t| linear(&t[0], &lin(t)),
+                |t| candle_core::Module::forward(&lin(t), &t[0]),
+                1e-4,
+            );
+        }
     }
 
     /// Candle's ops with the same dropout mask as [`Attention::drop_factor`].
