@@ -496,8 +496,14 @@ pub fn run_train(a: TrainArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let meta = classifier::train(&cfg, prepared, inputs, &mut |e| match e {
         TrainEvent::Phase(p) => pb.set_message(p),
         TrainEvent::Epoch { epoch, loss, val } => {
-            // Keep one line per epoch above the spinner.
-            pb.println(format!("epoch {epoch}: loss {loss:.4}, {val}"));
+            // One line per epoch: above the spinner on a terminal, plain on stderr otherwise
+            // (a log keeps each epoch's loss and speed); nothing under --quiet.
+            let line = format!("epoch {epoch}: loss {loss:.4}, {val}");
+            if !pb.is_hidden() {
+                pb.println(line);
+            } else if !ctx.quiet {
+                eprintln!("{line}");
+            }
         }
     })
     .with_context(context)?;

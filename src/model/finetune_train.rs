@@ -94,6 +94,7 @@ pub fn train(
             "batch, epochs and lr must be positive and dropout in [0, 1)".into(),
         ));
     }
+    crate::model::keep_large_buffers();
     let mut model = FinetuneModel::from_pretrained(cfg)?;
     let cfg = model.cfg.clone();
     let dev = Device::Cpu;

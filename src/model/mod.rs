@@ -4,8 +4,9 @@
 //! - [`bert`]: our trainable BERT; [`encoder`]: sentence embeddings for the store.
 //!   Inference runs through CPU kernels of our
 //!   own (`kernels`: one gemm call per linear layer with bias/GELU/residual fused into a
-//!   parallel pass, and a fused multi-head attention); training runs through candle's
-//!   differentiable ops. Both give the same numbers (tested).
+//!   parallel pass, and a fused multi-head attention); training through differentiable ones
+//!   (`train_kernels`: linear layers, fused attention, LayerNorm, GELU, softmax and dropout as
+//!   candle custom ops with a one-pass backward each). Both give candle's numbers (tested).
 //! - [`sample`]: what a classifier consumes ([`Sample`](sample::Sample)) and what a model says
 //!   it needs in its samples ([`Needs`](sample::Needs)). Models never read the store: the
 //!   knowledge stage builds their samples.
@@ -54,5 +55,25 @@ pub fn tune_allocator() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
+/// Serves every allocation from the heap, none by `mmap`, for the rest of the process.
+///
+/// [`tune_allocator`] can only raise the mmap threshold to glibc's maximum, 32 MiB, and
+/// fine-tuning allocates buffers above it every step (the 21,128 × 512 word-embedding gradient
+/// is 43 MB, and candle builds it three times): each was a fresh mapping, faulted in page by page
+/// and unmapped after, half the page faults of a training run. Training calls this; the freed
+/// buffers then stay in the heap for the next step (`examples/bench_finetune`: 214,000 page
+/// faults instead of 425,000–462,000 over 480 rows). A no-op where [`tune_allocator`] is, and
+/// under `EMOKNOW_DEFAULT_MALLOC`.
+pub(crate) fn keep_large_buffers() {
+    if std::env::var_os("EMOKNOW_DEFAULT_MALLOC").is_some() {
+        return;
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters (glibc takes its own lock).
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
     }
 }

@@ -366,12 +366,12 @@ fn finetune_event(e: FinetuneEvent) -> TrainEvent {
         FinetuneEvent::Epoch {
             epoch,
             train_loss,
+            secs,
             examples_per_sec,
-            ..
         } => TrainEvent::Epoch {
             epoch,
             loss: train_loss,
-            val: format!("{examples_per_sec:.1} examples/s"),
+            val: format!("{secs:.1} s with validation, {examples_per_sec:.1} examples/s"),
         },
     }
 }
