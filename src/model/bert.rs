@@ -15,6 +15,7 @@
 
 use crate::model::kernels::{self, Epilogue};
 use crate::model::train_kernels;
+use candle_core::Var;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 use rand::{Rng, SeedableRng};
@@ -320,6 +321,29 @@ fn embedding(n: usize, dim: usize, std: f64, vb: VarBuilder) -> candle_core::Res
     Ok(Embedding::new(w, dim))
 }
 
+/// The word-embedding lookups of training forwards since the last
+/// [`BertModel::take_word_grads`]: each one's rows (a leaf variable) and token ids. `None`
+/// (the default) while the table's gradient goes through candle's autograd.
+#[derive(Default)]
+struct WordLookups(Mutex<Option<Vec<(Var, Tensor)>>>);
+
+impl WordLookups {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<(Var, Tensor)>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The gradient of the word-embedding table as rows: `grad[i·hidden..]` belongs to token id
+/// `ids[i]` (an id may repeat; its rows add up).
+pub struct SparseRows {
+    /// Token id of each row.
+    pub ids: Vec<u32>,
+    /// The rows, `ids.len()` × hidden.
+    pub grad: Vec<f32>,
+}
+
 // modeling_bert.py BertEmbeddings
 struct Embeddings {
     word: Embedding,
@@ -361,10 +385,24 @@ impl Embeddings {
         input_ids: &Tensor,
         token_type_ids: &Tensor,
         rng: &DropoutRng,
+        lookups: &WordLookups,
         train: bool,
     ) -> candle_core::Result<Tensor> {
         let (_b, seq_len) = input_ids.dims2()?;
-        let words = self.word.forward(input_ids)?;
+        let words = match lookups.lock().as_mut() {
+            Some(list) if train => {
+                // Gathered outside the graph; the rows become a leaf whose gradient the
+                // trainer adds into the table itself (see `BertModel::sparse_word_grads`).
+                let table = self.word.embeddings().detach();
+                let (b, s) = input_ids.dims2()?;
+                let ids = input_ids.flatten_all()?;
+                let rows = table.index_select(&ids, 0)?.reshape((b, s, ()))?;
+                let leaf = Var::from_tensor(&rows)?;
+                list.push((leaf.clone(), ids));
+                leaf.as_tensor().clone()
+            }
+            _ => self.word.forward(input_ids)?,
+        };
         let types = self.token_type.forward(token_type_ids)?;
         let positions = self
             .position
@@ -564,6 +602,7 @@ pub struct BertModel {
     layers: Vec<Layer>,
     pooler: Option<Linear>,
     rng: DropoutRng,
+    lookups: WordLookups,
     cfg: Config,
     prefix: String,
 }
@@ -602,6 +641,7 @@ impl BertModel {
             layers,
             pooler,
             rng: DropoutRng(Mutex::new(rand::rngs::StdRng::seed_from_u64(0))),
+            lookups: WordLookups::default(),
             cfg: cfg.clone(),
             prefix,
         })
@@ -632,6 +672,44 @@ impl BertModel {
             rand::rngs::StdRng::seed_from_u64(seed);
     }
 
+    /// From now on, training forwards leave the word-embedding table out of candle's autograd:
+    /// its gradient, 21,128 × 512 floats for m3e-small of which a batch touches a few hundred
+    /// rows, was built densely three times a step (zeros, scattered copy, sum). Take it as rows
+    /// with [`BertModel::take_word_grads`] after each backward pass.
+    pub fn sparse_word_grads(&self) {
+        *self.lookups.lock() = Some(Vec::new());
+    }
+
+    /// The word-embedding gradient of the training forwards since the last call, as rows (see
+    /// [`BertModel::sparse_word_grads`]); `None` when that mode is off.
+    pub fn take_word_grads(
+        &self,
+        grads: &candle_core::backprop::GradStore,
+    ) -> crate::Result<Option<SparseRows>> {
+        let Some(list) = self.lookups.lock().as_mut().map(std::mem::take) else {
+            return Ok(None);
+        };
+        let mut out = SparseRows {
+            ids: Vec::new(),
+            grad: Vec::new(),
+        };
+        for (leaf, ids) in list {
+            let ids = ids.to_vec1::<u32>()?;
+            let g = match grads.get(leaf.as_tensor()) {
+                Some(g) => g.flatten_all()?.to_vec1::<f32>()?,
+                None => continue,
+            };
+            out.ids.extend(ids);
+            out.grad.extend(g);
+        }
+        Ok(Some(out))
+    }
+
+    /// The word-embedding table (vocabulary × hidden).
+    pub fn word_embeddings(&self) -> &Tensor {
+        self.embeddings.word.embeddings()
+    }
+
     /// Training-time dropout with the model's seeded generator (for heads stacked on top).
     pub(crate) fn dropout(&self, xs: &Tensor, p: f64) -> candle_core::Result<Tensor> {
         self.rng.apply(xs, p, true)
@@ -658,9 +736,13 @@ impl BertModel {
             )));
         }
         let mask = extended_mask(attention_mask, DType::F32)?;
-        let mut xs = self
-            .embeddings
-            .forward_t(input_ids, token_type_ids, &self.rng, train)?;
+        let mut xs = self.embeddings.forward_t(
+            input_ids,
+            token_type_ids,
+            &self.rng,
+            &self.lookups,
+            train,
+        )?;
         for layer in &self.layers {
             xs = layer.forward_t(&xs, &mask, attention_mask, &self.rng, train)?;
         }
@@ -869,6 +951,54 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn sparse_word_grads_equal_autograd_rows() {
+        let dev = Device::Cpu;
+        let cfg = Config {
+            hidden_dropout_prob: 0.1,
+            attention_probs_dropout_prob: 0.1,
+            ..tiny_config()
+        };
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+        let bert = BertModel::load(vb, &cfg).unwrap();
+        reseed(&vm, 5);
+        // Token 10 twice in one sentence: its rows must add up.
+        let ids = Tensor::new(&[[2u32, 10, 11, 10, 3, 0], [2, 20, 21, 22, 23, 3]], &dev).unwrap();
+        let (_, types, mask) = inputs(&dev);
+        let r = Tensor::randn(0f32, 1.0, (2, 6, cfg.hidden_size), &dev).unwrap();
+        let grads = |sparse: bool| {
+            bert.set_dropout_seed(9);
+            if sparse {
+                bert.sparse_word_grads();
+            }
+            let h = bert.forward_t(&ids, &types, &mask, true).unwrap();
+            let g = (h * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let rows = bert.take_word_grads(&g).unwrap();
+            (g, rows)
+        };
+        let table = bert.word_embeddings().clone();
+        let (dense, none) = grads(false);
+        assert!(none.is_none());
+        let want = dense.get(&table).unwrap().to_vec2::<f32>().unwrap();
+        let (g, rows) = grads(true);
+        assert!(g.get(&table).is_none(), "the table left autograd");
+        let rows = rows.unwrap();
+        assert_eq!(rows.ids, vec![2, 10, 11, 10, 3, 0, 2, 20, 21, 22, 23, 3]);
+        let mut got = vec![vec![0f32; cfg.hidden_size]; cfg.vocab_size];
+        for (&id, g) in rows.ids.iter().zip(rows.grad.chunks(cfg.hidden_size)) {
+            got[id as usize]
+                .iter_mut()
+                .zip(g)
+                .for_each(|(a, b)| *a += b);
+        }
+        let flat = |v: &[Vec<f32>]| v.concat();
+        assert!(max_abs_diff(&flat(&got), &flat(&want)) < 1e-5);
+        assert!(want[10].iter().any(|&x| x != 0.0));
+        // Taken once: the next call has nothing new.
+        assert!(bert.take_word_grads(&g).unwrap().unwrap().ids.is_empty());
+    }
+
+    #[test]
     fn training_lowers_loss_and_moves_lower_layers() {
         let dev = Device::Cpu;
         let cfg = Config {
@@ -893,22 +1023,21 @@ pub(crate) mod tests {
             .unwrap();
         let mut opt = candle_nn::AdamW::new_lr(vm.all_vars(), 3e-3).unwrap();
         use candle_nn::Optimizer;
-        let mut losses = vec![];
-        for _ in 0..20 {
-            let h = bert.forward_t(&ids, &types, &mask, true).unwrap();
+        // The loss without dropout (inference settings), before and after: a training step's
+        // own loss moves with each dropout draw.
+        let loss_at = |train: bool| {
+            let h = bert.forward_t(&ids, &types, &mask, train).unwrap();
             let logits = head
                 .forward(&pool(&h, &mask, Pooling::Cls).unwrap())
                 .unwrap();
-            let loss = candle_nn::loss::mse(&logits, &target).unwrap();
-            losses.push(loss.to_scalar::<f32>().unwrap());
-            opt.backward_step(&loss).unwrap();
+            candle_nn::loss::mse(&logits, &target).unwrap()
+        };
+        let first = loss_at(false).to_scalar::<f32>().unwrap();
+        for _ in 0..20 {
+            opt.backward_step(&loss_at(true)).unwrap();
         }
-        // Means of five steps: one dropout draw can make a single step's loss lucky.
-        let mean = |l: &[f32]| l.iter().sum::<f32>() / l.len() as f32;
-        assert!(
-            mean(&losses[15..]) < mean(&losses[..5]) * 0.5,
-            "loss did not fall: {losses:?}"
-        );
+        let last = loss_at(false).to_scalar::<f32>().unwrap();
+        assert!(last < first * 0.5, "loss {first} -> {last}");
         let after = vm.data().lock().unwrap()[name]
             .as_tensor()
             .flatten_all()

@@ -401,6 +401,21 @@ impl FinetuneModel {
     fn bert_dropout(&self, t: &Tensor, p: f64) -> candle_core::Result<Tensor> {
         self.bert.dropout(t, p)
     }
+
+    /// Turns on row gradients for the word-embedding table
+    /// ([`BertModel::sparse_word_grads`]) and returns the table's tensor id.
+    pub(super) fn sparse_word_grads(&self) -> candle_core::TensorId {
+        self.bert.sparse_word_grads();
+        self.bert.word_embeddings().id()
+    }
+
+    /// See [`BertModel::take_word_grads`].
+    pub(super) fn take_word_grads(
+        &self,
+        grads: &candle_core::backprop::GradStore,
+    ) -> crate::Result<Option<bert::SparseRows>> {
+        self.bert.take_word_grads(grads)
+    }
 }
 
 /// One padded batch.

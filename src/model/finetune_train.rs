@@ -113,7 +113,9 @@ pub fn train(
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     };
-    let mut opt = AdamW::new(named, cfg.weight_decay)?;
+    // The word-embedding table's gradient comes as rows (BertModel::sparse_word_grads).
+    let sparse = (!cfg.freeze_embeddings).then(|| model.sparse_word_grads());
+    let mut opt = AdamW::new(named, cfg.weight_decay, sparse)?;
 
     let ids = token_ids(&model.tokenizer, texts)?;
     let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
@@ -182,6 +184,9 @@ pub fn train(
                 )));
             }
             let grads = loss.backward()?;
+            if let Some(rows) = model.take_word_grads(&grads)? {
+                opt.add_rows(&rows)?;
+            }
             let scale = if cfg.max_grad_norm > 0.0 {
                 let norm = opt.grad_norm(&grads)?;
                 if norm > cfg.max_grad_norm {
@@ -280,6 +285,17 @@ struct Slot {
     m: Vec<f32>,
     v: Vec<f32>,
     decay: bool,
+    /// For the word-embedding table when its gradient comes as rows
+    /// ([`BertModel::take_word_grads`](crate::model::bert::BertModel::take_word_grads)).
+    rows: Option<DenseRows>,
+}
+
+/// A dense gradient kept between steps for a variable whose gradient arrives as rows: rows are
+/// added in, used, and only the touched ones zeroed again.
+struct DenseRows {
+    grad: Vec<f32>,
+    width: usize,
+    touched: Vec<u32>,
 }
 
 /// Runs `f` on the contiguous f32 CPU values of `t` (no copy when `t` is contiguous).
@@ -294,18 +310,35 @@ fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> crate::Result<R> {
     }
 }
 
+fn sum_sq(g: &[f32]) -> f64 {
+    g.par_chunks(1 << 16)
+        .map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
+        .sum()
+}
+
 impl AdamW {
-    fn new(named: Vec<(String, Var)>, weight_decay: f64) -> crate::Result<AdamW> {
+    /// `sparse`: the variable (by tensor id) whose gradient will come as rows.
+    fn new(
+        named: Vec<(String, Var)>,
+        weight_decay: f64,
+        sparse: Option<candle_core::TensorId>,
+    ) -> crate::Result<AdamW> {
         let vars = named
             .into_iter()
             .map(|(name, var)| {
                 let decay = !(name.ends_with(".bias") || name.contains("LayerNorm"));
                 let n = var.elem_count();
+                let rows = (Some(var.as_tensor().id()) == sparse).then(|| DenseRows {
+                    grad: vec![0.0; n],
+                    width: var.dims().last().copied().unwrap_or(1).max(1),
+                    touched: Vec::new(),
+                });
                 Slot {
                     var,
                     m: vec![0.0; n],
                     v: vec![0.0; n],
                     decay,
+                    rows,
                 }
             })
             .collect();
@@ -319,16 +352,46 @@ impl AdamW {
         })
     }
 
+    /// Adds the rows of this step's sparse gradient into the slot that takes them.
+    fn add_rows(&mut self, rows: &crate::model::bert::SparseRows) -> crate::Result<()> {
+        let Some(dense) = self.vars.iter_mut().find_map(|s| s.rows.as_mut()) else {
+            return Ok(());
+        };
+        let w = dense.width;
+        if rows.grad.len() != rows.ids.len() * w {
+            return Err(crate::Error::Model(format!(
+                "AdamW: {} gradient values for {} rows of {w}",
+                rows.grad.len(),
+                rows.ids.len()
+            )));
+        }
+        for (&id, g) in rows.ids.iter().zip(rows.grad.chunks(w)) {
+            let Some(dst) = dense.grad.get_mut(id as usize * w..(id as usize + 1) * w) else {
+                return Err(crate::Error::Model(format!(
+                    "AdamW: token id {id} out of range"
+                )));
+            };
+            dst.iter_mut().zip(g).for_each(|(d, g)| *d += g);
+            dense.touched.push(id);
+        }
+        Ok(())
+    }
+
     /// Global L2 norm of the gradients of our variables.
     fn grad_norm(&self, grads: &candle_core::backprop::GradStore) -> crate::Result<f64> {
         let mut sq = 0f64;
         for slot in &self.vars {
-            if let Some(g) = grads.get(slot.var.as_tensor()) {
-                sq += with_values(g, |g| {
-                    g.par_chunks(1 << 16)
-                        .map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
-                        .sum::<f64>()
-                })?;
+            if let Some(dense) = &slot.rows {
+                let mut ids = dense.touched.clone();
+                ids.sort_unstable();
+                ids.dedup();
+                let w = dense.width;
+                sq += ids
+                    .iter()
+                    .map(|&id| sum_sq(&dense.grad[id as usize * w..(id as usize + 1) * w]))
+                    .sum::<f64>();
+            } else if let Some(g) = grads.get(slot.var.as_tensor()) {
+                sq += with_values(g, sum_sq)?;
             }
         }
         Ok(sq.sqrt())
@@ -342,37 +405,61 @@ impl AdamW {
     ) -> crate::Result<()> {
         self.t += 1;
         let lr = lr as f32;
+        let (b1, b2, eps, wd, t) = (self.beta1, self.beta2, self.eps, self.weight_decay, self.t);
         for slot in self.vars.iter_mut() {
-            let Some(g) = grads.get(slot.var.as_tensor()) else {
-                continue;
-            };
-            let update = Update {
-                moments: std::sync::Mutex::new((&mut slot.m, &mut slot.v)),
-                b1: self.beta1,
-                b2: self.beta2,
-                bc1: 1.0 - self.beta1.powi(self.t),
-                bc2: 1.0 - self.beta2.powi(self.t),
-                eps: self.eps,
+            let Slot {
+                var,
+                m,
+                v,
+                decay,
+                rows,
+            } = slot;
+            let settings = Settings {
+                b1,
+                b2,
+                bc1: 1.0 - b1.powi(t),
+                bc2: 1.0 - b2.powi(t),
+                eps,
                 lr,
                 scale: grad_scale as f32,
-                shrink: if slot.decay {
-                    1.0 - lr * self.weight_decay
-                } else {
-                    1.0
-                },
+                shrink: if *decay { 1.0 - lr * wd } else { 1.0 },
             };
-            slot.var
-                .as_tensor()
-                .inplace_op2(&g.contiguous()?, &update)?;
+            if let Some(dense) = rows {
+                let update = Update {
+                    g: &dense.grad,
+                    moments: std::sync::Mutex::new((m, v)),
+                    settings,
+                };
+                var.as_tensor().inplace_op1(&update)?;
+                let w = dense.width;
+                for id in dense.touched.drain(..) {
+                    dense.grad[id as usize * w..(id as usize + 1) * w].fill(0.0);
+                }
+                continue;
+            }
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            let g = g.contiguous()?;
+            let (gs, gl) = g.storage_and_layout();
+            let g = match (&*gs, gl.contiguous_offsets()) {
+                (Storage::Cpu(CpuStorage::F32(g)), Some((a, b))) => &g[a..b],
+                _ => return Err(crate::Error::Model("AdamW: expected f32 gradients".into())),
+            };
+            let update = Update {
+                g,
+                moments: std::sync::Mutex::new((m, v)),
+                settings,
+            };
+            var.as_tensor().inplace_op1(&update)?;
         }
         Ok(())
     }
 }
 
-/// One AdamW update of a variable, written into the variable's own storage: one parallel pass
-/// over its values, moments and gradient (copying them out and back cost as much again).
-struct Update<'a> {
-    moments: std::sync::Mutex<(&'a mut Vec<f32>, &'a mut Vec<f32>)>,
+/// One step's AdamW constants for a variable.
+#[derive(Clone, Copy)]
+struct Settings {
     b1: f32,
     b2: f32,
     bc1: f32,
@@ -383,34 +470,36 @@ struct Update<'a> {
     shrink: f32,
 }
 
-impl candle_core::InplaceOp2 for Update<'_> {
+/// One AdamW update of a variable with gradient `g`, written into the variable's own storage:
+/// one parallel pass over its values, moments and gradient (copying them out and back cost as
+/// much again).
+struct Update<'a> {
+    g: &'a [f32],
+    moments: std::sync::Mutex<(&'a mut Vec<f32>, &'a mut Vec<f32>)>,
+    settings: Settings,
+}
+
+impl candle_core::InplaceOp1 for Update<'_> {
     fn name(&self) -> &'static str {
         "emoknow-adamw"
     }
 
-    fn cpu_fwd(
-        &self,
-        theta: &mut CpuStorage,
-        tl: &candle_core::Layout,
-        g: &CpuStorage,
-        gl: &candle_core::Layout,
-    ) -> candle_core::Result<()> {
+    fn cpu_fwd(&self, theta: &mut CpuStorage, tl: &candle_core::Layout) -> candle_core::Result<()> {
         let mut moments = self
             .moments
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (m, v) = &mut *moments;
-        let (theta, g) = match (theta, g, tl.contiguous_offsets(), gl.contiguous_offsets()) {
-            (CpuStorage::F32(t), CpuStorage::F32(g), Some((a, b)), Some((c, d)))
-                if b - a == m.len() && d - c == m.len() =>
-            {
-                (&mut t[a..b], &g[c..d])
+        let g = self.g;
+        let theta = match (theta, tl.contiguous_offsets()) {
+            (CpuStorage::F32(t), Some((a, b))) if b - a == m.len() && g.len() == m.len() => {
+                &mut t[a..b]
             }
             _ => candle_core::bail!(
                 "AdamW: variable and gradient must be contiguous f32 of one size"
             ),
         };
-        let Update {
+        let Settings {
             b1,
             b2,
             bc1,
@@ -419,8 +508,7 @@ impl candle_core::InplaceOp2 for Update<'_> {
             lr,
             scale,
             shrink,
-            ..
-        } = *self;
+        } = self.settings;
         const C: usize = 1 << 14;
         theta
             .par_chunks_mut(C)
@@ -504,7 +592,7 @@ mod tests {
         let init = [1f32, -2.0, 3.0, 0.5];
         let ours = Var::new(&init, &dev).unwrap();
         let theirs = Var::new(&init, &dev).unwrap();
-        let mut a = AdamW::new(vec![("w".into(), ours.clone())], 0.01).unwrap();
+        let mut a = AdamW::new(vec![("w".into(), ours.clone())], 0.01, None).unwrap();
         let mut b = candle_nn::AdamW::new(
             vec![theirs.clone()],
             candle_nn::ParamsAdamW {
