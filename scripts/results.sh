@@ -2,7 +2,6 @@
 # Reproduces README's results table on the seed split, end to end, from a fresh store.
 #
 #   scripts/results.sh ENCODER_DIR [STORE_DIR]      (e.g. scripts/results.sh ../models/m3e-small)
-#   FULL=1 scripts/results.sh …                     also the full-data fine-tune (+15 min)
 #   RESUME=1 scripts/results.sh …                   keep STORE_DIR and skip every model already
 #                                                   trained (a run that was stopped goes on)
 #   VAL_BLOCK=100 EXCLUDE_WITHIN=100 scripts/results.sh …
@@ -42,14 +41,17 @@ step embed --encoder "$enc" --max-len 64 --name m3e
 step knowledge retrieve -k 10 --encoder m3e --exclude-within "${EXCLUDE_WITHIN:-0}"
 nb="--knowledge neighbours --neighbours-source knn-m3e --neighbours-k 10"
 # The best model on validation first, timed end to end: linear, linear + neighbours, frozen +
-# neighbours, and m3e-small fine-tuned on a 12,000-example subset for one epoch (about the most
-# a 15-minute budget allows on 2 cores), averaged.
+# neighbours, and m3e-small fine-tuned on all training rows for one epoch, averaged.
 step train --classifier linear --out $m/linear
 step train --classifier linear $nb --out $m/linear_nb
 step train --classifier frozen $nb --out $m/frozen_nb
+step train --classifier finetune --encoder-dir "$enc" --epochs 1 --lr 1e-4 --max-len 64 --batch 16 --out $m/finetune_full
+step train --classifier ensemble --member $m/linear --member $m/linear_nb --member $m/frozen_nb --member $m/finetune_full --out $m/ens4_full
+echo "end to end (ingest → best model): $(( $(date +%s) - t0 )) s" >&2
+step train --classifier ensemble --member $m/linear --member $m/linear_nb --member $m/frozen_nb --member $m/finetune_full --threshold-objective exact --out $m/ens4_full_exact
+# The budget model of earlier rounds: the same with a 12,000-row fine-tune.
 step train --classifier finetune --encoder-dir "$enc" --max-train 12000 --epochs 1 --lr 1e-4 --max-len 64 --batch 16 --out $m/finetune_12000
 step train --classifier ensemble --member $m/linear --member $m/linear_nb --member $m/frozen_nb --member $m/finetune_12000 --out $m/ens4
-echo "end to end (ingest → best model): $(( $(date +%s) - t0 )) s" >&2
 step train --classifier ensemble --member $m/linear --member $m/linear_nb --member $m/frozen_nb --member $m/finetune_12000 --threshold-objective exact --out $m/ens4_exact
 # The other rows.
 step train --classifier linear --threshold-objective macro --out $m/linear_macro
@@ -72,7 +74,7 @@ ctx3="--member $m/linear_ctx --member $m/linear_nb --member $m/frozen_nb_ctx"
 step train --classifier ensemble $ctx3 --out $m/ens3_ctx
 step train --classifier ensemble $ctx3 --threshold-objective exact --out $m/ens3_ctx_exact
 step train --classifier ensemble $ctx3 --member $m/frozen_ctx --out $m/ens4_ctx_frozen
-ctx4="$ctx3 --member $m/finetune_12000"
+ctx4="$ctx3 --member $m/finetune_full"
 step train --classifier ensemble $ctx4 --out $m/ens4_ctx
 step train --classifier ensemble $ctx4 --threshold-objective exact --out $m/ens4_ctx_exact
 step train --classifier ensemble $ctx4 --member $m/frozen_ctx --out $m/ens5_ctx
@@ -83,18 +85,8 @@ step train --classifier linear --knowledge none $seed --out $m/seed_text
 step train --classifier linear --knowledge rationale $seed --out $m/seed_rationale
 # Fine-tuning on CPU: a 2,000-example subset, one epoch.
 step train --classifier finetune --encoder-dir "$enc" --max-train 2000 --epochs 1 --max-len 64 --batch 16 --out $m/finetune_2000
-# The patient path (FULL=1; about 14 more minutes on 2 cores, and about 16 end to end in place
-# of the 12,000-row fine-tune: past the budget): one epoch over all 23,000 training rows, and
-# the four-member ensemble with it.
-full=""
-if [ "${FULL:-0}" = 1 ]; then
-  step train --classifier finetune --encoder-dir "$enc" --epochs 1 --lr 1e-4 --max-len 64 --batch 16 --out $m/finetune_full
-  step train --classifier ensemble --member $m/linear --member $m/linear_nb --member $m/frozen_nb --member $m/finetune_full --out $m/ens4_full
-  step train --classifier ensemble --member $m/linear --member $m/linear_nb --member $m/frozen_nb --member $m/finetune_full --threshold-objective exact --out $m/ens4_full_exact
-  full="finetune_full ens4_full ens4_full_exact"
-fi
 
-models="linear linear_macro linear_ctx linear_ctx_macro frozen knn frozen_nb linear_nb frozen_nb_stack ens2 ens3 ens3_exact ens_stack finetune_12000 ens4 ens4_exact frozen_ctx frozen_nb_ctx ens3_ctx ens3_ctx_exact ens4_ctx_frozen ens4_ctx ens4_ctx_exact ens5_ctx seed_text seed_rationale finetune_2000 $full"
+models="linear linear_macro linear_ctx linear_ctx_macro frozen knn frozen_nb linear_nb frozen_nb_stack ens2 ens3 ens3_exact ens_stack finetune_full ens4_full ens4_full_exact finetune_12000 ens4 ens4_exact frozen_ctx frozen_nb_ctx ens3_ctx ens3_ctx_exact ens4_ctx_frozen ens4_ctx ens4_ctx_exact ens5_ctx seed_text seed_rationale finetune_2000"
 row() { python3 -c "import json,sys; r=json.load(sys.stdin); v=json.load(open('$m/$1/meta.json'))['val']; print('%-16s %-8.3f %-8.3f %-8.3f %-8.3f   (%.3f / %.3f, exact %.3f)' % ('$1', r['hamming_accuracy'], r['exact_match'], r['micro_f1'], r['macro_f1'], v['micro_f1'], v['macro_f1'], v['exact_match']))"; }
 printf '\n%-16s %-8s %-8s %-8s %-8s   %s\n' model hamming exact micro-F1 macro-F1 "(validation micro / macro, exact)"
 for d in $models; do

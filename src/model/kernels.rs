@@ -132,7 +132,7 @@ pub(crate) fn linear(
 
 /// A buffer for a kernel to fill through raw pointers: skips zeroing (and, for fresh pages,
 /// touching) memory that is overwritten anyway.
-fn uninit_vec(n: usize) -> Vec<std::mem::MaybeUninit<f32>> {
+pub(super) fn uninit_vec(n: usize) -> Vec<std::mem::MaybeUninit<f32>> {
     let mut v = Vec::with_capacity(n);
     // SAFETY: MaybeUninit needs no initialization.
     unsafe { v.set_len(n) };
@@ -140,7 +140,7 @@ fn uninit_vec(n: usize) -> Vec<std::mem::MaybeUninit<f32>> {
 }
 
 /// SAFETY: every element must have been written.
-unsafe fn assume_init(v: Vec<std::mem::MaybeUninit<f32>>) -> Vec<f32> {
+pub(super) unsafe fn assume_init(v: Vec<std::mem::MaybeUninit<f32>>) -> Vec<f32> {
     let mut v = std::mem::ManuallyDrop::new(v);
     // SAFETY: same layout, length and capacity; the caller guarantees initialization.
     unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut f32, v.len(), v.capacity()) }
