@@ -61,7 +61,9 @@ pub enum FinetuneEvent {
         train_loss: f32,
         /// Seconds the epoch took (evaluation included).
         secs: f64,
-        /// Training examples per second in this epoch.
+        /// Seconds of those spent training (forward, backward, optimizer; no evaluation).
+        train_secs: f64,
+        /// Training examples per second of training time.
         examples_per_sec: f64,
     },
 }
@@ -170,6 +172,7 @@ pub fn train(
 
     for epoch in 1..=cfg.epochs {
         let t0 = Instant::now();
+        let mut eval_secs = 0f64;
         let mut sum = 0f64;
         let batches = bucketed_batches(&lens, cfg.batch, &mut rng);
         for chunk in &batches {
@@ -209,18 +212,24 @@ pub fn train(
                 lr,
             });
             if cfg.eval_every_steps > 0 && step.is_multiple_of(cfg.eval_every_steps) {
+                let t = Instant::now();
                 evaluate(&mut model, epoch, step, &mut best, progress)?;
+                eval_secs += t.elapsed().as_secs_f64();
             }
         }
         if cfg.eval_every_steps == 0 || !step.is_multiple_of(cfg.eval_every_steps) {
+            let t = Instant::now();
             evaluate(&mut model, epoch, step, &mut best, progress)?;
+            eval_secs += t.elapsed().as_secs_f64();
         }
         let secs = t0.elapsed().as_secs_f64();
+        let train_secs = (secs - eval_secs).max(0.0);
         progress(FinetuneEvent::Epoch {
             epoch,
             train_loss: (sum / batches.len().max(1) as f64) as f32,
             secs,
-            examples_per_sec: texts.len() as f64 / secs.max(1e-9),
+            train_secs,
+            examples_per_sec: texts.len() as f64 / train_secs.max(1e-9),
         });
     }
     if let Some((_, snapshot)) = best {

@@ -367,11 +367,14 @@ fn finetune_event(e: FinetuneEvent) -> TrainEvent {
             epoch,
             train_loss,
             secs,
+            train_secs,
             examples_per_sec,
         } => TrainEvent::Epoch {
             epoch,
             loss: train_loss,
-            val: format!("{secs:.1} s with validation, {examples_per_sec:.1} examples/s"),
+            val: format!(
+                "{train_secs:.1} s training ({examples_per_sec:.1} examples/s), {secs:.1} s with validation"
+            ),
         },
     }
 }
