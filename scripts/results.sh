@@ -49,6 +49,7 @@ step train --classifier finetune --encoder-dir "$enc" --epochs 1 --lr 1e-4 --max
 step train --classifier ensemble --member $m/linear --member $m/linear_nb --member $m/frozen_nb --member $m/finetune_full --out $m/ens4_full
 echo "end to end (ingest → best model): $(( $(date +%s) - t0 )) s" >&2
 step train --classifier ensemble --member $m/linear --member $m/linear_nb --member $m/frozen_nb --member $m/finetune_full --threshold-objective exact --out $m/ens4_full_exact
+step train --classifier ensemble --member $m/linear --member $m/linear_nb --member $m/frozen_nb --member $m/finetune_full --threshold-objective macro --out $m/ens4_full_macro
 # The budget model of earlier rounds: the same with a 12,000-row fine-tune.
 step train --classifier finetune --encoder-dir "$enc" --max-train 12000 --epochs 1 --lr 1e-4 --max-len 64 --batch 16 --out $m/finetune_12000
 step train --classifier ensemble --member $m/linear --member $m/linear_nb --member $m/frozen_nb --member $m/finetune_12000 --out $m/ens4
@@ -86,7 +87,7 @@ step train --classifier linear --knowledge rationale $seed --out $m/seed_rationa
 # Fine-tuning on CPU: a 2,000-example subset, one epoch.
 step train --classifier finetune --encoder-dir "$enc" --max-train 2000 --epochs 1 --max-len 64 --batch 16 --out $m/finetune_2000
 
-models="linear linear_macro linear_ctx linear_ctx_macro frozen knn frozen_nb linear_nb frozen_nb_stack ens2 ens3 ens3_exact ens_stack finetune_full ens4_full ens4_full_exact finetune_12000 ens4 ens4_exact frozen_ctx frozen_nb_ctx ens3_ctx ens3_ctx_exact ens4_ctx_frozen ens4_ctx ens4_ctx_exact ens5_ctx seed_text seed_rationale finetune_2000"
+models="linear linear_macro linear_ctx linear_ctx_macro frozen knn frozen_nb linear_nb frozen_nb_stack ens2 ens3 ens3_exact ens_stack finetune_full ens4_full ens4_full_exact ens4_full_macro finetune_12000 ens4 ens4_exact frozen_ctx frozen_nb_ctx ens3_ctx ens3_ctx_exact ens4_ctx_frozen ens4_ctx ens4_ctx_exact ens5_ctx seed_text seed_rationale finetune_2000"
 row() { python3 -c "import json,sys; r=json.load(sys.stdin); v=json.load(open('$m/$1/meta.json'))['val']; print('%-16s %-8.3f %-8.3f %-8.3f %-8.3f   (%.3f / %.3f, exact %.3f)' % ('$1', r['hamming_accuracy'], r['exact_match'], r['micro_f1'], r['macro_f1'], v['micro_f1'], v['macro_f1'], v['exact_match']))"; }
 printf '\n%-16s %-8s %-8s %-8s %-8s   %s\n' model hamming exact micro-F1 macro-F1 "(validation micro / macro, exact)"
 for d in $models; do
