@@ -307,16 +307,20 @@ struct DenseRows {
     touched: Vec<u32>,
 }
 
-/// Runs `f` on the contiguous f32 CPU values of `t` (no copy when `t` is contiguous).
+/// Runs `f` on the f32 values of `t`: in place for a contiguous f32 CPU tensor, else copied.
 fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> crate::Result<R> {
     let t = t.contiguous()?;
-    let (s, l) = t.storage_and_layout();
-    match (&*s, l.contiguous_offsets()) {
-        (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => Ok(f(&v[a..b])),
-        _ => Err(crate::Error::Model(
-            "AdamW: expected f32 tensors on the CPU".into(),
-        )),
+    {
+        let (s, l) = t.storage_and_layout();
+        if let (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) = (&*s, l.contiguous_offsets()) {
+            return Ok(f(&v[a..b]));
+        }
     }
+    let v = t
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    Ok(f(&v))
 }
 
 fn sum_sq(g: &[f32]) -> f64 {
@@ -433,6 +437,24 @@ impl AdamW {
                 scale: grad_scale as f32,
                 shrink: if *decay { 1.0 - lr * wd } else { 1.0 },
             };
+            if !var.device().is_cpu() {
+                // A GPU variable: its values and gradient are copied here and back.
+                let g = match rows {
+                    Some(dense) => dense.grad.clone(),
+                    None => match grads.get(var.as_tensor()) {
+                        Some(g) => with_values(g, <[f32]>::to_vec)?,
+                        None => continue,
+                    },
+                };
+                let mut theta = with_values(var.as_tensor(), <[f32]>::to_vec)?;
+                adamw_pass(&mut theta, m, v, &g, settings);
+                var.set(&Tensor::from_vec(theta, var.shape(), var.device())?)?;
+                if let Some(dense) = rows {
+                    dense.grad.fill(0.0);
+                    dense.touched.clear();
+                }
+                continue;
+            }
             if let Some(dense) = rows {
                 let update = Update {
                     g: &dense.grad,
@@ -449,21 +471,46 @@ impl AdamW {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            let g = g.contiguous()?;
-            let (gs, gl) = g.storage_and_layout();
-            let g = match (&*gs, gl.contiguous_offsets()) {
-                (Storage::Cpu(CpuStorage::F32(g)), Some((a, b))) => &g[a..b],
-                _ => return Err(crate::Error::Model("AdamW: expected f32 gradients".into())),
-            };
-            let update = Update {
-                g,
-                moments: std::sync::Mutex::new((m, v)),
-                settings,
-            };
-            var.as_tensor().inplace_op1(&update)?;
+            with_values(g, |g| {
+                let update = Update {
+                    g,
+                    moments: std::sync::Mutex::new((m, v)),
+                    settings,
+                };
+                var.as_tensor().inplace_op1(&update)
+            })??;
         }
         Ok(())
     }
+}
+
+/// One AdamW update, in parallel chunks: `theta ← theta·shrink − lr·m̂/(√v̂ + eps)`.
+fn adamw_pass(theta: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], s: Settings) {
+    let Settings {
+        b1,
+        b2,
+        bc1,
+        bc2,
+        eps,
+        lr,
+        scale,
+        shrink,
+    } = s;
+    const C: usize = 1 << 14;
+    theta
+        .par_chunks_mut(C)
+        .zip(m.par_chunks_mut(C))
+        .zip(v.par_chunks_mut(C))
+        .zip(g.par_chunks(C))
+        .for_each(|(((th, m), v), g)| {
+            for (((th, m), v), &g) in th.iter_mut().zip(m).zip(v).zip(g) {
+                let g = g * scale;
+                *m = b1 * *m + (1.0 - b1) * g;
+                *v = b2 * *v + (1.0 - b2) * g * g;
+                let update = (*m / bc1) / ((*v / bc2).sqrt() + eps);
+                *th = *th * shrink - lr * update;
+            }
+        });
 }
 
 /// One step's AdamW constants for a variable.
@@ -508,31 +555,7 @@ impl candle_core::InplaceOp1 for Update<'_> {
                 "AdamW: variable and gradient must be contiguous f32 of one size"
             ),
         };
-        let Settings {
-            b1,
-            b2,
-            bc1,
-            bc2,
-            eps,
-            lr,
-            scale,
-            shrink,
-        } = self.settings;
-        const C: usize = 1 << 14;
-        theta
-            .par_chunks_mut(C)
-            .zip(m.par_chunks_mut(C))
-            .zip(v.par_chunks_mut(C))
-            .zip(g.par_chunks(C))
-            .for_each(|(((th, m), v), g)| {
-                for (((th, m), v), &g) in th.iter_mut().zip(m).zip(v).zip(g) {
-                    let g = g * scale;
-                    *m = b1 * *m + (1.0 - b1) * g;
-                    *v = b2 * *v + (1.0 - b2) * g * g;
-                    let update = (*m / bc1) / ((*v / bc2).sqrt() + eps);
-                    *th = *th * shrink - lr * update;
-                }
-            });
+        adamw_pass(theta, m, v, g, self.settings);
         Ok(())
     }
 }
@@ -638,6 +661,63 @@ mod tests {
             "{va:?} {vb:?}"
         );
         assert!(va[0] < 1.0 && va[1] > -2.0, "moved towards 0: {va:?}");
+    }
+
+    #[test]
+    fn adamw_with_gradient_rows_matches_the_dense_gradient() {
+        let dev = Device::Cpu;
+        let init = Tensor::randn(0f32, 1.0, (5, 3), &dev).unwrap();
+        let dense = Var::from_tensor(&init).unwrap();
+        let rows = Var::from_tensor(&init).unwrap();
+        let mut a = AdamW::new(vec![("t".into(), dense.clone())], 0.01, None).unwrap();
+        let id = rows.as_tensor().id();
+        let mut b = AdamW::new(vec![("t".into(), rows.clone())], 0.01, Some(id)).unwrap();
+        // Ids 1 and 3 (1 twice) in step one, 0 in step two: untouched rows still decay and
+        // move with their moments.
+        for ids in [vec![1u32, 3, 1], vec![0]] {
+            let r = Tensor::randn(0f32, 1.0, (ids.len(), 3), &dev).unwrap();
+            let idx = Tensor::new(ids.as_slice(), &dev).unwrap();
+            let loss = (dense.as_tensor().index_select(&idx, 0).unwrap() * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            let ga = loss.backward().unwrap();
+            let gb = Tensor::new(0f32, &dev).unwrap().backward().unwrap();
+            b.add_rows(&crate::model::bert::SparseRows {
+                ids: ids.clone(),
+                grad: r.flatten_all().unwrap().to_vec1().unwrap(),
+            })
+            .unwrap();
+            let (na, nb) = (a.grad_norm(&ga).unwrap(), b.grad_norm(&gb).unwrap());
+            assert!((na - nb).abs() < 1e-5, "{na} {nb}");
+            a.step(&ga, 0.1, 0.5).unwrap();
+            b.step(&gb, 0.1, 0.5).unwrap();
+        }
+        let flat = |v: &Var| {
+            v.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let d = crate::model::bert::tests::max_abs_diff(&flat(&dense), &flat(&rows));
+        assert!(d < 1e-6, "{d}");
+        assert!(
+            crate::model::bert::tests::max_abs_diff(
+                &flat(&dense),
+                &init.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            ) > 1e-3
+        );
+        assert!(
+            b.vars[0]
+                .rows
+                .as_ref()
+                .unwrap()
+                .grad
+                .iter()
+                .all(|&x| x == 0.0),
+            "rows zeroed after the step"
+        );
     }
 
     #[test]
