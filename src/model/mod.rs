@@ -5,7 +5,7 @@
 //!   Inference runs through CPU kernels of our
 //!   own (`kernels`: one gemm call per linear layer with bias/GELU/residual fused into a
 //!   parallel pass, and a fused multi-head attention); training through differentiable ones
-//!   (`train_kernels`: linear layers, fused attention, LayerNorm, GELU, softmax and dropout as
+//!   (`train_kernels`: linear layers, fused attention, LayerNorm, GELU and dropout as
 //!   candle custom ops with a one-pass backward each). Both give candle's numbers (tested).
 //! - [`sample`]: what a classifier consumes ([`Sample`](sample::Sample)) and what a model says
 //!   it needs in its samples ([`Needs`](sample::Needs)). Models never read the store: the

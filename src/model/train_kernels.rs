@@ -1,14 +1,14 @@
-//! CPU training kernels for [`crate::model::bert`]: exact GELU, LayerNorm and last-dimension
-//! softmax as candle custom ops whose forward and backward are each one parallel, vectorized
-//! pass over the tensor.
+//! CPU training kernels for [`crate::model::bert`]: linear layers, multi-head attention,
+//! LayerNorm, exact GELU and dropout (+ residual) as candle custom ops whose forward and backward
+//! are each one parallel, vectorized pass (or one gemm per product).
 //!
 //! Why: through candle's differentiable ops, GELU's backward is five full-size passes with a
 //! scalar, single-threaded `erf` and `exp`; the tensor-op LayerNorm is eight passes forward and
-//! about twenty backward (broadcasts, reductions, a new buffer for each); softmax is four forward
-//! and five backward. Fine-tuning m3e-small spent about a quarter of its time there. Each op
-//! here computes its gradient from its input (GELU, LayerNorm) or its output (softmax) in one
-//! pass. Non-CPU or non-f32 tensors fall back to candle's ops; both give the same numbers and
-//! the same gradients (tested against them).
+//! about twenty backward (broadcasts, reductions, a new buffer for each); a linear layer
+//! broadcasts its weight over the batch and sums the gradient after; attention materializes
+//! the head transposes, scores and mask; dropout draws its mask serially. Non-CPU or non-f32
+//! tensors fall back to candle's ops; both give the same numbers and the same gradients
+//! (tested against them).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Storage, Tensor, D};
 use rayon::prelude::*;
@@ -72,14 +72,6 @@ pub(crate) fn layer_norm(
     }
     x.contiguous()?
         .apply_op3(&w.contiguous()?, &b.contiguous()?, LayerNorm { eps })
-}
-
-/// Softmax over the last dimension, differentiable.
-pub(crate) fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
-    if !cpu_f32(x) {
-        return candle_nn::ops::softmax(x, D::Minus1);
-    }
-    x.contiguous()?.apply_op1(Softmax)
 }
 
 /// `x·wᵀ + b` for `x` (.., k), `w` (n, k), `b` (n), differentiable in all three: one gemm
@@ -732,34 +724,6 @@ simd_fn! {
     }
 }
 
-simd_fn! {
-    /// Softmax of each row of `x` (rows of `n`) into `y`.
-    fn softmax_rows(y: &mut [f32], x: &[f32], n: usize) {
-        for (y, x) in y.chunks_mut(n).zip(x.chunks(n)) {
-            let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let mut sum = 0f32;
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = exp_f32(x - max);
-                sum += *y;
-            }
-            let inv = 1.0 / sum;
-            y.iter_mut().for_each(|y| *y *= inv);
-        }
-    }
-}
-
-simd_fn! {
-    /// Softmax's backward from its output `y` and the gradient `g`, rows of `n`.
-    fn softmax_grad_rows(dx: &mut [f32], y: &[f32], g: &[f32], n: usize) {
-        for ((dx, y), g) in dx.chunks_mut(n).zip(y.chunks(n)).zip(g.chunks(n)) {
-            let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
-            for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
-                *dx = y * (g - dot);
-            }
-        }
-    }
-}
-
 struct Gelu;
 
 impl CustomOp1 for Gelu {
@@ -920,48 +884,6 @@ impl CustomOp3 for LayerNorm {
             Some(Tensor::from_vec(dw, n, dev)?),
             Some(Tensor::from_vec(db, n, dev)?),
         ))
-    }
-}
-
-struct Softmax;
-
-impl CustomOp1 for Softmax {
-    fn name(&self) -> &'static str {
-        "emoknow-softmax"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = slice(s, l)?;
-        let n = l.dims().last().copied().unwrap_or(0);
-        if n == 0 {
-            candle_core::bail!("softmax over an empty dimension");
-        }
-        let mut y = vec![0f32; x.len()];
-        let chunk = rows_per_task(n) * n;
-        y.par_chunks_mut(chunk)
-            .zip(x.par_chunks(chunk))
-            .for_each(|(y, x)| softmax_rows(y, x, n));
-        Ok((CpuStorage::F32(y), l.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        arg: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        let n = res.dim(D::Minus1)?;
-        let dx = with_values(res, |y| {
-            with_values(grad, |g| {
-                let mut dx = vec![0f32; y.len()];
-                let chunk = rows_per_task(n) * n;
-                dx.par_chunks_mut(chunk)
-                    .zip(y.par_chunks(chunk).zip(g.par_chunks(chunk)))
-                    .for_each(|(dx, (y, g))| softmax_grad_rows(dx, y, g, n));
-                Ok(dx)
-            })
-        })?;
-        Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
     }
 }
 
@@ -1172,32 +1094,5 @@ mod tests {
             |t| candle_nn::ops::layer_norm_slow(&t[0], &t[1], &t[2], 1e-12),
             1e-4,
         );
-    }
-
-    #[test]
-    fn softmax_matches_candle_forward_and_backward_with_masked_entries() {
-        let dev = Device::Cpu;
-        let x = Var::randn(0f32, 3.0, (2, 3, 5, 6), &dev).unwrap();
-        // The attention mask adds f32::MIN to padded keys: they must get weight 0.
-        let mut m = vec![0f32; 6];
-        m[4] = f32::MIN;
-        m[5] = f32::MIN;
-        let mask = Tensor::from_vec(m, 6, &dev).unwrap();
-        same_as_candle(
-            &[x],
-            |t| softmax_last_dim(&t[0].broadcast_add(&mask)?),
-            |t| candle_nn::ops::softmax(&t[0].broadcast_add(&mask)?, D::Minus1),
-            1e-5,
-        );
-        let y = softmax_last_dim(
-            &Tensor::zeros((1, 6), DType::F32, &dev)
-                .unwrap()
-                .broadcast_add(&mask)
-                .unwrap(),
-        )
-        .unwrap();
-        let y = flat(&y);
-        assert_eq!(&y[4..], &[0.0, 0.0]);
-        assert!((y[..4].iter().sum::<f32>() - 1.0).abs() < 1e-6);
     }
 }
