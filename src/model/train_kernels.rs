@@ -233,7 +233,7 @@ impl CustomOp3 for Linear {
                         .reduce(
                             || vec![0f32; n],
                             |mut a, b| {
-                                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                                add_rows_into(&mut a, &b);
                                 a
                             },
                         );
@@ -265,11 +265,13 @@ pub(crate) fn dropout(
             .collect();
         x * Tensor::from_vec(f, x.shape(), x.device())?.to_dtype(x.dtype())?
     };
-    match res {
-        _ if p <= 0.0 => match res {
+    if p <= 0.0 {
+        return match res {
             Some(r) => x + r,
             None => Ok(x.clone()),
-        },
+        };
+    }
+    match res {
         Some(r) if cpu_f32(x) && cpu_f32(r) && r.dims() == x.dims() => x
             .contiguous()?
             .apply_op2(&r.contiguous()?, Dropout { p, seed }),
@@ -310,17 +312,11 @@ impl Dropout {
                     *y = x * keep_factor(self.seed, (start + i) as u64, self.p);
                 }
                 if let Some(r) = res {
-                    add_each(y, &r[start..start + y.len()]);
+                    // One row as long as the chunk: y += r.
+                    add_rows(y, &r[start..start + y.len()]);
                 }
             });
         y
-    }
-}
-
-simd_fn! {
-    /// `y += r` element by element.
-    fn add_each(y: &mut [f32], r: &[f32]) {
-        y.iter_mut().zip(r).for_each(|(y, r)| *y += r);
     }
 }
 
@@ -869,8 +865,8 @@ impl CustomOp3 for LayerNorm {
                         .reduce(
                             || (vec![0f32; n], vec![0f32; n]),
                             |(mut aw, mut ab), (bw, bb)| {
-                                aw.iter_mut().zip(&bw).for_each(|(a, b)| *a += b);
-                                ab.iter_mut().zip(&bb).for_each(|(a, b)| *a += b);
+                                add_rows_into(&mut aw, &bw);
+                                add_rows_into(&mut ab, &bb);
                                 (aw, ab)
                             },
                         );
