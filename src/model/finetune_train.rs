@@ -18,7 +18,8 @@ use crate::model::encoder::token_ids;
 use crate::model::finetune::{Batch, FinetuneConfig, FinetuneModel};
 use crate::model::mlp::bce_with_logits;
 use crate::model::thresholds::Thresholds;
-use candle_core::{CpuStorage, Device, Storage, Tensor, Var};
+use crate::model::train_kernels::with_values;
+use candle_core::{CpuStorage, Device, Tensor, Var};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;
@@ -307,20 +308,47 @@ struct DenseRows {
     touched: Vec<u32>,
 }
 
-/// Runs `f` on the f32 values of `t`: in place for a contiguous f32 CPU tensor, else copied.
-fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> crate::Result<R> {
-    let t = t.contiguous()?;
-    {
-        let (s, l) = t.storage_and_layout();
-        if let (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) = (&*s, l.contiguous_offsets()) {
-            return Ok(f(&v[a..b]));
+impl DenseRows {
+    /// Adds `rows` into the gradient.
+    fn add(&mut self, rows: &crate::model::bert::SparseRows) -> crate::Result<()> {
+        let w = self.width;
+        if rows.grad.len() != rows.ids.len() * w {
+            return Err(crate::Error::Model(format!(
+                "AdamW: {} gradient values for {} rows of {w}",
+                rows.grad.len(),
+                rows.ids.len()
+            )));
+        }
+        for (&id, g) in rows.ids.iter().zip(rows.grad.chunks(w)) {
+            let Some(dst) = self.grad.get_mut(id as usize * w..(id as usize + 1) * w) else {
+                return Err(crate::Error::Model(format!(
+                    "AdamW: token id {id} out of range"
+                )));
+            };
+            dst.iter_mut().zip(g).for_each(|(d, g)| *d += g);
+            self.touched.push(id);
+        }
+        Ok(())
+    }
+
+    /// Sum of squares of the gradient (only touched rows can be non-zero).
+    fn sum_sq(&self) -> f64 {
+        let mut ids = self.touched.clone();
+        ids.sort_unstable();
+        ids.dedup();
+        let w = self.width;
+        ids.iter()
+            .map(|&id| sum_sq(&self.grad[id as usize * w..(id as usize + 1) * w]))
+            .sum()
+    }
+
+    /// Zeroes the touched rows: the gradient is all zeros again.
+    fn clear(&mut self) {
+        let w = self.width;
+        for id in self.touched.drain(..) {
+            self.grad[id as usize * w..(id as usize + 1) * w].fill(0.0);
         }
     }
-    let v = t
-        .to_dtype(candle_core::DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    Ok(f(&v))
 }
 
 fn sum_sq(g: &[f32]) -> f64 {
@@ -367,27 +395,10 @@ impl AdamW {
 
     /// Adds the rows of this step's sparse gradient into the slot that takes them.
     fn add_rows(&mut self, rows: &crate::model::bert::SparseRows) -> crate::Result<()> {
-        let Some(dense) = self.vars.iter_mut().find_map(|s| s.rows.as_mut()) else {
-            return Ok(());
-        };
-        let w = dense.width;
-        if rows.grad.len() != rows.ids.len() * w {
-            return Err(crate::Error::Model(format!(
-                "AdamW: {} gradient values for {} rows of {w}",
-                rows.grad.len(),
-                rows.ids.len()
-            )));
+        match self.vars.iter_mut().find_map(|s| s.rows.as_mut()) {
+            Some(dense) => dense.add(rows),
+            None => Ok(()),
         }
-        for (&id, g) in rows.ids.iter().zip(rows.grad.chunks(w)) {
-            let Some(dst) = dense.grad.get_mut(id as usize * w..(id as usize + 1) * w) else {
-                return Err(crate::Error::Model(format!(
-                    "AdamW: token id {id} out of range"
-                )));
-            };
-            dst.iter_mut().zip(g).for_each(|(d, g)| *d += g);
-            dense.touched.push(id);
-        }
-        Ok(())
     }
 
     /// Global L2 norm of the gradients of our variables.
@@ -395,16 +406,9 @@ impl AdamW {
         let mut sq = 0f64;
         for slot in &self.vars {
             if let Some(dense) = &slot.rows {
-                let mut ids = dense.touched.clone();
-                ids.sort_unstable();
-                ids.dedup();
-                let w = dense.width;
-                sq += ids
-                    .iter()
-                    .map(|&id| sum_sq(&dense.grad[id as usize * w..(id as usize + 1) * w]))
-                    .sum::<f64>();
+                sq += dense.sum_sq();
             } else if let Some(g) = grads.get(slot.var.as_tensor()) {
-                sq += with_values(g, sum_sq)?;
+                sq += with_values(g, |g| Ok(sum_sq(g)))?;
             }
         }
         Ok(sq.sqrt())
@@ -437,50 +441,44 @@ impl AdamW {
                 scale: grad_scale as f32,
                 shrink: if *decay { 1.0 - lr * wd } else { 1.0 },
             };
-            if !var.device().is_cpu() {
-                // A GPU variable: its values and gradient are copied here and back.
-                let g = match rows {
-                    Some(dense) => dense.grad.clone(),
-                    None => match grads.get(var.as_tensor()) {
-                        Some(g) => with_values(g, <[f32]>::to_vec)?,
-                        None => continue,
-                    },
-                };
-                let mut theta = with_values(var.as_tensor(), <[f32]>::to_vec)?;
-                adamw_pass(&mut theta, m, v, &g, settings);
-                var.set(&Tensor::from_vec(theta, var.shape(), var.device())?)?;
-                if let Some(dense) = rows {
-                    dense.grad.fill(0.0);
-                    dense.touched.clear();
+            let var: &Var = var;
+            let mut update = |g: &[f32]| update_var(var, m, v, g, settings);
+            match rows {
+                Some(dense) => {
+                    update(&dense.grad)?;
+                    dense.clear();
                 }
-                continue;
-            }
-            if let Some(dense) = rows {
-                let update = Update {
-                    g: &dense.grad,
-                    moments: std::sync::Mutex::new((m, v)),
-                    settings,
-                };
-                var.as_tensor().inplace_op1(&update)?;
-                let w = dense.width;
-                for id in dense.touched.drain(..) {
-                    dense.grad[id as usize * w..(id as usize + 1) * w].fill(0.0);
+                None => {
+                    if let Some(g) = grads.get(var.as_tensor()) {
+                        with_values(g, update)?;
+                    }
                 }
-                continue;
             }
-            let Some(g) = grads.get(var.as_tensor()) else {
-                continue;
-            };
-            with_values(g, |g| {
-                let update = Update {
-                    g,
-                    moments: std::sync::Mutex::new((m, v)),
-                    settings,
-                };
-                var.as_tensor().inplace_op1(&update)
-            })??;
         }
         Ok(())
+    }
+}
+
+/// One AdamW update of `var` with gradient `g`: in place in its storage on the CPU ([`Update`]),
+/// through a copy of its values elsewhere.
+fn update_var(
+    var: &Var,
+    m: &mut [f32],
+    v: &mut [f32],
+    g: &[f32],
+    settings: Settings,
+) -> candle_core::Result<()> {
+    if var.device().is_cpu() {
+        let update = Update {
+            g,
+            moments: std::sync::Mutex::new((m, v)),
+            settings,
+        };
+        var.as_tensor().inplace_op1(&update)
+    } else {
+        let mut theta = with_values(var.as_tensor(), |t| Ok(t.to_vec()))?;
+        adamw_pass(&mut theta, m, v, g, settings);
+        var.set(&Tensor::from_vec(theta, var.shape(), var.device())?)
     }
 }
 
@@ -531,7 +529,7 @@ struct Settings {
 /// much again).
 struct Update<'a> {
     g: &'a [f32],
-    moments: std::sync::Mutex<(&'a mut Vec<f32>, &'a mut Vec<f32>)>,
+    moments: std::sync::Mutex<(&'a mut [f32], &'a mut [f32])>,
     settings: Settings,
 }
 

@@ -593,17 +593,20 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
     }
 }
 
-/// Runs `f` on the tensor's values (made contiguous first).
-fn with_values<R>(
+/// Runs `f` on the f32 values of `t` (made contiguous first): in place for a CPU f32 tensor,
+/// else on a copy.
+pub(super) fn with_values<R>(
     t: &Tensor,
     f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
 ) -> candle_core::Result<R> {
     let t = t.contiguous()?;
-    let (s, l) = t.storage_and_layout();
-    match &*s {
-        Storage::Cpu(c) => f(slice(c, l)?),
-        _ => candle_core::bail!("expected a CPU tensor"),
+    {
+        let (s, l) = t.storage_and_layout();
+        if let Storage::Cpu(c @ CpuStorage::F32(_)) = &*s {
+            return f(slice(c, l)?);
+        }
     }
+    f(&t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
 }
 
 /// Rows (of `n` floats) per parallel task.
