@@ -465,20 +465,13 @@ impl Attention {
         if train {
             // One linear layer with the three weight matrices stacked: one gemm, one read of
             // xs, one gradient for xs instead of three to add.
-            let stack = |f: fn(&Linear) -> Option<Tensor>| -> candle_core::Result<Tensor> {
-                let parts: Option<Vec<Tensor>> = [&self.query, &self.key, &self.value]
-                    .into_iter()
-                    .map(f)
-                    .collect();
-                match parts {
-                    Some(parts) => Tensor::cat(&parts, 0),
-                    None => candle_core::bail!("attention projections without bias"),
-                }
+            let parts = [&self.query, &self.key, &self.value];
+            let weight = Tensor::cat(&parts.map(|l| l.weight().clone()), 0)?;
+            let bias = match parts.map(|l| l.bias().cloned()) {
+                [Some(q), Some(k), Some(v)] => Some(Tensor::cat(&[q, k, v], 0)?),
+                _ => None,
             };
-            let qkv = Linear::new(
-                stack(|l| Some(l.weight().clone()))?,
-                Some(stack(|l| l.bias().cloned())?),
-            );
+            let qkv = Linear::new(weight, bias);
             let qkv = train_kernels::linear(xs, &qkv)?;
             let p = self.attn_dropout_p as f32;
             if let Some(ctx) = train_kernels::attention(&qkv, keep, self.heads, p, rng.seed())? {

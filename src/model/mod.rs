@@ -61,9 +61,10 @@ pub fn tune_allocator() {
 /// Serves every allocation from the heap, none by `mmap`, for the rest of the process.
 ///
 /// [`tune_allocator`] can only raise the mmap threshold to glibc's maximum, 32 MiB, and
-/// fine-tuning allocates buffers above it every step (the 21,128 × 512 word-embedding gradient
-/// is 43 MB, and candle builds it three times): each was a fresh mapping, faulted in page by page
-/// and unmapped after, half the page faults of a training run. Training calls this; the freed
+/// fine-tuning allocated buffers above it every step (candle built the 21,128 × 512
+/// word-embedding gradient, 43 MB, three times a step before that gradient came as rows): each
+/// was a fresh mapping, faulted in page by page and unmapped after, half the page faults of a
+/// training run. Training calls this; the freed
 /// buffers then stay in the heap for the next step (`examples/bench_finetune`: 214,000 page
 /// faults instead of 425,000–462,000 over 480 rows). A no-op where [`tune_allocator`] is, and
 /// under `EMOKNOW_DEFAULT_MALLOC`.
