@@ -2,7 +2,7 @@
 //! and damaged input files give errors, never a panic, and a batch is written whole or not at
 //! all.
 
-use crate::util::{s, Run, TestEnv};
+use crate::util::{s, RawDb, Run, TestEnv};
 use std::path::Path;
 
 /// xorshift64*: deterministic test randomness.
@@ -88,7 +88,7 @@ fn damaged_records_give_errors_never_a_panic() {
         let env = TestEnv::new();
         copy_dir(&base.store(), &env.store());
         {
-            let db = sled::open(env.store().join("db")).unwrap();
+            let db = RawDb::open(&env.store());
             let keys: Vec<sled::IVec> = db
                 .iter()
                 .keys()

@@ -248,3 +248,55 @@ pub fn generated_corpus(
     }
     csv
 }
+
+/// A store's sled database opened directly, as an older build or damage would leave it.
+///
+/// Dropping it waits until sled has let go of its file lock: sled's flusher thread keeps the
+/// data file open a moment after the last handle drops, and an open of the store right after,
+/// in this process or by the binary, could find it "in use by another process". Trees opened
+/// from it hold the database too: drop them first.
+pub struct RawDb {
+    db: Option<sled::Db>,
+    file: PathBuf,
+}
+
+impl RawDb {
+    pub fn open(store: &Path) -> RawDb {
+        RawDb {
+            db: Some(sled::open(store.join("db")).unwrap()),
+            file: store.join("db").join("db"),
+        }
+    }
+}
+
+impl std::ops::Deref for RawDb {
+    type Target = sled::Db;
+    fn deref(&self) -> &sled::Db {
+        self.db.as_ref().unwrap()
+    }
+}
+
+impl Drop for RawDb {
+    fn drop(&mut self) {
+        drop(self.db.take());
+        use std::os::unix::io::AsRawFd;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let f = std::fs::File::open(&self.file).unwrap();
+            // SAFETY: flock on a descriptor owned by `f`; closing `f` releases it.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                if !std::thread::panicking() {
+                    panic!(
+                        "sled kept {} locked 10 s after the last handle",
+                        self.file.display()
+                    );
+                }
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}

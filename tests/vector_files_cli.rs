@@ -4,7 +4,7 @@
 //! `reindex`. Uses the tiny random BERT of `model_cli`.
 
 use crate::model_cli::{corpus, ingest_split, setup, Setup};
-use crate::util::{s, TestEnv};
+use crate::util::{s, RawDb, TestEnv};
 use emoknow::store::vectors::{EncoderInfo, What};
 use emoknow::store::Store;
 use emoknow::testkit::tiny::{write_random_checkpoint, TinyBertSpec};
@@ -245,7 +245,7 @@ fn replaced_sentences_lose_their_vectors_and_migrate_compacts_the_files() {
 /// Turns a format-2 store back into format 1: its vectors into the sled tree `vectors`
 /// (key encoder id 0 what 0 id (BE), value LE f32), version 1, no flat files.
 fn downgrade(store: &Path, info: &EncoderInfo, vectors: &[(u64, Vec<f32>)]) {
-    let db = sled::open(store.join("db")).unwrap();
+    let db = RawDb::open(store);
     let old = db.open_tree("vectors").unwrap();
     for (id, v) in vectors {
         let mut k = info.id.as_bytes().to_vec();
@@ -259,6 +259,8 @@ fn downgrade(store: &Path, info: &EncoderInfo, vectors: &[(u64, Vec<f32>)]) {
     db.drop_tree("vector_files").unwrap();
     db.insert("m/version", &1u32.to_be_bytes()).unwrap();
     db.flush().unwrap();
+    // The tree first: it holds the database open too.
+    drop(old);
     drop(db);
     std::fs::remove_dir_all(store.join("vectors")).unwrap();
 }
@@ -296,7 +298,7 @@ fn a_format_1_store_migrates_on_open_and_by_command_losing_nothing() {
     std::fs::create_dir_all(&junk).unwrap();
     std::fs::write(junk.join("text.1.f32"), b"EMOKVF32 half a batch").unwrap();
     {
-        let db = sled::open(env.store().join("db")).unwrap();
+        let db = RawDb::open(&env.store());
         let t = db.open_tree("vector_files").unwrap();
         t.insert(b"fjunk\0text", &b"not a record"[..]).unwrap();
         db.flush().unwrap();
@@ -307,7 +309,7 @@ fn a_format_1_store_migrates_on_open_and_by_command_losing_nothing() {
     assert_eq!(j["format"], 2);
     env.run(&["check"]).ok();
     assert_eq!(all_vectors(&env.store()).1, before);
-    let db = sled::open(env.store().join("db")).unwrap();
+    let db = RawDb::open(&env.store());
     assert!(
         !db.tree_names().iter().any(|n| n.as_ref() == b"vectors"),
         "the sled copy is gone once the files are committed"
