@@ -1,5 +1,6 @@
-//! Document context beyond linear (issue 12, next slice): a frozen head reading the context
-//! sentences' stored vectors, ensembles of context members, and `ingest --test-last`.
+//! Document context beyond linear (issue 12): a frozen head reading the context sentences'
+//! stored vectors, a fine-tune reading them as a sentence pair, ensembles of context members,
+//! and `ingest --test-last`.
 
 use crate::util::{s, TestEnv};
 use emoknow::testkit::tiny::{write_random_checkpoint, TinyBertSpec};
@@ -47,10 +48,9 @@ fn corpus(swap_cues: bool, test_label: &str, z_variant: usize) -> String {
         .join("\n")
 }
 
-/// A store of `corpus`, embedded with a tiny BERT (the same in every store: its vocabulary
-/// covers every variant), and a frozen model with one sentence of context on each side in
-/// `m` (extra train arguments appended).
-fn trained(corpus: &str, extra: &[&str]) -> TestEnv {
+/// A store of `corpus` and a tiny BERT in `tiny-bert` (the same in every store: its
+/// vocabulary covers every variant).
+fn store(corpus: &str) -> TestEnv {
     let env = TestEnv::new();
     let f = env.write("c.jsonl", corpus);
     env.run(&[
@@ -62,11 +62,10 @@ fn trained(corpus: &str, extra: &[&str]) -> TestEnv {
         "0.25",
     ])
     .ok();
-    let enc = env.path("tiny-bert");
     let mut texts: Vec<String> = CUES.iter().chain(&Z).map(|t| t.to_string()).collect();
     texts.push("我 听 了 0123456789 改".into());
     write_random_checkpoint(
-        &enc,
+        &env.path("tiny-bert"),
         &TinyBertSpec {
             texts,
             ..TinyBertSpec::default()
@@ -74,6 +73,14 @@ fn trained(corpus: &str, extra: &[&str]) -> TestEnv {
         7,
     )
     .unwrap();
+    env
+}
+
+/// [`store`], embedded with the tiny BERT, and a frozen model with one sentence of context on
+/// each side in `m` (extra train arguments appended).
+fn trained(corpus: &str, extra: &[&str]) -> TestEnv {
+    let env = store(corpus);
+    let enc = env.path("tiny-bert");
     env.run(&["embed", "--encoder", s(&enc), "--name", "tiny"])
         .ok();
     let mut args = vec![
@@ -238,7 +245,7 @@ fn frozen_context_predicts_documents_and_joins_ensembles() {
         s(&env.path("knn")),
     ])
     .code(2)
-    .stderr_has("linear and frozen");
+    .stderr_has("linear, frozen and finetune");
     env.run(&[
         "train",
         "--classifier",
@@ -252,6 +259,72 @@ fn frozen_context_predicts_documents_and_joins_ensembles() {
     ])
     .code(2)
     .stderr_has("(0, 1]");
+}
+
+/// [`store`] and a fine-tune of the tiny BERT reading one sentence of context on each side
+/// (the default) as a sentence pair, in `ft`.
+fn finetuned(corpus: &str) -> TestEnv {
+    let env = store(corpus);
+    let (enc, out) = (env.path("tiny-bert"), env.path("ft"));
+    env.run(&[
+        "train",
+        "--classifier",
+        "finetune",
+        "--encoder-dir",
+        s(&enc),
+        "--knowledge",
+        "context",
+        "--epochs",
+        "3",
+        "--batch",
+        "8",
+        "--lr",
+        "1e-3",
+        "--max-len",
+        "32",
+        "--out",
+        s(&out),
+    ])
+    .ok();
+    env
+}
+
+#[test]
+fn finetune_reads_the_context_as_a_sentence_pair_never_labels_nor_other_documents() {
+    let a = finetuned(&corpus(false, "Surprise", 0));
+    let ma = meta(&a, "ft");
+    assert_eq!(ma["kind"], "finetune");
+    assert_eq!(ma["attach"]["mode"], "context");
+    assert_eq!(ma["attach"]["context"], 1);
+    // Reloaded, it reproduces its validation metrics exactly.
+    let va = eval_val(&a, "ft");
+    for k in ["hamming_accuracy", "exact_match", "micro_f1", "macro_f1"] {
+        assert_eq!(va[k], ma["val"][k], "{k}");
+    }
+    // The context reaches the network: the same sentence alone, after good news and after bad
+    // news, three different outputs; a sentence of another document in between changes
+    // nothing.
+    let alone = predict(&a, "ft", "我 听 了 3\n", false);
+    let good = predict(&a, "ft", DOC, true);
+    let bad = predict(&a, "ft", "今天 传来 坏消息 7\n我 听 了 3\n", true);
+    assert_eq!(good[1]["context"]["before"], "今天 传来 好消息 7");
+    assert_ne!(good[1]["probabilities"], alone[0]["probabilities"]);
+    assert_ne!(good[1]["probabilities"], bad[1]["probabilities"]);
+    let jsonl = "{\"text\": \"今天 传来 好消息 7\", \"doc\": \"p\"}\n{\"text\": \"完全 不同 句子\", \"doc\": \"q\"}\n{\"text\": \"我 听 了 3\", \"doc\": \"p\"}\n";
+    assert_eq!(
+        predict(&a, "ft", jsonl, false)[2]["probabilities"],
+        good[1]["probabilities"]
+    );
+    // Other labels on the context sentences, or other text in a document lying between them:
+    // the same training inputs, the same model.
+    for other in [corpus(false, "Anger", 0), corpus(false, "Surprise", 1)] {
+        let b = finetuned(&other);
+        assert_eq!(meta(&b, "ft")["train_hash"], ma["train_hash"]);
+        assert_eq!(eval_val(&b, "ft"), va);
+    }
+    // Other text on the context sentences: other training inputs.
+    let c = finetuned(&corpus(true, "Surprise", 0));
+    assert_ne!(meta(&c, "ft")["train_hash"], ma["train_hash"]);
 }
 
 #[test]

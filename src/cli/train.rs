@@ -11,7 +11,7 @@ use emoknow::model::finetune::{FinetuneConfig, HeadKind};
 use emoknow::model::linear::LinearConfig;
 use emoknow::model::mlp::MlpConfig;
 use emoknow::model::sample::{
-    AttachSpec, ContextPool, KnowledgeMode, Sample, DEFAULT_TRAIN_CONTEXT,
+    AttachSpec, ContextPool, KnowledgeMode, Sample, DEFAULT_FINETUNE_CONTEXT, DEFAULT_TRAIN_CONTEXT,
 };
 use emoknow::model::thresholds::Objective;
 use emoknow::neighbours::pick_encoder;
@@ -78,7 +78,9 @@ pub enum PosWeight {
 /// in its document (`ingest --doc-column`, JSONL `doc`; a file without document ids is one
 /// document in row order), whatever their split: text only, never their labels. all is
 /// rationale + neighbours, + context for linear. Linear reads the context's words; frozen
-/// the context sentences' stored vectors, pooled (--context-pool, --context-decay); an
+/// the context sentences' stored vectors, pooled (--context-pool, --context-decay); finetune
+/// the sentence pair `text [SEP] before [SEP] after` (raise --max-len to make room: each
+/// sentence of context adds ~28 tokens, and the time of a step grows with them); an
 /// ensemble gives each member the context it was trained with.
 ///
 /// Examples:
@@ -88,6 +90,8 @@ pub enum PosWeight {
 ///   emoknow train --classifier linear --out models/linear
 ///
 ///   emoknow train --classifier frozen --knowledge context --context 2 --out models/frozen-ctx
+///
+///   emoknow train --classifier finetune --encoder-dir m3e-small --knowledge context --max-len 96 --out models/ft-ctx
 ///
 ///   emoknow train --classifier frozen --knowledge neighbours --neighbours-source knn-m3e-small --out models/frozen
 ///
@@ -123,8 +127,9 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 5, help_heading = "Knowledge")]
     neighbours_k: usize,
 
-    /// Sentences of the same document on each side whose text is attached [default: 3 with
-    /// --knowledge context (and all, for linear), else 0]; combines with any mode.
+    /// Sentences of the same document on each side whose text is attached [default with
+    /// --knowledge context: 1 for finetune, 3 for the others (and with all, for linear);
+    /// else 0]; combines with any mode.
     #[arg(long, value_name = "W", help_heading = "Knowledge")]
     context: Option<usize>,
 
@@ -433,6 +438,7 @@ fn train_config(a: &TrainArgs, store: &Store) -> anyhow::Result<TrainConfig> {
             anyhow::bail!("--knowledge context needs --context 1 or more (sentences on each side)")
         }
         (Some(w), _) => w,
+        (None, ModeArg::Context) if a.classifier == KindArg::Finetune => DEFAULT_FINETUNE_CONTEXT,
         (None, ModeArg::Context) => DEFAULT_TRAIN_CONTEXT,
         (None, ModeArg::All) if a.classifier == KindArg::Linear => DEFAULT_TRAIN_CONTEXT,
         (None, _) => 0,

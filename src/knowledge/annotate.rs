@@ -294,7 +294,9 @@ where
     let queue = Mutex::new(iter);
     let abort = AtomicBool::new(false);
     let jobs = cfg.jobs.max(1);
-    let (tx, rx) = mpsc::channel::<Msg>();
+    // Bounded: a worker runs at most one message ahead of the loop below, so a stop decided
+    // there (a dead endpoint, a failed store write) is seen before the queue is worked through.
+    let (tx, rx) = mpsc::sync_channel::<Msg>(jobs);
 
     let mut summary = Summary::default();
     let mut progress = Progress {

@@ -24,6 +24,10 @@ pub const DEFAULT_CONTEXT: usize = 2;
 /// (chosen with the linear model on validation rows of unseen documents; see README).
 pub const DEFAULT_TRAIN_CONTEXT: usize = 3;
 
+/// Default number of sentences on each side a fine-tune attaches: every one lengthens each
+/// input by a sentence (28 tokens on average here), and a step's cost grows with its tokens.
+pub const DEFAULT_FINETUNE_CONTEXT: usize = 1;
+
 /// One sample's probabilities, canonical label order.
 pub type Probs = [f32; NUM_EMOTIONS];
 
@@ -310,6 +314,22 @@ impl Sample {
             format!("{}{SEP}{}", self.text, self.knowledge)
         }
     }
+
+    /// [`Sample::joined`], then, when a context is attached, the sentences before it and the
+    /// sentences after it, each side behind a [`SEP`] (an empty side stays, so each side keeps
+    /// its place): `text [SEP] before [SEP] after`, the sentence pair a fine-tuned encoder
+    /// reads. Truncation to the model's length cuts from the end.
+    pub fn paired(&self) -> String {
+        let mut s = self.joined();
+        if let Some(c) = &self.context {
+            let (before, after) = split_context(c);
+            for side in [before, after] {
+                s.push_str(SEP);
+                s.push_str(side);
+            }
+        }
+        s
+    }
 }
 
 /// Renders a context: the sentences before, [`CONTEXT_MARK`], the sentences after (each side
@@ -429,5 +449,22 @@ mod tests {
         assert_eq!(s.joined(), "文 [SEP] 甲 [SEP] 近邻: Love,Joy");
         let text_only = Sample::new(1, "文".into(), LabelSet::EMPTY, None, vec![], &spec);
         assert_eq!(text_only.joined(), "文");
+        assert_eq!(text_only.paired(), "文");
+    }
+
+    #[test]
+    fn paired_puts_each_side_of_the_context_behind_a_separator() {
+        let mut s = Sample {
+            text: "文".into(),
+            knowledge: "甲".into(),
+            context: Some(render_context(&["前 一", "前 二"], &["后"])),
+            ..Sample::default()
+        };
+        assert_eq!(s.paired(), "文 [SEP] 甲 [SEP] 前 一 前 二 [SEP] 后");
+        s.knowledge.clear();
+        s.context = Some(render_context(&[], &["后"]));
+        assert_eq!(s.paired(), "文 [SEP]  [SEP] 后");
+        s.context = Some(render_context(&[], &[]));
+        assert_eq!(s.paired(), "文 [SEP]  [SEP] ");
     }
 }

@@ -234,6 +234,11 @@ fn texts_of(samples: &[Sample]) -> Vec<String> {
     samples.iter().map(Sample::joined).collect()
 }
 
+/// Text, knowledge and context as one input ([`Sample::paired`]): what a fine-tune reads.
+fn paired_texts(samples: &[Sample]) -> Vec<String> {
+    samples.iter().map(Sample::paired).collect()
+}
+
 /// The samples' contexts, when every sample carries one (a model trained with context).
 fn contexts_of(samples: &[Sample]) -> Option<Vec<&str>> {
     samples.iter().map(|s| s.context.as_deref()).collect()
@@ -362,7 +367,7 @@ impl Model {
                 })
             }
             Inner::Knn => Ok(samples.iter().map(|s| knn_vote(&s.neighbours)).collect()),
-            Inner::Finetune(m) => m.predict_proba(&refs(&texts_of(samples))),
+            Inner::Finetune(m) => m.predict_proba(&refs(&paired_texts(samples))),
             Inner::Ensemble(_) => Err(Error::Model("an ensemble is not a single model".into())),
         }
     }

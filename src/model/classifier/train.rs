@@ -5,8 +5,8 @@
 
 use super::check::check_train_paths;
 use super::{
-    average, contexts_of, frozen, gold, refs, sample_contexts, texts_of, KindMeta, KnnConfig, Meta,
-    Model, TrainEvent, MODEL_FORMAT,
+    average, contexts_of, frozen, gold, paired_texts, refs, sample_contexts, texts_of, KindMeta,
+    KnnConfig, Meta, Model, TrainEvent, MODEL_FORMAT,
 };
 use crate::corpus::Split;
 use crate::error::{Error, Result};
@@ -155,12 +155,15 @@ pub struct TrainInputs {
 /// are fewer than two members or one given twice.
 pub fn prepare(cfg: &TrainConfig, out: &Path) -> Result<Prepared> {
     if cfg.attach.context > 0
-        && !matches!(cfg.kind, KindConfig::Linear(_) | KindConfig::Frozen { .. })
+        && !matches!(
+            cfg.kind,
+            KindConfig::Linear(_) | KindConfig::Frozen { .. } | KindConfig::Finetune(_)
+        )
     {
         return Err(Error::Setting {
             name: "context",
             msg: format!(
-                "{} sentences of document context on each side: only the linear and frozen classifiers read the context so far (an ensemble's members bring their own)",
+                "{} sentences of document context on each side: only the linear, frozen and finetune classifiers read the context (an ensemble's members bring their own)",
                 cfg.attach.context
             ),
         });
@@ -324,8 +327,8 @@ fn train_finetune(
     out: &Path,
     progress: &mut dyn FnMut(TrainEvent),
 ) -> Result<Vec<Probs>> {
-    let texts = texts_of(train_s);
-    let vtexts = texts_of(val_s);
+    let texts = paired_texts(train_s);
+    let vtexts = paired_texts(val_s);
     let m = finetune::train(
         &refs(&texts),
         &gold(train_s),
