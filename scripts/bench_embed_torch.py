@@ -12,40 +12,21 @@ Needs: torch, transformers (pip install torch transformers). Example:
   python3 scripts/bench_embed_torch.py ... --emoknow-json bench.json   # prints the ratio too
 Train.csv is GB18030; the text is column 2.
 """
-import argparse
-import csv
 import json
 import sys
 import time
 
-
-def read_texts(path, n):
-    with open(path, encoding="gb18030", newline="") as f:
-        rows = csv.reader(f)
-        next(rows)  # header
-        texts = [r[1] for r in rows if len(r) > 1]
-    return texts[:n] if n else texts
+from torch_common import import_torch, parser, read_rows
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--encoder", required=True, help="Hugging Face BERT directory")
-    ap.add_argument("--data", default="data/Train.csv")
-    ap.add_argument("--n", type=int, default=2000, help="first N sentences (0 = all)")
-    ap.add_argument("--max-len", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
-    ap.add_argument("--emoknow-json", help="emoknow bench embed --json output, to print ratios")
+    ap = parser(__doc__, 2000, "emoknow bench embed --json output, to print ratios")
     args = ap.parse_args()
-
-    try:
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-    except ImportError as e:
-        print(f"torch/transformers not installed ({e}); pip install torch transformers", file=sys.stderr)
+    imported = import_torch(args.threads)
+    if imported is None:
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    texts = read_texts(args.data, args.n)
+    torch, AutoModel, AutoTokenizer = imported
+    texts = [t for t, _ in read_rows(args.data, args.n)]
     tok = AutoTokenizer.from_pretrained(args.encoder)
     model = AutoModel.from_pretrained(args.encoder).eval()
 

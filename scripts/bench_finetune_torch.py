@@ -16,28 +16,12 @@ Needs: torch, transformers (pip install torch transformers). Example, run back t
       --threads 2 --emoknow-json ek.json
 Train.csv is GB18030; the text is column 2, the labels column 3 ("['Love', 'Joy']").
 """
-import argparse
-import ast
-import csv
 import json
 import random
 import sys
 import time
 
-EMOTIONS = ["Love", "Joy", "Anxiety", "Sorrow", "Expect", "Hate", "Surprise", "Anger"]
-
-
-def read_rows(path, n):
-    with open(path, encoding="gb18030", newline="") as f:
-        rows = csv.reader(f)
-        next(rows)  # header
-        out = []
-        for r in rows:
-            if len(r) < 3:
-                continue
-            labels = set(ast.literal_eval(r[2]))
-            out.append((r[1], [1.0 if e in labels else 0.0 for e in EMOTIONS]))
-    return out[:n] if n else out
+from torch_common import EMOTIONS, import_torch, parser, read_rows
 
 
 def batches(lens, batch, rng):
@@ -52,24 +36,13 @@ def batches(lens, batch, rng):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--encoder", required=True, help="Hugging Face BERT directory")
-    ap.add_argument("--data", default="data/Train.csv")
-    ap.add_argument("--n", type=int, default=320, help="first N sentences (0 = all)")
-    ap.add_argument("--max-len", type=int, default=64)
+    ap = parser(__doc__, 320, "bench_finetune's output line, to print the ratio")
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
-    ap.add_argument("--emoknow-json", help="bench_finetune's output line, to print the ratio")
     args = ap.parse_args()
-
-    try:
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-    except ImportError as e:
-        print(f"torch/transformers not installed ({e}); pip install torch transformers", file=sys.stderr)
+    imported = import_torch(args.threads)
+    if imported is None:
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch, AutoModel, AutoTokenizer = imported
     torch.manual_seed(42)
     rows = read_rows(args.data, args.n)
     texts = [t for t, _ in rows]
