@@ -164,6 +164,14 @@ pub fn load_tokenizer(path: &Path, max_len: usize) -> crate::Result<Tokenizer> {
             ("[SEP]".into(), sep),
             ("[CLS]".into(), cls),
         )));
+        // As in a tokenizer.json: the special tokens written in a text are those tokens (a
+        // knowledge or context separator is one [SEP], not "[", "sep", "]").
+        let specials: Vec<_> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+            .into_iter()
+            .filter(|t| tok.token_to_id(t).is_some())
+            .map(|t| tokenizers::AddedToken::from(t, true))
+            .collect();
+        tok.add_special_tokens(specials);
         tok
     } else {
         Tokenizer::from_file(path).map_err(terr)?
@@ -617,6 +625,11 @@ mod tests {
         assert_eq!(ids[0], 2);
         assert_eq!(ids[5], 3);
         assert!(ids.iter().all(|&i| i != 1), "no [UNK] expected: {ids:?}");
+        // A separator written in the text is the [SEP] token (ids 2 and 3 are [CLS] and
+        // [SEP] in the tiny vocabulary), as in a tokenizer.json.
+        let ids = enc.tokenize(&["我 [SEP] 很"]).unwrap().remove(0);
+        assert_eq!(ids.len(), 5, "{ids:?}");
+        assert_eq!((ids[0], ids[2], ids[4]), (2, 3, 3));
     }
 
     #[test]
