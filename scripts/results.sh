@@ -80,7 +80,8 @@ step train --classifier ensemble $ctx4 --out $m/ens4_ctx
 step train --classifier ensemble $ctx4 --threshold-objective exact --out $m/ens4_ctx_exact
 step train --classifier ensemble $ctx4 --member $m/frozen_ctx --out $m/ens5_ctx
 # The fine-tune reading one sentence on each side as a sentence pair, text [SEP] before [SEP]
-# after (--max-len 96 makes room: 76 tokens on average), and the context ensemble with it.
+# after (--max-len 96 makes room: 76 tokens on average), and the context ensemble with it; it
+# takes twice the text-only fine-tune's time, outside the 15-minute budget (README).
 step train --classifier finetune --encoder-dir "$enc" --knowledge context --epochs 1 --lr 1e-4 --max-len 96 --batch 16 --out $m/finetune_ctx
 ctx4ft="$ctx3 --member $m/finetune_ctx"
 step train --classifier ensemble $ctx4ft --out $m/ens4_ctx_ft
