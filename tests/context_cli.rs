@@ -322,7 +322,7 @@ fn context_predict_document_alone_and_old_models() {
         .ok()
         .json();
     assert_eq!(after, before);
-    // Context is for linear only so far: other kinds refuse it, naming the setting.
+    // kNN does not read context: it refuses it, naming the setting.
     env.run(&[
         "train",
         "--classifier",
@@ -333,5 +333,5 @@ fn context_predict_document_alone_and_old_models() {
         s(&env.path("knn")),
     ])
     .code(2)
-    .stderr_has("only the linear and frozen classifiers read the context");
+    .stderr_has("only the linear, frozen and finetune classifiers read the context");
 }
