@@ -131,20 +131,27 @@ fn eval_val(env: &TestEnv, model: &str) -> Value {
     .json()
 }
 
+/// `model`'s meta.json and its validation metrics evaluated anew, after checking that it is
+/// a `kind` model reading one sentence of context on each side and that, reloaded, it
+/// reproduces the validation metrics it was saved with, exactly.
+fn one_sentence_context_model(env: &TestEnv, model: &str, kind: &str) -> (Value, Value) {
+    let m = meta(env, model);
+    assert_eq!(m["kind"], kind);
+    assert_eq!(m["attach"]["mode"], "context");
+    assert_eq!(m["attach"]["context"], 1);
+    let v = eval_val(env, model);
+    for k in ["hamming_accuracy", "exact_match", "micro_f1", "macro_f1"] {
+        assert_eq!(v[k], m["val"][k], "{k}");
+    }
+    (m, v)
+}
+
 const DOC: &str = "今天 传来 好消息 7\n我 听 了 3\n";
 
 #[test]
 fn frozen_context_reads_text_vectors_never_labels_nor_other_documents() {
     let a = trained(&corpus(false, "Surprise", 0), &[]);
-    let ma = meta(&a, "m");
-    assert_eq!(ma["kind"], "frozen");
-    assert_eq!(ma["attach"]["mode"], "context");
-    assert_eq!(ma["attach"]["context"], 1);
-    // Reloaded, the model reproduces its validation metrics exactly.
-    let va = eval_val(&a, "m");
-    for k in ["hamming_accuracy", "exact_match", "micro_f1", "macro_f1"] {
-        assert_eq!(va[k], ma["val"][k], "{k}");
-    }
+    let (ma, va) = one_sentence_context_model(&a, "m", "frozen");
     let pa = predict(&a, "m", DOC, true);
     assert_eq!(pa[1]["context"]["before"], "今天 传来 好消息 7");
     // Other labels on the context sentences (test rows): the same model, bit for bit.
@@ -292,15 +299,7 @@ fn finetuned(corpus: &str) -> TestEnv {
 #[test]
 fn finetune_reads_the_context_as_a_sentence_pair_never_labels_nor_other_documents() {
     let a = finetuned(&corpus(false, "Surprise", 0));
-    let ma = meta(&a, "ft");
-    assert_eq!(ma["kind"], "finetune");
-    assert_eq!(ma["attach"]["mode"], "context");
-    assert_eq!(ma["attach"]["context"], 1);
-    // Reloaded, it reproduces its validation metrics exactly.
-    let va = eval_val(&a, "ft");
-    for k in ["hamming_accuracy", "exact_match", "micro_f1", "macro_f1"] {
-        assert_eq!(va[k], ma["val"][k], "{k}");
-    }
+    let (ma, va) = one_sentence_context_model(&a, "ft", "finetune");
     // The context reaches the network: the same sentence alone, after good news and after bad
     // news, three different outputs; a sentence of another document in between changes
     // nothing.

@@ -21,7 +21,9 @@ fn flag_of(name: &str) -> Option<&'static str> {
         "max_wait_secs" => "--max-wait",
         "timeout_secs" => "--timeout",
         "endpoint" => "--endpoint",
-        "context" => "--context (to 0) or --knowledge, or use --classifier linear, frozen or finetune",
+        "context" => {
+            "--context (to 0) or --knowledge, or use --classifier linear, frozen or finetune"
+        }
         _ => return None,
     })
 }

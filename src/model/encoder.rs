@@ -130,6 +130,10 @@ pub(crate) fn weights_builder(
     r.map_err(|e| crate::Error::model_file(w, e))
 }
 
+/// BERT's special tokens; a `vocab.txt` tokenizer reads them as themselves where a text
+/// contains them.
+pub const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+
 /// Loads `tokenizer.json`, or builds BERT's WordPiece tokenizer from `vocab.txt`
 /// (lower-casing as `tokenizer_config.json`'s `do_lower_case` says, default true), truncating
 /// at `max_len` tokens and never padding (batches pad themselves).
@@ -166,7 +170,7 @@ pub fn load_tokenizer(path: &Path, max_len: usize) -> crate::Result<Tokenizer> {
         )));
         // As in a tokenizer.json: the special tokens written in a text are those tokens (a
         // knowledge or context separator is one [SEP], not "[", "sep", "]").
-        let specials: Vec<_> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        let specials: Vec<_> = SPECIAL_TOKENS
             .into_iter()
             .filter(|t| tok.token_to_id(t).is_some())
             .map(|t| tokenizers::AddedToken::from(t, true))
