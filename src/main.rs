@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         default_hook(info);
     }));
     emoknow::model::tune_allocator();
+    emoknow::model::tune_worker_spin();
     let cli = cli::Cli::parse();
     match cli::run(cli) {
         Ok(code) => code,

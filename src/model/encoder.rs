@@ -175,7 +175,7 @@ pub fn load_tokenizer(path: &Path, max_len: usize) -> crate::Result<Tokenizer> {
             .filter(|t| tok.token_to_id(t).is_some())
             .map(|t| tokenizers::AddedToken::from(t, true))
             .collect();
-        tok.add_special_tokens(specials);
+        tok.add_special_tokens(specials).map_err(terr)?;
         tok
     } else {
         Tokenizer::from_file(path).map_err(terr)?

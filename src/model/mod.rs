@@ -58,6 +58,31 @@ pub fn tune_allocator() {
     }
 }
 
+/// Stops candle's worker threads from spinning between ops, unless the user set the spin limit.
+///
+/// candle 0.11 runs its elementwise ops on a pool of its own whose workers, after each op, spin
+/// `CANDLE_BARRIER_POOL_SPIN_LIMIT` times (25,000 by default) before parking. Fine-tuning runs
+/// thousands of such ops a step between rayon's gemm calls, and on 2 cores the spinning worker
+/// took 9–11% of the CPU from them (`perf record` of `examples/bench_finetune`). Setting the
+/// limit to 0 parks the worker at once; README's benchmarks give the A/B pairs. Call at start-up,
+/// before the first candle op creates the pool; an explicit `CANDLE_BARRIER_POOL_SPIN_LIMIT` in
+/// the environment wins.
+pub fn tune_worker_spin() {
+    if let Some(value) = spin_limit_to_set(std::env::var_os(SPIN_LIMIT_VAR).as_deref()) {
+        std::env::set_var(SPIN_LIMIT_VAR, value);
+    }
+}
+
+const SPIN_LIMIT_VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+
+/// The spin limit [`tune_worker_spin`] sets, given the environment's value: none if one is set.
+fn spin_limit_to_set(current: Option<&std::ffi::OsStr>) -> Option<&'static str> {
+    match current {
+        Some(_) => None,
+        None => Some("0"),
+    }
+}
+
 /// Serves every allocation from the heap, none by `mmap`, for the rest of the process.
 ///
 /// [`tune_allocator`] can only raise the mmap threshold to glibc's maximum, 32 MiB, and
@@ -76,5 +101,18 @@ pub(crate) fn keep_large_buffers() {
     // SAFETY: mallopt only sets allocator parameters (glibc takes its own lock).
     unsafe {
         libc::mallopt(libc::M_MMAP_MAX, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spin_limit_to_set;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn worker_spin_is_set_only_when_the_user_did_not() {
+        assert_eq!(spin_limit_to_set(None), Some("0"));
+        assert_eq!(spin_limit_to_set(Some(OsStr::new("25000"))), None);
+        assert_eq!(spin_limit_to_set(Some(OsStr::new(""))), None);
     }
 }
