@@ -3,14 +3,14 @@
 //! trains one epoch on the first N sentences of data/Train.csv (default 320, seq 64, batch 16)
 //! and prints examples/s and the loss of each step. EMOKNOW_DEFAULT_MALLOC=1 keeps glibc's
 //! default allocator thresholds (the baseline for [`emoknow::model::tune_allocator`]);
-//! CANDLE_BARRIER_POOL_SPIN_LIMIT=25000 candle's own spin limit (the baseline for
-//! [`emoknow::model::tune_worker_spin`]).
+//! CANDLE_NUM_THREADS=2 CANDLE_BARRIER_POOL_SPIN_LIMIT=25000 candle's own thread pool as it
+//! comes (the baseline for [`emoknow::model::tune_candle_threads`]).
 use emoknow::model::finetune::{train, FinetuneConfig, FinetuneEvent};
 use std::path::Path;
 
 fn main() -> anyhow::Result<()> {
     emoknow::model::tune_allocator();
-    emoknow::model::tune_worker_spin();
+    emoknow::model::tune_candle_threads();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = args
         .first()

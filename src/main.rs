@@ -23,8 +23,10 @@ fn main() -> ExitCode {
         default_hook(info);
     }));
     emoknow::model::tune_allocator();
-    emoknow::model::tune_worker_spin();
     let cli = cli::Cli::parse();
+    if cli.fine_tunes() {
+        emoknow::model::tune_candle_threads();
+    }
     match cli::run(cli) {
         Ok(code) => code,
         Err(err) => {

@@ -78,6 +78,14 @@ pub struct Cli {
     command: Command,
 }
 
+impl Cli {
+    /// Whether the command fine-tunes an encoder (`train --classifier finetune`): the workload
+    /// [`emoknow::model::tune_candle_threads`] is for.
+    pub fn fine_tunes(&self) -> bool {
+        matches!(&self.command, Command::Train(a) if a.fine_tunes())
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     Ingest(ingest::Args),
@@ -213,5 +221,18 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn only_a_finetune_training_run_counts_as_fine_tuning() {
+        let fine_tunes = |args: &[&str]| {
+            let argv = std::iter::once("emoknow").chain(args.iter().copied());
+            Cli::try_parse_from(argv).unwrap().fine_tunes()
+        };
+        assert!(fine_tunes(&["train", "--classifier", "finetune", "--out", "m"]));
+        assert!(fine_tunes(&["-q", "train", "--out", "m", "--classifier", "finetune"]));
+        assert!(!fine_tunes(&["train", "--classifier", "frozen", "--out", "m"]));
+        assert!(!fine_tunes(&["train", "--out", "m"]));
+        assert!(!fine_tunes(&["predict", "--model", "m", "text"]));
     }
 }

@@ -539,6 +539,11 @@ pub fn run_train(a: TrainArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 }
 
 impl TrainArgs {
+    /// Whether this run fine-tunes an encoder.
+    pub(crate) fn fine_tunes(&self) -> bool {
+        self.classifier == KindArg::Finetune
+    }
+
     fn classifier_name(&self) -> &'static str {
         match self.classifier {
             KindArg::Linear => "linear",

@@ -58,28 +58,36 @@ pub fn tune_allocator() {
     }
 }
 
-/// Stops candle's worker threads from spinning between ops, unless the user set the spin limit.
+/// Keeps candle's own thread pool from competing with the matrix products for the cores.
 ///
-/// candle 0.11 runs its elementwise ops on a pool of its own whose workers, after each op, spin
+/// candle 0.11 runs its elementwise ops (≥ 64 Ki elements: the gradient sums of backprop, for
+/// one) on a pool of its own beside rayon's, and after each op its workers spin
 /// `CANDLE_BARRIER_POOL_SPIN_LIMIT` times (25,000 by default) before parking. Fine-tuning runs
-/// thousands of such ops a step between rayon's gemm calls, and on 2 cores the spinning worker
-/// took 9–11% of the CPU from them (`perf record` of `examples/bench_finetune`). Setting the
-/// limit to 0 parks the worker at once; README's benchmarks give the A/B pairs. Call at start-up,
-/// before the first candle op creates the pool; an explicit `CANDLE_BARRIER_POOL_SPIN_LIMIT` in
-/// the environment wins.
-pub fn tune_worker_spin() {
-    if let Some(value) = spin_limit_to_set(std::env::var_os(SPIN_LIMIT_VAR).as_deref()) {
-        std::env::set_var(SPIN_LIMIT_VAR, value);
+/// thousands of such ops a step between rayon's gemm calls: on 2 cores the spinning worker took
+/// 9–11% of the CPU (`perf record` of `examples/bench_finetune`), and once it parked at once,
+/// the calling thread spent 3% waiting for it to wake. So, on up to 2 cores, candle gets no
+/// worker (`CANDLE_NUM_THREADS=1`: its elementwise ops run on the calling thread); on more
+/// cores, where a serial op would leave more of the machine idle, its workers park at once
+/// (`CANDLE_BARRIER_POOL_SPIN_LIMIT=0`; measured on 2 cores only). README's benchmarks give
+/// the A/B pairs. For fine-tuning only: training the frozen head, whose time goes to candle's
+/// elementwise ops, took ×1.11 the wall time without the worker (×1.02 with it parked), so
+/// `main` calls this for `train --classifier finetune` alone. Call at start-up, before the
+/// first candle op creates the pool; a variable already in the environment wins.
+pub fn tune_candle_threads() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (var, value) in candle_thread_settings(cores) {
+        if std::env::var_os(var).is_none() {
+            std::env::set_var(var, value);
+        }
     }
 }
 
-const SPIN_LIMIT_VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
-
-/// The spin limit [`tune_worker_spin`] sets, given the environment's value: none if one is set.
-fn spin_limit_to_set(current: Option<&std::ffi::OsStr>) -> Option<&'static str> {
-    match current {
-        Some(_) => None,
-        None => Some("0"),
+/// The variables [`tune_candle_threads`] sets (where the environment has none) on `cores` cores.
+fn candle_thread_settings(cores: usize) -> [(&'static str, &'static str); 1] {
+    if cores <= 2 {
+        [("CANDLE_NUM_THREADS", "1")]
+    } else {
+        [("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0")]
     }
 }
 
@@ -106,13 +114,16 @@ pub(crate) fn keep_large_buffers() {
 
 #[cfg(test)]
 mod tests {
-    use super::spin_limit_to_set;
-    use std::ffi::OsStr;
+    use super::candle_thread_settings;
 
     #[test]
-    fn worker_spin_is_set_only_when_the_user_did_not() {
-        assert_eq!(spin_limit_to_set(None), Some("0"));
-        assert_eq!(spin_limit_to_set(Some(OsStr::new("25000"))), None);
-        assert_eq!(spin_limit_to_set(Some(OsStr::new(""))), None);
+    fn candle_gets_no_worker_on_two_cores_and_parked_workers_on_more() {
+        for cores in [1, 2] {
+            assert_eq!(candle_thread_settings(cores), [("CANDLE_NUM_THREADS", "1")]);
+        }
+        for cores in [3, 64] {
+            let want = [("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0")];
+            assert_eq!(candle_thread_settings(cores), want);
+        }
     }
 }
