@@ -225,14 +225,14 @@ mod tests {
 
     #[test]
     fn only_a_finetune_training_run_counts_as_fine_tuning() {
-        let fine_tunes = |args: &[&str]| {
-            let argv = std::iter::once("emoknow").chain(args.iter().copied());
+        let fine_tunes = |args: &str| {
+            let argv = std::iter::once("emoknow").chain(args.split_whitespace());
             Cli::try_parse_from(argv).unwrap().fine_tunes()
         };
-        assert!(fine_tunes(&["train", "--classifier", "finetune", "--out", "m"]));
-        assert!(fine_tunes(&["-q", "train", "--out", "m", "--classifier", "finetune"]));
-        assert!(!fine_tunes(&["train", "--classifier", "frozen", "--out", "m"]));
-        assert!(!fine_tunes(&["train", "--out", "m"]));
-        assert!(!fine_tunes(&["predict", "--model", "m", "text"]));
+        assert!(fine_tunes("train --classifier finetune --out m"));
+        assert!(fine_tunes("-q train --out m --classifier finetune"));
+        assert!(!fine_tunes("train --classifier frozen --out m"));
+        assert!(!fine_tunes("train --out m"));
+        assert!(!fine_tunes("predict --model m text"));
     }
 }

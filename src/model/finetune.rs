@@ -189,14 +189,15 @@ pub struct FinetuneModel {
 }
 
 impl FinetuneModel {
-    /// Builds the network on a fresh `VarMap` (random init; names without prefix, head under
-    /// `head.`).
+    /// Builds the network on `varmap`: its variables are used as they are (the shapes must
+    /// match), the missing ones are created with random values (names without prefix, head
+    /// under `head.`).
     fn build(
+        varmap: VarMap,
         bert_cfg: &bert::Config,
         cfg: &FinetuneConfig,
     ) -> crate::Result<(VarMap, BertModel, Head)> {
         let dev = Device::Cpu;
-        let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
         let bert = BertModel::load(vb.clone(), bert_cfg)?;
         let head = Head::load(cfg.head, bert_cfg.hidden_size, vb.pp("head"))?;
@@ -216,7 +217,7 @@ impl FinetuneModel {
         let dev = Device::Cpu;
 
         // Fresh variables, then the pretrained values copied in one by one (the head stays random).
-        let (mut varmap, bert, head) = FinetuneModel::build(&bert_cfg, &cfg)?;
+        let (mut varmap, bert, head) = FinetuneModel::build(VarMap::new(), &bert_cfg, &cfg)?;
         let src = weights_builder(&files, &dev)?;
         let prefix = bert::detect_prefix(&src, &bert_cfg);
         let names = bert::var_shapes(&varmap);
@@ -360,10 +361,33 @@ impl FinetuneModel {
                 ),
             });
         }
-        let (mut varmap, bert, head) = FinetuneModel::build(&bert_cfg, &meta.finetune)?;
-        varmap
-            .load(&wpath)
+        // The saved values become the variables the network is built on, so nothing is drawn
+        // at random only to be overwritten (that was half of a one-sentence `predict`).
+        let model_file = |e: candle_core::Error| crate::Error::model_file(&wpath, e);
+        let saved = candle_core::safetensors::load(&wpath, &Device::Cpu).map_err(model_file)?;
+        let varmap = VarMap::new();
+        let mut saved_names = std::collections::HashSet::new();
+        {
+            let mut vars = varmap.data().lock().expect("a new VarMap is not poisoned");
+            for (name, t) in saved {
+                let var =
+                    candle_core::Var::from_tensor(&t.to_dtype(DType::F32).map_err(model_file)?)
+                        .map_err(model_file)?;
+                saved_names.insert(name.clone());
+                vars.insert(name, var);
+            }
+        }
+        let (varmap, bert, head) = FinetuneModel::build(varmap, &bert_cfg, &meta.finetune)
             .map_err(|e| crate::Error::model_file(&wpath, e))?;
+        let missing: Vec<String> = bert::var_shapes(&varmap)
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|name| !saved_names.contains(name))
+            .collect();
+        if !missing.is_empty() {
+            let msg = format!("has no tensor named {}", missing.join(", "));
+            return Err(crate::Error::model_file(&wpath, msg));
+        }
         let tokenizer_file = dir.join(&meta.tokenizer_file);
         let tokenizer = load_tokenizer(&tokenizer_file, meta.finetune.max_len)?;
         Ok(FinetuneModel {
@@ -544,5 +568,53 @@ pub(crate) mod tests {
         std::fs::write(&cpath, c.to_string()).unwrap();
         let err = FinetuneModel::load(dir.path()).err().unwrap().to_string();
         assert!(err.contains("do not belong together"), "{err}");
+    }
+
+    #[test]
+    fn weights_missing_a_tensor_or_of_another_shape_are_refused_naming_the_file() {
+        let enc = tiny_encoder();
+        let (texts, labels) = data();
+        let cfg = FinetuneConfig {
+            encoder: enc.path().to_path_buf(),
+            epochs: 1,
+            batch: 8,
+            ..FinetuneConfig::default()
+        };
+        let model = train(&texts, &labels, &[], &[], &cfg, &mut |_| {}).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        model.save(dir.path()).unwrap();
+        let wpath = dir.path().join(WEIGHTS_FILE);
+        let saved = candle_core::safetensors::load(&wpath, &Device::Cpu).unwrap();
+        let load_err = |tensors: &std::collections::HashMap<String, Tensor>| {
+            candle_core::safetensors::save(tensors, &wpath).unwrap();
+            let err = FinetuneModel::load(dir.path()).err().unwrap();
+            // The message with its causes, as the CLI prints it.
+            let mut text = err.to_string();
+            let mut cause = std::error::Error::source(&err);
+            while let Some(c) = cause {
+                text += &format!(": {c}");
+                cause = c.source();
+            }
+            text
+        };
+        let name = "encoder.layer.0.attention.output.dense.bias";
+        let mut without = saved.clone();
+        without.remove(name).unwrap();
+        let err = load_err(&without);
+        assert!(err.contains(WEIGHTS_FILE) && err.contains(name), "{err}");
+        let mut reshaped = saved.clone();
+        let bias = &saved[name];
+        let longer = Tensor::zeros(bias.dims1().unwrap() + 1, DType::F32, &Device::Cpu).unwrap();
+        reshaped.insert(name.to_string(), longer);
+        let err = load_err(&reshaped);
+        assert!(
+            err.contains(WEIGHTS_FILE) && err.contains("shape mismatch"),
+            "{err}"
+        );
+        // Put back whole, it loads and predicts as before.
+        candle_core::safetensors::save(&saved, &wpath).unwrap();
+        let back = FinetuneModel::load(dir.path()).unwrap();
+        let p = model.predict_proba(&texts).unwrap();
+        assert_eq!(back.predict_proba(&texts).unwrap(), p);
     }
 }
