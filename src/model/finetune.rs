@@ -365,15 +365,14 @@ impl FinetuneModel {
         // at random only to be overwritten (that was half of a one-sentence `predict`).
         let model_file = |e: candle_core::Error| crate::Error::model_file(&wpath, e);
         let saved = candle_core::safetensors::load(&wpath, &Device::Cpu).map_err(model_file)?;
+        let saved_names: std::collections::HashSet<String> = saved.keys().cloned().collect();
         let varmap = VarMap::new();
-        let mut saved_names = std::collections::HashSet::new();
         {
             let mut vars = varmap.data().lock().expect("a new VarMap is not poisoned");
             for (name, t) in saved {
                 let var =
                     candle_core::Var::from_tensor(&t.to_dtype(DType::F32).map_err(model_file)?)
                         .map_err(model_file)?;
-                saved_names.insert(name.clone());
                 vars.insert(name, var);
             }
         }
@@ -547,8 +546,8 @@ pub(crate) mod tests {
         }
     }
 
-    #[test]
-    fn a_config_larger_than_its_weights_is_refused_before_allocating() {
+    /// A model trained one epoch on [`data`], and the directory it was saved to.
+    fn one_epoch_model_saved() -> (FinetuneModel, tempfile::TempDir) {
         let enc = tiny_encoder();
         let (texts, labels) = data();
         let cfg = FinetuneConfig {
@@ -560,6 +559,12 @@ pub(crate) mod tests {
         let model = train(&texts, &labels, &[], &[], &cfg, &mut |_| {}).unwrap();
         let dir = tempfile::tempdir().unwrap();
         model.save(dir.path()).unwrap();
+        (model, dir)
+    }
+
+    #[test]
+    fn a_config_larger_than_its_weights_is_refused_before_allocating() {
+        let (_, dir) = one_epoch_model_saved();
         let cpath = dir.path().join("config.json");
         let mut c: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&cpath).unwrap()).unwrap();
@@ -572,30 +577,16 @@ pub(crate) mod tests {
 
     #[test]
     fn weights_missing_a_tensor_or_of_another_shape_are_refused_naming_the_file() {
-        let enc = tiny_encoder();
-        let (texts, labels) = data();
-        let cfg = FinetuneConfig {
-            encoder: enc.path().to_path_buf(),
-            epochs: 1,
-            batch: 8,
-            ..FinetuneConfig::default()
-        };
-        let model = train(&texts, &labels, &[], &[], &cfg, &mut |_| {}).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        model.save(dir.path()).unwrap();
+        let (model, dir) = one_epoch_model_saved();
+        let (texts, _) = data();
         let wpath = dir.path().join(WEIGHTS_FILE);
         let saved = candle_core::safetensors::load(&wpath, &Device::Cpu).unwrap();
         let load_err = |tensors: &std::collections::HashMap<String, Tensor>| {
             candle_core::safetensors::save(tensors, &wpath).unwrap();
-            let err = FinetuneModel::load(dir.path()).err().unwrap();
-            // The message with its causes, as the CLI prints it.
-            let mut text = err.to_string();
-            let mut cause = std::error::Error::source(&err);
-            while let Some(c) = cause {
-                text += &format!(": {c}");
-                cause = c.source();
-            }
-            text
+            FinetuneModel::load(dir.path())
+                .err()
+                .unwrap()
+                .full_message()
         };
         let name = "encoder.layer.0.attention.output.dense.bias";
         let mut without = saved.clone();

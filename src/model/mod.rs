@@ -75,19 +75,18 @@ pub fn tune_allocator() {
 /// first candle op creates the pool; a variable already in the environment wins.
 pub fn tune_candle_threads() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    for (var, value) in candle_thread_settings(cores) {
-        if std::env::var_os(var).is_none() {
-            std::env::set_var(var, value);
-        }
+    let (var, value) = candle_thread_setting(cores);
+    if std::env::var_os(var).is_none() {
+        std::env::set_var(var, value);
     }
 }
 
-/// The variables [`tune_candle_threads`] sets (where the environment has none) on `cores` cores.
-fn candle_thread_settings(cores: usize) -> [(&'static str, &'static str); 1] {
+/// The variable [`tune_candle_threads`] sets (where the environment has none) on `cores` cores.
+fn candle_thread_setting(cores: usize) -> (&'static str, &'static str) {
     if cores <= 2 {
-        [("CANDLE_NUM_THREADS", "1")]
+        ("CANDLE_NUM_THREADS", "1")
     } else {
-        [("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0")]
+        ("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0")
     }
 }
 
@@ -114,16 +113,16 @@ pub(crate) fn keep_large_buffers() {
 
 #[cfg(test)]
 mod tests {
-    use super::candle_thread_settings;
+    use super::candle_thread_setting;
 
     #[test]
     fn candle_gets_no_worker_on_two_cores_and_parked_workers_on_more() {
         for cores in [1, 2] {
-            assert_eq!(candle_thread_settings(cores), [("CANDLE_NUM_THREADS", "1")]);
+            assert_eq!(candle_thread_setting(cores), ("CANDLE_NUM_THREADS", "1"));
         }
         for cores in [3, 64] {
-            let want = [("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0")];
-            assert_eq!(candle_thread_settings(cores), want);
+            let want = ("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0");
+            assert_eq!(candle_thread_setting(cores), want);
         }
     }
 }
