@@ -362,8 +362,10 @@ impl Predictions {
                     v["knowledge"] = serde_json::json!(s.knowledge);
                     v["neighbours"] = serde_json::to_value(&s.neighbours).unwrap_or_default();
                     if let Some(c) = &s.context {
-                        let (before, after) = crate::model::sample::split_context(c);
-                        v["context"] = serde_json::json!({"before": before, "after": after});
+                        v["context"] = serde_json::json!({
+                            "before": c.before_text(),
+                            "after": c.after_text(),
+                        });
                     }
                 }
                 v

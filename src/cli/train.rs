@@ -193,6 +193,11 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N", help_heading = "Linear")]
     context_char_ngrams: Option<usize>,
 
+    /// Linear: weight of the context-score block, a text-only model's probabilities for the
+    /// context sentences (held out for training texts), 0 = none [default: 0.5].
+    #[arg(long, value_name = "X", help_heading = "Linear")]
+    context_scores: Option<f64>,
+
     /// Frozen: hidden units of the head (0 = logistic regression on the embeddings).
     #[arg(long, help_heading = "Frozen")]
     hidden: Option<usize>,
@@ -355,6 +360,9 @@ fn train_config(a: &TrainArgs, store: &Store) -> anyhow::Result<TrainConfig> {
     }
     if let Some(n) = a.context_char_ngrams {
         linear.context_char_ngram_max = n;
+    }
+    if let Some(x) = a.context_scores {
+        linear.context_scores = x;
     }
     for h in &mut linear.heads {
         if let Some(c) = a.c {
@@ -781,16 +789,9 @@ pub fn run_predict(a: PredictArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 );
             }
             if let Some(c) = &s.context {
-                let (before, after) = emoknow::model::sample::split_context(c);
-                let none = |s: &str| {
-                    if s.is_empty() {
-                        "(none)".to_string()
-                    } else {
-                        s.to_string()
-                    }
-                };
-                println!("  context before: {}", none(before));
-                println!("  context after:  {}", none(after));
+                let none = |s: String| if s.is_empty() { "(none)".to_string() } else { s };
+                println!("  context before: {}", none(c.before_text()));
+                println!("  context after:  {}", none(c.after_text()));
             }
             for n in &s.neighbours {
                 let text = store.example(n.id)?.map(|e| e.text).unwrap_or_default();

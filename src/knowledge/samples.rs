@@ -11,7 +11,7 @@ use crate::error::{Error, Result, SourceRole};
 use crate::labels::LabelSet;
 use crate::model::classifier::Model;
 use crate::model::sample::{
-    render_context, AttachSpec, ContextVectors, KnowledgeMode, Needs, Sample,
+    AttachSpec, Context, ContextVectors, KnowledgeMode, Needs, Sample,
 };
 use crate::neighbours::{stored_spec, Embedder, Retriever};
 use crate::spec::{EncoderInfo, ExampleId, Neighbour, NeighbourSpec};
@@ -151,19 +151,19 @@ pub fn batch_context_indices(
     out
 }
 
-/// The rendered context ([`render_context`]) of each text of a batch: the `w` texts on each
+/// The context ([`Context`]) of each text of a batch: the `w` texts on each
 /// side in its document (see [`batch_context_indices`]).
 pub fn batch_contexts(
     texts: &[String],
     places: Option<&[Option<TextPlace>]>,
     w: usize,
-) -> Vec<String> {
+) -> Vec<Context> {
     batch_context_indices(texts.len(), places, w)
         .into_iter()
         .map(|(before, after)| {
             let side =
                 |ix: &[usize]| -> Vec<&str> { ix.iter().map(|&i| texts[i].as_str()).collect() };
-            render_context(&side(&before), &side(&after))
+            Context::new(&side(&before), &side(&after))
         })
         .collect()
 }
@@ -392,7 +392,7 @@ impl<'s> SampleBuilder<'s> {
             let docs = self.documents()?;
             for s in &mut out {
                 let (before, after) = docs.context(s.id, spec.context);
-                s.context = Some(render_context(
+                s.context = Some(Context::new(
                     &texts_of_part(before),
                     &texts_of_part(after),
                 ));
@@ -718,14 +718,14 @@ mod tests {
             at("x", Some(1)),
         ];
         let c = batch_contexts(&texts, Some(&places), 1);
-        assert_eq!(c[0], render_context(&["e"], &[]));
-        assert_eq!(c[2], render_context(&[], &["e"]));
-        assert_eq!(c[4], render_context(&["c"], &["a"]));
-        assert_eq!(c[1], render_context(&[], &[]));
-        assert_eq!(c[3], render_context(&[], &[]));
+        assert_eq!(c[0], Context::new(&["e"], &[]));
+        assert_eq!(c[2], Context::new(&[], &["e"]));
+        assert_eq!(c[4], Context::new(&["c"], &["a"]));
+        assert_eq!(c[1], Context::new(&[], &[]));
+        assert_eq!(c[3], Context::new(&[], &[]));
         assert!(batch_contexts(&texts, None, 2)
             .iter()
-            .all(|c| c == &render_context(&[], &[])));
+            .all(|c| c == &Context::new(&[], &[])));
     }
 
     #[test]

@@ -182,10 +182,9 @@ pub struct Sample {
     pub neighbours: Vec<Neighbour>,
     /// Rationale and rendered neighbour labels as one string (empty when none).
     pub knowledge: String,
-    /// The surrounding sentences of its document when the spec attaches context: the ones
-    /// before it, [`CONTEXT_MARK`], the ones after it (`None`: no context attached; a
-    /// sentence alone has `Some` of just the mark).
-    pub context: Option<String>,
+    /// The surrounding sentences of its document when the spec attaches context (`None`: no
+    /// context attached; a sentence alone has `Some` of two empty sides).
+    pub context: Option<Context>,
     /// Gold labels (empty when unknown).
     pub labels: LabelSet,
     /// The text's vector (when the model needs vectors).
@@ -196,6 +195,44 @@ pub struct Sample {
     /// The context sentences' vectors, pooled per side (when the model needs vectors and
     /// attaches context).
     pub context_vectors: Option<ContextVectors>,
+}
+
+/// A sample's document context: the sentences before it and after it, each side in document
+/// order (the nearest sentence before is the last of `before`, the nearest after the first of
+/// `after`). Text only: a context never carries labels.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Context {
+    /// The sentences before, in document order.
+    pub before: Vec<String>,
+    /// The sentences after, in document order.
+    pub after: Vec<String>,
+}
+
+impl Context {
+    /// A context of the given sides (each in document order).
+    pub fn new(before: &[&str], after: &[&str]) -> Context {
+        let own = |side: &[&str]| side.iter().map(|s| s.to_string()).collect();
+        Context {
+            before: own(before),
+            after: own(after),
+        }
+    }
+
+    /// The sentences before, joined by a space.
+    pub fn before_text(&self) -> String {
+        self.before.join(" ")
+    }
+
+    /// The sentences after, joined by a space.
+    pub fn after_text(&self) -> String {
+        self.after.join(" ")
+    }
+
+    /// Both sides as one string: the sentences before, [`CONTEXT_MARK`], the sentences after
+    /// (what a training run's fingerprint hashes).
+    pub fn render(&self) -> String {
+        format!("{}{CONTEXT_MARK}{}", self.before_text(), self.after_text())
+    }
 }
 
 /// The vectors of a sample's context sentences, pooled per side: each side's weighted mean
@@ -322,28 +359,12 @@ impl Sample {
     pub fn paired(&self) -> String {
         let mut s = self.joined();
         if let Some(c) = &self.context {
-            let (before, after) = split_context(c);
-            for side in [before, after] {
+            for side in [c.before_text(), c.after_text()] {
                 s.push_str(SEP);
-                s.push_str(side);
+                s.push_str(&side);
             }
         }
         s
-    }
-}
-
-/// Renders a context: the sentences before, [`CONTEXT_MARK`], the sentences after (each side
-/// joined by a space).
-pub fn render_context(before: &[&str], after: &[&str]) -> String {
-    format!("{}{CONTEXT_MARK}{}", before.join(" "), after.join(" "))
-}
-
-/// The two sides of a context [`render_context`] rendered (all of it before the mark when
-/// there is none).
-pub fn split_context(context: &str) -> (&str, &str) {
-    match context.split_once(CONTEXT_MARK.trim()) {
-        Some((b, a)) => (b.trim(), a.trim()),
-        None => (context.trim(), ""),
     }
 }
 
@@ -457,14 +478,14 @@ mod tests {
         let mut s = Sample {
             text: "文".into(),
             knowledge: "甲".into(),
-            context: Some(render_context(&["前 一", "前 二"], &["后"])),
+            context: Some(Context::new(&["前 一", "前 二"], &["后"])),
             ..Sample::default()
         };
         assert_eq!(s.paired(), "文 [SEP] 甲 [SEP] 前 一 前 二 [SEP] 后");
         s.knowledge.clear();
-        s.context = Some(render_context(&[], &["后"]));
+        s.context = Some(Context::new(&[], &["后"]));
         assert_eq!(s.paired(), "文 [SEP]  [SEP] 后");
-        s.context = Some(render_context(&[], &[]));
+        s.context = Some(Context::default());
         assert_eq!(s.paired(), "文 [SEP]  [SEP] ");
     }
 }

@@ -26,7 +26,7 @@ use crate::model::finetune::{FinetuneConfig, FinetuneModel};
 use crate::model::linear::{LinearConfig, LinearModel};
 use crate::model::mlp::{Features, Mlp, MlpConfig};
 use crate::model::modeldir::FileSum;
-use crate::model::sample::{knn_vote, AttachSpec, KnowledgeMode, Needs, Probs, Sample};
+use crate::model::sample::{knn_vote, AttachSpec, Context, KnowledgeMode, Needs, Probs, Sample};
 use crate::model::thresholds::{Objective, Thresholds};
 use crate::spec::{EncoderInfo, NeighbourBy, NeighbourSpec};
 use serde::{Deserialize, Serialize};
@@ -240,13 +240,13 @@ fn paired_texts(samples: &[Sample]) -> Vec<String> {
 }
 
 /// The samples' contexts, when every sample carries one (a model trained with context).
-fn contexts_of(samples: &[Sample]) -> Option<Vec<&str>> {
-    samples.iter().map(|s| s.context.as_deref()).collect()
+fn contexts_of(samples: &[Sample]) -> Option<Vec<&Context>> {
+    samples.iter().map(|s| s.context.as_ref()).collect()
 }
 
 /// Each sample's context, if any.
-fn sample_contexts(samples: &[Sample]) -> Vec<Option<&str>> {
-    samples.iter().map(|s| s.context.as_deref()).collect()
+fn sample_contexts(samples: &[Sample]) -> Vec<Option<&Context>> {
+    samples.iter().map(|s| s.context.as_ref()).collect()
 }
 
 fn refs(texts: &[String]) -> Vec<&str> {

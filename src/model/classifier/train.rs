@@ -201,7 +201,7 @@ fn hash_samples(samples: &[Sample]) -> String {
         h.update(s.knowledge.as_bytes());
         h.update([0]);
         if let Some(c) = &s.context {
-            h.update(c.as_bytes());
+            h.update(c.render().as_bytes());
             h.update([0]);
         }
     }

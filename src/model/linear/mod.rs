@@ -37,6 +37,7 @@
 
 mod features;
 mod lbfgs;
+mod scores;
 
 use crate::labels::{Emotion, LabelSet, NUM_EMOTIONS};
 use crate::{Error, Result};
@@ -47,8 +48,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
+use crate::model::sample::Context;
 use features::{index_of, Featurizer};
 use lbfgs::{fit_label, sigmoid, Csr, Fit};
+use scores::Scorer;
 
 /// Hyper-parameters of the linear classifier. Serialized with the model.
 ///
@@ -80,6 +83,29 @@ pub struct LinearConfig {
     pub context_word_ngrams: usize,
     /// Longest character n-gram of the context block (from `char_ngram_min`; 0 = none).
     pub context_char_ngram_max: usize,
+    /// Scale of the context-score block (a text-only model's probabilities for the context
+    /// sentences, held out for training texts; see `scores.rs`), when the model is trained
+    /// with contexts; 0 = no such block (models saved before it read as 0).
+    #[serde(default)]
+    pub context_scores: f64,
+    /// Weight of a context sentence at distance d in its side's mean score: this ^ (d - 1).
+    #[serde(default = "default_score_decay")]
+    pub context_score_decay: f64,
+    /// The one head of the text-only models that score the context sentences (chosen on
+    /// validation of unseen documents: the plain head, C = 2, over both heads).
+    #[serde(default = "default_score_head")]
+    pub context_score_head: HeadConfig,
+}
+
+fn default_score_head() -> HeadConfig {
+    HeadConfig {
+        c: 2.0,
+        ..HeadConfig::default()
+    }
+}
+
+fn default_score_decay() -> f64 {
+    DEFAULT_CONTEXT_SCORE_DECAY
 }
 
 /// One set of eight logistic regressions over the shared features.
@@ -138,6 +164,9 @@ impl Default for LinearConfig {
             context_weight: DEFAULT_CONTEXT_WEIGHT,
             context_word_ngrams: 1,
             context_char_ngram_max: 0,
+            context_scores: DEFAULT_CONTEXT_SCORES,
+            context_score_decay: DEFAULT_CONTEXT_SCORE_DECAY,
+            context_score_head: default_score_head(),
         }
     }
 }
@@ -145,6 +174,13 @@ impl Default for LinearConfig {
 /// The context block's weight, chosen on validation rows of unseen documents (the seed split
 /// ingested with validation in runs of 100 rows; see README).
 pub const DEFAULT_CONTEXT_WEIGHT: f64 = 0.6;
+
+/// Weight of the context-score block of a model trained with contexts, chosen on validation
+/// rows of unseen documents (see README). Models saved before the block read as 0.
+pub const DEFAULT_CONTEXT_SCORES: f64 = 0.5;
+
+/// Decay of the context-score block's per-side means (see [`LinearConfig::context_score_decay`]).
+pub const DEFAULT_CONTEXT_SCORE_DECAY: f64 = 0.5;
 
 impl LinearConfig {
     /// The n-gram settings of the context block's featurizer.
@@ -162,6 +198,18 @@ impl LinearConfig {
             return bad(format!(
                 "context_weight must be a number >= 0, got {}",
                 self.context_weight
+            ));
+        }
+        if !(self.context_scores >= 0.0 && self.context_scores.is_finite()) {
+            return bad(format!(
+                "context_scores must be a number >= 0, got {}",
+                self.context_scores
+            ));
+        }
+        if !(self.context_score_decay > 0.0 && self.context_score_decay <= 1.0) {
+            return bad(format!(
+                "context_score_decay must be in (0, 1], got {}",
+                self.context_score_decay
             ));
         }
         if self.word_ngrams == 0 && self.char_ngram_max == 0 {
@@ -198,16 +246,15 @@ impl LinearConfig {
         if self.heads.is_empty() {
             return bad("no heads".into());
         }
-        for (i, h) in self.heads.iter().enumerate() {
+        let named = self.heads.iter().enumerate().map(|(i, h)| (format!("head {i}"), h));
+        let score_head = ("context_score_head".to_string(), &self.context_score_head);
+        for (name, h) in named.chain([score_head]) {
             if !(h.c > 0.0 && h.c.is_finite()) {
-                return bad(format!(
-                    "head {i}: c must be a positive number, got {}",
-                    h.c
-                ));
+                return bad(format!("{name}: c must be a positive number, got {}", h.c));
             }
             if !(h.class_balance >= 0.0 && h.class_balance.is_finite()) {
                 return bad(format!(
-                    "head {i}: class_balance must be >= 0, got {}",
+                    "{name}: class_balance must be >= 0, got {}",
                     h.class_balance
                 ));
             }
@@ -215,7 +262,7 @@ impl LinearConfig {
                 || h.word_weight + h.char_weight <= 0.0
             {
                 return bad(format!(
-                    "head {i}: block weights must be >= 0 and not both 0"
+                    "{name}: block weights must be >= 0 and not both 0"
                 ));
             }
         }
@@ -236,6 +283,13 @@ pub enum LinearProgress {
         char_features: usize,
         /// Context n-gram features kept (0 without contexts).
         context_features: usize,
+    },
+    /// A text-only model of the context-score block is trained (held-out runs, then all).
+    Scorer {
+        /// Models trained so far.
+        done: usize,
+        /// Models in all.
+        total: usize,
     },
     /// One (head, label) regression has converged; they finish in any order.
     Label {
@@ -270,6 +324,11 @@ impl fmt::Display for LinearProgress {
                 }
                 Ok(())
             }
+            LinearProgress::Scorer { done, total } => write!(
+                f,
+                "context scorer: {done}/{total} text-only models trained (held-out scores of \
+                 the training texts, then all)"
+            ),
             LinearProgress::Label {
                 head,
                 label,
@@ -299,6 +358,9 @@ pub struct LinearModel {
     weights_t: Vec<f32>,
     /// `bias[h * 8 + l]`.
     bias: Vec<f32>,
+    /// Scores the context sentences for the context-score block (features after the context
+    /// block's), when trained with contexts and [`LinearConfig::context_scores`] > 0.
+    scorer: Option<Scorer>,
 }
 
 /// Longest word or character n-gram a config may ask for (prediction cost grows with it).
@@ -309,6 +371,8 @@ const VOCAB_FILE: &str = "vocab.json";
 const CONFIG_FILE: &str = "config.json";
 const FORMAT: &str = "emoknow-linear";
 const FORMAT_VERSION: u32 = 1;
+/// The version of models with a context-score block (older builds cannot read them).
+const FORMAT_VERSION_SCORES: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct SavedConfig {
@@ -359,12 +423,13 @@ impl LinearModel {
     }
 
     /// [`LinearModel::train`] with each text's document context (`contexts[i]` for
-    /// `texts[i]`, rendered as [`crate::model::sample::render_context`] does): the model gains
-    /// a context block, and predicting then reads contexts too
-    /// ([`LinearModel::predict_proba_with_context`]). `None` trains a text-only model.
+    /// `texts[i]`; `texts` in document order when [`LinearConfig::context_scores`] > 0): the
+    /// model gains a context block (and a context-score block), and predicting then reads
+    /// contexts too ([`LinearModel::predict_proba_with_context`]). `None` trains a text-only
+    /// model. The context-score block costs six text-only trainings more.
     pub fn train_with_context(
         texts: &[&str],
-        contexts: Option<&[&str]>,
+        contexts: Option<&[&Context]>,
         labels: &[LabelSet],
         cfg: &LinearConfig,
         progress: &mut dyn FnMut(LinearProgress),
@@ -396,6 +461,15 @@ impl LinearModel {
                 cfg.min_df
             )));
         }
+        let scorer = match contexts {
+            Some(_) if cfg.context_scores > 0.0 => Some(Scorer::train(
+                texts,
+                labels,
+                cfg,
+                &mut |done, total| progress(LinearProgress::Scorer { done, total }),
+            )?),
+            _ => None,
+        };
         let ctx_texts: Option<Vec<String>> =
             contexts.map(|c| c.iter().map(|c| context_text(c)).collect());
         let ctx_feat = ctx_texts.as_ref().map(|c| {
@@ -403,17 +477,26 @@ impl LinearModel {
             Featurizer::fit(&refs, &cfg.context_features())
         });
         let n_text = feat.n_features();
-        let n_all = n_text + ctx_feat.as_ref().map_or(0, Featurizer::n_features);
+        let n_ctx = n_text + ctx_feat.as_ref().map_or(0, Featurizer::n_features);
+        let n_all = n_ctx + scorer.as_ref().map_or(0, |_| scores::WIDTH);
+        let score_rows = match (&scorer, contexts) {
+            (Some(s), Some(c)) => s.features_of(c, cfg.context_score_decay, cfg.context_scores),
+            _ => Vec::new(),
+        };
         let rows: Vec<(Vec<u32>, Vec<f32>)> = (0..texts.len())
             .into_par_iter()
             .map(|i| {
-                row(
+                let (mut ids, mut vals) = row(
                     &feat,
                     ctx_feat.as_ref(),
                     cfg.context_weight,
                     texts[i],
                     ctx_texts.as_ref().map(|c| c[i].as_str()),
-                )
+                );
+                if let Some(block) = score_rows.get(i) {
+                    push_scores(&mut ids, &mut vals, n_ctx, block);
+                }
+                (ids, vals)
             })
             .collect();
         let x = Csr::from_rows(rows, n_all);
@@ -480,6 +563,7 @@ impl LinearModel {
             heads,
             weights_t,
             bias,
+            scorer,
         })
     }
 
@@ -488,8 +572,13 @@ impl LinearModel {
         &self.cfg
     }
 
-    /// Number of features (word + character n-grams, and the context block's).
+    /// Number of features (word + character n-grams, and the context blocks').
     pub fn n_features(&self) -> usize {
+        self.n_ngram_features() + self.scorer.as_ref().map_or(0, |_| scores::WIDTH)
+    }
+
+    /// The n-gram features: the text's and the context block's.
+    fn n_ngram_features(&self) -> usize {
         self.feat.n_features() + self.ctx_feat.as_ref().map_or(0, Featurizer::n_features)
     }
 
@@ -505,16 +594,25 @@ impl LinearModel {
     }
 
     /// Mean over heads of the per-label probabilities of one text (and its context).
-    fn proba(&self, text: &str, context: Option<&str>) -> [f32; NUM_EMOTIONS] {
+    fn proba(&self, text: &str, context: Option<&Context>) -> [f32; NUM_EMOTIONS] {
         let k = self.heads * NUM_EMOTIONS;
         let ctx = context.map(context_text);
-        let (ids, vals) = row(
+        let (mut ids, mut vals) = row(
             &self.feat,
             self.ctx_feat.as_ref(),
             self.cfg.context_weight,
             text,
             ctx.as_deref(),
         );
+        if let Some(s) = &self.scorer {
+            let none = Context::default();
+            let block = s.features(
+                context.unwrap_or(&none),
+                self.cfg.context_score_decay,
+                self.cfg.context_scores,
+            );
+            push_scores(&mut ids, &mut vals, self.n_ngram_features(), &block);
+        }
         let mut z: Vec<f64> = self.bias.iter().map(|&b| b as f64).collect();
         for (&j, &v) in ids.iter().zip(&vals) {
             let w = &self.weights_t[j as usize * k..(j as usize + 1) * k];
@@ -543,7 +641,7 @@ impl LinearModel {
     pub fn predict_proba_with_context(
         &self,
         texts: &[&str],
-        contexts: &[Option<&str>],
+        contexts: &[Option<&Context>],
     ) -> Vec<[f32; NUM_EMOTIONS]> {
         (0..texts.len())
             .into_par_iter()
@@ -580,13 +678,20 @@ impl LinearModel {
         if let Some(c) = &self.ctx_feat {
             idf.extend_from_slice(&c.idf);
         }
-        tensors.insert("idf", Tensor::from_vec(idf, d, &dev)?);
+        tensors.insert("idf", Tensor::from_vec(idf, self.n_ngram_features(), &dev)?);
         let wpath = dir.join(WEIGHTS_FILE);
         candle_core::safetensors::save(&tensors, &wpath)
             .map_err(|e| Error::model_file(&wpath, e))?;
+        if let Some(s) = &self.scorer {
+            s.save(dir)?;
+        }
         let cfg = SavedConfig {
             format: FORMAT.into(),
-            version: FORMAT_VERSION,
+            version: if self.scorer.is_some() {
+                FORMAT_VERSION_SCORES
+            } else {
+                FORMAT_VERSION
+            },
             config: self.cfg.clone(),
             word_features: self.feat.word_terms.len(),
             char_features: self.feat.char_terms.len(),
@@ -619,9 +724,12 @@ impl LinearModel {
     pub fn load(dir: &Path) -> Result<LinearModel> {
         let cpath = dir.join(CONFIG_FILE);
         let saved: SavedConfig = read_json(&cpath)?;
-        if saved.format != FORMAT || saved.version != FORMAT_VERSION {
+        if saved.format != FORMAT
+            || !(saved.version == FORMAT_VERSION || saved.version == FORMAT_VERSION_SCORES)
+        {
             return Err(Error::Model(format!(
-                "{}: format {:?} version {}, expected {FORMAT:?} version {FORMAT_VERSION}",
+                "{}: format {:?} version {}, expected {FORMAT:?} version {FORMAT_VERSION} or \
+                 {FORMAT_VERSION_SCORES} (a model written by a newer emoknow?)",
                 cpath.display(),
                 saved.format,
                 saved.version
@@ -653,7 +761,19 @@ impl LinearModel {
         }
         let n_text = vocab.words.len() + vocab.chars.len();
         let n_ctx = vocab.context_words.len() + vocab.context_chars.len();
-        let d = n_text + n_ctx;
+        // The context-score block: in models of version 2 with a context block.
+        let scorer = if saved.version == FORMAT_VERSION_SCORES {
+            if n_ctx == 0 || saved.config.context_scores <= 0.0 {
+                return Err(Error::Model(format!(
+                    "{}: version {FORMAT_VERSION_SCORES} without a context block or context_scores",
+                    cpath.display()
+                )));
+            }
+            Some(Scorer::load(dir)?)
+        } else {
+            None
+        };
+        let d = n_text + n_ctx + scorer.as_ref().map_or(0, |_| scores::WIDTH);
         let heads = saved.config.heads.len();
         let k = heads * NUM_EMOTIONS;
         let wpath = dir.join(WEIGHTS_FILE);
@@ -682,7 +802,7 @@ impl LinearModel {
         };
         let weight = get("weight", &[heads, NUM_EMOTIONS, d])?;
         let bias = get("bias", &[heads, NUM_EMOTIONS])?;
-        let idf = get("idf", &[d])?;
+        let idf = get("idf", &[n_text + n_ctx])?;
         let mut weights_t = vec![0.0f32; d * k];
         for i in 0..k {
             for j in 0..d {
@@ -716,14 +836,24 @@ impl LinearModel {
             heads,
             weights_t,
             bias,
+            scorer,
         })
     }
 }
 
-/// The text a context block featurizes: both sides of a rendered context, without the mark.
-fn context_text(context: &str) -> String {
-    let (before, after) = crate::model::sample::split_context(context);
-    format!("{before} {after}")
+/// The text a context block featurizes: both sides of a context.
+fn context_text(context: &Context) -> String {
+    format!("{} {}", context.before_text(), context.after_text())
+}
+
+/// Appends a context-score block to a sparse row, at feature `offset` on.
+fn push_scores(ids: &mut Vec<u32>, vals: &mut Vec<f32>, offset: usize, block: &[f32]) {
+    for (j, &v) in block.iter().enumerate() {
+        if v != 0.0 {
+            ids.push((offset + j) as u32);
+            vals.push(v);
+        }
+    }
 }
 
 /// The sparse feature row of a text and (with a context block) its context text: text
@@ -763,7 +893,7 @@ mod tests {
 
     /// A synthetic corpus: each label has two cue words and a cue character; sentences carry
     /// one or two labels plus filler words drawn with a fixed-seed LCG.
-    fn synthetic(n: usize, seed: u64) -> (Vec<String>, Vec<LabelSet>) {
+    pub(super) fn synthetic(n: usize, seed: u64) -> (Vec<String>, Vec<LabelSet>) {
         const CUES: [[&str; 2]; NUM_EMOTIONS] = [
             ["喜欢", "可爱"],
             ["开心", "高兴"],
@@ -877,10 +1007,10 @@ mod tests {
         let (texts, labels) = synthetic(200, 6);
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         // Each text's context is the text before it.
-        let ctx: Vec<String> = (0..refs.len())
-            .map(|i| crate::model::sample::render_context(&refs[i.saturating_sub(1)..i], &[]))
+        let ctx: Vec<Context> = (0..refs.len())
+            .map(|i| Context::new(&refs[i.saturating_sub(1)..i], &[]))
             .collect();
-        let ctx_refs: Vec<&str> = ctx.iter().map(String::as_str).collect();
+        let ctx_refs: Vec<&Context> = ctx.iter().collect();
         let model = LinearModel::train_with_context(
             &refs,
             Some(&ctx_refs),
@@ -893,7 +1023,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         model.save(dir.path()).unwrap();
         let loaded = LinearModel::load(dir.path()).unwrap();
-        let some: Vec<Option<&str>> = ctx_refs.iter().map(|c| Some(*c)).collect();
+        let some: Vec<Option<&Context>> = ctx_refs.iter().map(|c| Some(*c)).collect();
         let with = model.predict_proba_with_context(&refs, &some);
         assert_eq!(loaded.predict_proba_with_context(&refs, &some), with);
         assert_ne!(model.predict_proba(&refs), with);
@@ -904,6 +1034,70 @@ mod tests {
             plain.predict_proba_with_context(&refs, &some),
             plain.predict_proba(&refs)
         );
+    }
+
+    #[test]
+    fn context_scores_add_their_block_save_and_reload_identically() {
+        let (texts, labels) = synthetic(200, 8);
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let ctx: Vec<Context> = (0..refs.len())
+            .map(|i| Context::new(&refs[i.saturating_sub(2)..i], &refs[(i + 1).min(200)..(i + 3).min(200)]))
+            .collect();
+        let ctx_refs: Vec<&Context> = ctx.iter().collect();
+        let train = |context_scores: f64| {
+            let cfg = LinearConfig {
+                context_scores,
+                ..small_cfg()
+            };
+            let mut events = Vec::new();
+            let m = LinearModel::train_with_context(&refs, Some(&ctx_refs), &labels, &cfg, &mut |e| {
+                events.push(e)
+            })
+            .unwrap();
+            (m, events)
+        };
+        let (scored, events) = train(0.5);
+        let (plain, plain_events) = train(0.0);
+        assert_eq!(scored.n_features(), plain.n_features() + scores::WIDTH);
+        let scorer_events = |ev: &[LinearProgress]| {
+            ev.iter()
+                .filter(|e| matches!(e, LinearProgress::Scorer { .. }))
+                .count()
+        };
+        assert_eq!(scorer_events(&events), scores::FOLDS + 2);
+        assert_eq!(scorer_events(&plain_events), 0);
+        let some: Vec<Option<&Context>> = ctx_refs.iter().map(|c| Some(*c)).collect();
+        let with = scored.predict_proba_with_context(&refs, &some);
+        assert_ne!(with, plain.predict_proba_with_context(&refs, &some));
+
+        let dir = tempfile::tempdir().unwrap();
+        scored.save(dir.path()).unwrap();
+        let saved: SavedConfig = read_json(&dir.path().join(CONFIG_FILE)).unwrap();
+        assert_eq!(saved.version, FORMAT_VERSION_SCORES);
+        let loaded = LinearModel::load(dir.path()).unwrap();
+        assert_eq!(loaded.config(), scored.config());
+        assert_eq!(loaded.predict_proba_with_context(&refs, &some), with);
+        // A sentence alone: both sides of the block are zeros, still the same after reload.
+        assert_eq!(loaded.predict_proba(&refs[..5]), scored.predict_proba(&refs[..5]));
+
+        // Without the block the model keeps version 1, which older builds read.
+        let plain_dir = tempfile::tempdir().unwrap();
+        plain.save(plain_dir.path()).unwrap();
+        let saved: SavedConfig = read_json(&plain_dir.path().join(CONFIG_FILE)).unwrap();
+        assert_eq!(saved.version, FORMAT_VERSION);
+
+        // A config written before the block existed reads as no block.
+        let mut old = serde_json::to_value(plain.config()).unwrap();
+        for k in ["context_scores", "context_score_decay", "context_score_head"] {
+            old.as_object_mut().unwrap().remove(k);
+        }
+        let old: LinearConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(old.context_scores, 0.0);
+
+        // The held-out scores are part of the model: without them it does not load.
+        std::fs::remove_file(dir.path().join("held_out_scores.safetensors")).unwrap();
+        let err = LinearModel::load(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("held_out_scores.safetensors"), "{err}");
     }
 
     #[test]
