@@ -188,13 +188,17 @@ fn reseal(b: &[u8]) -> Vec<u8> {
     [body, &json, &(json.len() as u32).to_le_bytes(), &b[n - 4..]].concat()
 }
 
-/// Overwrites four runs of 256 bytes of every `.term` file with random bytes, leaving the
-/// footer alone (the file still looks whole); with `reseal`, fixes the footer's checksum too.
+/// Overwrites four runs of 256 bytes of every `.term` file's body with random bytes, leaving
+/// the footer alone (the file still looks whole); with `reseal`, fixes the footer's checksum too.
 fn scramble_term_files(env: &TestEnv, reseal_checksum: bool) {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for p in segment_files(env, "term") {
         let mut b = std::fs::read(&p).unwrap();
-        let body = b.len() - 64;
+        // The footer (its JSON, the JSON's length as u32, a magic u32) stays whole: its JSON's
+        // length varies with the file, so the damage ends where it begins.
+        let n = b.len();
+        let footer = u32::from_le_bytes(b[n - 8..n - 4].try_into().unwrap()) as usize + 8;
+        let body = n - footer;
         for _ in 0..4 {
             let start = (rng.next() as usize) % (body - 256);
             for x in &mut b[start..start + 256] {
