@@ -77,7 +77,9 @@ pub enum PosWeight {
 /// context gives the model the text of the --context sentences before and after each example
 /// in its document (`ingest --doc-column`, JSONL `doc`; a file without document ids is one
 /// document in row order), whatever their split: text only, never their labels. all is
-/// rationale + neighbours, + context for linear. Linear reads the context's words; frozen
+/// rationale + neighbours, + context for linear. Linear reads the context's words and what a
+/// text-only model says of each context sentence (--context-scores; a training sentence is
+/// scored by a model that never saw its label); frozen
 /// the context sentences' stored vectors, pooled (--context-pool, --context-decay); finetune
 /// the sentence pair `text [SEP] before [SEP] after` (raise --max-len to make room: each
 /// sentence of context adds ~28 tokens, and the time of a step grows with them); an

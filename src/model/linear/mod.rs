@@ -8,7 +8,9 @@
 //! - with a document context (the surrounding sentences, [`crate::model::sample::Sample::context`]),
 //!   a context block: the same word and character n-grams of the context text (sentences
 //!   before and after together), with its own vocabulary fit on the training contexts, each
-//!   sub-block L2-normalized on its own and scaled by [`LinearConfig::context_weight`].
+//!   sub-block L2-normalized on its own and scaled by [`LinearConfig::context_weight`];
+//! - with a document context and [`LinearConfig::context_scores`] > 0, a context-score block:
+//!   a text-only model's probabilities for the context sentences, per side (`scores.rs`).
 //!
 //! Each block uses sublinear term frequency (1 + ln tf), smoothed idf
 //! (ln((1 + n) / (1 + df)) + 1, as scikit-learn) and is L2-normalized on its own. Input text is
@@ -33,7 +35,9 @@
 //! - `features`: tokenizing and the TF-IDF featurizer (word and character n-grams, term
 //!   statistics, idf);
 //! - `lbfgs`: the sparse CSR matrix, the logistic-regression problem, its L-BFGS fit and the
-//!   naive-Bayes ratios.
+//!   naive-Bayes ratios;
+//! - `scores`: the context-score block's scorer (held-out and full text-only models, saving
+//!   and loading them).
 
 mod features;
 mod lbfgs;
@@ -426,7 +430,7 @@ impl LinearModel {
     /// `texts[i]`; `texts` in document order when [`LinearConfig::context_scores`] > 0): the
     /// model gains a context block (and a context-score block), and predicting then reads
     /// contexts too ([`LinearModel::predict_proba_with_context`]). `None` trains a text-only
-    /// model. The context-score block costs six text-only trainings more.
+    /// model. The context-score block costs six single-head text-only trainings more.
     pub fn train_with_context(
         texts: &[&str],
         contexts: Option<&[&Context]>,
@@ -477,8 +481,8 @@ impl LinearModel {
             Featurizer::fit(&refs, &cfg.context_features())
         });
         let n_text = feat.n_features();
-        let n_ctx = n_text + ctx_feat.as_ref().map_or(0, Featurizer::n_features);
-        let n_all = n_ctx + scorer.as_ref().map_or(0, |_| scores::WIDTH);
+        let n_ngrams = n_text + ctx_feat.as_ref().map_or(0, Featurizer::n_features);
+        let n_all = n_ngrams + scorer.as_ref().map_or(0, |_| scores::WIDTH);
         let score_rows = match (&scorer, contexts) {
             (Some(s), Some(c)) => s.features_of(c, cfg.context_score_decay, cfg.context_scores),
             _ => Vec::new(),
@@ -494,7 +498,7 @@ impl LinearModel {
                     ctx_texts.as_ref().map(|c| c[i].as_str()),
                 );
                 if let Some(block) = score_rows.get(i) {
-                    push_scores(&mut ids, &mut vals, n_ctx, block);
+                    push_scores(&mut ids, &mut vals, n_ngrams, block);
                 }
                 (ids, vals)
             })
