@@ -791,7 +791,13 @@ pub fn run_predict(a: PredictArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 );
             }
             if let Some(c) = &s.context {
-                let none = |s: String| if s.is_empty() { "(none)".to_string() } else { s };
+                let none = |s: String| {
+                    if s.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        s
+                    }
+                };
                 println!("  context before: {}", none(c.before_text()));
                 println!("  context after:  {}", none(c.after_text()));
             }

@@ -10,9 +10,7 @@ use crate::corpus::Split;
 use crate::error::{Error, Result, SourceRole};
 use crate::labels::LabelSet;
 use crate::model::classifier::Model;
-use crate::model::sample::{
-    AttachSpec, Context, ContextVectors, KnowledgeMode, Needs, Sample,
-};
+use crate::model::sample::{AttachSpec, Context, ContextVectors, KnowledgeMode, Needs, Sample};
 use crate::neighbours::{stored_spec, Embedder, Retriever};
 use crate::spec::{EncoderInfo, ExampleId, Neighbour, NeighbourSpec};
 use crate::store::records::{Example, Knowledge, KnowledgeKind};
@@ -392,10 +390,7 @@ impl<'s> SampleBuilder<'s> {
             let docs = self.documents()?;
             for s in &mut out {
                 let (before, after) = docs.context(s.id, spec.context);
-                s.context = Some(Context::new(
-                    &texts_of_part(before),
-                    &texts_of_part(after),
-                ));
+                s.context = Some(Context::new(&texts_of_part(before), &texts_of_part(after)));
             }
         }
         if let Some(r) = &needs.retrieve {

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 /// Separator between a sentence and its knowledge.
 pub const SEP: &str = " [SEP] ";
 
-/// Where the sentence itself stands in a rendered context ([`Sample::context`]): the
+/// Where the sentence itself stands in a rendered context ([`Context::render`]): the
 /// sentences before it, this marker, the sentences after it.
 pub const CONTEXT_MARK: &str = " [CTX] ";
 

@@ -250,7 +250,11 @@ impl LinearConfig {
         if self.heads.is_empty() {
             return bad("no heads".into());
         }
-        let named = self.heads.iter().enumerate().map(|(i, h)| (format!("head {i}"), h));
+        let named = self
+            .heads
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (format!("head {i}"), h));
         let score_head = ("context_score_head".to_string(), &self.context_score_head);
         for (name, h) in named.chain([score_head]) {
             if !(h.c > 0.0 && h.c.is_finite()) {
@@ -265,9 +269,7 @@ impl LinearConfig {
             if !(h.word_weight >= 0.0 && h.char_weight >= 0.0)
                 || h.word_weight + h.char_weight <= 0.0
             {
-                return bad(format!(
-                    "{name}: block weights must be >= 0 and not both 0"
-                ));
+                return bad(format!("{name}: block weights must be >= 0 and not both 0"));
             }
         }
         Ok(())
@@ -466,12 +468,11 @@ impl LinearModel {
             )));
         }
         let scorer = match contexts {
-            Some(_) if cfg.context_scores > 0.0 => Some(Scorer::train(
-                texts,
-                labels,
-                cfg,
-                &mut |done, total| progress(LinearProgress::Scorer { done, total }),
-            )?),
+            Some(_) if cfg.context_scores > 0.0 => {
+                Some(Scorer::train(texts, labels, cfg, &mut |done, total| {
+                    progress(LinearProgress::Scorer { done, total })
+                })?)
+            }
             _ => None,
         };
         let ctx_texts: Option<Vec<String>> =
@@ -1045,7 +1046,12 @@ mod tests {
         let (texts, labels) = synthetic(200, 8);
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let ctx: Vec<Context> = (0..refs.len())
-            .map(|i| Context::new(&refs[i.saturating_sub(2)..i], &refs[(i + 1).min(200)..(i + 3).min(200)]))
+            .map(|i| {
+                Context::new(
+                    &refs[i.saturating_sub(2)..i],
+                    &refs[(i + 1).min(200)..(i + 3).min(200)],
+                )
+            })
             .collect();
         let ctx_refs: Vec<&Context> = ctx.iter().collect();
         let train = |context_scores: f64| {
@@ -1054,10 +1060,11 @@ mod tests {
                 ..small_cfg()
             };
             let mut events = Vec::new();
-            let m = LinearModel::train_with_context(&refs, Some(&ctx_refs), &labels, &cfg, &mut |e| {
-                events.push(e)
-            })
-            .unwrap();
+            let m =
+                LinearModel::train_with_context(&refs, Some(&ctx_refs), &labels, &cfg, &mut |e| {
+                    events.push(e)
+                })
+                .unwrap();
             (m, events)
         };
         let (scored, events) = train(0.5);
@@ -1082,7 +1089,10 @@ mod tests {
         assert_eq!(loaded.config(), scored.config());
         assert_eq!(loaded.predict_proba_with_context(&refs, &some), with);
         // A sentence alone: both sides of the block are zeros, still the same after reload.
-        assert_eq!(loaded.predict_proba(&refs[..5]), scored.predict_proba(&refs[..5]));
+        assert_eq!(
+            loaded.predict_proba(&refs[..5]),
+            scored.predict_proba(&refs[..5])
+        );
 
         // Without the block the model keeps version 1, which older builds read.
         let plain_dir = tempfile::tempdir().unwrap();
@@ -1092,7 +1102,11 @@ mod tests {
 
         // A config written before the block existed reads as no block.
         let mut old = serde_json::to_value(plain.config()).unwrap();
-        for k in ["context_scores", "context_score_decay", "context_score_head"] {
+        for k in [
+            "context_scores",
+            "context_score_decay",
+            "context_score_head",
+        ] {
             old.as_object_mut().unwrap().remove(k);
         }
         let old: LinearConfig = serde_json::from_value(old).unwrap();
@@ -1101,7 +1115,10 @@ mod tests {
         // The held-out scores are part of the model: without them it does not load.
         std::fs::remove_file(dir.path().join("held_out_scores.safetensors")).unwrap();
         let err = LinearModel::load(dir.path()).unwrap_err();
-        assert!(err.to_string().contains("held_out_scores.safetensors"), "{err}");
+        assert!(
+            err.to_string().contains("held_out_scores.safetensors"),
+            "{err}"
+        );
     }
 
     #[test]

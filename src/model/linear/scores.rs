@@ -162,7 +162,10 @@ impl Scorer {
             .iter()
             .flat_map(|(k, _)| [**k as u32, (**k >> 32) as u32])
             .collect();
-        let scores: Vec<f32> = entries.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+        let scores: Vec<f32> = entries
+            .iter()
+            .flat_map(|(_, p)| p.iter().copied())
+            .collect();
         let dev = Device::Cpu;
         let mut tensors = HashMap::new();
         tensors.insert("keys", Tensor::from_vec(keys, (n, 2), &dev)?);
@@ -277,7 +280,10 @@ mod tests {
             let want = (near[l] as f64 + 0.5 * far[l] as f64) / 1.5 * 2.0;
             assert!((block[l] as f64 - want).abs() < 1e-6, "before, label {l}");
             let want = after[l] as f64 * 2.0;
-            assert!((block[NUM_EMOTIONS + l] as f64 - want).abs() < 1e-6, "after, label {l}");
+            assert!(
+                (block[NUM_EMOTIONS + l] as f64 - want).abs() < 1e-6,
+                "after, label {l}"
+            );
         }
         assert_eq!(s.features(&Context::default(), 0.5, 2.0), [0.0; WIDTH]);
         assert!(block.iter().any(|&v| v > 0.0));
@@ -285,8 +291,11 @@ mod tests {
 
     #[test]
     fn too_few_texts_for_the_runs_are_refused() {
-        let err = Scorer::train(&["a", "b"], &[LabelSet::EMPTY; 2], &cfg(), &mut |_, _| {})
-            .unwrap_err();
-        assert!(err.to_string().contains("at least 5 training texts"), "{err}");
+        let err =
+            Scorer::train(&["a", "b"], &[LabelSet::EMPTY; 2], &cfg(), &mut |_, _| {}).unwrap_err();
+        assert!(
+            err.to_string().contains("at least 5 training texts"),
+            "{err}"
+        );
     }
 }
