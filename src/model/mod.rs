@@ -34,7 +34,7 @@ mod train_kernels;
 pub use bert::Pooling;
 pub use encoder::{bench_embed, EmbedBench, Encoder, EncoderOptions};
 pub use finetune::{FinetuneConfig, FinetuneEvent, FinetuneModel, HeadKind};
-pub use linear::{HeadConfig, LinearConfig, LinearModel, LinearProgress};
+pub use linear::{ContextInput, HeadConfig, LinearConfig, LinearModel, LinearProgress};
 pub use thresholds::{tune, Objective, Thresholds};
 
 /// Keeps freed tensor buffers in the process heap instead of handing them back to the kernel.

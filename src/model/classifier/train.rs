@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::labels::Emotion;
 use crate::metrics;
 use crate::model::finetune::{self, FinetuneConfig, FinetuneEvent};
-use crate::model::linear::{LinearConfig, LinearModel};
+use crate::model::linear::{ContextInput, LinearConfig, LinearModel};
 use crate::model::mlp::MlpConfig;
 use crate::model::modeldir::{self, Staging};
 use crate::model::sample::{knn_vote, AttachSpec, Needs, Probs, Sample};
@@ -309,9 +309,13 @@ fn train_linear(
         train_s.len()
     )));
     let contexts = contexts_of(train_s);
+    let sentences: Vec<&str> = train_s.iter().map(|s| s.text.as_str()).collect();
     let m = LinearModel::train_with_context(
         &refs(&texts_of(train_s)),
-        contexts.as_deref(),
+        contexts.as_deref().map(|contexts| ContextInput {
+            contexts,
+            sentences: &sentences,
+        }),
         &gold(train_s),
         linear,
         &mut |p| progress(TrainEvent::Phase(p.to_string())),

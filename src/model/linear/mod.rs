@@ -276,6 +276,18 @@ impl LinearConfig {
     }
 }
 
+/// What a linear model with a document context reads besides its texts
+/// ([`LinearModel::train_with_context`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ContextInput<'a> {
+    /// Each example's context.
+    pub contexts: &'a [&'a Context],
+    /// Each example's sentence alone (its text may carry knowledge after the sentence): what
+    /// the context-score block's scorers are trained on and look training sentences up by, so
+    /// a context sentence that is a training example finds its held-out score.
+    pub sentences: &'a [&'a str],
+}
+
 /// Progress of [`LinearModel::train`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum LinearProgress {
@@ -428,28 +440,30 @@ impl LinearModel {
         LinearModel::train_with_context(texts, None, labels, cfg, progress)
     }
 
-    /// [`LinearModel::train`] with each text's document context (`contexts[i]` for
-    /// `texts[i]`; `texts` in document order when [`LinearConfig::context_scores`] > 0): the
-    /// model gains a context block (and a context-score block), and predicting then reads
-    /// contexts too ([`LinearModel::predict_proba_with_context`]). `None` trains a text-only
-    /// model. The context-score block costs six single-head text-only trainings more.
+    /// [`LinearModel::train`] with each text's document context ([`ContextInput`]; `texts`
+    /// in document order when [`LinearConfig::context_scores`] > 0): the model gains a context
+    /// block (and a context-score block), and predicting then reads contexts too
+    /// ([`LinearModel::predict_proba_with_context`]). `None` trains a text-only model. The
+    /// context-score block costs six single-head text-only trainings more.
     pub fn train_with_context(
         texts: &[&str],
-        contexts: Option<&[&Context]>,
+        context: Option<ContextInput<'_>>,
         labels: &[LabelSet],
         cfg: &LinearConfig,
         progress: &mut dyn FnMut(LinearProgress),
     ) -> Result<LinearModel> {
         cfg.validate()?;
-        if let Some(c) = contexts {
-            if c.len() != texts.len() {
+        if let Some(c) = &context {
+            if c.contexts.len() != texts.len() || c.sentences.len() != texts.len() {
                 return Err(Error::Invalid(format!(
-                    "linear model: {} texts but {} contexts",
+                    "linear model: {} texts but {} contexts and {} sentences",
                     texts.len(),
-                    c.len()
+                    c.contexts.len(),
+                    c.sentences.len()
                 )));
             }
         }
+        let contexts = context.as_ref().map(|c| c.contexts);
         if texts.len() != labels.len() {
             return Err(Error::Invalid(format!(
                 "linear model: {} texts but {} label sets",
@@ -467,12 +481,13 @@ impl LinearModel {
                 cfg.min_df
             )));
         }
-        let scorer = match contexts {
-            Some(_) if cfg.context_scores > 0.0 => {
-                Some(Scorer::train(texts, labels, cfg, &mut |done, total| {
-                    progress(LinearProgress::Scorer { done, total })
-                })?)
-            }
+        let scorer = match &context {
+            Some(c) if cfg.context_scores > 0.0 => Some(Scorer::train(
+                c.sentences,
+                labels,
+                cfg,
+                &mut |done, total| progress(LinearProgress::Scorer { done, total }),
+            )?),
             _ => None,
         };
         let ctx_texts: Option<Vec<String>> =
@@ -898,6 +913,10 @@ mod tests {
 
     /// A synthetic corpus: each label has two cue words and a cue character; sentences carry
     /// one or two labels plus filler words drawn with a fixed-seed LCG.
+    fn refs_of(texts: &[String]) -> Vec<&str> {
+        texts.iter().map(String::as_str).collect()
+    }
+
     pub(super) fn synthetic(n: usize, seed: u64) -> (Vec<String>, Vec<LabelSet>) {
         const CUES: [[&str; 2]; NUM_EMOTIONS] = [
             ["喜欢", "可爱"],
@@ -1018,7 +1037,10 @@ mod tests {
         let ctx_refs: Vec<&Context> = ctx.iter().collect();
         let model = LinearModel::train_with_context(
             &refs,
-            Some(&ctx_refs),
+            Some(ContextInput {
+                contexts: &ctx_refs,
+                sentences: &refs,
+            }),
             &labels,
             &small_cfg(),
             &mut |_| {},
@@ -1054,20 +1076,33 @@ mod tests {
             })
             .collect();
         let ctx_refs: Vec<&Context> = ctx.iter().collect();
+        // The texts carry knowledge after the sentence, as `--knowledge all` gives them.
+        let with_knowledge: Vec<String> = refs.iter().map(|t| format!("{t} [SEP] 甲")).collect();
         let train = |context_scores: f64| {
             let cfg = LinearConfig {
                 context_scores,
                 ..small_cfg()
             };
+            let input = ContextInput {
+                contexts: &ctx_refs,
+                sentences: &refs,
+            };
             let mut events = Vec::new();
-            let m =
-                LinearModel::train_with_context(&refs, Some(&ctx_refs), &labels, &cfg, &mut |e| {
-                    events.push(e)
-                })
-                .unwrap();
+            let m = LinearModel::train_with_context(
+                &refs_of(&with_knowledge),
+                Some(input),
+                &labels,
+                &cfg,
+                &mut |e| events.push(e),
+            )
+            .unwrap();
             (m, events)
         };
         let (scored, events) = train(0.5);
+        // Every training sentence, as a context sentence, finds its held-out score.
+        let scorer = scored.scorer.as_ref().unwrap();
+        assert!(refs.iter().all(|t| scorer.holds(t)));
+        assert!(!scorer.holds(&with_knowledge[0]));
         let (plain, plain_events) = train(0.0);
         assert_eq!(scored.n_features(), plain.n_features() + scores::WIDTH);
         let scorer_events = |ev: &[LinearProgress]| {
@@ -1078,6 +1113,7 @@ mod tests {
         assert_eq!(scorer_events(&events), scores::FOLDS + 2);
         assert_eq!(scorer_events(&plain_events), 0);
         let some: Vec<Option<&Context>> = ctx_refs.iter().map(|c| Some(*c)).collect();
+        let refs = refs_of(&with_knowledge);
         let with = scored.predict_proba_with_context(&refs, &some);
         assert_ne!(with, plain.predict_proba_with_context(&refs, &some));
 

@@ -109,6 +109,12 @@ impl Scorer {
         }
     }
 
+    /// Whether `text` has a held-out score.
+    #[cfg(test)]
+    pub(super) fn holds(&self, text: &str) -> bool {
+        self.held_out.contains_key(&text_key(text))
+    }
+
     /// The block of a context: each side's decayed mean of its sentences' scores (before,
     /// then after; zeros for an empty side), times `weight`.
     pub(super) fn features(&self, context: &Context, decay: f64, weight: f64) -> [f32; WIDTH] {
