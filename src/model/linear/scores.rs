@@ -58,7 +58,8 @@ fn text_key(text: &str) -> u64 {
 impl Scorer {
     /// Trains the scorer on the training texts (in document order): [`FOLDS`] text-only models
     /// for the held-out scores, and one on all texts. `cfg` is the context model's config: the
-    /// scorers use its text features and [`LinearConfig::context_score_head`]. `progress` gets (models trained, models in all).
+    /// scorers use its text features and [`LinearConfig::context_score_head`]. `progress` gets
+    /// (models trained, models in all).
     pub(super) fn train(
         texts: &[&str],
         labels: &[LabelSet],
