@@ -797,15 +797,8 @@ impl LinearModel {
         let heads = saved.config.heads.len();
         let k = heads * NUM_EMOTIONS;
         let wpath = dir.join(WEIGHTS_FILE);
-        if !wpath.exists() {
-            return Err(Error::io(
-                &wpath,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-            ));
-        }
+        let tensors = load_tensors(&wpath)?;
         let bad = |e: String| Error::Model(format!("{}: {e}", wpath.display()));
-        let tensors = candle_core::safetensors::load(&wpath, &Device::Cpu)
-            .map_err(|e| Error::model_file(&wpath, e))?;
         let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
             let t = tensors
                 .get(name)
@@ -893,6 +886,18 @@ fn row(
         vals.extend(cvals.into_iter().map(|v| v * context_weight as f32));
     }
     (ids, vals)
+}
+
+/// The tensors of a safetensors file of a model. Errors: [`Error::Io`] naming a missing file,
+/// [`Error::ModelFile`] for one that does not parse.
+fn load_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+    if !path.exists() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        ));
+    }
+    candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| Error::model_file(path, e))
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {

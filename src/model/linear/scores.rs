@@ -194,15 +194,8 @@ impl Scorer {
             )));
         }
         let path = dir.join(HELD_OUT_FILE);
-        if !path.exists() {
-            return Err(Error::io(
-                &path,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-            ));
-        }
+        let tensors = super::load_tensors(&path)?;
         let bad = |e: String| Error::Model(format!("{}: {e}", path.display()));
-        let tensors = candle_core::safetensors::load(&path, &Device::Cpu)
-            .map_err(|e| Error::model_file(&path, e))?;
         let (Some(keys), Some(scores)) = (tensors.get("keys"), tensors.get("scores")) else {
             return Err(bad("expected tensors \"keys\" and \"scores\"".into()));
         };
