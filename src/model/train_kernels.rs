@@ -1094,4 +1094,57 @@ mod tests {
             1e-4,
         );
     }
+
+    /// candle's backward pass, as patched in vendor/candle-core (a node's first gradient is
+    /// stored, not added into zeros), against gradients worked out by hand: fan-in through
+    /// `x + x` and `x · x`, the subtracting rules (`-`, `/`, `neg`), a node read twice
+    /// downstream, a transposed view, and a variable that gets no gradient.
+    #[test]
+    fn patched_backward_matches_hand_gradients() {
+        let dev = Device::Cpu;
+        let xs = [0.5f32, -1.0, 2.0];
+        let ys = [1.5f32, 2.0, -0.5];
+        let x = Var::from_slice(&xs, 3, &dev).unwrap();
+        let y = Var::from_slice(&ys, 3, &dev).unwrap();
+        let unused = Var::from_slice(&[1f32, 2.0], 2, &dev).unwrap();
+        let (xt, yt) = (x.as_tensor(), y.as_tensor());
+        // f = Σ x·x + (x + x) − y − x/y + neg(x·y) + (x·y)·(x·y)
+        let h = (xt * yt).unwrap();
+        let f = ((xt * xt).unwrap() + (xt + xt).unwrap()).unwrap();
+        let f = ((f - yt).unwrap() - (xt / yt).unwrap()).unwrap();
+        let f = ((f + h.neg().unwrap()).unwrap() + (&h * &h).unwrap()).unwrap();
+        let g = f.sum_all().unwrap().backward().unwrap();
+        let gx = flat(g.get(xt).unwrap());
+        let gy = flat(g.get(yt).unwrap());
+        for i in 0..3 {
+            let (a, b) = (xs[i], ys[i]);
+            // ∂f/∂x = 2x + 2 − 1/y − y + 2(xy)·y;  ∂f/∂y = −1 + x/y² − x + 2(xy)·x
+            let want_x = 2.0 * a + 2.0 - 1.0 / b - b + 2.0 * a * b * b;
+            let want_y = -1.0 + a / (b * b) - a + 2.0 * a * b * a;
+            assert!(
+                (gx[i] - want_x).abs() < 1e-5,
+                "x[{i}]: {} vs {want_x}",
+                gx[i]
+            );
+            assert!(
+                (gy[i] - want_y).abs() < 1e-5,
+                "y[{i}]: {} vs {want_y}",
+                gy[i]
+            );
+        }
+        assert!(g.get(unused.as_tensor()).is_none());
+
+        // A transposed view: Σ (mᵀ ⊙ w) has gradient wᵀ with m's shape, contiguous.
+        let m = Var::from_slice(&[1f32, 2.0, 3.0, 4.0, 5.0, 6.0], (2, 3), &dev).unwrap();
+        let w = Tensor::from_slice(&[1f32, -2.0, 3.0, -4.0, 5.0, -6.0], (3, 2), &dev).unwrap();
+        let s = (m.as_tensor().t().unwrap() * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let g = s.backward().unwrap();
+        let gm = g.get(m.as_tensor()).unwrap();
+        assert_eq!(gm.dims(), &[2, 3]);
+        assert!(gm.is_contiguous());
+        assert_eq!(flat(gm), vec![1.0, 3.0, 5.0, -2.0, -4.0, -6.0]);
+    }
 }
