@@ -845,8 +845,18 @@ mod tests {
 
     fn recall_matches_exact(set: &VectorSet) {
         let set = set.clone();
-        let ix =
-            Arc::new(AnnIndex::build(&set, &AnnParams::default(), &|_| {}, &|| false).unwrap());
+        // Built on one thread: parallel adds link the graph in a different order each run, and
+        // on these 400 uniform random vectors recall then varies near the bound (0.973 was
+        // seen once in a loaded full-suite run). One order gives the same figure every run
+        // (1.0 on both sets here); other tests add in parallel.
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let ix = Arc::new(
+            one.install(|| AnnIndex::build(&set, &AnnParams::default(), &|_| {}, &|| false))
+                .unwrap(),
+        );
         assert_eq!(ix.len(), 400);
         assert_eq!(ix.quantization(), Quantization::I8);
         let ann = AnnSearch::for_pool(ix, &set.ids, &set);
