@@ -97,6 +97,17 @@ ctx4ft="$ctx3 --member $m/finetune_ctx"
 step train --classifier ensemble $ctx4ft --out $m/ens4_ctx_ft
 step train --classifier ensemble $ctx4ft --threshold-objective exact --out $m/ens4_ctx_ft_exact
 step train --classifier ensemble $ctx4ft --threshold-objective macro --out $m/ens4_ctx_ft_macro
+# Two epochs of the full-data fine-tune (about twice its time: outside the 15-minute budget),
+# and both context ensembles with it.
+step train --classifier finetune --encoder-dir "$enc" --epochs 2 --lr 1e-4 --max-len 64 --batch 16 --out $m/finetune_ep2
+ctx4ep2="$ctx3 --member $m/finetune_ep2"
+step train --classifier ensemble $ctx4ep2 --out $m/ens4_ctx_ep2
+step train --classifier ensemble $ctx4ep2 --threshold-objective exact --out $m/ens4_ctx_ep2_exact
+step train --classifier ensemble $ctx4ep2 --threshold-objective macro --out $m/ens4_ctx_ep2_macro
+ctx3ep2="--member $m/linear_ctx --member $m/frozen_nb_ctx --member $m/finetune_ep2"
+step train --classifier ensemble $ctx3ep2 --out $m/ens3_ctx_ep2
+step train --classifier ensemble $ctx3ep2 --threshold-objective exact --out $m/ens3_ctx_ep2_exact
+step train --classifier ensemble $ctx3ep2 --threshold-objective macro --out $m/ens3_ctx_ep2_macro
 # The seed's knowledge protocol: train on rows 1001–2000 with qwen-max's rationales, test on
 # rows 1–1000 with chatglm3's; and text only on the same rows.
 seed="--source qwen-max --eval-source chatglm3-lora --only-with-knowledge"
@@ -105,7 +116,7 @@ step train --classifier linear --knowledge rationale $seed --out $m/seed_rationa
 # Fine-tuning on CPU: a 2,000-example subset, one epoch.
 step train --classifier finetune --encoder-dir "$enc" --max-train 2000 --epochs 1 --max-len 64 --batch 16 --out $m/finetune_2000
 
-models="linear linear_macro linear_ctx linear_ctx_macro linear_ctx_words frozen knn frozen_nb linear_nb frozen_nb_stack ens2 ens3 ens3_exact ens_stack finetune_full ens4_full ens4_full_exact ens4_full_macro finetune_12000 ens4 ens4_exact frozen_ctx frozen_nb_ctx ens3_ctx ens3_ctx_exact ens4_ctx_frozen ens4_ctx ens4_ctx_exact ens4_ctx_macro ens3_ctx_full ens3_ctx_full_exact ens3_ctx_full_macro ens4_ctx_words ens5_ctx finetune_ctx ens4_ctx_ft ens4_ctx_ft_exact ens4_ctx_ft_macro seed_text seed_rationale finetune_2000"
+models="linear linear_macro linear_ctx linear_ctx_macro linear_ctx_words frozen knn frozen_nb linear_nb frozen_nb_stack ens2 ens3 ens3_exact ens_stack finetune_full ens4_full ens4_full_exact ens4_full_macro finetune_12000 ens4 ens4_exact frozen_ctx frozen_nb_ctx ens3_ctx ens3_ctx_exact ens4_ctx_frozen ens4_ctx ens4_ctx_exact ens4_ctx_macro ens3_ctx_full ens3_ctx_full_exact ens3_ctx_full_macro ens4_ctx_words ens5_ctx finetune_ctx ens4_ctx_ft ens4_ctx_ft_exact ens4_ctx_ft_macro finetune_ep2 ens4_ctx_ep2 ens4_ctx_ep2_exact ens4_ctx_ep2_macro ens3_ctx_ep2 ens3_ctx_ep2_exact ens3_ctx_ep2_macro seed_text seed_rationale finetune_2000"
 row() { python3 -c "import json,sys; r=json.load(sys.stdin); v=json.load(open('$m/$1/meta.json'))['val']; print('%-16s %-8.3f %-8.3f %-8.3f %-8.3f   (%.3f / %.3f, exact %.3f)' % ('$1', r['hamming_accuracy'], r['exact_match'], r['micro_f1'], r['macro_f1'], v['micro_f1'], v['macro_f1'], v['exact_match']))"; }
 printf '\n%-16s %-8s %-8s %-8s %-8s   %s\n' model hamming exact micro-F1 macro-F1 "(validation micro / macro, exact)"
 for d in $models; do
