@@ -964,7 +964,8 @@ mod tests {
         (texts, labels)
     }
 
-    fn small_cfg() -> LinearConfig {
+    /// Defaults with `min_df` 1, so the small synthetic corpora keep every word.
+    pub(super) fn small_cfg() -> LinearConfig {
         LinearConfig {
             min_df: 1,
             ..LinearConfig::default()

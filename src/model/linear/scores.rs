@@ -232,17 +232,11 @@ impl Scorer {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{small_cfg, synthetic};
     use super::*;
 
     fn corpus() -> (Vec<String>, Vec<LabelSet>) {
-        super::super::tests::synthetic(200, 11)
-    }
-
-    fn cfg() -> LinearConfig {
-        LinearConfig {
-            min_df: 1,
-            ..LinearConfig::default()
-        }
+        synthetic(200, 11)
     }
 
     #[test]
@@ -253,10 +247,10 @@ mod tests {
         let j = (60..80)
             .find(|&j| refs.iter().filter(|t| **t == refs[j]).count() == 1)
             .expect("a unique text");
-        let before = Scorer::train(&refs, &labels, &cfg(), &mut |_, _| {}).unwrap();
+        let before = Scorer::train(&refs, &labels, &small_cfg(), &mut |_, _| {}).unwrap();
         // Give it every label it did not have.
         labels[j] = LabelSet(!labels[j].0);
-        let after = Scorer::train(&refs, &labels, &cfg(), &mut |_, _| {}).unwrap();
+        let after = Scorer::train(&refs, &labels, &small_cfg(), &mut |_, _| {}).unwrap();
         assert_eq!(before.score(refs[j]), after.score(refs[j]));
         // The model trained on all texts did see the label: its score moved.
         assert_ne!(
@@ -272,7 +266,7 @@ mod tests {
     fn each_side_is_a_decayed_mean_of_its_sentences_scores() {
         let (texts, labels) = corpus();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let s = Scorer::train(&refs, &labels, &cfg(), &mut |_, _| {}).unwrap();
+        let s = Scorer::train(&refs, &labels, &small_cfg(), &mut |_, _| {}).unwrap();
         let c = Context::new(&[refs[3], refs[4]], &[refs[6]]);
         let block = s.features(&c, 0.5, 2.0);
         let (near, far, after) = (s.score(refs[4]), s.score(refs[3]), s.score(refs[6]));
@@ -291,8 +285,13 @@ mod tests {
 
     #[test]
     fn too_few_texts_for_the_runs_are_refused() {
-        let err =
-            Scorer::train(&["a", "b"], &[LabelSet::EMPTY; 2], &cfg(), &mut |_, _| {}).unwrap_err();
+        let err = Scorer::train(
+            &["a", "b"],
+            &[LabelSet::EMPTY; 2],
+            &small_cfg(),
+            &mut |_, _| {},
+        )
+        .unwrap_err();
         assert!(
             err.to_string().contains("at least 5 training texts"),
             "{err}"
