@@ -32,6 +32,15 @@ step() {
   fi
   echo "\$ emoknow $*" >&2; local s=$(date +%s.%N); "$e" --store "$store" -q "$@" > /dev/null; printf '  %.1f s\n' "$(echo "$(date +%s.%N) - $s" | bc)" >&2; }
 
+# An ensemble of the given members three times: thresholds for micro-F1 (OUT), exact match
+# (OUT_exact) and macro-F1 (OUT_macro).
+ensembles() {
+  local out=$1; shift
+  step train --classifier ensemble "$@" --out "$out"
+  step train --classifier ensemble "$@" --threshold-objective exact --out "${out}_exact"
+  step train --classifier ensemble "$@" --threshold-objective macro --out "${out}_macro"
+}
+
 test_last=${TEST_LAST:-0}
 step ingest data/Train.csv --val-block "${VAL_BLOCK:-1}" --test-last "$test_last"
 step knowledge import data/generated_predictions.jsonl --source qwen-max --field label --first-id 1
@@ -57,15 +66,11 @@ step train --classifier ensemble $ctx4 --threshold-objective exact --out $m/ens4
 step train --classifier ensemble $ctx4 --threshold-objective macro --out $m/ens4_ctx_macro
 # The same without linear + neighbours (ahead of ens4_ctx on validation micro by .001-.002).
 ctx3full="--member $m/linear_ctx --member $m/frozen_nb_ctx --member $m/finetune_full"
-step train --classifier ensemble $ctx3full --out $m/ens3_ctx_full
-step train --classifier ensemble $ctx3full --threshold-objective exact --out $m/ens3_ctx_full_exact
-step train --classifier ensemble $ctx3full --threshold-objective macro --out $m/ens3_ctx_full_macro
+ensembles $m/ens3_ctx_full $ctx3full
 # The best text-only model: linear, linear + neighbours, frozen + neighbours, the fine-tune.
 step train --classifier linear --out $m/linear
 step train --classifier frozen $nb --out $m/frozen_nb
-step train --classifier ensemble --member $m/linear --member $m/linear_nb --member $m/frozen_nb --member $m/finetune_full --out $m/ens4_full
-step train --classifier ensemble --member $m/linear --member $m/linear_nb --member $m/frozen_nb --member $m/finetune_full --threshold-objective exact --out $m/ens4_full_exact
-step train --classifier ensemble --member $m/linear --member $m/linear_nb --member $m/frozen_nb --member $m/finetune_full --threshold-objective macro --out $m/ens4_full_macro
+ensembles $m/ens4_full --member $m/linear --member $m/linear_nb --member $m/frozen_nb --member $m/finetune_full
 # The budget model of earlier rounds: the same with a 12,000-row fine-tune.
 step train --classifier finetune --encoder-dir "$enc" --max-train 12000 --epochs 1 --lr 1e-4 --max-len 64 --batch 16 --out $m/finetune_12000
 step train --classifier ensemble --member $m/linear --member $m/linear_nb --member $m/frozen_nb --member $m/finetune_12000 --out $m/ens4
@@ -94,20 +99,14 @@ step train --classifier ensemble $ctx4 --member $m/frozen_ctx --out $m/ens5_ctx
 # takes twice the text-only fine-tune's time, outside the 15-minute budget (README).
 step train --classifier finetune --encoder-dir "$enc" --knowledge context --epochs 1 --lr 1e-4 --max-len 96 --batch 16 --out $m/finetune_ctx
 ctx4ft="$ctx3 --member $m/finetune_ctx"
-step train --classifier ensemble $ctx4ft --out $m/ens4_ctx_ft
-step train --classifier ensemble $ctx4ft --threshold-objective exact --out $m/ens4_ctx_ft_exact
-step train --classifier ensemble $ctx4ft --threshold-objective macro --out $m/ens4_ctx_ft_macro
+ensembles $m/ens4_ctx_ft $ctx4ft
 # Two epochs of the full-data fine-tune (about twice its time: outside the 15-minute budget),
 # and both context ensembles with it.
 step train --classifier finetune --encoder-dir "$enc" --epochs 2 --lr 1e-4 --max-len 64 --batch 16 --out $m/finetune_ep2
 ctx4ep2="$ctx3 --member $m/finetune_ep2"
-step train --classifier ensemble $ctx4ep2 --out $m/ens4_ctx_ep2
-step train --classifier ensemble $ctx4ep2 --threshold-objective exact --out $m/ens4_ctx_ep2_exact
-step train --classifier ensemble $ctx4ep2 --threshold-objective macro --out $m/ens4_ctx_ep2_macro
+ensembles $m/ens4_ctx_ep2 $ctx4ep2
 ctx3ep2="--member $m/linear_ctx --member $m/frozen_nb_ctx --member $m/finetune_ep2"
-step train --classifier ensemble $ctx3ep2 --out $m/ens3_ctx_ep2
-step train --classifier ensemble $ctx3ep2 --threshold-objective exact --out $m/ens3_ctx_ep2_exact
-step train --classifier ensemble $ctx3ep2 --threshold-objective macro --out $m/ens3_ctx_ep2_macro
+ensembles $m/ens3_ctx_ep2 $ctx3ep2
 # The seed's knowledge protocol: train on rows 1001–2000 with qwen-max's rationales, test on
 # rows 1–1000 with chatglm3's; and text only on the same rows.
 seed="--source qwen-max --eval-source chatglm3-lora --only-with-knowledge"
