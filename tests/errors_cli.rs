@@ -167,3 +167,63 @@ fn an_error_without_a_flag_to_fix_it_has_no_hint() {
         r.stderr
     );
 }
+
+/// An option the chosen classifier would not read is refused before anything is opened or
+/// written, naming the classifiers that read it: a silently ignored `--pos-weight auto` would
+/// leave a model that is not what was asked for.
+#[test]
+fn an_option_the_classifier_ignores_is_refused() {
+    let env = TestEnv::new();
+    let out = env.path("models/m");
+    let cases: [(&[&str], &str, &str); 5] = [
+        (
+            &[
+                "--classifier",
+                "ensemble",
+                "--member",
+                "a",
+                "--pos-weight",
+                "auto",
+            ],
+            "--pos-weight is not read by --classifier ensemble",
+            "it is for linear, frozen, finetune",
+        ),
+        (
+            &["--classifier", "linear", "--max-len", "96"],
+            "--max-len is not read by --classifier linear",
+            "it is for finetune",
+        ),
+        (
+            &["--classifier", "frozen", "--c", "2"],
+            "--c is not read by --classifier frozen",
+            "it is for linear (and by frozen with --stack-linear)",
+        ),
+        (
+            &[
+                "--classifier",
+                "finetune",
+                "--encoder-dir",
+                "enc",
+                "-k",
+                "5",
+            ],
+            "-k is not read by --classifier finetune",
+            "it is for knn",
+        ),
+        (
+            &["--classifier", "knn", "--member", "a"],
+            "--member is not read by --classifier knn",
+            "it is for ensemble",
+        ),
+    ];
+    for (args, error, readers) in cases {
+        let mut all = vec!["train", "--out", s(&out)];
+        all.extend_from_slice(args);
+        let r = env.run(&all).code(2);
+        assert!(r.stderr.starts_with("emoknow: "), "{}", r.stderr);
+        assert!(r.stderr.contains(error), "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(readers), "{args:?}: {}", r.stderr);
+        assert!(!out.exists(), "{args:?} wrote {}", out.display());
+        assert!(!env.path("store").exists(), "{args:?} created the store");
+    }
+}

@@ -344,6 +344,8 @@ fn frozen_knn_finetune_and_ensemble_train_on_a_tiny_encoder() {
             "frozen",
             "--stack-linear",
             "3",
+            "--c",
+            "2",
             "--hidden",
             "16",
             "--epochs",
@@ -396,12 +398,15 @@ fn frozen_knn_finetune_and_ensemble_train_on_a_tiny_encoder() {
             "1e-3",
             "--max-len",
             "16",
+            "--pos-weight",
+            "auto",
             "--out",
             s(&m("finetune")),
         ])
         .ok()
         .json();
     assert_eq!(ft["kind"], "finetune");
+    assert_eq!(ft["finetune"]["pos_weight_auto"], true, "{ft}");
     env.run(&["train", "--classifier", "linear", "--out", s(&m("linear"))])
         .ok();
     let ens = env

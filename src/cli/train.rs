@@ -31,6 +31,18 @@ pub enum KindArg {
     Ensemble,
 }
 
+impl KindArg {
+    fn name(self) -> &'static str {
+        match self {
+            KindArg::Linear => "linear",
+            KindArg::Frozen => "frozen",
+            KindArg::Knn => "knn",
+            KindArg::Finetune => "finetune",
+            KindArg::Ensemble => "ensemble",
+        }
+    }
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ModeArg {
     None,
@@ -136,19 +148,14 @@ pub struct TrainArgs {
     context: Option<usize>,
 
     /// Frozen: how the context sentences' stored vectors are pooled: sides = the mean of the
-    /// sentences before and of those after, two blocks; mean = one mean of all.
-    #[arg(long, value_enum, default_value = "sides", help_heading = "Knowledge")]
-    context_pool: PoolArg,
+    /// sentences before and of those after, two blocks; mean = one mean of all [default: sides].
+    #[arg(long, value_enum, help_heading = "Knowledge")]
+    context_pool: Option<PoolArg>,
 
     /// Frozen: a context sentence at distance d weighs DECAY^(d-1) in its pooled mean (1: all
-    /// alike).
-    #[arg(
-        long,
-        value_name = "DECAY",
-        default_value_t = 1.0,
-        help_heading = "Knowledge"
-    )]
-    context_decay: f32,
+    /// alike) [default: 1].
+    #[arg(long, value_name = "DECAY", help_heading = "Knowledge")]
+    context_decay: Option<f32>,
 
     /// Train and validate only on examples that have a rationale of --source (validation:
     /// of --eval-source); with --knowledge none, a text-only baseline on the same rows.
@@ -159,9 +166,10 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "micro")]
     threshold_objective: ObjectiveArg,
 
-    /// Weight positives by negatives/positives per label.
-    #[arg(long, value_enum, default_value = "none")]
-    pos_weight: PosWeight,
+    /// Linear, frozen, finetune: weigh each label's positives by its negatives / positives in
+    /// the training set (at most 10) [default: none].
+    #[arg(long, value_enum)]
+    pos_weight: Option<PosWeight>,
 
     /// Train on at most N examples (a seeded random subset).
     #[arg(long, value_name = "N")]
@@ -205,14 +213,10 @@ pub struct TrainArgs {
     hidden: Option<usize>,
 
     /// Frozen: also feed the head the linear model's scores (out-of-fold on training rows from
-    /// this many folds, then a linear model on all of them for validation and prediction); 0 = off.
-    #[arg(
-        long,
-        value_name = "FOLDS",
-        default_value_t = 0,
-        help_heading = "Frozen"
-    )]
-    stack_linear: usize,
+    /// this many folds, then a linear model on all of them for validation and prediction); 0 = off
+    /// [default: 0]. The Linear options then set that model.
+    #[arg(long, value_name = "FOLDS", help_heading = "Frozen")]
+    stack_linear: Option<usize>,
 
     /// Frozen/finetune: epochs.
     #[arg(long, help_heading = "Frozen / finetune")]
@@ -238,9 +242,9 @@ pub struct TrainArgs {
     #[arg(long, help_heading = "Frozen / finetune")]
     per_label: bool,
 
-    /// kNN: neighbours voting.
-    #[arg(short, long = "k", default_value_t = 10, help_heading = "kNN")]
-    k: usize,
+    /// kNN: neighbours voting [default: 10].
+    #[arg(short, long = "k", help_heading = "kNN")]
+    k: Option<usize>,
 
     /// Ensemble: member model directory (repeatable).
     #[arg(long = "member", value_name = "DIR", help_heading = "Ensemble")]
@@ -350,9 +354,81 @@ fn mode(m: ModeArg) -> KnowledgeMode {
     }
 }
 
+/// Neighbours voting in `--classifier knn` when `-k` is not given.
+const DEFAULT_KNN_K: usize = 10;
+
+/// Refuses options the chosen classifier would ignore, naming the classifiers that read them:
+/// `--max-len 96` on a frozen head or `--pos-weight auto` on an ensemble would otherwise train
+/// a model that silently differs from what was asked for.
+fn check_kind_options(a: &TrainArgs) -> anyhow::Result<()> {
+    use KindArg::{Ensemble, Finetune, Frozen, Knn, Linear};
+    let stacked = a.stack_linear.is_some_and(|f| f > 0);
+    // The Linear options set the linear model, and the one a frozen head stacks.
+    let linear: &[KindArg] = if stacked {
+        &[Linear, Frozen]
+    } else {
+        &[Linear]
+    };
+    let given: [(&str, bool, &[KindArg]); 20] = [
+        ("--c", a.c.is_some(), linear),
+        ("--context-weight", a.context_weight.is_some(), linear),
+        (
+            "--context-word-ngrams",
+            a.context_word_ngrams.is_some(),
+            linear,
+        ),
+        (
+            "--context-char-ngrams",
+            a.context_char_ngrams.is_some(),
+            linear,
+        ),
+        ("--context-scores", a.context_scores.is_some(), linear),
+        ("--context-pool", a.context_pool.is_some(), &[Frozen]),
+        ("--context-decay", a.context_decay.is_some(), &[Frozen]),
+        ("--hidden", a.hidden.is_some(), &[Frozen]),
+        ("--stack-linear", a.stack_linear.is_some(), &[Frozen]),
+        ("--epochs", a.epochs.is_some(), &[Frozen, Finetune]),
+        ("--lr", a.lr.is_some(), &[Frozen, Finetune]),
+        ("--batch", a.batch.is_some(), &[Frozen, Finetune]),
+        ("--dropout", a.dropout.is_some(), &[Frozen, Finetune]),
+        ("--max-len", a.max_len.is_some(), &[Finetune]),
+        ("--per-label", a.per_label, &[Finetune]),
+        ("-k", a.k.is_some(), &[Knn]),
+        (
+            "--pos-weight",
+            a.pos_weight.is_some(),
+            &[Linear, Frozen, Finetune],
+        ),
+        ("--encoder", a.encoder.is_some(), &[Frozen, Knn]),
+        (
+            "--encoder-dir",
+            a.encoder_dir.is_some(),
+            &[Frozen, Knn, Finetune],
+        ),
+        ("--member", !a.members.is_empty(), &[Ensemble]),
+    ];
+    for (flag, given, readers) in given {
+        if given && !readers.contains(&a.classifier) {
+            let names: Vec<&str> = readers.iter().map(|k| k.name()).collect();
+            let also = if readers == [Linear] && a.classifier == Frozen {
+                " (and by frozen with --stack-linear)"
+            } else {
+                ""
+            };
+            anyhow::bail!(
+                "{flag} is not read by --classifier {}: it is for {}{also}; drop it",
+                a.classifier.name(),
+                names.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The training settings the arguments ask for; encoders and the neighbours' spec are
 /// resolved against the store.
 fn train_config(a: &TrainArgs, store: &Store) -> anyhow::Result<TrainConfig> {
+    let balanced = a.pos_weight == Some(PosWeight::Auto);
     let mut linear = LinearConfig::default();
     if let Some(w) = a.context_weight {
         linear.context_weight = w;
@@ -370,13 +446,13 @@ fn train_config(a: &TrainArgs, store: &Store) -> anyhow::Result<TrainConfig> {
         if let Some(c) = a.c {
             h.c = c;
         }
-        if a.pos_weight == PosWeight::Auto {
+        if balanced {
             h.class_balance = 1.0;
         }
     }
     let mut mlp = MlpConfig {
         seed: a.seed,
-        pos_weight: a.pos_weight == PosWeight::Auto,
+        pos_weight: balanced,
         ..Default::default()
     };
     if let Some(h) = a.hidden {
@@ -384,6 +460,7 @@ fn train_config(a: &TrainArgs, store: &Store) -> anyhow::Result<TrainConfig> {
     }
     let mut ft = FinetuneConfig {
         seed: a.seed,
+        pos_weight_auto: balanced,
         head: if a.per_label {
             HeadKind::PerLabel
         } else {
@@ -410,20 +487,17 @@ fn train_config(a: &TrainArgs, store: &Store) -> anyhow::Result<TrainConfig> {
     if let Some(m) = a.max_len {
         ft.max_len = m;
     }
-    if a.classifier != KindArg::Ensemble && !a.members.is_empty() {
-        anyhow::bail!("--member is only for --classifier ensemble");
-    }
     let kind = match a.classifier {
         KindArg::Linear => KindConfig::Linear(linear),
         KindArg::Frozen => KindConfig::Frozen {
             encoder: pick_encoder(store, a.encoder.as_deref())?,
             encoder_dir: a.encoder_dir.clone(),
             mlp,
-            stack_folds: a.stack_linear,
+            stack_folds: a.stack_linear.unwrap_or(0),
             linear,
         },
         KindArg::Knn => KindConfig::Knn {
-            k: a.k,
+            k: a.k.unwrap_or(DEFAULT_KNN_K),
             // Dense when the store holds vectors (the named encoder, else the first).
             encoder: match &a.encoder {
                 Some(key) => Some(store.find_encoder(key)?),
@@ -465,10 +539,10 @@ fn train_config(a: &TrainArgs, store: &Store) -> anyhow::Result<TrainConfig> {
         neighbours: None,
         context,
         context_pool: match a.context_pool {
-            PoolArg::Sides => ContextPool::Sides,
-            PoolArg::Mean => ContextPool::Mean,
+            None | Some(PoolArg::Sides) => ContextPool::Sides,
+            Some(PoolArg::Mean) => ContextPool::Mean,
         },
-        context_decay: a.context_decay,
+        context_decay: a.context_decay.unwrap_or(1.0),
     };
     samples::resolve(store, &mut attach)?;
     Ok(TrainConfig {
@@ -484,8 +558,9 @@ fn train_config(a: &TrainArgs, store: &Store) -> anyhow::Result<TrainConfig> {
 }
 
 pub fn run_train(a: TrainArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    check_kind_options(&a)?;
     let store = ctx.open()?;
-    let context = || format!("training {} into {}", a.classifier_name(), a.out.display());
+    let context = || format!("training {} into {}", a.classifier.name(), a.out.display());
     let cfg = train_config(&a, &store).with_context(context)?;
     let prepared = classifier::prepare(&cfg, &a.out).with_context(context)?;
     let pb = output::spinner("training", ctx.quiet);
@@ -552,16 +627,6 @@ impl TrainArgs {
     /// Whether this run fine-tunes an encoder.
     pub(crate) fn fine_tunes(&self) -> bool {
         self.classifier == KindArg::Finetune
-    }
-
-    fn classifier_name(&self) -> &'static str {
-        match self.classifier {
-            KindArg::Linear => "linear",
-            KindArg::Frozen => "frozen",
-            KindArg::Knn => "knn",
-            KindArg::Finetune => "finetune",
-            KindArg::Ensemble => "ensemble",
-        }
     }
 }
 

@@ -66,6 +66,9 @@ pub struct FinetuneConfig {
     /// Weight of positive targets per label in the BCE (as PyTorch's `pos_weight`), canonical
     /// label order; `None` = 1 for all.
     pub pos_weight: Option<[f32; NUM_EMOTIONS]>,
+    /// Without `pos_weight`: weigh positives by the training labels' negatives / positives
+    /// ([`crate::model::mlp::balanced_pos_weight`]; `train --pos-weight auto`).
+    pub pos_weight_auto: bool,
     /// Seed of shuffling, dropout and head initialisation.
     pub seed: u64,
     /// Also evaluate on the validation set every this many steps (0 = only after each epoch).
@@ -94,6 +97,7 @@ impl Default for FinetuneConfig {
             max_grad_norm: 1.0,
             dropout: 0.1,
             pos_weight: None,
+            pos_weight_auto: false,
             seed: 42,
             eval_every_steps: 0,
             keep_best: true,

@@ -16,7 +16,7 @@ use crate::labels::{LabelSet, NUM_EMOTIONS};
 use crate::metrics;
 use crate::model::encoder::token_ids;
 use crate::model::finetune::{Batch, FinetuneConfig, FinetuneModel};
-use crate::model::mlp::bce_with_logits;
+use crate::model::mlp::{balanced_pos_weight, bce_with_logits};
 use crate::model::thresholds::Thresholds;
 use crate::model::train_kernels::with_values;
 use candle_core::{CpuStorage, Device, Tensor, Var};
@@ -124,9 +124,11 @@ pub fn train(
     let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
     let val_ids = token_ids(&model.tokenizer, val_texts)?;
     let pos_weight = match cfg.pos_weight {
-        Some(w) => Some(Tensor::new(&w, &dev)?),
-        None => None,
-    };
+        Some(w) => Some(w),
+        None => cfg.pos_weight_auto.then(|| balanced_pos_weight(labels)),
+    }
+    .map(|w| Tensor::new(&w, &dev))
+    .transpose()?;
     let pad = model.pad_id();
     let steps_per_epoch = texts.len().div_ceil(cfg.batch);
     let total_steps = steps_per_epoch * cfg.epochs;
@@ -773,6 +775,48 @@ mod tests {
             "only {moved} of {} moved",
             before.len()
         );
+    }
+
+    /// `pos_weight_auto` trains with the training labels' balanced weights: the same steps as
+    /// passing those weights, and not the unweighted ones.
+    #[test]
+    fn pos_weight_auto_is_the_balanced_weights() {
+        let enc = tiny_encoder();
+        let (texts, labels) = data();
+        let balanced = balanced_pos_weight(&labels);
+        // Love 2 of 8 → 6/2, Sorrow 1 of 8 → 7/1, Surprise none → counted as one, 7/1.
+        assert_eq!(balanced, [3.0, 3.0, 3.0, 7.0, 7.0, 7.0, 7.0, 3.0]);
+        let losses = |pos_weight, pos_weight_auto| {
+            let cfg = FinetuneConfig {
+                encoder: enc.path().to_path_buf(),
+                epochs: 1,
+                lr: 1e-3,
+                batch: 4,
+                warmup_ratio: 0.0,
+                pos_weight,
+                pos_weight_auto,
+                ..FinetuneConfig::default()
+            };
+            let mut out = Vec::new();
+            train(&texts, &labels, &[], &[], &cfg, &mut |e| {
+                if let FinetuneEvent::Step { loss, .. } = e {
+                    out.push(loss);
+                }
+            })
+            .unwrap();
+            out
+        };
+        let auto = losses(None, true);
+        let given = losses(Some(balanced), false);
+        let plain = losses(None, false);
+        assert_eq!(auto.len(), 2);
+        for (a, g) in auto.iter().zip(&given) {
+            assert!((a - g).abs() < 1e-5, "{auto:?} vs {given:?}");
+        }
+        // Weights above 1 on the positive terms raise the first step's loss.
+        assert!(auto[0] > plain[0] + 0.1, "{auto:?} vs {plain:?}");
+        // Explicit weights win over the flag.
+        assert_eq!(losses(Some([1.0; NUM_EMOTIONS]), true)[0], plain[0]);
     }
 
     #[test]

@@ -90,6 +90,19 @@ pub struct Mlp {
     std: Vec<f32>,
 }
 
+/// Per-label weights of positive targets that balance them against negatives: negatives /
+/// positives among `labels`, clamped to 1..=10 (a label with no positive counts one), in
+/// canonical label order. `--pos-weight auto` for the MLP head and the fine-tune.
+pub fn balanced_pos_weight(labels: &[LabelSet]) -> [f32; NUM_EMOTIONS] {
+    let n = labels.len() as f32;
+    let mut w = [1f32; NUM_EMOTIONS];
+    for (i, wi) in w.iter_mut().enumerate() {
+        let pos = labels.iter().filter(|l| l.0 & (1 << i) != 0).count().max(1) as f32;
+        *wi = ((n - pos) / pos).clamp(1.0, 10.0);
+    }
+    w
+}
+
 /// Stable BCE with logits, averaged: pw·t·softplus(−x) + (1−t)·softplus(x), where
 /// softplus(x) = max(x,0) + ln(1+e^−|x|): PyTorch's `BCEWithLogitsLoss` with `pos_weight`
 /// (tested against its form). (candle's `binary_cross_entropy_with_logit` takes the log of a
@@ -248,12 +261,7 @@ impl Mlp {
         let vx = Tensor::from_vec(standardize(val_x.data), (val_x.rows(), d), &dev)?;
         let vy = Tensor::from_vec(targets(val_y), (val_y.len(), NUM_EMOTIONS), &dev)?;
         let pw = if cfg.pos_weight {
-            let mut w = [0f32; NUM_EMOTIONS];
-            for (i, wi) in w.iter_mut().enumerate() {
-                let pos = y.iter().filter(|l| l.0 & (1 << i) != 0).count().max(1) as f32;
-                *wi = ((n as f32 - pos) / pos).clamp(1.0, 10.0);
-            }
-            Some(Tensor::from_vec(w.to_vec(), NUM_EMOTIONS, &dev)?)
+            Some(Tensor::new(&balanced_pos_weight(y), &dev)?)
         } else {
             None
         };
@@ -451,6 +459,28 @@ impl Mlp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn balanced_pos_weight_is_negatives_over_positives_clamped() {
+        let labels: Vec<LabelSet> = ["Love", "Love,Joy", "Joy", "Sorrow"]
+            .iter()
+            .chain(std::iter::repeat_n(&"Love", 36))
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let w = balanced_pos_weight(&labels);
+        // Love 38 of 40: below 1, clamped up; Joy 2 → 38/2 = 19, clamped to 10; Sorrow 1 → 39,
+        // clamped; Anger none: counted as one, clamped.
+        assert_eq!(w, [1.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0]);
+        let few: Vec<LabelSet> = ["Love", "Joy", "Joy", "Love,Joy"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        // Love 2 of 4 → 1, Joy 3 of 4 → 1/3 → 1, the rest none → 3/1.
+        assert_eq!(
+            balanced_pos_weight(&few),
+            [1.0, 1.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0]
+        );
+    }
 
     /// Two informative features: label 0 iff f0 > 0, label 1 iff f1 > 0.
     fn data(n: usize, seed: u64) -> (Vec<f32>, Vec<LabelSet>) {
