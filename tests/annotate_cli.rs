@@ -140,6 +140,40 @@ fn every_fault_is_retried_and_the_guided_prompt_fixes_wrong_answers() {
     }
 }
 
+/// Test (and validation) sentences never get the guided prompt, which states their answer:
+/// their rationales are features when a model is evaluated. A wrong blind answer is kept.
+#[test]
+fn test_sentences_are_never_told_their_answer() {
+    let env = TestEnv::new();
+    let f = env.write("c.csv", CORPUS);
+    env.run(&["ingest", s(&f), "--split", "test"]).ok();
+    let server = DevServer::start(
+        Behaviour {
+            answer: AnswerMode::WrongUnlessGuided,
+            ..Behaviour::default()
+        }
+        .with_gold(gold()),
+    )
+    .unwrap();
+    let j = annotate(&env, &server, &["--split", "test"]).ok().json();
+    assert_eq!(j["accepted"], 4, "{j}");
+    assert_eq!(j["guided"], 0, "{j}");
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 4);
+    assert!(reqs
+        .iter()
+        .all(|r| !r.guided && !r.body.contains(",答案为")));
+    for id in 1..=4 {
+        let show = env.run(&["--json", "show", &id.to_string()]).ok().json();
+        let k = &show["knowledge"][0];
+        assert_eq!(k["prompt_kind"], "blind");
+        assert_ne!(
+            k["asserted"], show["labels"],
+            "the wrong blind answer is kept"
+        );
+    }
+}
+
 #[test]
 fn garbage_is_counted_and_never_stored_as_knowledge() {
     // A 200 with an HTML body (retried, then left for a rerun: exit 2, nothing recorded), and

@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 
 /// Annotate sentences with an LLM through any OpenAI-compatible endpoint (the seed's scheme).
 ///
-/// Prompt 1 (few-shot, blind) asks for labels and a rationale (理由). For sentences with gold
-/// labels, an answer whose labels differ from gold is asked again with prompt 2, which gives
-/// the answer ("…,答案为<labels>"), up to --max-guided times, so the stored rationale agrees
-/// with gold. --blind-only stores the first answer as is (e.g. test sentences, with a
-/// fine-tuned model). Answers are sanitized (reason part, emotion words removed) and stored as
+/// Prompt 1 (few-shot, blind) asks for labels and a rationale (理由). For training sentences,
+/// an answer whose labels differ from gold is asked again with prompt 2, which gives the
+/// answer ("…,答案为<labels>"), up to --max-guided times, so the stored rationale agrees with
+/// gold. Validation and test sentences always keep their blind answer: their rationales are
+/// features when models are evaluated, and prompt 2 states the answer. --blind-only stores
+/// the first answer as is for training sentences too (e.g. with a fine-tuned model). Answers are sanitized (reason part, emotion words removed) and stored as
 /// knowledge of --source; an answer naming no label is never stored as knowledge.
 ///
 /// Faults: 429, 5xx, timeouts, resets and garbage answers (HTML, truncated JSON) are retried
@@ -93,7 +94,7 @@ pub struct AnnotateArgs {
     #[arg(long, help_heading = "Endpoint")]
     rpm: Option<u32>,
 
-    /// Guided prompts tried after a blind answer that disagrees with gold.
+    /// Guided prompts tried after a blind answer that disagrees with gold (training sentences).
     #[arg(long, default_value_t = 2)]
     max_guided: u32,
 

@@ -4,9 +4,10 @@
 //! The seed's scheme: send the blind prompt; parse the labels the answer asserts
 //! ([`asserted_labels`]); when gold labels are known and the answer disagrees, send the guided
 //! prompt (which states the answer) up to `max_guided` times until an answer asserts exactly
-//! the gold labels. Training knowledge is then always consistent with gold; sentences without
-//! gold (the test split), or every sentence in `blind_only` mode, keep the blind answer. An
-//! answer that names no label is never accepted.
+//! the gold labels. Training knowledge is then always consistent with gold; items without
+//! gold (the caller gives it for training sentences only: [`crate::knowledge::pipeline::items`]),
+//! or every item in `blind_only` mode, keep the blind answer. An answer that names no label is
+//! never accepted.
 //!
 //! What a failed item is worth ([`FailKind`]): a well-formed answer that names no label (or
 //! never the gold labels), and a sentence the endpoint refuses, are verdicts on the sentence, to

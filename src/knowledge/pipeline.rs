@@ -57,8 +57,10 @@ pub fn pending(
 
 /// The engine's items for `examples`, in order.
 ///
-/// An example's gold labels go along (enabling the guided prompt) unless `blind_only` or it
-/// has none. `shots[i]` are the retrieved few-shot turns for `examples[i]`; examples past the
+/// A training example's gold labels go along (enabling the guided prompt) unless
+/// `blind_only` or it has none. Validation and test sentences never get them: their
+/// rationales are features when models are evaluated, and the guided prompt states the
+/// answer. `shots[i]` are the retrieved few-shot turns for `examples[i]`; examples past the
 /// end of `shots` get none (pass an empty vector for no retrieval).
 pub fn items(
     examples: &[Example],
@@ -71,7 +73,8 @@ pub fn items(
         .map(|e| Item {
             id: e.id,
             text: e.text.clone(),
-            gold: (!blind_only && !e.labels.is_empty()).then_some(e.labels),
+            gold: (!blind_only && e.split == Split::Train && !e.labels.is_empty())
+                .then_some(e.labels),
             shots: shots.next().unwrap_or_default(),
         })
         .collect()
