@@ -175,7 +175,7 @@ fn an_error_without_a_flag_to_fix_it_has_no_hint() {
 fn an_option_the_classifier_ignores_is_refused() {
     let env = TestEnv::new();
     let out = env.path("models/m");
-    let cases: [(&[&str], &str, &str); 5] = [
+    let cases: [(&[&str], &str, &str); 9] = [
         (
             &[
                 "--classifier",
@@ -214,6 +214,34 @@ fn an_option_the_classifier_ignores_is_refused() {
             &["--classifier", "knn", "--member", "a"],
             "--member is not read by --classifier knn",
             "it is for ensemble",
+        ),
+        (
+            &["--classifier", "knn", "--knowledge", "neighbours"],
+            "--knowledge is not read by --classifier knn",
+            "it is for linear, frozen, finetune",
+        ),
+        (
+            &[
+                "--classifier",
+                "frozen",
+                "--stack-linear",
+                "3",
+                "--context-weight",
+                "1",
+            ],
+            "--context-weight is not read by --classifier frozen",
+            "it is for linear;",
+        ),
+        // Options of one kind of knowledge, without it.
+        (
+            &["--classifier", "linear", "--source", "qwen-max"],
+            "--source is only read with --knowledge rationale or all, or --only-with-knowledge",
+            "drop it or add that",
+        ),
+        (
+            &["--classifier", "frozen", "--context-pool", "mean"],
+            "--context-pool or --context-decay is only read with a context",
+            "--knowledge context, or --context W",
         ),
     ];
     for (args, error, readers) in cases {

@@ -177,7 +177,7 @@ fn an_ensemble_cannot_overwrite_or_contain_its_members() {
         s(&env.path("models/lin")),
     ])
     .code(2)
-    .stderr_has("only for --classifier ensemble");
+    .stderr_has("--member is not read by --classifier linear: it is for ensemble");
 
     // A member that is an ensemble reading --out: the new ensemble would contain itself.
     let e = env.path("models/e");

@@ -137,9 +137,9 @@ pub struct TrainArgs {
     #[arg(long, value_name = "NAME", help_heading = "Knowledge")]
     neighbours_source: Option<String>,
 
-    /// Neighbours whose labels are attached.
-    #[arg(long, default_value_t = 5, help_heading = "Knowledge")]
-    neighbours_k: usize,
+    /// Neighbours whose labels are attached [default: 5].
+    #[arg(long, value_name = "K", help_heading = "Knowledge")]
+    neighbours_k: Option<usize>,
 
     /// Sentences of the same document on each side whose text is attached [default with
     /// --knowledge context: 1 for finetune, 3 for the others (and with all, for linear);
@@ -166,8 +166,9 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "micro")]
     threshold_objective: ObjectiveArg,
 
-    /// Linear, frozen, finetune: weigh each label's positives by its negatives / positives in
-    /// the training set (at most 10) [default: none].
+    /// Weigh each label's positives by its negatives / positives in the training set: linear's
+    /// balanced class weights; frozen and finetune: the BCE's pos_weight, clamped to 1..10
+    /// [default: none].
     #[arg(long, value_enum)]
     pos_weight: Option<PosWeight>,
 
@@ -214,7 +215,7 @@ pub struct TrainArgs {
 
     /// Frozen: also feed the head the linear model's scores (out-of-fold on training rows from
     /// this many folds, then a linear model on all of them for validation and prediction); 0 = off
-    /// [default: 0]. The Linear options then set that model.
+    /// [default: 0]. --c and --pos-weight then set that model too (it reads the sentence alone).
     #[arg(long, value_name = "FOLDS", help_heading = "Frozen")]
     stack_linear: Option<usize>,
 
@@ -357,32 +358,36 @@ fn mode(m: ModeArg) -> KnowledgeMode {
 /// Neighbours voting in `--classifier knn` when `-k` is not given.
 const DEFAULT_KNN_K: usize = 10;
 
+/// Neighbours whose labels are attached when `--neighbours-k` is not given.
+const DEFAULT_NEIGHBOURS_K: usize = 5;
+
 /// Refuses options the chosen classifier would ignore, naming the classifiers that read them:
 /// `--max-len 96` on a frozen head or `--pos-weight auto` on an ensemble would otherwise train
 /// a model that silently differs from what was asked for.
 fn check_kind_options(a: &TrainArgs) -> anyhow::Result<()> {
     use KindArg::{Ensemble, Finetune, Frozen, Knn, Linear};
     let stacked = a.stack_linear.is_some_and(|f| f > 0);
-    // The Linear options set the linear model, and the one a frozen head stacks.
+    // --c sets the linear model, and the one a frozen head stacks.
     let linear: &[KindArg] = if stacked {
         &[Linear, Frozen]
     } else {
         &[Linear]
     };
-    let given: [(&str, bool, &[KindArg]); 20] = [
+    let given: [(&str, bool, &[KindArg]); 22] = [
         ("--c", a.c.is_some(), linear),
-        ("--context-weight", a.context_weight.is_some(), linear),
+        // A stacked linear model reads the sentence alone: the context options are linear's.
+        ("--context-weight", a.context_weight.is_some(), &[Linear]),
         (
             "--context-word-ngrams",
             a.context_word_ngrams.is_some(),
-            linear,
+            &[Linear],
         ),
         (
             "--context-char-ngrams",
             a.context_char_ngrams.is_some(),
-            linear,
+            &[Linear],
         ),
-        ("--context-scores", a.context_scores.is_some(), linear),
+        ("--context-scores", a.context_scores.is_some(), &[Linear]),
         ("--context-pool", a.context_pool.is_some(), &[Frozen]),
         ("--context-decay", a.context_decay.is_some(), &[Frozen]),
         ("--hidden", a.hidden.is_some(), &[Frozen]),
@@ -406,11 +411,23 @@ fn check_kind_options(a: &TrainArgs) -> anyhow::Result<()> {
             &[Frozen, Knn, Finetune],
         ),
         ("--member", !a.members.is_empty(), &[Ensemble]),
+        // A kNN vote reads every training example; an ensemble's members were trained already.
+        (
+            "--max-train",
+            a.max_train.is_some(),
+            &[Linear, Frozen, Finetune],
+        ),
+        // A kNN model votes with its own retrieval; ensemble members keep their own knowledge.
+        (
+            "--knowledge",
+            a.knowledge != ModeArg::None,
+            &[Linear, Frozen, Finetune],
+        ),
     ];
     for (flag, given, readers) in given {
         if given && !readers.contains(&a.classifier) {
             let names: Vec<&str> = readers.iter().map(|k| k.name()).collect();
-            let also = if readers == [Linear] && a.classifier == Frozen {
+            let also = if flag == "--c" && a.classifier == Frozen {
                 " (and by frozen with --stack-linear)"
             } else {
                 ""
@@ -420,6 +437,82 @@ fn check_kind_options(a: &TrainArgs) -> anyhow::Result<()> {
                 a.classifier.name(),
                 names.join(", ")
             );
+        }
+    }
+    // Options read only with the knowledge that uses them.
+    let rationale = matches!(a.knowledge, ModeArg::Rationale | ModeArg::All);
+    let neighbours = matches!(a.knowledge, ModeArg::Neighbours | ModeArg::All);
+    let context = match (a.context, a.knowledge) {
+        (Some(w), _) => w > 0,
+        (None, ModeArg::Context) => true,
+        (None, ModeArg::All) => a.classifier == Linear,
+        (None, _) => false,
+    };
+    let needs: [(&str, bool, bool, &str); 10] = [
+        (
+            "--source",
+            a.source.is_some(),
+            rationale || a.only_with_knowledge,
+            "--knowledge rationale or all, or --only-with-knowledge",
+        ),
+        (
+            "--eval-source",
+            a.eval_source.is_some(),
+            rationale || a.only_with_knowledge,
+            "--knowledge rationale or all, or --only-with-knowledge",
+        ),
+        (
+            "--only-with-knowledge",
+            a.only_with_knowledge,
+            a.source.is_some(),
+            "--source (whose rationales pick the examples)",
+        ),
+        (
+            "--neighbours-source",
+            a.neighbours_source.is_some(),
+            neighbours,
+            "--knowledge neighbours or all",
+        ),
+        (
+            "--neighbours-k",
+            a.neighbours_k.is_some(),
+            neighbours,
+            "--knowledge neighbours or all",
+        ),
+        (
+            "--context-weight",
+            a.context_weight.is_some(),
+            context,
+            "a context (--knowledge context, or --context W)",
+        ),
+        (
+            "--context-word-ngrams",
+            a.context_word_ngrams.is_some(),
+            context,
+            "a context (--knowledge context, or --context W)",
+        ),
+        (
+            "--context-char-ngrams",
+            a.context_char_ngrams.is_some(),
+            context,
+            "a context (--knowledge context, or --context W)",
+        ),
+        (
+            "--context-scores",
+            a.context_scores.is_some(),
+            context,
+            "a context (--knowledge context, or --context W)",
+        ),
+        (
+            "--context-pool or --context-decay",
+            a.context_pool.is_some() || a.context_decay.is_some(),
+            context,
+            "a context (--knowledge context, or --context W)",
+        ),
+    ];
+    for (flag, given, read, with) in needs {
+        if given && !read {
+            anyhow::bail!("{flag} is only read with {with}; drop it or add that");
         }
     }
     Ok(())
@@ -535,7 +628,7 @@ fn train_config(a: &TrainArgs, store: &Store) -> anyhow::Result<TrainConfig> {
         source: a.source.clone(),
         eval_source: a.eval_source.clone(),
         neighbours_source: a.neighbours_source.clone(),
-        neighbours_k: a.neighbours_k,
+        neighbours_k: a.neighbours_k.unwrap_or(DEFAULT_NEIGHBOURS_K),
         neighbours: None,
         context,
         context_pool: match a.context_pool {
