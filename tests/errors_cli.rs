@@ -255,3 +255,44 @@ fn an_option_the_classifier_ignores_is_refused() {
         assert!(!env.path("store").exists(), "{args:?} created the store");
     }
 }
+
+/// Options that another option overrides, or that a format does not read, are refused rather
+/// than dropped: the run would otherwise do something else than the command line says.
+#[test]
+fn options_that_would_be_dropped_are_refused() {
+    let env = TestEnv::new();
+    let csv = env.write("c.csv", CORPUS);
+    let jsonl = env.write(
+        "c.jsonl",
+        "{\"text\": \"我 爱 我 的 家人\", \"labels\": [\"Love\"]}\n",
+    );
+    for args in [
+        // --split puts every row in one split: the split-drawing options would be ignored.
+        &[
+            "ingest",
+            s(&csv),
+            "--split",
+            "test",
+            "--val-fraction",
+            "0.2",
+        ][..],
+        &["ingest", s(&csv), "--split", "train", "--test-rows", "2"],
+        // eval --file evaluates the file, not a split; --ids picks stored examples.
+        &["eval", "--model", "m", "--file", s(&csv), "--split", "val"],
+        &["eval", "--source", "qwen-max", "--ids", "1-4"],
+        // Arguments are one sentence; --document is for lines.
+        &["predict", "--model", "m", "--document", "我 很 难过"],
+    ] {
+        env.run(args).code(2).stderr_has("cannot be used with");
+    }
+    ingested(&env);
+    env.run(&["embed", "--encoder", "enc", "--source", "qwen-max"])
+        .code(2)
+        .stderr_has("add --what knowledge");
+    // JSON Lines carry their document in `doc`: a CSV column name is refused, naming the file.
+    let r = env
+        .run(&["ingest", s(&jsonl), "--doc-column", "doc", "--replace"])
+        .code(2);
+    assert!(r.stderr.contains("c.jsonl"), "{}", r.stderr);
+    assert!(r.stderr.contains("is for CSV files"), "{}", r.stderr);
+}

@@ -140,6 +140,12 @@ fn dir_name(p: &Path) -> String {
 }
 
 pub fn run_embed(a: EmbedArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    if !a.source.is_empty() && a.what == WhatArg::Text {
+        anyhow::bail!(
+            "--source names rationale sources to embed, and --what text embeds sentences only: \
+             add --what knowledge (or both)"
+        );
+    }
     let store = ctx.open()?;
     let (enc, info) = load_encoder(&store, &a.encoder, a.name.as_deref())?;
     let examples = store.examples(a.split)?;

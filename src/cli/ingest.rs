@@ -36,7 +36,11 @@ pub struct Args {
     file: PathBuf,
 
     /// Put every row into this split (train, val or test).
-    #[arg(long, help_heading = "Splits")]
+    #[arg(
+        long,
+        help_heading = "Splits",
+        conflicts_with_all = ["test_rows", "test_last", "val_fraction", "val_block", "seed"]
+    )]
     split: Option<Split>,
 
     /// The first N rows are the test split [default: 1000 for the seed layout, else 0].

@@ -279,7 +279,7 @@ pub struct EvalArgs {
     source: Option<String>,
 
     /// Split to evaluate on [default: test; with --source: every split].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "file")]
     split: Option<Split>,
 
     /// Evaluate on a labelled file instead of a stored split.
@@ -292,7 +292,12 @@ pub struct EvalArgs {
 
     /// Only the split's examples with ids in FIRST-LAST (inclusive), e.g. the rows
     /// `ingest --test-last 2000` held out at the end of the seed's file: --ids 24001-26000.
-    #[arg(long, value_name = "FIRST-LAST", value_parser = parse_id_range, conflicts_with = "file")]
+    #[arg(
+        long,
+        value_name = "FIRST-LAST",
+        value_parser = parse_id_range,
+        conflicts_with_all = ["file", "source"]
+    )]
     ids: Option<(u64, u64)>,
 }
 
@@ -309,7 +314,8 @@ fn parse_id_range(s: &str) -> Result<(u64, u64), String> {
     Ok((a, b))
 }
 
-/// Predict emotions for sentences (arguments, or one per line on stdin or in --file).
+/// Predict emotions for a sentence (the arguments), or sentences one per line on stdin or in
+/// --file.
 ///
 /// Prints each sentence's labels and per-label probabilities. --explain shows the knowledge the
 /// model used (new text has no rationale; neighbours are retrieved now; a model reading
@@ -328,7 +334,8 @@ pub struct PredictArgs {
     #[arg(long)]
     model: PathBuf,
 
-    /// Sentences (space-segmented like the corpus, or not); none = read stdin.
+    /// One sentence, space-segmented like the corpus or not (its words may be separate
+    /// arguments); none = read stdin.
     text: Vec<String>,
 
     /// Read the sentences from this file (one per line, or JSON Lines) instead of stdin.
@@ -337,7 +344,7 @@ pub struct PredictArgs {
 
     /// The lines are one document, in order (a model reading context sees each line's
     /// neighbours).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "text")]
     document: bool,
 
     /// Show the attached knowledge.

@@ -194,9 +194,22 @@ pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Parsed> {
 }
 
 /// [`parse_bytes`] with options. A document column named in `opts` must exist in a CSV's
-/// header; JSON Lines carry `doc` (and optionally `position`) in each object instead.
+/// header, and is refused for JSON Lines and Parquet, which carry `doc` (and optionally
+/// `position`) in each row instead.
 pub fn parse_bytes_with(path: &Path, bytes: &[u8], opts: &ReadOptions) -> Result<Parsed> {
+    let column_of_csv = |format: &str| match &opts.doc_column {
+        Some(c) => Err(Error::input(
+            path,
+            0,
+            format!(
+                "a document column ({c:?}) is for CSV files, and this is {format}: its rows \
+                 carry their document in a `doc` field"
+            ),
+        )),
+        None => Ok(()),
+    };
     if bytes.starts_with(super::parquet::MAGIC) {
+        column_of_csv("Parquet")?;
         return super::parquet::parse_parquet(path, bytes.to_vec());
     }
     let dec = decode(bytes);
@@ -206,6 +219,7 @@ pub fn parse_bytes_with(path: &Path, bytes: &[u8], opts: &ReadOptions) -> Result
         .find(|l| !l.trim().is_empty())
         .unwrap_or("");
     let mut parsed = if first.trim_start().starts_with('{') {
+        column_of_csv("JSON Lines")?;
         parse_jsonl(&dec.text)
     } else {
         parse_csv(path, &dec.text, opts.doc_column.as_deref())?
