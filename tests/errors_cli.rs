@@ -152,6 +152,37 @@ fn an_unknown_knowledge_source_hints_at_its_flag() {
 }
 
 #[test]
+fn more_neighbours_than_stored_hints_at_neighbours_k() {
+    let env = TestEnv::new();
+    ingested(&env);
+    env.run(&["knowledge", "retrieve", "--by", "bm25", "-k", "2"])
+        .ok();
+    let train = |k: &str| {
+        env.run(&[
+            "train",
+            "--classifier",
+            "linear",
+            "--knowledge",
+            "neighbours",
+            "--neighbours-source",
+            "knn-bm25",
+            "--neighbours-k",
+            k,
+            "--out",
+            s(&env.path("m")),
+        ])
+    };
+    let (error, hint) = error_and_hint(train("3"));
+    assert!(
+        error.contains("3 neighbours asked for, but the store holds 2 per example"),
+        "{error}"
+    );
+    assert!(hint.contains("--neighbours-k"), "{hint}");
+    assert!(!env.path("m").exists());
+    train("2").ok();
+}
+
+#[test]
 fn an_error_without_a_flag_to_fix_it_has_no_hint() {
     let env = TestEnv::new();
     ingested(&env);

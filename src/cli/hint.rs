@@ -17,6 +17,7 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
 fn flag_of(name: &str) -> Option<&'static str> {
     Some(match name {
         "stack_folds" => "--stack-linear",
+        "neighbours_k" => "--neighbours-k, or rerun `knowledge retrieve` with a larger -k",
         "rpm" => "--rpm",
         "max_wait_secs" => "--max-wait",
         "timeout_secs" => "--timeout",

@@ -53,7 +53,8 @@ pub fn pick(
 }
 
 /// Checks that the sources a spec names exist in the store, and records how the neighbours
-/// source was retrieved (so a model trained on them finds new texts' neighbours the same way).
+/// source was retrieved (so a model trained on them finds new texts' neighbours the same way);
+/// refuses more neighbours than that retrieval stored.
 pub fn resolve(store: &Store, spec: &mut AttachSpec) -> Result<()> {
     if spec.mode == KnowledgeMode::None {
         return Ok(());
@@ -78,7 +79,20 @@ pub fn resolve(store: &Store, spec: &mut AttachSpec) -> Result<()> {
     if spec.mode.neighbours() {
         need(&spec.neighbours_source, SourceRole::Neighbours)?;
         if let Some(src) = &spec.neighbours_source {
-            spec.neighbours = Some(stored_spec(store, src)?);
+            let stored = stored_spec(store, src)?;
+            // Stored examples have `stored.k` neighbours, new text would get `neighbours_k`:
+            // training and prediction would read different inputs.
+            if spec.neighbours_k > stored.k {
+                return Err(Error::Setting {
+                    name: "neighbours_k",
+                    msg: format!(
+                        "{} neighbours asked for, but the store holds {} per example of \
+                         source {src:?}",
+                        spec.neighbours_k, stored.k
+                    ),
+                });
+            }
+            spec.neighbours = Some(stored);
         }
     }
     Ok(())
