@@ -107,6 +107,10 @@ ctx4ep2="$ctx3 --member $m/finetune_ep2"
 ensembles $m/ens4_ctx_ep2 $ctx4ep2
 ctx3ep2="--member $m/linear_ctx --member $m/frozen_nb_ctx --member $m/finetune_ep2"
 ensembles $m/ens3_ctx_ep2 $ctx3ep2
+# The full-data fine-tune with each label's positives weighed by its negatives / positives
+# (--pos-weight auto; tried, not adopted), and ens4_ctx with it.
+step train --classifier finetune --encoder-dir "$enc" --epochs 1 --lr 1e-4 --max-len 64 --batch 16 --pos-weight auto --out $m/finetune_pw
+ensembles $m/ens4_ctx_pw $ctx3 --member $m/finetune_pw
 # The seed's knowledge protocol: train on rows 1001–2000 with qwen-max's rationales, test on
 # rows 1–1000 with chatglm3's; and text only on the same rows.
 seed="--source qwen-max --eval-source chatglm3-lora --only-with-knowledge"
@@ -115,7 +119,7 @@ step train --classifier linear --knowledge rationale $seed --out $m/seed_rationa
 # Fine-tuning on CPU: a 2,000-example subset, one epoch.
 step train --classifier finetune --encoder-dir "$enc" --max-train 2000 --epochs 1 --max-len 64 --batch 16 --out $m/finetune_2000
 
-models="linear linear_macro linear_ctx linear_ctx_macro linear_ctx_words frozen knn frozen_nb linear_nb frozen_nb_stack ens2 ens3 ens3_exact ens_stack finetune_full ens4_full ens4_full_exact ens4_full_macro finetune_12000 ens4 ens4_exact frozen_ctx frozen_nb_ctx ens3_ctx ens3_ctx_exact ens4_ctx_frozen ens4_ctx ens4_ctx_exact ens4_ctx_macro ens3_ctx_full ens3_ctx_full_exact ens3_ctx_full_macro ens4_ctx_words ens5_ctx finetune_ctx ens4_ctx_ft ens4_ctx_ft_exact ens4_ctx_ft_macro finetune_ep2 ens4_ctx_ep2 ens4_ctx_ep2_exact ens4_ctx_ep2_macro ens3_ctx_ep2 ens3_ctx_ep2_exact ens3_ctx_ep2_macro seed_text seed_rationale finetune_2000"
+models="linear linear_macro linear_ctx linear_ctx_macro linear_ctx_words frozen knn frozen_nb linear_nb frozen_nb_stack ens2 ens3 ens3_exact ens_stack finetune_full ens4_full ens4_full_exact ens4_full_macro finetune_12000 ens4 ens4_exact frozen_ctx frozen_nb_ctx ens3_ctx ens3_ctx_exact ens4_ctx_frozen ens4_ctx ens4_ctx_exact ens4_ctx_macro ens3_ctx_full ens3_ctx_full_exact ens3_ctx_full_macro ens4_ctx_words ens5_ctx finetune_ctx ens4_ctx_ft ens4_ctx_ft_exact ens4_ctx_ft_macro finetune_ep2 ens4_ctx_ep2 ens4_ctx_ep2_exact ens4_ctx_ep2_macro ens3_ctx_ep2 ens3_ctx_ep2_exact ens3_ctx_ep2_macro finetune_pw ens4_ctx_pw ens4_ctx_pw_exact ens4_ctx_pw_macro seed_text seed_rationale finetune_2000"
 row() { python3 -c "import json,sys; r=json.load(sys.stdin); v=json.load(open('$m/$1/meta.json'))['val']; print('%-16s %-8.3f %-8.3f %-8.3f %-8.3f   (%.3f / %.3f, exact %.3f)' % ('$1', r['hamming_accuracy'], r['exact_match'], r['micro_f1'], r['macro_f1'], v['micro_f1'], v['macro_f1'], v['exact_match']))"; }
 printf '\n%-16s %-8s %-8s %-8s %-8s   %s\n' model hamming exact micro-F1 macro-F1 "(validation micro / macro, exact)"
 for d in $models; do
