@@ -320,6 +320,31 @@ fn options_that_would_be_dropped_are_refused() {
     env.run(&["embed", "--encoder", "enc", "--source", "qwen-max"])
         .code(2)
         .stderr_has("add --what knowledge");
+    // BM25 reads words: an encoder or a dense search mode would be ignored.
+    env.run(&["similar", "--id", "3", "--by", "bm25", "--encoder", "m3e"])
+        .code(2)
+        .stderr_has("named for BM25 retrieval");
+    env.run(&["knowledge", "retrieve", "--by", "bm25", "--exact"])
+        .code(2)
+        .stderr_has("is for dense retrieval");
+    // The store holds no vectors, so retrieval is BM25 without being asked.
+    env.run(&["similar", "--id", "3", "--ann"])
+        .code(2)
+        .stderr_has("is for dense retrieval");
+    // A query text has no id to exclude the neighbourhood of.
+    env.run(&["similar", "他 对 未来 充满 期待", "--exclude-within", "2"])
+        .code(2)
+        .stderr_has("query by --id");
+    env.run(&[
+        "similar",
+        "--id",
+        "3",
+        "--by",
+        "bm25",
+        "--exclude-within",
+        "2",
+    ])
+    .ok();
     // JSON Lines carry their document in `doc`: a CSV column name is refused, naming the file.
     let r = env
         .run(&["ingest", s(&jsonl), "--doc-column", "doc", "--replace"])

@@ -322,6 +322,13 @@ fn serve_api_answers_with_the_cli_documents() {
         ("GET", "/api/similar?id=99999", None, 404, "id"),
         ("GET", "/api/similar?id=5&k=0", None, 400, "k"),
         ("GET", "/api/similar?id=5&by=magic", None, 400, "by"),
+        (
+            "GET",
+            "/api/similar?id=5&by=bm25&encoder=tiny",
+            None,
+            400,
+            "encoder",
+        ),
         ("GET", "/api/eval/nope", None, 404, "model"),
         ("GET", "/api/eval/linear?split=x", None, 400, "split"),
         ("GET", "/api/stats?x=1", None, 400, "x"),

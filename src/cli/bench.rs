@@ -163,11 +163,11 @@ struct SimilarArgs {
     #[arg(short, default_value_t = 10)]
     k: usize,
 
-    /// Queries (the first test-split examples).
+    /// Queries: the first stored vectors of the encoder, in the store's order.
     #[arg(long, default_value_t = 500)]
     queries: usize,
 
-    /// Stored encoder [default: the only one].
+    /// Stored encoder (id, id prefix or name) [default: the only one].
     #[arg(long)]
     encoder: Option<String>,
 
@@ -802,13 +802,7 @@ fn bench_similar(a: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     use emoknow::neighbours::{AnnIndex, BruteForce, NeighbourSearch};
     use emoknow::store::vectors::What;
     let store = ctx.open()?;
-    let info =
-        match &a.encoder {
-            Some(k) => store.find_encoder(k)?,
-            None => store.encoders()?.into_iter().next().ok_or_else(|| {
-                anyhow::anyhow!("no stored embeddings: run `emoknow embed` first")
-            })?,
-        };
+    let info = emoknow::neighbours::pick_encoder(&store, a.encoder.as_deref())?;
     let t = Instant::now();
     let all = store.vectors(&info, &What::Text, None)?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;

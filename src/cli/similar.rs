@@ -148,6 +148,12 @@ impl RetrievalArgs {
 }
 
 pub fn run_similar(args: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    if args.id.is_none() && args.retrieval.exclude_within > 0 {
+        anyhow::bail!(
+            "--exclude-within leaves out ids near a stored example's, and a query text has no \
+             id: query by --id, or drop it"
+        );
+    }
     let store = ctx.open()?;
     let r = args.retrieval.open(&store, ctx)?;
     let emotions: LabelSet = args.emotion.iter().copied().collect();

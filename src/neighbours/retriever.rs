@@ -67,6 +67,16 @@ impl Retriever {
             NeighbourBy::Dense {
                 encoder_id: pick_encoder(store, c.encoder.as_deref())?.id,
             }
+        } else if let Some(e) = &c.encoder {
+            return Err(Error::Invalid(format!(
+                "encoder {e:?} named for BM25 retrieval, which reads words, not vectors"
+            )));
+        } else if c.search != SearchMode::Auto {
+            return Err(Error::Invalid(
+                "exact or ANN search is for dense retrieval, and this one is BM25 (asked for, \
+                 or the store holds no vectors)"
+                    .into(),
+            ));
         } else {
             NeighbourBy::Bm25
         };

@@ -310,6 +310,12 @@ pub(crate) async fn similar(
     let dense = match p.one("by")? {
         None => state.has_vectors || encoder.is_some(),
         Some("dense") => true,
+        Some("bm25") if encoder.is_some() => {
+            return Err(ApiError::bad(
+                "encoder",
+                "an encoder is for by=dense: bm25 reads words, not vectors",
+            ))
+        }
         Some("bm25") => false,
         Some(v) => {
             return Err(ApiError::bad(
