@@ -313,9 +313,14 @@ fn options_that_would_be_dropped_are_refused() {
         &["eval", "--source", "qwen-max", "--ids", "1-4"],
         // Arguments are one sentence; --document is for lines.
         &["predict", "--model", "m", "--document", "我 很 难过"],
+        // Blind answers are never retried with the guided prompt.
+        &["annotate", "--blind-only", "--max-guided", "3"],
     ] {
         env.run(args).code(2).stderr_has("cannot be used with");
     }
+    env.run(&["annotate", "--jobs", "0"])
+        .code(2)
+        .stderr_has("--jobs");
     ingested(&env);
     env.run(&["embed", "--encoder", "enc", "--source", "qwen-max"])
         .code(2)

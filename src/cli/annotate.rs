@@ -86,16 +86,22 @@ pub struct AnnotateArgs {
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_MAX_WAIT_SECS, help_heading = "Endpoint")]
     max_wait: f64,
 
-    /// Concurrent requests.
-    #[arg(long, short, default_value_t = 4, help_heading = "Endpoint")]
-    jobs: usize,
+    /// Concurrent requests (1 or more).
+    #[arg(
+        long,
+        short,
+        default_value_t = 4,
+        value_parser = clap::value_parser!(u32).range(1..),
+        help_heading = "Endpoint"
+    )]
+    jobs: u32,
 
     /// Requests per minute across all jobs.
     #[arg(long, help_heading = "Endpoint")]
     rpm: Option<u32>,
 
     /// Guided prompts tried after a blind answer that disagrees with gold (training sentences).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, conflicts_with = "blind_only")]
     max_guided: u32,
 
     /// Store blind answers as they are (labels parsed, not checked against gold).
@@ -231,7 +237,7 @@ pub fn run_annotate(a: AnnotateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let cfg = StoreConfig {
         source: source.clone(),
         engine: AnnotateConfig {
-            jobs: a.jobs.max(1),
+            jobs: a.jobs as usize,
             max_guided: a.max_guided,
             blind_only: a.blind_only,
             ..Default::default()
