@@ -176,7 +176,8 @@ struct SimilarArgs {
 }
 
 /// Embedding throughput of an encoder on the corpus: (a) corpus order in batches of 32 — the
-/// baseline, what a plain loop does — and (b) length-sorted batches of 64, in one run.
+/// baseline, what a plain loop does — and (b) length-sorted batches of 64, in one run (so
+/// --batch is refused).
 ///
 /// scripts/bench_embed_torch.py runs the same two setups in PyTorch (when torch is installed)
 /// and prints its ratio to these numbers.
@@ -250,7 +251,7 @@ struct StoreArgs {
     retrieve: bool,
 
     /// Dimension of the --retrieve vectors.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, requires = "retrieve")]
     dim: usize,
 }
 
@@ -753,6 +754,13 @@ fn bench_throughput(
 }
 
 fn bench_embed(a: EmbedArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    if a.encoder.batch != 64 {
+        anyhow::bail!(
+            "bench embed runs batches of 32 (corpus order) and 64 (length-sorted), the setups \
+             of scripts/bench_embed_torch.py: drop --batch {}",
+            a.encoder.batch
+        );
+    }
     let parsed = corpus::read_file(&a.corpus)?;
     let n = if a.sentences == 0 {
         parsed.rows.len()
