@@ -336,6 +336,18 @@ fn options_that_would_be_dropped_are_refused() {
     env.run(&["similar", "--id", "3", "--ann"])
         .code(2)
         .stderr_has("is for dense retrieval");
+    // Without vectors a kNN votes by BM25, which reads no encoder.
+    env.run(&[
+        "train",
+        "--classifier",
+        "knn",
+        "--encoder-dir",
+        "enc",
+        "--out",
+        s(&env.path("m")),
+    ])
+    .code(2)
+    .stderr_has("not read by a BM25 kNN");
     // A query text has no id to exclude the neighbourhood of.
     env.run(&["similar", "他 对 未来 充满 期待", "--exclude-within", "2"])
         .code(2)

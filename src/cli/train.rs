@@ -598,10 +598,19 @@ fn train_config(a: &TrainArgs, store: &Store) -> anyhow::Result<TrainConfig> {
         },
         KindArg::Knn => KindConfig::Knn {
             k: a.k.unwrap_or(DEFAULT_KNN_K),
-            // Dense when the store holds vectors (the named encoder, else the first).
+            // Dense when the store holds vectors: the named encoder, else the only one (several
+            // are refused as everywhere else); BM25 without vectors, which reads no encoder.
             encoder: match &a.encoder {
-                Some(key) => Some(store.find_encoder(key)?),
-                None => store.encoders()?.into_iter().next(),
+                None if store.encoders()?.is_empty() => {
+                    if a.encoder_dir.is_some() {
+                        anyhow::bail!(
+                            "--encoder-dir is not read by a BM25 kNN (the store holds no \
+                             vectors): run `emoknow embed` first for a dense one, or drop it"
+                        );
+                    }
+                    None
+                }
+                key => Some(pick_encoder(store, key.as_deref())?),
             },
             encoder_dir: a.encoder_dir.clone(),
         },
