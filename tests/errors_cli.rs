@@ -206,7 +206,7 @@ fn an_error_without_a_flag_to_fix_it_has_no_hint() {
 fn an_option_the_classifier_ignores_is_refused() {
     let env = TestEnv::new();
     let out = env.path("models/m");
-    let cases: [(&[&str], &str, &str); 9] = [
+    let cases: [(&[&str], &str, &str); 10] = [
         (
             &[
                 "--classifier",
@@ -267,6 +267,11 @@ fn an_option_the_classifier_ignores_is_refused() {
         (
             &["--classifier", "linear", "--source", "qwen-max"],
             "--source is only read with --knowledge rationale or all, or --only-with-knowledge",
+            "drop it or add that",
+        ),
+        (
+            &["--classifier", "linear", "--seed", "7"],
+            "--seed is only read with --classifier frozen or finetune, or --max-train",
             "drop it or add that",
         ),
         (

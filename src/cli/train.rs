@@ -176,9 +176,10 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N")]
     max_train: Option<usize>,
 
-    /// Seed of subsets, initialisation and shuffling.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    /// Seed of --max-train subsets, and of frozen and finetune's initialisation, folds and
+    /// shuffling [default: 42].
+    #[arg(long)]
+    seed: Option<u64>,
 
     /// Stored encoder (id, prefix or name) whose vectors frozen/knn read.
     #[arg(long, help_heading = "Encoder")]
@@ -368,6 +369,9 @@ const DEFAULT_KNN_K: usize = 10;
 /// Neighbours whose labels are attached when `--neighbours-k` is not given.
 const DEFAULT_NEIGHBOURS_K: usize = 5;
 
+/// Seed of subsets, initialisation and shuffling when `--seed` is not given.
+const DEFAULT_SEED: u64 = 42;
+
 /// Refuses options the chosen classifier would ignore, naming the classifiers that read them:
 /// `--max-len 96` on a frozen head or `--pos-weight auto` on an ensemble would otherwise train
 /// a model that silently differs from what was asked for.
@@ -455,7 +459,13 @@ fn check_kind_options(a: &TrainArgs) -> anyhow::Result<()> {
         (None, ModeArg::All) => a.classifier == Linear,
         (None, _) => false,
     };
-    let needs: [(&str, bool, bool, &str); 10] = [
+    let needs: [(&str, bool, bool, &str); 11] = [
+        (
+            "--seed",
+            a.seed.is_some(),
+            matches!(a.classifier, Frozen | Finetune) || a.max_train.is_some(),
+            "--classifier frozen or finetune, or --max-train",
+        ),
         (
             "--source",
             a.source.is_some(),
@@ -551,7 +561,7 @@ fn train_config(a: &TrainArgs, store: &Store) -> anyhow::Result<TrainConfig> {
         }
     }
     let mut mlp = MlpConfig {
-        seed: a.seed,
+        seed: a.seed.unwrap_or(DEFAULT_SEED),
         pos_weight: balanced,
         ..Default::default()
     };
@@ -559,7 +569,7 @@ fn train_config(a: &TrainArgs, store: &Store) -> anyhow::Result<TrainConfig> {
         mlp.hidden = h;
     }
     let mut ft = FinetuneConfig {
-        seed: a.seed,
+        seed: a.seed.unwrap_or(DEFAULT_SEED),
         pos_weight_auto: balanced,
         head: if a.per_label {
             HeadKind::PerLabel
@@ -662,7 +672,7 @@ fn train_config(a: &TrainArgs, store: &Store) -> anyhow::Result<TrainConfig> {
             ObjectiveArg::Macro => Objective::Macro,
             ObjectiveArg::Exact => Objective::Exact,
         },
-        seed: a.seed,
+        seed: a.seed.unwrap_or(DEFAULT_SEED),
     })
 }
 
@@ -677,7 +687,7 @@ pub fn run_train(a: TrainArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let selection = Selection {
         only_with_knowledge: a.only_with_knowledge,
         max_train: a.max_train,
-        seed: a.seed,
+        seed: a.seed.unwrap_or(DEFAULT_SEED),
     };
     let (train_ex, val_ex) = samples::training_examples(&store, &cfg.attach, &selection)?;
     pb.set_message("reading samples");
