@@ -372,6 +372,21 @@ const DEFAULT_NEIGHBOURS_K: usize = 5;
 /// Seed of subsets, initialisation and shuffling when `--seed` is not given.
 const DEFAULT_SEED: u64 = 42;
 
+/// Sentences of context on each side the arguments ask for: `--context`, else the default of
+/// `--knowledge context` (and of `all` for linear), else none.
+fn context_width(a: &TrainArgs) -> anyhow::Result<usize> {
+    Ok(match (a.context, a.knowledge) {
+        (Some(0), ModeArg::Context) => {
+            anyhow::bail!("--knowledge context needs --context 1 or more (sentences on each side)")
+        }
+        (Some(w), _) => w,
+        (None, ModeArg::Context) if a.classifier == KindArg::Finetune => DEFAULT_FINETUNE_CONTEXT,
+        (None, ModeArg::Context) => DEFAULT_TRAIN_CONTEXT,
+        (None, ModeArg::All) if a.classifier == KindArg::Linear => DEFAULT_TRAIN_CONTEXT,
+        (None, _) => 0,
+    })
+}
+
 /// Refuses options the chosen classifier would ignore, naming the classifiers that read them:
 /// `--max-len 96` on a frozen head or `--pos-weight auto` on an ensemble would otherwise train
 /// a model that silently differs from what was asked for.
@@ -453,12 +468,10 @@ fn check_kind_options(a: &TrainArgs) -> anyhow::Result<()> {
     // Options read only with the knowledge that uses them.
     let rationale = matches!(a.knowledge, ModeArg::Rationale | ModeArg::All);
     let neighbours = matches!(a.knowledge, ModeArg::Neighbours | ModeArg::All);
-    let context = match (a.context, a.knowledge) {
-        (Some(w), _) => w > 0,
-        (None, ModeArg::Context) => true,
-        (None, ModeArg::All) => a.classifier == Linear,
-        (None, _) => false,
-    };
+    let context = context_width(a)? > 0;
+    let with_rationale = "--knowledge rationale or all, or --only-with-knowledge";
+    let with_neighbours = "--knowledge neighbours or all";
+    let with_context = "a context (--knowledge context, or --context W)";
     let needs: [(&str, bool, bool, &str); 11] = [
         (
             "--seed",
@@ -470,13 +483,13 @@ fn check_kind_options(a: &TrainArgs) -> anyhow::Result<()> {
             "--source",
             a.source.is_some(),
             rationale || a.only_with_knowledge,
-            "--knowledge rationale or all, or --only-with-knowledge",
+            with_rationale,
         ),
         (
             "--eval-source",
             a.eval_source.is_some(),
             rationale || a.only_with_knowledge,
-            "--knowledge rationale or all, or --only-with-knowledge",
+            with_rationale,
         ),
         (
             "--only-with-knowledge",
@@ -488,43 +501,43 @@ fn check_kind_options(a: &TrainArgs) -> anyhow::Result<()> {
             "--neighbours-source",
             a.neighbours_source.is_some(),
             neighbours,
-            "--knowledge neighbours or all",
+            with_neighbours,
         ),
         (
             "--neighbours-k",
             a.neighbours_k.is_some(),
             neighbours,
-            "--knowledge neighbours or all",
+            with_neighbours,
         ),
         (
             "--context-weight",
             a.context_weight.is_some(),
             context,
-            "a context (--knowledge context, or --context W)",
+            with_context,
         ),
         (
             "--context-word-ngrams",
             a.context_word_ngrams.is_some(),
             context,
-            "a context (--knowledge context, or --context W)",
+            with_context,
         ),
         (
             "--context-char-ngrams",
             a.context_char_ngrams.is_some(),
             context,
-            "a context (--knowledge context, or --context W)",
+            with_context,
         ),
         (
             "--context-scores",
             a.context_scores.is_some(),
             context,
-            "a context (--knowledge context, or --context W)",
+            with_context,
         ),
         (
             "--context-pool or --context-decay",
             a.context_pool.is_some() || a.context_decay.is_some(),
             context,
-            "a context (--knowledge context, or --context W)",
+            with_context,
         ),
     ];
     for (flag, given, read, with) in needs {
@@ -636,16 +649,7 @@ fn train_config(a: &TrainArgs, store: &Store) -> anyhow::Result<TrainConfig> {
             members: a.members.clone(),
         },
     };
-    let context = match (a.context, a.knowledge) {
-        (Some(0), ModeArg::Context) => {
-            anyhow::bail!("--knowledge context needs --context 1 or more (sentences on each side)")
-        }
-        (Some(w), _) => w,
-        (None, ModeArg::Context) if a.classifier == KindArg::Finetune => DEFAULT_FINETUNE_CONTEXT,
-        (None, ModeArg::Context) => DEFAULT_TRAIN_CONTEXT,
-        (None, ModeArg::All) if a.classifier == KindArg::Linear => DEFAULT_TRAIN_CONTEXT,
-        (None, _) => 0,
-    };
+    let context = context_width(a)?;
     let mut attach = AttachSpec {
         mode: match mode(a.knowledge) {
             KnowledgeMode::None if context > 0 => KnowledgeMode::Context,
