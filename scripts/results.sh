@@ -11,6 +11,8 @@
 #                                                   the held-out protocol: the last 2,000 rows
 #                                                   are test too (never drawn into validation);
 #                                                   the table adds each model's metrics on them
+#   BUDGET_ONLY=1 scripts/results.sh …               only the budget model (ens4_ctx), its members,
+#                                                   linear and frozen + neighbours
 #
 # Needs a release build (cargo build --release; EMOKNOW=path/to/binary runs another build) and
 # a BERT encoder directory (m3e-small was used). Prints each step's command and wall time, then every model's test metrics. Thresholds
@@ -62,6 +64,13 @@ ctx3="--member $m/linear_ctx --member $m/linear_nb --member $m/frozen_nb_ctx"
 ctx4="$ctx3 --member $m/finetune_full"
 step train --classifier ensemble $ctx4 --out $m/ens4_ctx
 echo "end to end (ingest → best model): $(( $(date +%s) - t0 )) s" >&2
+if [ "${BUDGET_ONLY:-0}" = 1 ]; then
+  # Only the budget model, its members, and the text-only linear and frozen + neighbours
+  # models (scripts/raw_text.sh evaluates these on text as written).
+  step train --classifier linear --out $m/linear
+  step train --classifier frozen $nb --out $m/frozen_nb
+  models="linear linear_ctx linear_nb frozen_nb frozen_nb_ctx finetune_full ens4_ctx"
+else
 step train --classifier ensemble $ctx4 --threshold-objective exact --out $m/ens4_ctx_exact
 step train --classifier ensemble $ctx4 --threshold-objective macro --out $m/ens4_ctx_macro
 # The same without linear + neighbours (ahead of ens4_ctx on validation micro by .001-.002).
@@ -120,6 +129,7 @@ step train --classifier linear --knowledge rationale $seed --out $m/seed_rationa
 step train --classifier finetune --encoder-dir "$enc" --max-train 2000 --epochs 1 --max-len 64 --batch 16 --out $m/finetune_2000
 
 models="linear linear_macro linear_ctx linear_ctx_macro linear_ctx_words frozen knn frozen_nb linear_nb frozen_nb_stack ens2 ens3 ens3_exact ens_stack finetune_full ens4_full ens4_full_exact ens4_full_macro finetune_12000 ens4 ens4_exact frozen_ctx frozen_nb_ctx ens3_ctx ens3_ctx_exact ens4_ctx_frozen ens4_ctx ens4_ctx_exact ens4_ctx_macro ens3_ctx_full ens3_ctx_full_exact ens3_ctx_full_macro ens4_ctx_words ens5_ctx finetune_ctx ens4_ctx_ft ens4_ctx_ft_exact ens4_ctx_ft_macro finetune_ep2 ens4_ctx_ep2 ens4_ctx_ep2_exact ens4_ctx_ep2_macro ens3_ctx_ep2 ens3_ctx_ep2_exact ens3_ctx_ep2_macro finetune_pw ens4_ctx_pw ens4_ctx_pw_exact ens4_ctx_pw_macro seed_text seed_rationale finetune_2000"
+fi
 row() { python3 -c "import json,sys; r=json.load(sys.stdin); v=json.load(open('$m/$1/meta.json'))['val']; print('%-16s %-8.3f %-8.3f %-8.3f %-8.3f   (%.3f / %.3f, exact %.3f)' % ('$1', r['hamming_accuracy'], r['exact_match'], r['micro_f1'], r['macro_f1'], v['micro_f1'], v['macro_f1'], v['exact_match']))"; }
 printf '\n%-16s %-8s %-8s %-8s %-8s   %s\n' model hamming exact micro-F1 macro-F1 "(validation micro / macro, exact)"
 for d in $models; do

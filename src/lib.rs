@@ -18,7 +18,8 @@
 //!   samples it is given. [`metrics`] scores label sets.
 //! - [`export`] writes the store as Parquet for engines beyond one machine (a sink beside the
 //!   flow: it reads the store; `corpus` reads its files back).
-//! - [`labels`], [`spec`] and [`error`] are the shared vocabulary; [`testkit`] is test tooling
+//! - [`labels`], [`spec`], [`text`] (how a corpus is written, and the normalizer that brings
+//!   new text into that style) and [`error`] are the shared vocabulary; [`testkit`] is test tooling
 //!   (a local OpenAI-compatible server, tiny random checkpoints) that the stages never use.
 //! - Two front ends sit on top of the flow and nothing in it imports them: the `emoknow`
 //!   command line, and [`serve`] (an HTTP API and web pages). [`views`] builds the documents
@@ -65,6 +66,7 @@
 //!     train: builder.examples(&cfg.needs(), &train, false)?,
 //!     val: builder.examples(&cfg.needs(), &val, true)?,
 //!     member_val: Vec::new(),
+//!     text: store.normalizer()?,
 //! };
 //! classifier::train(&cfg, prepared, inputs, &mut |_| {})?;
 //!
@@ -96,6 +98,7 @@ pub mod serve;
 pub mod spec;
 pub mod store;
 pub mod testkit;
+pub mod text;
 pub mod views;
 
 pub use error::{Error, Result};

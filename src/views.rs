@@ -57,6 +57,10 @@ pub struct Show {
     pub missing: Vec<Missing>,
     /// The sentences before and after it in its document (text only).
     pub context: DocContext,
+    /// The text models read, when it differs from the text as given (a sentence not written
+    /// in the store's text style, normalized into it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read: Option<String>,
 }
 
 /// One sentence of an example's document context: its id and text (never its labels; the
@@ -113,6 +117,7 @@ pub fn show_with_context(store: &Store, id: ExampleId, w: usize) -> Result<Optio
         entry,
         missing,
         context,
+        read: store.read_text(id)?,
     }))
 }
 
@@ -282,8 +287,11 @@ pub const UNKNOWN_WARNING: &str =
 /// A model's predictions for new texts.
 #[derive(Debug, Clone)]
 pub struct Predictions {
+    /// The texts as given.
+    pub given: Vec<String>,
     /// Per text, the sample of the single model that attaches knowledge (the first such
-    /// member of an ensemble; else the first): what `--explain` shows.
+    /// member of an ensemble; else the first): what `--explain` shows. Its text is the text
+    /// that model read (brought into its training text's style).
     pub samples: Vec<Sample>,
     /// Per text, the probabilities (canonical label order).
     pub probs: Vec<Probs>,
@@ -329,6 +337,7 @@ pub fn predict_in(
         Vec::new()
     };
     Ok(Predictions {
+        given: texts.to_vec(),
         samples,
         probs,
         labels,
@@ -338,23 +347,29 @@ pub fn predict_in(
 }
 
 impl Predictions {
-    /// The document of `predict --json` and `POST /api/predict`: per text, `text`, `labels`,
+    /// The document of `predict --json` and `POST /api/predict`: per text, `text` (as given),
+    /// `read` (the text the model read, in its training text's style), `labels`,
     /// `probabilities` by emotion name, `warning` for an unknown text, and with `explain` the
     /// `knowledge` and `neighbours` attached (and, for a model reading context, the `context`:
-    /// `before` and `after` texts).
+    /// `before` and `after` texts as the model read them).
     pub fn json(&self, explain: bool) -> Vec<serde_json::Value> {
         self.samples
             .iter()
+            .zip(&self.given)
             .zip(&self.probs)
             .zip(&self.labels)
             .zip(&self.unknown)
-            .map(|(((s, p), l), &unknown)| {
+            .map(|((((s, given), p), l), &unknown)| {
                 let probs: serde_json::Map<String, serde_json::Value> = Emotion::ALL
                     .iter()
                     .map(|e| (e.name().to_string(), serde_json::json!(p[e.index()])))
                     .collect();
-                let mut v =
-                    serde_json::json!({"text": s.text, "labels": l, "probabilities": probs});
+                let mut v = serde_json::json!({
+                    "text": given,
+                    "read": s.text,
+                    "labels": l,
+                    "probabilities": probs
+                });
                 if unknown {
                     v["warning"] = serde_json::json!(UNKNOWN_WARNING);
                 }

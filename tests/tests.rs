@@ -21,4 +21,5 @@ mod retrieval_cli;
 mod serve_browser;
 mod serve_cli;
 mod store_cli;
+mod text_style_cli;
 mod vector_files_cli;

@@ -1300,6 +1300,7 @@ fn bench_serve(a: ServeArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 train: builder.examples(&cfg.needs(), &train, false)?,
                 val: builder.examples(&cfg.needs(), &val, true)?,
                 member_val: Vec::new(),
+                text: store.normalizer()?,
             };
             drop(builder);
             classifier::train(&cfg, prepared, inputs, &mut |_| {})?;

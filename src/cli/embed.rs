@@ -148,7 +148,9 @@ pub fn run_embed(a: EmbedArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     }
     let store = ctx.open()?;
     let (enc, info) = load_encoder(&store, &a.encoder, a.name.as_deref())?;
-    let examples = store.examples(a.split)?;
+    // Sentences as models read them: a text not written in the store's style is embedded
+    // normalized, as new text is when a model reads it.
+    let examples = store.as_read(store.examples(a.split)?)?;
     // (what, example id, text) still to embed.
     let mut jobs: Vec<(What, Vec<(u64, String)>)> = Vec::new();
     if matches!(a.what, WhatArg::Text | WhatArg::Both) {

@@ -3,6 +3,8 @@
 use super::{output, Ctx};
 use anyhow::Context;
 use emoknow::corpus::{self, Format, Split, SplitPlan};
+use emoknow::store::StyleChoice;
+use emoknow::text::TextStyle;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -79,6 +81,16 @@ pub struct Args {
     #[arg(long)]
     skip_bad: bool,
 
+    /// How the corpus is written (its text style), which new text is brought into before a
+    /// model reads it: `derive` learns it from the corpus on the store's first ingest
+    /// (segmented or not, the punctuation kept, Latin letter width, the very frequent words the
+    /// corpus's cleaning dropped); `as-written` reads every text as given; a path names a JSON
+    /// file declaring it (`{"segmented": true, "punctuation": "removed", "kept_marks": "…",
+    /// "width": "full", "dropped": ["的", "了"]}`). A store keeps one style; later ingests bring
+    /// their rows into it (the text as given is kept, shown, searched and exported).
+    #[arg(long, value_name = "derive|as-written|FILE", default_value = "derive")]
+    text_style: String,
+
     /// Let this file's rows overwrite what the store holds under their ids: another
     /// sentence (from any file), or another file's labels. What was derived from a replaced
     /// sentence (its rationales, vectors and the neighbour lists naming it) is dropped, and
@@ -114,6 +126,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         );
     }
     let t0 = Instant::now();
+    let style = style_choice(&args.text_style)?;
     let parsed = corpus::read_file_with(
         &args.file,
         &corpus::ReadOptions {
@@ -152,7 +165,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         .into_owned();
     let pb = output::spinner(&format!("writing {} rows", parsed.rows.len()), ctx.quiet);
     let summary = store
-        .ingest(&name, &parsed.rows, &splits, args.replace)
+        .ingest_with(&name, &parsed.rows, &splits, args.replace, &style)
         .with_context(|| format!("ingesting {}", args.file.display()))?;
     pb.finish_and_clear();
     let mut counts = BTreeMap::new();
@@ -210,6 +223,15 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             report.elapsed_secs
         );
         let sm = &report.summary;
+        if let Some(style) = &sm.text_style {
+            println!("text style: {style}");
+        }
+        if sm.normalized > 0 {
+            println!(
+                "{} sentence(s) not written in the store's text style: stored as given, read by models normalized (`emoknow show ID` shows both)",
+                sm.normalized
+            );
+        }
         if sm.dropped_knowledge + sm.dropped_neighbour_lists + sm.dropped_vectors > 0 {
             println!(
                 "dropped what was derived from the old sentences and labels: {} knowledge record(s), {} vector(s), {} neighbour list(s) (`emoknow embed` and `emoknow knowledge retrieve` fill them again)",
@@ -218,4 +240,36 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--text-style`: derive, as-written, or a JSON file declaring the style.
+fn style_choice(arg: &str) -> anyhow::Result<StyleChoice> {
+    Ok(match arg {
+        "derive" => StyleChoice::Derive,
+        "as-written" => StyleChoice::AsWritten,
+        path => {
+            let p = std::path::Path::new(path);
+            let bytes = std::fs::read(p).map_err(|e| {
+                anyhow::anyhow!(
+                    "--text-style {path}: {e} (give `derive`, `as-written` or a JSON file declaring the style)"
+                )
+            })?;
+            let style: TextStyle = serde_json::from_slice(&bytes).map_err(|e| {
+                emoknow::Error::input(
+                    p,
+                    e.line(),
+                    format!(
+                        "not a text style ({e}); expected e.g. {{\"segmented\": true, \"punctuation\": \"removed\", \"width\": \"full\", \"dropped\": [\"的\"]}}"
+                    ),
+                )
+            })?;
+            style
+                .validate()
+                .map_err(|m| emoknow::Error::input(p, 0, m))?;
+            StyleChoice::Declared {
+                style,
+                origin: path.to_string(),
+            }
+        }
+    })
 }

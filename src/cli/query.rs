@@ -127,6 +127,7 @@ pub fn run_show(args: ShowArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         entry,
         missing,
         context,
+        read,
     } = shown;
     let ex = &entry.example;
     println!("id       {}", ex.id);
@@ -138,6 +139,9 @@ pub fn run_show(args: ShowArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         _ => println!("document (none: the file is one stream in id order)"),
     }
     println!("text     {}", ex.text);
+    if let Some(read) = &read {
+        println!("read as  {read}  (normalized into the store's text style for models)");
+    }
     if !context.before.is_empty() || !context.after.is_empty() {
         println!();
         println!("context (text only):");
@@ -236,6 +240,18 @@ pub fn run_stats(_args: StatsArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         .map(|(k, v)| format!("{k} label(s): {v}"))
         .collect();
     println!("label-set sizes: {}", sizes.join(", "));
+    match &s.text_style {
+        Some(rec) => println!("text style: {}", rec.describe()),
+        None => println!(
+            "text style: not recorded (a store written before styles were learned): models read new text as given; re-ingest its corpus to learn it"
+        ),
+    }
+    if s.normalized > 0 {
+        println!(
+            "{} example(s) stored as given and read by models normalized into that style",
+            s.normalized
+        );
+    }
     if !s.sources.is_empty() {
         println!();
         println!(

@@ -180,7 +180,15 @@ pub fn run_similar(args: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                     "embedding a new text needs the encoder model; query by --id, or use --by bm25"
                 );
             }
-            r.for_texts(&store, &[text.as_str()], None, args.retrieval.k, emotions)?
+            // The query as the store's models read text: in its style.
+            let read = match store.normalizer()? {
+                Some(n) => n.normalize(&text),
+                None => text.clone(),
+            };
+            if read != text && !ctx.json && !ctx.quiet {
+                eprintln!("query read as: {read}");
+            }
+            r.for_texts(&store, &[read.as_str()], None, args.retrieval.k, emotions)?
                 .remove(0)
         }
     };

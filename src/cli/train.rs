@@ -705,6 +705,7 @@ pub fn run_train(a: TrainArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|n| builder.examples(n, &val_ex, true))
             .collect::<emoknow::Result<_>>()?,
+        text: store.normalizer()?,
     };
     drop(builder);
     let meta = classifier::train(&cfg, prepared, inputs, &mut |e| match e {
@@ -961,14 +962,21 @@ pub fn run_predict(a: PredictArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         output::print_json(&pred.json(a.explain))?;
         return Ok(ExitCode::SUCCESS);
     }
-    for ((s, p), l) in pred.samples.iter().zip(&pred.probs).zip(&pred.labels) {
-        println!("{}\t{}", l, s.text);
+    for (((s, given), p), l) in pred
+        .samples
+        .iter()
+        .zip(&pred.given)
+        .zip(&pred.probs)
+        .zip(&pred.labels)
+    {
+        println!("{}\t{}", l, given);
         let ps: Vec<String> = Emotion::ALL
             .iter()
             .map(|e| format!("{} {:.2}", e.name(), p[e.index()]))
             .collect();
         println!("  {}", ps.join("  "));
         if a.explain {
+            println!("  read: {}", s.text);
             let spec = model.knowledge_spec();
             if spec.mode == KnowledgeMode::None {
                 println!("  knowledge: none (the model reads the text only)");

@@ -16,6 +16,7 @@ use crate::spec::{EncoderInfo, ExampleId, Neighbour, NeighbourSpec};
 use crate::store::records::{Example, Knowledge, KnowledgeKind};
 use crate::store::vectors::What;
 use crate::store::{DocIndex, Store};
+use crate::text::Normalizer;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::collections::{HashMap, HashSet};
@@ -241,6 +242,8 @@ pub struct SampleBuilder<'s> {
     retrievers: HashMap<NeighbourSpec, Retriever>,
     train_ids: Option<HashSet<ExampleId>>,
     documents: Option<DocIndex>,
+    /// Stored examples' texts as models read them, where they differ (read on first use).
+    read: Option<HashMap<ExampleId, String>>,
 }
 
 impl<'s> SampleBuilder<'s> {
@@ -252,6 +255,7 @@ impl<'s> SampleBuilder<'s> {
             retrievers: HashMap::new(),
             train_ids: None,
             documents: None,
+            read: None,
         }
     }
 
@@ -320,10 +324,10 @@ impl<'s> SampleBuilder<'s> {
             .ok_or_else(|| Error::Model("train ids did not load".into()))
     }
 
-    /// The store's documents, read on first use.
+    /// The store's documents (texts as models read them), read on first use.
     fn documents(&mut self) -> Result<&DocIndex> {
         if self.documents.is_none() {
-            self.documents = Some(self.store.documents()?);
+            self.documents = Some(self.store.documents_as_read()?);
         }
         self.documents
             .as_ref()
@@ -349,8 +353,13 @@ impl<'s> SampleBuilder<'s> {
             self.check_stored_spec(spec)?;
             self.train_ids()?;
         }
+        if self.read.is_none() {
+            self.read = Some(self.store.read_texts()?);
+        }
         let empty = HashSet::new();
         let train = self.train_ids.as_ref().unwrap_or(&empty);
+        let no_read = HashMap::new();
+        let read = self.read.as_ref().unwrap_or(&no_read);
         let mut out = Vec::with_capacity(examples.len());
         for e in examples {
             let (rationale, neighbours) = if spec.mode == KnowledgeMode::None {
@@ -393,7 +402,7 @@ impl<'s> SampleBuilder<'s> {
             }
             out.push(Sample::new(
                 e.id,
-                e.text.clone(),
+                read.get(&e.id).unwrap_or(&e.text).clone(),
                 e.labels,
                 rationale,
                 neighbours,
@@ -674,6 +683,10 @@ impl<'s> SampleBuilder<'s> {
     }
 
     /// [`SampleBuilder::for_model_texts`] for sentences of documents (see [`batch_contexts`]).
+    ///
+    /// Each single model reads the texts brought into its training text's style
+    /// ([`Model::read_texts`]) before anything is computed from them (features, vectors,
+    /// neighbours, context): [`Sample::text`] is the text it read.
     pub fn for_model_texts_in(
         &mut self,
         model: &Model,
@@ -681,11 +694,28 @@ impl<'s> SampleBuilder<'s> {
         labels: Option<&[LabelSet]>,
         places: Option<&[Option<TextPlace>]>,
     ) -> Result<Vec<Vec<Sample>>> {
-        model
-            .needs()
-            .iter()
-            .map(|n| self.texts_in(n, texts, labels, places))
-            .collect()
+        // Members trained on one store share a normalizer: normalize once per normalizer.
+        let mut read: Vec<(*const Normalizer, Vec<String>)> = Vec::new();
+        let leaves = model.leaves();
+        let mut out = Vec::with_capacity(leaves.len());
+        for (leaf, needs) in leaves.iter().zip(model.needs()) {
+            let samples = match leaf.normalizer() {
+                None => self.texts_in(&needs, texts, labels, places)?,
+                Some(n) => {
+                    let key: *const Normalizer = n;
+                    let i = match read.iter().position(|(k, _)| *k == key) {
+                        Some(i) => i,
+                        None => {
+                            read.push((key, n.normalize_all(texts)));
+                            read.len() - 1
+                        }
+                    };
+                    self.texts_in(&needs, &read[i].1, labels, places)?
+                }
+            };
+            out.push(samples);
+        }
+        Ok(out)
     }
 }
 

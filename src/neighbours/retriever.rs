@@ -190,6 +190,11 @@ impl Retriever {
         emotions: LabelSet,
     ) -> Result<Vec<Vec<Hit>>> {
         let mut probes = Vec::with_capacity(examples.len());
+        // BM25 queries with the text models read (the text as given where it is in style).
+        let read = match &self.encoder {
+            None => store.read_texts()?,
+            Some(_) => Default::default(),
+        };
         for e in examples {
             let vector = match &self.encoder {
                 None => None,
@@ -206,7 +211,7 @@ impl Retriever {
             };
             probes.push(Probe {
                 id: Some(e.id),
-                text: &e.text,
+                text: read.get(&e.id).unwrap_or(&e.text),
                 vector,
             });
         }

@@ -342,9 +342,12 @@ pub(crate) async fn similar(
                 })?;
                 r.for_examples(store, std::slice::from_ref(&ex), k, emotions)?
             }
-            Err(text) => state.with_embedder(&r, |emb| {
-                r.for_texts(store, &[text.as_str()], emb, k, emotions)
-            })?,
+            Err(text) => {
+                let text = state.read_query(&text)?;
+                state.with_embedder(&r, |emb| {
+                    r.for_texts(store, &[text.as_str()], emb, k, emotions)
+                })?
+            }
         };
         let hits = hits.into_iter().next().unwrap_or_default();
         Ok(Json(views::similar_hits(store, hits)?).into_response())

@@ -27,6 +27,7 @@ use crate::model::classifier::Model;
 use crate::neighbours::{By, Choice, Embedder, Retriever};
 use crate::store::records::Split;
 use crate::store::{Stats, Store};
+use crate::text::Normalizer;
 use crate::views::ModelReport;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -88,6 +89,8 @@ pub(crate) struct State {
     pub(crate) has_vectors: bool,
     /// Knowledge source names (the search form's choice).
     pub(crate) sources: Vec<String>,
+    /// What brings a query text into the store's style (built on first use).
+    normalizer: OnceLock<Option<Normalizer>>,
 }
 
 /// The lock's data, even if a thread panicked while holding it (every value kept behind
@@ -100,6 +103,19 @@ impl State {
     /// The served model called `name`.
     pub(crate) fn model(&self, name: &str) -> Option<&Served> {
         self.models.iter().find(|m| m.name == name)
+    }
+
+    /// A query text (`/api/similar`, the search page) as the store's models read text: in its
+    /// text style.
+    pub(crate) fn read_query(&self, text: &str) -> Result<String> {
+        if self.normalizer.get().is_none() {
+            let n = self.store.normalizer()?;
+            let _ = self.normalizer.set(n);
+        }
+        Ok(match self.normalizer.get() {
+            Some(Some(n)) => n.normalize(text),
+            _ => text.to_string(),
+        })
     }
 
     /// The store's statistics (computed once: the store does not change while served).
@@ -219,6 +235,7 @@ impl Server {
             stats: OnceLock::new(),
             has_vectors,
             sources,
+            normalizer: OnceLock::new(),
         };
         Ok(Server {
             state: Arc::new(state),

@@ -581,6 +581,18 @@ fn prediction_html(state: &State, model: &str, text: &str, pred: &Predictions) -
         seg = segment(model),
         model = escape(model),
     );
+    if let Some(s) = pred.samples.first() {
+        let note = if s.text == text {
+            "as you wrote it"
+        } else {
+            "your text in the style of the model's training text"
+        };
+        let _ = write!(
+            b,
+            r#"<p class="meta">Read as <code id="read" lang="zh">{}</code> ({note})</p>"#,
+            escape(&s.text)
+        );
+    }
     if pred.unknown.first().copied().unwrap_or(false) {
         let _ = write!(
             b,
@@ -670,7 +682,7 @@ pub(crate) async fn classify(St(state): St<Arc<State>>, RawQuery(q): RawQuery) -
     let mut b = format!(
         r#"<h1>Classify a sentence</h1>
 <form class="classify" method="get" action="/classify">
-<textarea id="text" name="text" rows="3" lang="zh" placeholder="我 很 担心 明天 的 考试 (space-segmented like the corpus, or not)">{text}</textarea>
+<textarea id="text" name="text" rows="3" lang="zh" placeholder="我很担心明天的考试。 (as you would write it: it is brought into the style of the model's training text)">{text}</textarea>
 <div class="row">{select}<button type="submit">Classify</button></div>
 </form>"#,
         text = escape(&text),

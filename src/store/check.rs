@@ -27,6 +27,12 @@ pub struct Stats {
     pub sources: BTreeMap<String, SourceStats>,
     /// Stored vectors per encoder.
     pub encoders: Vec<vectors::EncoderStats>,
+    /// How the corpus is written (absent: a store written before styles were learned; its
+    /// models read text as written).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text_style: Option<super::StyleRecord>,
+    /// Examples stored as given whose text models read normalized into the style.
+    pub normalized: usize,
 }
 
 /// Knowledge counts of one source.
@@ -134,6 +140,8 @@ impl Store {
             }
         }
         s.encoders = self.encoder_stats()?;
+        s.text_style = self.text_style()?;
+        s.normalized = self.read_texts()?.len();
         Ok(s)
     }
 

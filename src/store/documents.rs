@@ -65,8 +65,19 @@ impl Store {
             .transpose()
     }
 
-    /// Every example's place in its document. Reads all examples and document records once.
+    /// Every example's place in its document, with its text as given. Reads all examples and
+    /// document records once.
     pub fn documents(&self) -> Result<DocIndex> {
+        self.documents_with(false)
+    }
+
+    /// [`Store::documents`] with each text as models read it ([`Store::read_text`]): the
+    /// context a model attaches.
+    pub fn documents_as_read(&self) -> Result<DocIndex> {
+        self.documents_with(true)
+    }
+
+    fn documents_with(&self, as_read: bool) -> Result<DocIndex> {
         let mut records: HashMap<ExampleId, DocRecord> = HashMap::new();
         for kv in self.docs.iter() {
             let (k, v) = kv?;
@@ -77,7 +88,13 @@ impl Store {
             records.insert(u64::from_be_bytes(id), decode(&v, "document record")?);
         }
         let mut by_doc: Members = HashMap::new();
-        for ex in self.examples(None)? {
+        let examples = self.examples(None)?;
+        let examples = if as_read {
+            self.as_read(examples)?
+        } else {
+            examples
+        };
+        for ex in examples {
             let (name, position) = match records.remove(&ex.id) {
                 Some(r) => (Some(r.doc), r.position),
                 None => (None, 0),

@@ -3,6 +3,7 @@
 //! the example reads.
 
 use super::records::{DocRecord, Example, ExampleId, Knowledge, KnowledgeKind, Origin};
+use super::style::{StyleChoice, META_TEXT_STYLE, P_READ};
 use super::{decode, encode, id_from_key, index, key_id, origin_key, Store};
 use super::{P_EXAMPLE, P_KNOWLEDGE, P_MISSING};
 use crate::corpus::{Row, Split};
@@ -28,6 +29,12 @@ pub struct IngestSummary {
     pub dropped_neighbour_lists: usize,
     /// Vectors of replaced sentences, dropped.
     pub dropped_vectors: usize,
+    /// New or replaced sentences not written in the store's text style: stored as given, and
+    /// normalized for the models that read them.
+    pub normalized: usize,
+    /// The text style this ingest recorded (the store's first), described.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text_style: Option<String>,
 }
 
 impl Store {
@@ -50,12 +57,32 @@ impl Store {
     /// the same atomic write; a row without one belongs to the file's stream (in id order), and
     /// a record an earlier ingest gave its id is removed. A change of document alone counts as
     /// an update, like a change of split.
+    ///
+    /// The text style: see [`Store::ingest_with`]; this learns it from the rows when the
+    /// store records none.
     pub fn ingest(
         &self,
         file: &str,
         rows: &[Row],
         splits: &[Split],
         replace: bool,
+    ) -> Result<IngestSummary> {
+        self.ingest_with(file, rows, splits, replace, &StyleChoice::Derive)
+    }
+
+    /// [`Store::ingest`], with a choice about the store's text style: learned from the rows
+    /// (and the examples already stored) when the store records none, declared, or none (as
+    /// written). The style is recorded in the same atomic write; a store keeps one. The texts
+    /// a style was learned from define it and are read as given; any other new or replaced
+    /// sentence is stored as given and, where its normalization into the style differs, with
+    /// that read text for the models ([`Store::read_text`]).
+    pub fn ingest_with(
+        &self,
+        file: &str,
+        rows: &[Row],
+        splits: &[Split],
+        replace: bool,
+        style: &StyleChoice,
     ) -> Result<IngestSummary> {
         if rows.len() != splits.len() {
             return Err(Error::Invalid(format!(
@@ -84,6 +111,40 @@ impl Store {
         let mut replaceable = false;
         let mut doc_ops: Vec<(ExampleId, Option<Vec<u8>>)> = Vec::new();
         let mut doc_ordinals: HashMap<&str, u32> = HashMap::new();
+        let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
+        let (record, new_style) = self.style_for_ingest(style, file, &texts)?;
+        if new_style {
+            batch.insert(META_TEXT_STYLE, Self::style_bytes(&record)?);
+            summary.text_style = Some(record.describe());
+        }
+        // The texts a style is learned from define it: those segmented as it says are read
+        // as given; any other text is brought into it.
+        let derived_now = new_style && *style == StyleChoice::Derive;
+        let train_texts: Vec<&str> = rows
+            .iter()
+            .zip(splits)
+            .filter(|(_, &s)| derived_now && s == Split::Train)
+            .map(|(r, _)| r.text.as_str())
+            .collect();
+        let mut normalizer = None;
+        let mut read_of = |text: &str| -> Result<Option<String>> {
+            let Some(st) = record.style.as_ref() else {
+                return Ok(None);
+            };
+            if derived_now && st.segments_like(text) {
+                return Ok(None);
+            }
+            if normalizer.is_none() {
+                normalizer = Some(crate::text::Normalizer::new(
+                    st.clone(),
+                    self.vocabulary_with(st, &train_texts)?,
+                ));
+            }
+            Ok(normalizer
+                .as_ref()
+                .map(|n| n.normalize(text))
+                .filter(|read| read != text))
+        };
         for (ordinal, (row, &split)) in rows.iter().zip(splits).enumerate() {
             let want_doc = row.doc.as_deref().map(|d| {
                 let n = doc_ordinals.entry(d).or_insert(0);
@@ -146,6 +207,10 @@ impl Store {
             let doc_op = (have_doc != want_doc).then(|| (id, want_doc.as_ref().map(encode)));
             let Some(old) = self.example(id)? else {
                 summary.added += 1;
+                if let Some(read) = read_of(&ex.text)? {
+                    summary.normalized += 1;
+                    batch.insert(&key_id(P_READ, id), read.as_bytes());
+                }
                 batch.insert(&key_id(P_EXAMPLE, id), encode(&ex));
                 changed.push(id);
                 doc_ops.extend(doc_op);
@@ -191,6 +256,13 @@ impl Store {
             if old.text != ex.text {
                 text_changed.insert(id);
                 summary.replaced += 1;
+                match read_of(&ex.text)? {
+                    Some(read) => {
+                        summary.normalized += 1;
+                        batch.insert(&key_id(P_READ, id), read.as_bytes());
+                    }
+                    None => batch.remove(&key_id(P_READ, id)),
+                }
             } else {
                 summary.updated += 1;
             }

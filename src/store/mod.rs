@@ -10,7 +10,8 @@
 //! Key layout (one sled tree, so one batch is atomic across record kinds):
 //! `m/…` meta, `e`+id examples, `k`+id+source knowledge, `x`+id+source missing knowledge,
 //! `o`+file+0+row ids of rows from files without an id column, `p`+seq ids of a batch pending
-//! indexing, `c`+encoder id encoder info, `a`+encoder id the record of its ANN index file (see
+//! indexing, `r`+id the text models read where it differs from the text as given (see
+//! [`style`]), `c`+encoder id encoder info, `a`+encoder id the record of its ANN index file (see
 //! [`ann`]). Vectors live in flat files under `vectors/`, their commit points and tombstones in
 //! the `vector_files` tree (see [`vectors`]); each example's document and position in the `docs`
 //! tree (id → [`records::DocRecord`], written in the same transaction as the examples; see
@@ -31,6 +32,8 @@
 //! - [`vectors`]: embedding vectors, one per encoder, text and example.
 //! - `flat`: the vector files themselves (header, rows, ids, append, repair, mapping).
 //! - [`migrate`]: format migrations (1 → 2: vectors from sled to flat files).
+//! - [`style`]: the corpus's text style (`m/text_style`) and the texts models read where they
+//!   differ from the texts as given (`r` + id).
 
 pub mod ann;
 mod check;
@@ -42,6 +45,7 @@ mod knowledge;
 pub mod migrate;
 pub mod records;
 mod runs;
+pub mod style;
 pub mod vectors;
 
 use crate::error::{Error, Result};
@@ -58,6 +62,7 @@ pub use ingest::IngestSummary;
 pub use knowledge::{Entry, QueryHit, QuerySpec};
 pub use migrate::MigrateSummary;
 pub use runs::fingerprint;
+pub use style::{StyleChoice, StyleRecord};
 
 /// Version of the on-disk format; bumped on any change to the records or key layout.
 /// 2: vectors in flat files (1 kept them in sled; [`Store::open_migrating`] moves them).

@@ -1,16 +1,18 @@
 //! What a model directory must satisfy to load, loading itself (with bounds on depth, count and
 //! sizes, refusing cycles), and the output paths training refuses.
 
-use super::{frozen, Inner, KindMeta, Meta, Model, MODEL_FORMAT, STACK_DIR};
+use super::{frozen, Inner, KindMeta, Meta, Model, MODEL_FORMAT, STACK_DIR, VOCABULARY_FILE};
 use crate::error::{Error, OutPathReason, Overlap, Result};
 use crate::labels::Emotion;
 use crate::model::finetune::FinetuneModel;
 use crate::model::linear::LinearModel;
 use crate::model::mlp::Mlp;
-use crate::model::modeldir;
+use crate::model::modeldir::{self, FileSum};
+use crate::text::{Normalizer, TextStyle, Vocabulary};
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Deepest nesting of ensembles a load follows.
 const MAX_ENSEMBLE_DEPTH: usize = 8;
@@ -171,6 +173,30 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
     }
 }
 
+/// The normalizer of a model recording `style`, with the vocabulary file beside it; models
+/// whose style and vocabulary are the same (members trained on one store) share one.
+fn load_normalizer(
+    dir: &Path,
+    style: &TextStyle,
+    files: Option<&BTreeMap<String, FileSum>>,
+) -> Result<Arc<Normalizer>> {
+    let path = dir.join(VOCABULARY_FILE);
+    let sum = match files.and_then(|f| f.get(VOCABULARY_FILE)) {
+        Some(s) => s.sha256.clone(),
+        None if path.exists() => format!("{:x}", Sha256::digest(std::fs::read(&path).map_err(|e| Error::io(&path, e))?)),
+        None => String::new(),
+    };
+    let key = format!("{}\0{sum}", serde_json::to_string(style).unwrap_or_default());
+    Normalizer::shared(&key, || {
+        let vocab = if path.exists() {
+            Vocabulary::read(&path)?
+        } else {
+            Vocabulary::default()
+        };
+        Ok(Normalizer::new(style.clone(), vocab))
+    })
+}
+
 /// SHA-256 of a `meta.json`, hex.
 pub(super) fn meta_sha256(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
@@ -239,12 +265,17 @@ impl Loader {
                 member_meta_sha256,
             )?),
         };
+        let text = match &meta.text_style {
+            Some(style) => Some(load_normalizer(dir, style, meta.files.as_ref())?),
+            None => None,
+        };
         Ok(Model {
             meta,
             dir: dir.to_path_buf(),
             canon,
             inner,
             meta_sha256: meta_sha256(&bytes),
+            text,
         })
     }
 

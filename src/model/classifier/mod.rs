@@ -29,9 +29,12 @@ use crate::model::modeldir::FileSum;
 use crate::model::sample::{knn_vote, AttachSpec, Context, KnowledgeMode, Needs, Probs, Sample};
 use crate::model::thresholds::{Objective, Thresholds};
 use crate::spec::{EncoderInfo, NeighbourBy, NeighbourSpec};
+use crate::text::{Normalizer, TextStyle};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Version of the model directory format.
 pub const MODEL_FORMAT: u32 = 1;
@@ -171,7 +174,17 @@ pub struct Meta {
     /// loaded (absent in models written before they were recorded: not checked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<BTreeMap<String, FileSum>>,
+    /// How the training text is written: new text is brought into this style before the model
+    /// reads it, segmented with the words of [`VOCABULARY_FILE`]. Absent in models trained
+    /// before styles were learned, or on a store that reads text as written: new text is read
+    /// as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_style: Option<TextStyle>,
 }
+
+/// The file of a model directory holding its training text's vocabulary
+/// ([`crate::text::Vocabulary`], `word<TAB>count`), beside a [`Meta::text_style`].
+pub const VOCABULARY_FILE: &str = "vocabulary.tsv";
 
 /// A loaded model.
 pub struct Model {
@@ -183,6 +196,8 @@ pub struct Model {
     inner: Inner,
     /// SHA-256 of its `meta.json` (an ensemble pins its members by it).
     meta_sha256: String,
+    /// What brings new text into its training text's style (`None`: read as given).
+    text: Option<Arc<Normalizer>>,
 }
 
 enum Inner {
@@ -302,6 +317,21 @@ impl Model {
 
     fn own_needs(&self) -> Needs {
         needs_of(&self.meta.attach, &self.meta.kind)
+    }
+
+    /// What brings new text into the style of this model's training text (`None`: the
+    /// model reads text as given). An ensemble's members each have their own.
+    pub fn normalizer(&self) -> Option<&Normalizer> {
+        self.text.as_deref()
+    }
+
+    /// `texts` (not in the store) as this model reads them: brought into its training
+    /// text's style.
+    pub fn read_texts<'a>(&self, texts: &'a [String]) -> Cow<'a, [String]> {
+        match &self.text {
+            Some(n) => Cow::Owned(n.normalize_all(texts)),
+            None => Cow::Borrowed(texts),
+        }
     }
 
     /// The knowledge this model (for an ensemble: its first member using any) attaches.

@@ -19,6 +19,7 @@ use crate::model::modeldir::{self, Staging};
 use crate::model::sample::{knn_vote, AttachSpec, Needs, Probs, Sample};
 use crate::model::thresholds::{self, Objective, Thresholds};
 use crate::spec::EncoderInfo;
+use crate::text::Normalizer;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -148,6 +149,9 @@ pub struct TrainInputs {
     /// Ensemble: the validation samples (the same examples as `val`) for each entry of
     /// [`Prepared::member_needs`].
     pub member_val: Vec<Vec<Sample>>,
+    /// How the training text is written ([`crate::store::Store::normalizer`]): recorded with
+    /// the model, which brings new text into it. `None`: new text is read as given.
+    pub text: Option<Normalizer>,
 }
 
 /// Checks the output path (and, for an ensemble, loads the members) before anything is built:
@@ -223,6 +227,7 @@ pub fn train(
         train: train_s,
         val: val_s,
         member_val,
+        text,
     } = inputs;
     if train_s.is_empty() {
         return Err(Error::EmptySplit {
@@ -257,6 +262,7 @@ pub fn train(
         train_secs: 0.0,
         created_at: crate::spec::now_secs(),
         files: None,
+        text_style: text.as_ref().map(|n| n.style().clone()),
     };
     let val_probs = match &cfg.kind {
         KindConfig::Linear(linear) => train_linear(linear, &train_s, &val_s, &out, progress)?,
@@ -288,6 +294,9 @@ pub fn train(
     meta.thresholds = thresholds::tune(&val_probs, &gold(&val_s), cfg.objective);
     meta.val = metrics::evaluate(&gold(&val_s), &meta.thresholds.apply(&val_probs));
     meta.train_secs = t0.elapsed().as_secs_f64();
+    if let Some(n) = &text {
+        n.vocabulary().write(&out.join(super::VOCABULARY_FILE))?;
+    }
     // Weights are all written: record them, then meta.json last, then swap into place.
     meta.files = Some(modeldir::checksums(&out)?);
     let path = out.join("meta.json");
