@@ -376,3 +376,79 @@ fn a_corpus_written_raw_works_end_to_end_as_before() {
         .json();
     assert_eq!(p[0]["read"], AS_WRITTEN);
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), &dst).unwrap();
+        }
+    }
+}
+
+/// `tests/fixtures/pre_text_style`: a store and a linear model written by the release before
+/// text styles (commit 7c87190), with what that release's `predict --json` and `eval --json`
+/// printed for them.
+#[test]
+fn stores_and_models_written_before_styles_load_and_predict_as_before() {
+    let env = TestEnv::new();
+    let fixture = crate::util::repo().join("tests/fixtures/pre_text_style");
+    copy_dir(&fixture, env.dir.path());
+    let model = env.path("linear");
+    let stats = env.stats();
+    assert!(stats.get("text_style").is_none(), "{stats}");
+    assert_eq!(stats["examples"], 120);
+    assert_eq!(stats["normalized"], 0);
+    env.run(&["stats"]).ok().stdout_has("text style: not recorded");
+    env.run(&["check"]).ok();
+    let texts = "我很担心明天的考试。\n担心 考试 明天\n孩子们笑得很开心！\n";
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.path("predict.json")).unwrap()).unwrap();
+    let same_as_before = |got: Value| {
+        let mut got = got;
+        for (g, e) in got.as_array_mut().unwrap().iter_mut().zip(expected.as_array().unwrap()) {
+            // The one addition: the text the model read, here the text as given.
+            assert_eq!(g["read"], e["text"]);
+            g.as_object_mut().unwrap().remove("read");
+        }
+        assert_eq!(got, expected);
+    };
+    same_as_before(
+        env.run_with_stdin(&["--json", "predict", "--model", s(&model)], texts)
+            .ok()
+            .json(),
+    );
+    let eval = env.run(&["--json", "eval", "--model", s(&model)]).ok().json();
+    let want: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.path("eval.json")).unwrap()).unwrap();
+    assert_eq!(eval, want);
+    // Re-ingesting the corpus learns the style from the stored texts and the file; nothing
+    // else changes, and the old model still reads text as given.
+    let summary = ingest(&env, &env.path("corpus.csv"), &["--seed", "1"]);
+    assert_eq!(summary["unchanged"], 120, "{summary}");
+    assert_eq!(summary["normalized"], 0, "{summary}");
+    assert!(
+        summary["text_style"]
+            .as_str()
+            .unwrap()
+            .contains("derived from 120 stored sentences and 120 of"),
+        "{summary}"
+    );
+    same_as_before(
+        env.run_with_stdin(&["--json", "predict", "--model", s(&model)], texts)
+            .ok()
+            .json(),
+    );
+    let new = env.path("linear-new");
+    env.run(&["train", "--classifier", "linear", "--out", s(&new)])
+        .ok();
+    let p = env
+        .run(&["--json", "predict", "--model", s(&new), AS_WRITTEN])
+        .ok()
+        .json();
+    assert_ne!(p[0]["read"], AS_WRITTEN, "{p}");
+}

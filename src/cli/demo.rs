@@ -11,8 +11,9 @@ use std::process::ExitCode;
 /// Runs, printing each command first: ingest data/Train.csv (seed split: rows 1–1000 test,
 /// 8% of the rest validation), import the seed's qwen-max and chatglm3 rationales for rows
 /// 1–2000, stats, two queries, then train the `linear` classifier (into <store>/models/linear)
-/// and evaluate it on the test split, next to the chatglm3 rationales' own labels. Idempotent:
-/// running it again changes nothing but retrains.
+/// and evaluate it on the test split, next to the chatglm3 rationales' own labels, then predict
+/// a sentence typed as people write it (我很担心明天的考试。), which the model reads in the
+/// corpus's style. Idempotent: running it again changes nothing but retrains.
 ///
 /// Example: cargo run --release -- demo
 #[derive(clap::Args, Debug)]
@@ -95,6 +96,8 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             vec!["train", "--classifier", "linear", "--out", &model],
             vec!["eval", "--model", &model, "--split", "test"],
             vec!["eval", "--source", "chatglm3-lora", "--split", "test"],
+            // A sentence as people write it: the model reads it in the corpus's style.
+            vec!["predict", "--model", &model, "--explain", "我很担心明天的考试。"],
         ])
         .collect();
     for step in steps {

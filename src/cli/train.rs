@@ -318,24 +318,28 @@ fn parse_id_range(s: &str) -> Result<(u64, u64), String> {
 /// Predict emotions for a sentence (the arguments), or sentences one per line on stdin or in
 /// --file.
 ///
-/// Prints each sentence's labels and per-label probabilities. --explain shows the knowledge the
-/// model used (new text has no rationale; neighbours are retrieved now; a model reading
-/// context shows the sentences around). A text with nothing the model knows (no word of its
-/// vocabulary) gets a warning: its prediction is the prior.
+/// Write sentences as people write them (我很担心明天的考试。): each model brings them into the
+/// style of its training text first (for the seed's corpus: segmented with spaces, punctuation
+/// and about twenty frequent words such as 的 and 了 removed), as `ingest` learned it.
+///
+/// Prints each sentence's labels and per-label probabilities. --explain shows the text the
+/// model read and the knowledge it used (new text has no rationale; neighbours are retrieved
+/// now; a model reading context shows the sentences around). A text with nothing the model
+/// knows (no word of its vocabulary) gets a warning: its prediction is the prior.
 ///
 /// Documents (for a model trained with context): --document declares the lines one document,
 /// in order; input whose first line starts with `{` is JSON Lines, `{"text": …, "doc": …}`
 /// (optional `"position"`), grouped by `doc` (lines without one stand alone, or with
 /// --document form one more document). Otherwise each sentence stands alone.
 ///
-/// Example: echo "我 很 担心 明天 的 考试" | emoknow predict --model models/linear --explain
+/// Example: echo "我很担心明天的考试。" | emoknow predict --model models/linear --explain
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {
     /// Model directory.
     #[arg(long)]
     model: PathBuf,
 
-    /// One sentence, space-segmented like the corpus or not (its words may be separate
+    /// One sentence, as written or segmented like the corpus (its words may be separate
     /// arguments); none = read stdin.
     text: Vec<String>,
 

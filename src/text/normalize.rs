@@ -230,7 +230,9 @@ impl Normalizer {
                 for (w, c) in self.vocab.sorted() {
                     let key = fold_for_jieba(w);
                     let weighted = (c as f64 * scale).round() as usize;
-                    let own = if dict.has_word(&key) {
+                    // The dictionary's own frequency, where jieba keeps the word whole (its
+                    // suggestion is then that frequency, +1 from rounding).
+                    let own = if dict.has_word(&key) && dict.cut(&key, false).len() == 1 {
                         dict.suggest_freq(&key)
                     } else {
                         0
@@ -288,7 +290,10 @@ impl Normalizer {
             }
             let chars: Vec<char> = chunk.chars().collect();
             for tok in self.jieba().cut(&fold_for_jieba(chunk), false) {
-                let w: String = chars[tok.start..tok.end.min(chars.len())].iter().collect();
+                // The token's characters as written (folding keeps one char for one).
+                let w: String = chars
+                    .get(tok.start..tok.end)
+                    .map_or_else(|| tok.word.to_string(), |c| c.iter().collect());
                 if !w.trim().is_empty() {
                     words.push(w);
                 }
