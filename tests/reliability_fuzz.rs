@@ -2,7 +2,7 @@
 //! and damaged input files give errors, never a panic, and a batch is written whole or not at
 //! all.
 
-use crate::util::{s, RawDb, Run, TestEnv};
+use crate::util::{copy_dir, s, RawDb, Run, TestEnv};
 use std::path::Path;
 
 /// xorshift64*: deterministic test randomness.
@@ -41,19 +41,6 @@ const CORPUS: &str = "ID,Text,Labels
 const PREDICTIONS: &str = r#"{"label": "这段评论包含以下分类:\nAnxiety, Love\n\n理由:\n\n担心孩子前途。"}
 {"label": "这段评论包含以下分类:\nJoy\n\n理由:\n\n终于如愿以偿。"}
 "#;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
 
 #[track_caller]
 fn no_panic(r: &Run) {

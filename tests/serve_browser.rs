@@ -343,7 +343,10 @@ struct Tour<'a> {
     keyword: &'a str,
     /// An emotion the first hit carries (ticked after the keyword search).
     emotion: &'a str,
+    /// Typed as people write it.
     sentence: &'a str,
+    /// What the model reads of it (in its training text's style), shown on the page.
+    read: &'a str,
     /// A label the sentence must get.
     label: &'a str,
     model: &'a str,
@@ -434,6 +437,10 @@ fn tour(c: &mut Chrome, base: &str, t: &Tour, shots: &Path) -> u64 {
         c.eval("document.getElementById('text').value"),
         json!(t.sentence)
     );
+    assert_eq!(
+        c.eval("document.getElementById('read').textContent"),
+        json!(t.read)
+    );
     c.screenshot(&shots.join("classify.png"), 2400.0);
 
     c.goto(&format!("{base}/models/{}", t.model));
@@ -469,7 +476,9 @@ fn serve_pages_work_in_headless_chromium() {
         &Tour {
             keyword: "pwned",
             emotion: "Hate",
-            sentence: "我 很 担心 明天 的 考试",
+            sentence: "我很担心明天的考试。",
+            // The tests' corpus is too small to tell which words its cleaning dropped.
+            read: "我 很 担心 明天 的 考试",
             label: "Anxiety",
             model: "linear",
         },
@@ -535,7 +544,8 @@ fn serve_screenshots_of_the_shipped_corpus() {
         &Tour {
             keyword: "担忧未来",
             emotion: "Anxiety",
-            sentence: "我 很 担心 明天 的 考试",
+            sentence: "我很担心明天的考试。",
+            read: "很 担心 明天 考试",
             label: "Anxiety",
             model: "linear",
         },

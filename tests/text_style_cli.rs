@@ -2,7 +2,7 @@
 //! reads new text brought into that style, and what the user wrote is kept as written.
 
 use crate::serve_cli::{enc, Server};
-use crate::util::{s, TestEnv};
+use crate::util::{copy_dir, s, TestEnv};
 use arrow_array::cast::AsArray;
 use arrow_array::types::UInt64Type;
 use emoknow::testkit::tiny::{write_random_checkpoint, TinyBertSpec};
@@ -375,19 +375,6 @@ fn a_corpus_written_raw_works_end_to_end_as_before() {
         .ok()
         .json();
     assert_eq!(p[0]["read"], AS_WRITTEN);
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), &dst).unwrap();
-        }
-    }
 }
 
 /// `tests/fixtures/pre_text_style`: a store and a linear model written by the release before

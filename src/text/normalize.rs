@@ -217,39 +217,46 @@ impl Normalizer {
     fn jieba(&self) -> &Jieba {
         self.jieba.get_or_init(|| {
             let mut j = Jieba::new();
-            let (_, total) = frequent_words();
+            let (frequent, total) = frequent_words();
             let n: u64 = self.vocab.counts.values().sum();
-            let dict = default_jieba();
             // Jieba never cuts to a word of frequency 0 only by accident of the route (a
             // zero's log is -inf); 1 makes the word all but never chosen, and never forced.
             let apart = |j: &mut Jieba, w: &str| {
                 j.add_word(&fold_for_jieba(w), Some(1), None);
             };
             if n > 0 {
+                let words = self.vocab.sorted();
+                // Slips: corpus words jieba's dictionary does not hold (asked before the
+                // corpus's words join it), made of a dropped word and a much commoner word.
+                let slips: Vec<&str> = words
+                    .iter()
+                    .filter(|(w, c)| {
+                        !self.dropped.contains(*w)
+                            && !j.has_word(w)
+                            && self.dropped.iter().any(|d| {
+                                let rest = w
+                                    .strip_prefix(d.as_str())
+                                    .or_else(|| w.strip_suffix(d.as_str()));
+                                rest.is_some_and(|r| {
+                                    !r.is_empty() && self.vocab.count(r) >= SLIP_RATIO * c
+                                })
+                            })
+                    })
+                    .map(|(w, _)| *w)
+                    .collect();
+                // A corpus word weighs the larger of its weighted count and the dictionary's
+                // frequency (known for the dictionary's 1,000 most frequent words; any other
+                // is below a single weighted occurrence in corpora under ~700,000 words).
+                let own: HashMap<&str, u64> =
+                    frequent.iter().map(|f| (f.word, f.freq)).collect();
                 let scale = *total as f64 / n as f64 * CORPUS_WEIGHT;
-                for (w, c) in self.vocab.sorted() {
-                    let key = fold_for_jieba(w);
-                    let weighted = (c as f64 * scale).round() as usize;
-                    // The dictionary's own frequency, where jieba keeps the word whole (its
-                    // suggestion is then that frequency, +1 from rounding).
-                    let own = if dict.has_word(&key) && dict.cut(&key, false).len() == 1 {
-                        dict.suggest_freq(&key)
-                    } else {
-                        0
-                    };
-                    j.add_word(&key, Some(weighted.max(own)), None);
+                for (w, c) in &words {
+                    let weighted = (*c as f64 * scale).round() as u64;
+                    let freq = weighted.max(own.get(w).copied().unwrap_or(0));
+                    j.add_word(&fold_for_jieba(w), Some(freq as usize), None);
                 }
-                for (w, c) in self.vocab.sorted() {
-                    if dict.has_word(w) || self.dropped.contains(w) {
-                        continue;
-                    }
-                    let slip = self.dropped.iter().any(|d| {
-                        let rest = w.strip_prefix(d.as_str()).or_else(|| w.strip_suffix(d.as_str()));
-                        rest.is_some_and(|r| !r.is_empty() && self.vocab.count(r) >= SLIP_RATIO * c)
-                    });
-                    if slip {
-                        apart(&mut j, w);
-                    }
+                for w in slips {
+                    apart(&mut j, w);
                 }
             }
             for w in &self.style.split {
