@@ -86,7 +86,10 @@ fn every_model_kind_reads_text_as_written_in_the_corpus_style() {
     let f = env.write("c.csv", cleaned_corpus());
     let summary = ingest(&env, &f, &[]);
     let style = summary["text_style"].as_str().unwrap();
-    assert!(style.starts_with("segmented with spaces; punctuation removed"), "{style}");
+    assert!(
+        style.starts_with("segmented with spaces; punctuation removed"),
+        "{style}"
+    );
     let stats = env.stats();
     let dropped: Vec<&str> = stats["text_style"]["style"]["dropped"]
         .as_array()
@@ -101,7 +104,9 @@ fn every_model_kind_reads_text_as_written_in_the_corpus_style() {
     for w in ["很", "不", "他", "也"] {
         assert!(!dropped.contains(&w), "{w} taken for dropped: {dropped:?}");
     }
-    env.run(&["stats"]).ok().stdout_has("text style: segmented with spaces");
+    env.run(&["stats"])
+        .ok()
+        .stdout_has("text style: segmented with spaces");
 
     let encoder = env.path("tiny-bert");
     let texts: Vec<String> = cleaned_corpus().lines().map(str::to_string).collect();
@@ -186,17 +191,33 @@ fn every_model_kind_reads_text_as_written_in_the_corpus_style() {
                 .unwrap();
         assert_eq!(meta["text_style"]["segmented"], true, "{name}");
         let raw = env
-            .run(&["--json", "predict", "--model", s(&model), "--explain", AS_WRITTEN])
+            .run(&[
+                "--json",
+                "predict",
+                "--model",
+                s(&model),
+                "--explain",
+                AS_WRITTEN,
+            ])
             .ok()
             .json();
         assert_eq!(raw[0]["text"], AS_WRITTEN, "{name}: the text as given");
         assert_eq!(raw[0]["read"], "很 担心 明天 考试", "{name}: the text read");
         let cleaned = env
-            .run(&["--json", "predict", "--model", s(&model), "很 担心 明天 考试"])
+            .run(&[
+                "--json",
+                "predict",
+                "--model",
+                s(&model),
+                "很 担心 明天 考试",
+            ])
             .ok()
             .json();
         assert_eq!(cleaned[0]["read"], "很 担心 明天 考试", "{name}");
-        for (a, b) in probabilities(&raw[0]).iter().zip(probabilities(&cleaned[0])) {
+        for (a, b) in probabilities(&raw[0])
+            .iter()
+            .zip(probabilities(&cleaned[0]))
+        {
             assert!((a - b).abs() <= 1e-6, "{name}: {raw} vs {cleaned}");
         }
         env.run(&["predict", "--model", s(&model), "--explain", AS_WRITTEN])
@@ -255,13 +276,20 @@ fn rows_as_written_in_a_cleaned_store_keep_their_text() {
         .run(&["ingest", s(&raw), "--split", "train"])
         .ok()
         .stdout_has("2 sentence(s) not written in the store's text style");
-    assert!(!out.stdout.contains("text style: segmented"), "{}", out.stdout);
+    assert!(
+        !out.stdout.contains("text style: segmented"),
+        "{}",
+        out.stdout
+    );
     // Shown, searched and exported as given; models read it in the style.
     let show = env.run(&["--json", "show", "1001"]).ok().json();
     assert_eq!(show["text"], "我很担心明天的考试，怕考不好。");
     assert_eq!(show["read"], "很 担心 明天 考试 怕 考 不 好");
     let show_1003 = env.run(&["--json", "show", "1003"]).ok().json();
-    assert!(show_1003.get("read").is_none(), "in style already: {show_1003}");
+    assert!(
+        show_1003.get("read").is_none(),
+        "in style already: {show_1003}"
+    );
     env.run(&["show", "1001"])
         .ok()
         .stdout_has("text     我很担心明天的考试，怕考不好。\n")
@@ -340,13 +368,19 @@ fn a_corpus_written_raw_works_end_to_end_as_before() {
     let derived = TestEnv::new();
     let as_written = TestEnv::new();
     let mut results = Vec::new();
-    for (env, extra) in [(&derived, &[][..]), (&as_written, &["--text-style", "as-written"][..])] {
+    for (env, extra) in [
+        (&derived, &[][..]),
+        (&as_written, &["--text-style", "as-written"][..]),
+    ] {
         let f = env.write("raw.csv", raw_corpus());
         ingest(env, &f, extra);
         let model = env.path("models/linear");
         env.run(&["train", "--classifier", "linear", "--out", s(&model)])
             .ok();
-        let eval = env.run(&["--json", "eval", "--model", s(&model)]).ok().json();
+        let eval = env
+            .run(&["--json", "eval", "--model", s(&model)])
+            .ok()
+            .json();
         let pred = env
             .run(&["--json", "predict", "--model", s(&model), AS_WRITTEN])
             .ok()
@@ -371,7 +405,13 @@ fn a_corpus_written_raw_works_end_to_end_as_before() {
     // Segmented text typed into a raw-style model is joined as the corpus writes.
     let model = derived.path("models/linear");
     let p = derived
-        .run(&["--json", "predict", "--model", s(&model), "我 很 担心 明天 的 考试 。"])
+        .run(&[
+            "--json",
+            "predict",
+            "--model",
+            s(&model),
+            "我 很 担心 明天 的 考试 。",
+        ])
         .ok()
         .json();
     assert_eq!(p[0]["read"], AS_WRITTEN);
@@ -390,14 +430,21 @@ fn stores_and_models_written_before_styles_load_and_predict_as_before() {
     assert!(stats.get("text_style").is_none(), "{stats}");
     assert_eq!(stats["examples"], 120);
     assert_eq!(stats["normalized"], 0);
-    env.run(&["stats"]).ok().stdout_has("text style: not recorded");
+    env.run(&["stats"])
+        .ok()
+        .stdout_has("text style: not recorded");
     env.run(&["check"]).ok();
     let texts = "我很担心明天的考试。\n担心 考试 明天\n孩子们笑得很开心！\n";
     let expected: Value =
         serde_json::from_str(&std::fs::read_to_string(env.path("predict.json")).unwrap()).unwrap();
     let same_as_before = |got: Value| {
         let mut got = got;
-        for (g, e) in got.as_array_mut().unwrap().iter_mut().zip(expected.as_array().unwrap()) {
+        for (g, e) in got
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .zip(expected.as_array().unwrap())
+        {
             // The one addition: the text the model read, here the text as given.
             assert_eq!(g["read"], e["text"]);
             g.as_object_mut().unwrap().remove("read");
@@ -409,7 +456,10 @@ fn stores_and_models_written_before_styles_load_and_predict_as_before() {
             .ok()
             .json(),
     );
-    let eval = env.run(&["--json", "eval", "--model", s(&model)]).ok().json();
+    let eval = env
+        .run(&["--json", "eval", "--model", s(&model)])
+        .ok()
+        .json();
     let want: Value =
         serde_json::from_str(&std::fs::read_to_string(env.path("eval.json")).unwrap()).unwrap();
     assert_eq!(eval, want);

@@ -97,7 +97,13 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             vec!["eval", "--model", &model, "--split", "test"],
             vec!["eval", "--source", "chatglm3-lora", "--split", "test"],
             // A sentence as people write it: the model reads it in the corpus's style.
-            vec!["predict", "--model", &model, "--explain", "我很担心明天的考试。"],
+            vec![
+                "predict",
+                "--model",
+                &model,
+                "--explain",
+                "我很担心明天的考试。",
+            ],
         ])
         .collect();
     for step in steps {

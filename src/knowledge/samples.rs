@@ -684,8 +684,8 @@ impl<'s> SampleBuilder<'s> {
 
     /// [`SampleBuilder::for_model_texts`] for sentences of documents (see [`batch_contexts`]).
     ///
-    /// Each single model reads the texts brought into its training text's style
-    /// ([`Model::read_texts`]) before anything is computed from them (features, vectors,
+    /// Each single model reads the texts brought into its training text's style (its
+    /// [`Model::normalizer`]) before anything is computed from them (features, vectors,
     /// neighbours, context): [`Sample::text`] is the text it read.
     pub fn for_model_texts_in(
         &mut self,
@@ -695,18 +695,17 @@ impl<'s> SampleBuilder<'s> {
         places: Option<&[Option<TextPlace>]>,
     ) -> Result<Vec<Vec<Sample>>> {
         // Members trained on one store share a normalizer: normalize once per normalizer.
-        let mut read: Vec<(*const Normalizer, Vec<String>)> = Vec::new();
+        let mut read: Vec<(&Normalizer, Vec<String>)> = Vec::new();
         let leaves = model.leaves();
         let mut out = Vec::with_capacity(leaves.len());
         for (leaf, needs) in leaves.iter().zip(model.needs()) {
             let samples = match leaf.normalizer() {
                 None => self.texts_in(&needs, texts, labels, places)?,
                 Some(n) => {
-                    let key: *const Normalizer = n;
-                    let i = match read.iter().position(|(k, _)| *k == key) {
+                    let i = match read.iter().position(|(k, _)| std::ptr::eq(*k, n)) {
                         Some(i) => i,
                         None => {
-                            read.push((key, n.normalize_all(texts)));
+                            read.push((n, n.normalize_all(texts)));
                             read.len() - 1
                         }
                     };

@@ -116,7 +116,10 @@ impl Store {
         }
         let train = self.as_read(self.examples(Some(Split::Train))?)?;
         Ok(Vocabulary::from_texts(
-            train.iter().map(|e| e.text.as_str()).chain(more.iter().copied()),
+            train
+                .iter()
+                .map(|e| e.text.as_str())
+                .chain(more.iter().copied()),
         ))
     }
 

@@ -132,9 +132,7 @@ pub struct Normalizer {
 fn to_width(c: char, width: Width) -> char {
     match width {
         Width::Any => c,
-        Width::Full if ('!'..='~').contains(&c) => {
-            char::from_u32(c as u32 + 0xFEE0).unwrap_or(c)
-        }
+        Width::Full if ('!'..='~').contains(&c) => char::from_u32(c as u32 + 0xFEE0).unwrap_or(c),
         Width::Half if ('\u{FF01}'..='\u{FF5E}').contains(&c) => {
             char::from_u32(c as u32 - 0xFEE0).unwrap_or(c)
         }
@@ -247,8 +245,7 @@ impl Normalizer {
                 // A corpus word weighs the larger of its weighted count and the dictionary's
                 // frequency (known for the dictionary's 1,000 most frequent words; any other
                 // is below a single weighted occurrence in corpora under ~700,000 words).
-                let own: HashMap<&str, u64> =
-                    frequent.iter().map(|f| (f.word, f.freq)).collect();
+                let own: HashMap<&str, u64> = frequent.iter().map(|f| (f.word, f.freq)).collect();
                 let scale = *total as f64 / n as f64 * CORPUS_WEIGHT;
                 for (w, c) in &words {
                     let weighted = (*c as f64 * scale).round() as u64;
@@ -369,7 +366,10 @@ mod tests {
         assert_eq!(n.normalize("我很担心明天的考试。"), "很 担心 明天 考试");
         assert_eq!(n.normalize("很 担心 明天 考试"), "很 担心 明天 考试");
         // Marks become boundaries; the kept mark stays; ASCII to full width.
-        assert_eq!(n.normalize("孩子们笑得很开心…OK!"), "孩子 们 笑 得 很 开心 … ＯＫ");
+        assert_eq!(
+            n.normalize("孩子们笑得很开心…OK!"),
+            "孩子 们 笑 得 很 开心 … ＯＫ"
+        );
         // A word the corpus writes apart.
         assert_eq!(n.normalize("这不是考试"), "这 不 考试");
         // A corpus word typed with spaces stays whole (我很 is one here).

@@ -380,12 +380,21 @@ pub(super) mod tests {
         assert!(list.windows(2).all(|w| w[0].freq >= w[1].freq));
         let jieba = crate::text::normalize::default_jieba();
         for f in list {
-            assert!(jieba.has_word(f.word), "{} is not in jieba's dictionary", f.word);
+            assert!(
+                jieba.has_word(f.word),
+                "{} is not in jieba's dictionary",
+                f.word
+            );
             let toks = jieba.cut(f.word, false);
             if toks.len() == 1 {
                 // jieba suggests a word's own frequency (+1 from rounding) for a dictionary word.
                 let s = jieba.suggest_freq(f.word) as u64;
-                assert!(s == f.freq || s == f.freq + 1, "{}: {s} vs {}", f.word, f.freq);
+                assert!(
+                    s == f.freq || s == f.freq + 1,
+                    "{}: {s} vs {}",
+                    f.word,
+                    f.freq
+                );
                 let tags = jieba.tag(f.word, false);
                 assert_eq!(tags[0].tag, f.tag, "{}", f.word);
             }
@@ -464,7 +473,11 @@ pub(super) mod tests {
         got.sort_unstable();
         assert_eq!(got, want, "{}", style.describe());
         // 不是 never appears, but 不 does, often: the corpus writes it apart, nothing dropped.
-        assert!(style.split.iter().any(|w| w == "不是"), "{}", style.describe());
+        assert!(
+            style.split.iter().any(|w| w == "不是"),
+            "{}",
+            style.describe()
+        );
 
         // The same corpus as written (no spaces, commas kept): not segmented, punctuation kept.
         let raw = cleaned_corpus(&[], false, true);
@@ -472,7 +485,10 @@ pub(super) mod tests {
         let style = TextStyle::derive(&texts);
         assert!(!style.segmented);
         assert_eq!(style.punctuation, Punctuation::Kept);
-        assert!(!style.dropped.iter().any(|w| w == "的" || w == "了"), "{style:?}");
+        assert!(
+            !style.dropped.iter().any(|w| w == "的" || w == "了"),
+            "{style:?}"
+        );
     }
 
     #[test]
@@ -489,6 +505,8 @@ pub(super) mod tests {
             s.describe(),
             "segmented with spaces; punctuation removed (kept: …); full-width letters and digits; dropped words (2): 的 了"
         );
-        assert!(TextStyle::as_written().describe().contains("punctuation kept"));
+        assert!(TextStyle::as_written()
+            .describe()
+            .contains("punctuation kept"));
     }
 }

@@ -183,10 +183,16 @@ fn load_normalizer(
     let path = dir.join(VOCABULARY_FILE);
     let sum = match files.and_then(|f| f.get(VOCABULARY_FILE)) {
         Some(s) => s.sha256.clone(),
-        None if path.exists() => format!("{:x}", Sha256::digest(std::fs::read(&path).map_err(|e| Error::io(&path, e))?)),
+        None if path.exists() => format!(
+            "{:x}",
+            Sha256::digest(std::fs::read(&path).map_err(|e| Error::io(&path, e))?)
+        ),
         None => String::new(),
     };
-    let key = format!("{}\0{sum}", serde_json::to_string(style).unwrap_or_default());
+    let key = format!(
+        "{}\0{sum}",
+        serde_json::to_string(style).unwrap_or_default()
+    );
     Normalizer::shared(&key, || {
         let vocab = if path.exists() {
             Vocabulary::read(&path)?

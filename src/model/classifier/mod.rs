@@ -31,7 +31,6 @@ use crate::model::thresholds::{Objective, Thresholds};
 use crate::spec::{EncoderInfo, NeighbourBy, NeighbourSpec};
 use crate::text::{Normalizer, TextStyle};
 use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -323,15 +322,6 @@ impl Model {
     /// model reads text as given). An ensemble's members each have their own.
     pub fn normalizer(&self) -> Option<&Normalizer> {
         self.text.as_deref()
-    }
-
-    /// `texts` (not in the store) as this model reads them: brought into its training
-    /// text's style.
-    pub fn read_texts<'a>(&self, texts: &'a [String]) -> Cow<'a, [String]> {
-        match &self.text {
-            Some(n) => Cow::Owned(n.normalize_all(texts)),
-            None => Cow::Borrowed(texts),
-        }
     }
 
     /// The knowledge this model (for an ensemble: its first member using any) attaches.
