@@ -67,6 +67,7 @@
 //!     val: builder.examples(&cfg.needs(), &val, true)?,
 //!     member_val: Vec::new(),
 //!     text: store.normalizer()?,
+//!     pool: None,
 //! };
 //! classifier::train(&cfg, prepared, inputs, &mut |_| {})?;
 //!

@@ -280,6 +280,24 @@ pub fn best_rationale(store: &Store, id: ExampleId) -> Result<Option<String>> {
         .map(|k| k.sanitized))
 }
 
+/// The text of neighbour `id` of a prediction by `model`: from the pool packed into the model
+/// (the first member of an ensemble that has one holding it), else from `store`; empty when
+/// neither holds it.
+pub fn neighbour_text(store: Option<&Store>, model: &Model, id: ExampleId) -> Result<String> {
+    for leaf in model.leaves() {
+        if let Some(e) = leaf
+            .packed_pool()
+            .and_then(|r| r.pool.examples.iter().find(|e| e.id == id))
+        {
+            return Ok(e.text.clone());
+        }
+    }
+    Ok(match store {
+        Some(s) => s.example(id)?.map(|e| e.text).unwrap_or_default(),
+        None => String::new(),
+    })
+}
+
 /// What a prediction for a text with nothing the model knows says.
 pub const UNKNOWN_WARNING: &str =
     "no known words: the model knows none of this text's words, so the prediction is its prior (the same for any such text), not about this text";

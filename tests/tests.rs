@@ -11,6 +11,7 @@ mod errors_cli;
 mod export_cli;
 mod model_cli;
 mod neighbours_cli;
+mod packed_cli;
 mod reliability_fuzz;
 mod reliability_index;
 mod reliability_llm;

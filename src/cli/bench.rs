@@ -1301,6 +1301,7 @@ fn bench_serve(a: ServeArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 val: builder.examples(&cfg.needs(), &val, true)?,
                 member_val: Vec::new(),
                 text: store.normalizer()?,
+                pool: None,
             };
             drop(builder);
             classifier::train(&cfg, prepared, inputs, &mut |_| {})?;

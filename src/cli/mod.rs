@@ -11,7 +11,7 @@
 //!   retrieve is in `similar`); `similar` (similar, knowledge retrieve); `embed`;
 //!   `annotate` (annotate, the LLaMA-Factory export, dev-server); `export` (llama-factory,
 //!   parquet); `migrate` (format migration, vector file compaction); `train` (train, eval,
-//!   predict); `serve` (the
+//!   predict); `model` (pack); `serve` (the
 //!   HTTP API and pages of [`emoknow::serve`]); `demo`; `bench`; `output` (JSON, progress
 //!   bars, highlights); `hint` (library errors in flag terms).
 
@@ -26,6 +26,7 @@ mod index;
 mod ingest;
 mod knowledge;
 mod migrate;
+mod model;
 mod output;
 mod query;
 mod serve;
@@ -36,6 +37,7 @@ pub use hint::hint;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use emoknow::model::classifier::Model;
 use emoknow::store::Store;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -105,6 +107,7 @@ enum Command {
     Train(train::TrainArgs),
     Eval(train::EvalArgs),
     Predict(train::PredictArgs),
+    Model(model::Args),
     Serve(serve::ServeArgs),
     Demo(demo::Args),
     Bench(bench::Args),
@@ -156,6 +159,41 @@ impl Ctx {
         opened.with_context(|| format!("opening store {}", self.store.display()))
     }
 
+    /// The store, when there is one, for commands that can run on model directories alone
+    /// (`predict`, `eval --file`, `serve`): none when `--store` holds no store, or when another
+    /// process holds it (said on stderr), as long as no model of `models` needs it (one that
+    /// retrieves neighbours from its store's pool; [`Model::needs_store`]).
+    pub fn open_for(&self, models: &[&Model]) -> anyhow::Result<Option<Store>> {
+        self.open_for_with(models, || self.open())
+    }
+
+    /// [`Ctx::open_for`], the store opened by `open`.
+    pub fn open_for_with(
+        &self,
+        models: &[&Model],
+        open: impl FnOnce() -> anyhow::Result<Store>,
+    ) -> anyhow::Result<Option<Store>> {
+        let err = match open() {
+            Ok(s) => return Ok(Some(s)),
+            Err(e) => e,
+        };
+        let cause = err.chain().find_map(|c| c.downcast_ref::<emoknow::Error>());
+        let locked = match cause {
+            Some(emoknow::Error::NoStore { .. }) => false,
+            Some(emoknow::Error::StoreLocked { .. }) => true,
+            _ => return Err(err),
+        };
+        if let Some(why) = models.iter().find_map(|m| m.needs_store()) {
+            return Err(err.context(why));
+        }
+        if locked {
+            self.note(format!(
+                "{err:#}: going on without it (the model directories hold all they need)"
+            ));
+        }
+        Ok(None)
+    }
+
     /// Prints a status line on stderr unless `-q`.
     pub fn note(&self, msg: impl AsRef<str>) {
         if !self.quiet {
@@ -195,6 +233,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Train(a) => train::run_train(a, &ctx),
         Command::Eval(a) => train::run_eval(a, &ctx),
         Command::Predict(a) => train::run_predict(a, &ctx),
+        Command::Model(a) => model::run(a, &ctx),
         Command::Serve(a) => serve::run(a, &ctx),
         Command::Demo(a) => demo::run(a, &ctx),
         Command::Bench(a) => bench::run(a, &ctx),

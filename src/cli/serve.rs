@@ -2,6 +2,7 @@
 
 use super::{Ctx, INTERRUPTED};
 use anyhow::Context;
+use emoknow::model::classifier::Model;
 use emoknow::serve::{ServeConfig, Server, DEFAULT_BODY_LIMIT};
 use emoknow::store::Store;
 use std::io::Write;
@@ -50,23 +51,32 @@ fn holder_description() -> String {
 }
 
 pub fn run(args: ServeArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let store = Store::open_held(&ctx.store, &holder_description())
-        .with_context(|| format!("opening store {}", ctx.store.display()))?;
+    let cfg = ServeConfig {
+        body_limit: args.body_limit,
+        ..ServeConfig::new(args.bind, args.models.clone())
+    };
+    let models = Server::load_models(&cfg).with_context(|| format!("serving on {}", args.bind))?;
+    let loaded: Vec<&Model> = models.models().collect();
+    // Without a store, the models alone (when their directories hold all they read).
+    let store = ctx.open_for_with(&loaded, || {
+        Store::open_held(&ctx.store, &holder_description())
+            .with_context(|| format!("opening store {}", ctx.store.display()))
+    })?;
     if !args.bind.ip().is_loopback() {
         eprintln!(
             "warning: serving on {}, which is not a loopback address: anyone who can reach it can read the store (there is no authentication)",
             args.bind
         );
     }
-    let cfg = ServeConfig {
-        body_limit: args.body_limit,
-        ..ServeConfig::new(args.bind, args.models.clone())
+    let what = match &store {
+        Some(_) => format!("store {}", ctx.store.display()),
+        None => "model directories alone (no store)".to_string(),
     };
-    let server = Server::bind(store, &cfg).with_context(|| format!("serving on {}", args.bind))?;
+    let server = Server::bind_loaded(store, models, &cfg)
+        .with_context(|| format!("serving on {}", args.bind))?;
     let names = server.model_names();
     ctx.note(format!(
-        "serving store {} with {}",
-        ctx.store.display(),
+        "serving {what} with {}",
         if names.is_empty() {
             "no model (give --model DIR to classify)".to_string()
         } else {

@@ -188,8 +188,14 @@ pub fn run_similar(args: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             if read != text && !ctx.json && !ctx.quiet {
                 eprintln!("query read as: {read}");
             }
-            r.for_texts(&store, &[read.as_str()], None, args.retrieval.k, emotions)?
-                .remove(0)
+            r.for_texts(
+                Some(&store),
+                &[read.as_str()],
+                None,
+                args.retrieval.k,
+                emotions,
+            )?
+            .remove(0)
         }
     };
     let hits = views::similar_hits(&store, hits)?;

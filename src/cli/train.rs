@@ -15,6 +15,7 @@ use emoknow::model::sample::{
 };
 use emoknow::model::thresholds::Objective;
 use emoknow::neighbours::pick_encoder;
+use emoknow::neighbours::PackedPool;
 use emoknow::store::Store;
 use emoknow::views;
 use std::io::BufRead;
@@ -120,6 +121,13 @@ pub struct TrainArgs {
     /// written next to it and swapped in when complete, so the old one stays whole until then.
     #[arg(long)]
     out: PathBuf,
+
+    /// Write no neighbour pool into the model: it then retrieves new text's neighbours from
+    /// its store, which predicting needs (saves the pool's size: about 2 KB per training
+    /// example of a 512-dimensional encoder). By default a model that retrieves neighbours
+    /// densely carries its pool and predicts without its store.
+    #[arg(long)]
+    no_pack: bool,
 
     /// What is appended to the text.
     #[arg(long, value_enum, default_value = "none", help_heading = "Knowledge")]
@@ -710,6 +718,10 @@ pub fn run_train(a: TrainArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             .map(|n| builder.examples(n, &val_ex, true))
             .collect::<emoknow::Result<_>>()?,
         text: store.normalizer()?,
+        pool: match cfg.pool_spec().filter(|_| !a.no_pack) {
+            Some(spec) => PackedPool::from_store(&store, &spec)?,
+            None => None,
+        },
     };
     drop(builder);
     let meta = classifier::train(&cfg, prepared, inputs, &mut |e| match e {
@@ -786,16 +798,20 @@ pub fn print_report(r: &Report) {
 }
 
 pub fn run_eval(a: EvalArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let store = ctx.open()?;
     if let Some(src) = &a.source {
-        return eval_source(&store, src, a.split, ctx);
+        return eval_source(&ctx.open()?, src, a.split, ctx);
     }
     let split = a.split.unwrap_or(Split::Test);
     let Some(dir) = a.model.as_ref() else {
         anyhow::bail!("give --model DIR (or --source NAME to score an LLM's answers)");
     };
     let model = Model::load(dir).with_context(|| format!("loading model {}", dir.display()))?;
-    let mut builder = SampleBuilder::new(&store);
+    // A file of new sentences needs no store when the model directory holds all it reads.
+    let store = match &a.file {
+        Some(_) => ctx.open_for(&[&model])?,
+        None => Some(ctx.open()?),
+    };
+    let mut builder = SampleBuilder::with_store(store.as_ref());
     let inputs: Vec<Vec<Sample>> = match &a.file {
         Some(f) => {
             let parsed = corpus::read_file_with(
@@ -827,6 +843,9 @@ pub fn run_eval(a: EvalArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             builder.for_model_texts_in(&model, &texts, Some(&labels), Some(&places))?
         }
         None => {
+            let store = store
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("evaluating a split reads the store"))?;
             let mut examples = store.examples(Some(split))?;
             if let Some((first, last)) = a.ids {
                 examples.retain(|e| (first..=last).contains(&e.id));
@@ -903,9 +922,9 @@ fn eval_source(
 }
 
 pub fn run_predict(a: PredictArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let store = ctx.open()?;
     let model =
         Model::load(&a.model).with_context(|| format!("loading model {}", a.model.display()))?;
+    let store = ctx.open_for(&[&model])?;
     // (where the text came from, text): line numbers count blank lines too.
     let (origins, texts): (Vec<String>, Vec<String>) = if a.text.is_empty() {
         let (name, lines) = match &a.file {
@@ -954,7 +973,7 @@ pub fn run_predict(a: PredictArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         (texts, None)
     };
     let pred = views::predict_in(
-        &mut SampleBuilder::new(&store),
+        &mut SampleBuilder::with_store(store.as_ref()),
         &model,
         &texts,
         places.as_deref(),
@@ -1002,7 +1021,7 @@ pub fn run_predict(a: PredictArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 println!("  context after:  {}", none(c.after_text()));
             }
             for n in &s.neighbours {
-                let text = store.example(n.id)?.map(|e| e.text).unwrap_or_default();
+                let text = views::neighbour_text(store.as_ref(), &model, n.id)?;
                 println!(
                     "  neighbour #{} ({:.3}) {} — {}",
                     n.id, n.score, n.labels, text

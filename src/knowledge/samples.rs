@@ -236,8 +236,13 @@ pub fn training_examples(
 
 /// Builds samples from one store, sharing work across models and calls: each encoder is
 /// loaded once and each text embedded once, each retrieval opened once.
+///
+/// Without a store ([`SampleBuilder::without_store`]) it builds samples of new text for models
+/// whose directory holds what they need (their packed neighbour pool, see
+/// [`crate::neighbours::packed`]); stored examples, and new text for a model that retrieves
+/// from the store, are refused with an error naming what is missing.
 pub struct SampleBuilder<'s> {
-    store: &'s Store,
+    store: Option<&'s Store>,
     embedders: HashMap<String, Embedder>,
     retrievers: HashMap<NeighbourSpec, Retriever>,
     train_ids: Option<HashSet<ExampleId>>,
@@ -249,6 +254,16 @@ pub struct SampleBuilder<'s> {
 impl<'s> SampleBuilder<'s> {
     /// A builder over `store`.
     pub fn new(store: &'s Store) -> SampleBuilder<'s> {
+        SampleBuilder::with_store(Some(store))
+    }
+
+    /// A builder of samples of new text that reads no store.
+    pub fn without_store() -> SampleBuilder<'static> {
+        SampleBuilder::with_store(None)
+    }
+
+    /// A builder over `store`, if any.
+    pub fn with_store(store: Option<&'s Store>) -> SampleBuilder<'s> {
         SampleBuilder {
             store,
             embedders: HashMap::new(),
@@ -268,6 +283,15 @@ impl<'s> SampleBuilder<'s> {
         }
     }
 
+    /// The store, or an error saying that `what` needs one.
+    fn store(&self, what: &str) -> Result<&'s Store> {
+        self.store.ok_or_else(|| {
+            Error::Invalid(format!(
+                "{what} needs the store, and none was opened (give --store DIR)"
+            ))
+        })
+    }
+
     fn embedder(&mut self, info: &EncoderInfo, dir: Option<&PathBuf>) -> &mut Embedder {
         self.embedders
             .entry(info.id.clone())
@@ -276,7 +300,8 @@ impl<'s> SampleBuilder<'s> {
 
     fn retriever(&mut self, spec: &NeighbourSpec) -> Result<&Retriever> {
         if !self.retrievers.contains_key(spec) {
-            let r = Retriever::open(self.store, spec)?;
+            let store = self.store("retrieving neighbours from the store's pool")?;
+            let r = Retriever::open(store, spec)?;
             self.retrievers.insert(spec.clone(), r);
         }
         self.retrievers
@@ -284,24 +309,34 @@ impl<'s> SampleBuilder<'s> {
             .ok_or_else(|| Error::Model("a retrieval did not open".into()))
     }
 
-    /// Retrieves for new texts with `spec` (embedding them first when dense).
+    /// Retrieves for new texts with `spec` (embedding them first when dense): from `packed`,
+    /// a model's own pool, when it has one, else from the store.
     fn retrieve_texts(
         &mut self,
         spec: &NeighbourSpec,
+        packed: Option<&Retriever>,
         dir: Option<&PathBuf>,
         texts: &[&str],
         k: usize,
     ) -> Result<Vec<Vec<Neighbour>>> {
-        self.retriever(spec)?;
-        let info = self.retrievers.get(spec).and_then(|r| r.encoder().cloned());
+        if packed.is_none() {
+            self.retriever(spec)?;
+        }
+        let info = match packed {
+            Some(r) => r.encoder().cloned(),
+            None => self.retrievers.get(spec).and_then(|r| r.encoder().cloned()),
+        };
         if let Some(info) = &info {
             self.embedder(info, dir);
         }
         let store = self.store;
-        let r = self
-            .retrievers
-            .get(spec)
-            .ok_or_else(|| Error::Model("a retrieval did not open".into()))?;
+        let r = match packed {
+            Some(r) => r,
+            None => self
+                .retrievers
+                .get(spec)
+                .ok_or_else(|| Error::Model("a retrieval did not open".into()))?,
+        };
         let emb = info.as_ref().and_then(|i| self.embedders.get_mut(&i.id));
         Ok(r.for_texts(store, texts, emb, k, LabelSet::EMPTY)?
             .into_iter()
@@ -312,7 +347,7 @@ impl<'s> SampleBuilder<'s> {
     fn train_ids(&mut self) -> Result<&HashSet<ExampleId>> {
         if self.train_ids.is_none() {
             let ids = self
-                .store
+                .store("stored examples' neighbours")?
                 .examples(Some(Split::Train))?
                 .iter()
                 .map(|e| e.id)
@@ -327,7 +362,10 @@ impl<'s> SampleBuilder<'s> {
     /// The store's documents (texts as models read them), read on first use.
     fn documents(&mut self) -> Result<&DocIndex> {
         if self.documents.is_none() {
-            self.documents = Some(self.store.documents_as_read()?);
+            self.documents = Some(
+                self.store("a stored example's context")?
+                    .documents_as_read()?,
+            );
         }
         self.documents
             .as_ref()
@@ -353,8 +391,9 @@ impl<'s> SampleBuilder<'s> {
             self.check_stored_spec(spec)?;
             self.train_ids()?;
         }
+        let store = self.store("samples of stored examples")?;
         if self.read.is_none() {
-            self.read = Some(self.store.read_texts()?);
+            self.read = Some(store.read_texts()?);
         }
         let empty = HashSet::new();
         let train = self.train_ids.as_ref().unwrap_or(&empty);
@@ -365,7 +404,7 @@ impl<'s> SampleBuilder<'s> {
             let (rationale, neighbours) = if spec.mode == KnowledgeMode::None {
                 (None, Vec::new())
             } else {
-                let records = self.store.knowledge(e.id)?;
+                let records = store.knowledge(e.id)?;
                 if spec.mode.neighbours()
                     && !records.iter().any(|k| {
                         Some(&k.source) == spec.neighbours_source.as_ref()
@@ -417,7 +456,6 @@ impl<'s> SampleBuilder<'s> {
             }
         }
         if let Some(r) = &needs.retrieve {
-            let store = self.store;
             let found = self
                 .retriever(r)?
                 .for_examples(store, examples, r.k, LabelSet::EMPTY)?;
@@ -454,7 +492,9 @@ impl<'s> SampleBuilder<'s> {
             let (before, after) = docs.context(s.id, w);
             ids.extend(before.iter().chain(after).map(|(id, _)| *id));
         }
-        let stored = self.store.vectors(info, &What::Text, Some(&ids))?;
+        let stored =
+            self.store("stored context vectors")?
+                .vectors(info, &What::Text, Some(&ids))?;
         // Context sentences without stored vectors (an interrupted `embed`): embedded now.
         let mut missing: Vec<(ExampleId, &str)> = Vec::new();
         for s in samples.iter() {
@@ -502,7 +542,7 @@ impl<'s> SampleBuilder<'s> {
         let (Some(source), Some(want)) = (&spec.neighbours_source, &spec.neighbours) else {
             return Ok(());
         };
-        if let Some(run) = self.store.neighbour_run(source)? {
+        if let Some(run) = self.store("stored neighbours")?.neighbour_run(source)? {
             if run.spec != *want {
                 return Err(Error::Invalid(format!(
                     "the neighbours of source {source} in the store were retrieved with {:?}, the model was trained on neighbours retrieved with {want:?}: retrieve them again with the model's settings, or train again",
@@ -523,17 +563,14 @@ impl<'s> SampleBuilder<'s> {
         eval: bool,
     ) -> Result<()> {
         let ids: HashSet<ExampleId> = samples.iter().map(|s| s.id).filter(|&id| id != 0).collect();
-        let text = self.store.vectors(info, &What::Text, Some(&ids))?;
+        let store = self.store("stored vectors")?;
+        let text = store.vectors(info, &What::Text, Some(&ids))?;
         let rationale_src = spec
             .rationale_source(eval)
             .filter(|_| spec.mode.rationale())
             .cloned();
         let rationale = match &rationale_src {
-            Some(src) => Some(self.store.vectors(
-                info,
-                &What::Knowledge(src.clone()),
-                Some(&ids),
-            )?),
+            Some(src) => Some(store.vectors(info, &What::Knowledge(src.clone()), Some(&ids))?),
             None => None,
         };
         let mut todo_text: Vec<usize> = Vec::new();
@@ -596,6 +633,19 @@ impl<'s> SampleBuilder<'s> {
         labels: Option<&[LabelSet]>,
         places: Option<&[Option<TextPlace>]>,
     ) -> Result<Vec<Sample>> {
+        self.texts_with(needs, None, texts, labels, places)
+    }
+
+    /// [`SampleBuilder::texts_in`], retrieving neighbours from `packed` (the model's own
+    /// pool) when given, else from the store.
+    fn texts_with(
+        &mut self,
+        needs: &Needs,
+        packed: Option<&Retriever>,
+        texts: &[String],
+        labels: Option<&[LabelSet]>,
+        places: Option<&[Option<TextPlace>]>,
+    ) -> Result<Vec<Sample>> {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let spec = &needs.attach;
         let mut neighbours: Vec<Vec<Neighbour>> = vec![Vec::new(); texts.len()];
@@ -603,7 +653,10 @@ impl<'s> SampleBuilder<'s> {
             let nspec = match (&spec.neighbours, &spec.neighbours_source) {
                 (Some(s), _) => s.clone(),
                 // Models trained before the spec was recorded: the store's record of it.
-                (None, Some(src)) => stored_spec(self.store, src)?,
+                (None, Some(src)) => stored_spec(
+                    self.store("a model trained before its neighbours' retrieval was recorded")?,
+                    src,
+                )?,
                 (None, None) => {
                     return Err(Error::Invalid(
                         "the model attaches neighbours but names no neighbours source".into(),
@@ -611,7 +664,8 @@ impl<'s> SampleBuilder<'s> {
                 }
             };
             let k = spec.neighbours_k.max(1);
-            neighbours = self.retrieve_texts(&nspec, needs.encoder_dir.as_ref(), &refs, k)?;
+            neighbours =
+                self.retrieve_texts(&nspec, packed, needs.encoder_dir.as_ref(), &refs, k)?;
         }
         let mut out: Vec<Sample> = texts
             .iter()
@@ -632,7 +686,7 @@ impl<'s> SampleBuilder<'s> {
             }
         }
         if let Some(r) = &needs.retrieve {
-            let found = self.retrieve_texts(r, needs.encoder_dir.as_ref(), &refs, r.k)?;
+            let found = self.retrieve_texts(r, packed, needs.encoder_dir.as_ref(), &refs, r.k)?;
             for (s, n) in out.iter_mut().zip(found) {
                 s.neighbours = n;
             }
@@ -699,8 +753,9 @@ impl<'s> SampleBuilder<'s> {
         let leaves = model.leaves();
         let mut out = Vec::with_capacity(leaves.len());
         for (leaf, needs) in leaves.iter().zip(model.needs()) {
+            let packed = leaf.packed_pool();
             let samples = match leaf.normalizer() {
-                None => self.texts_in(&needs, texts, labels, places)?,
+                None => self.texts_with(&needs, packed, texts, labels, places)?,
                 Some(n) => {
                     let i = match read.iter().position(|(k, _)| std::ptr::eq(*k, n)) {
                         Some(i) => i,
@@ -709,7 +764,7 @@ impl<'s> SampleBuilder<'s> {
                             read.len() - 1
                         }
                     };
-                    self.texts_in(&needs, &read[i].1, labels, places)?
+                    self.texts_with(&needs, packed, &read[i].1, labels, places)?
                 }
             };
             out.push(samples);

@@ -12,9 +12,12 @@
 //! - [`retriever`]: a spec (or a user's [`Choice`]) opened over the store.
 //! - [`embed`]: [`Embedder`] and the choice of encoder ([`pick_encoder`]).
 //! - [`records`]: neighbours stored as knowledge, resumably; the spec of a stored source.
+//! - [`packed`]: a dense pool packed into a model directory, so that the model retrieves for
+//!   new text without the store.
 
 pub mod ann;
 pub mod embed;
+pub mod packed;
 pub mod pool;
 pub mod records;
 pub mod retriever;
@@ -22,6 +25,7 @@ pub mod search;
 
 pub use ann::{AnnIndex, AnnParams, AnnSearch, Quantization, SearchMode};
 pub use embed::{pick_encoder, Embedder};
+pub use packed::PackedPool;
 pub use pool::{Hit, Pool, Probe};
 pub use records::{neighbours_knowledge, retrieve_into_store, stored_spec, RetrieveSummary};
 pub use retriever::{By, Choice, Retriever};

@@ -134,10 +134,11 @@ impl Pool {
 
     /// The `k` nearest pool examples of each probe, never the probe itself nor an example
     /// with the same text, restricted to examples carrying every emotion of `emotions`.
-    /// Dense pools need a vector per probe; sparse pools search `store`'s index by BM25.
+    /// Dense pools need a vector per probe; sparse pools search `store`'s index by BM25 (and
+    /// need it).
     pub fn retrieve(
         &self,
-        store: &Store,
+        store: Option<&Store>,
         probes: &[Probe],
         k: usize,
         emotions: LabelSet,
@@ -164,6 +165,11 @@ impl Pool {
                     .collect())
             }
             None => {
+                let store = store.ok_or_else(|| {
+                    Error::Invalid(
+                        "BM25 retrieval searches the store's index: it needs the store".into(),
+                    )
+                })?;
                 let row_of: HashMap<ExampleId, usize> = self
                     .examples
                     .iter()

@@ -161,6 +161,30 @@ impl Retriever {
         })
     }
 
+    /// A dense retrieval over `examples` and their `vectors` (row-aligned), searched exactly:
+    /// a pool packed into a model directory ([`super::packed`]).
+    pub fn packed(
+        spec: NeighbourSpec,
+        encoder: EncoderInfo,
+        examples: Vec<Example>,
+        vectors: VectorSet,
+    ) -> Result<Retriever> {
+        let pool = Pool::dense(examples, &vectors)?.exclude_within(spec.exclude_within);
+        Ok(Retriever {
+            pool,
+            spec,
+            encoder: Some(encoder),
+            vectors,
+            approximate: false,
+            note: None,
+        })
+    }
+
+    /// Every stored text vector of the encoder of a dense retrieval (empty for BM25).
+    pub fn vectors(&self) -> &VectorSet {
+        &self.vectors
+    }
+
     /// Whether dense search goes through the ANN index (else it is exact, or BM25).
     pub fn approximate(&self) -> bool {
         self.approximate
@@ -215,14 +239,14 @@ impl Retriever {
                 vector,
             });
         }
-        self.pool.retrieve(store, &probes, k, emotions)
+        self.pool.retrieve(Some(store), &probes, k, emotions)
     }
 
     /// The `k` nearest pool examples of each new text. Dense retrieval embeds the texts with
-    /// `embedder`, which must be this retrieval's encoder.
+    /// `embedder`, which must be this retrieval's encoder; BM25 retrieval searches `store`.
     pub fn for_texts(
         &self,
-        store: &Store,
+        store: Option<&Store>,
         texts: &[&str],
         embedder: Option<&mut Embedder>,
         k: usize,

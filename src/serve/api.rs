@@ -244,7 +244,7 @@ pub(crate) async fn stats(St(state): St<Arc<State>>, RawQuery(q): RawQuery) -> A
             stats: &'a crate::store::Stats,
             ann: Vec<crate::neighbours::ann::AnnStats>,
         }
-        let ann = crate::neighbours::ann::stats(state.store)?;
+        let ann = crate::neighbours::ann::stats(state.store()?)?;
         Ok(Json(Out {
             stats: state.stats()?,
             ann,
@@ -274,7 +274,7 @@ pub(crate) async fn query(St(state): St<Arc<State>>, RawQuery(q): RawQuery) -> A
     let p = Params::parse(q.as_deref());
     p.only(&["emotion", "keyword", "split", "source", "limit"])?;
     let spec = query_spec(&p, p.number("limit", 10, 1, MAX_LIMIT)?)?;
-    blocking(move || Ok(Json(views::query(state.store, &spec)?).into_response())).await
+    blocking(move || Ok(Json(views::query(state.store()?, &spec)?).into_response())).await
 }
 
 /// The example page's and `/api/examples/{id}`'s document.
@@ -282,7 +282,7 @@ pub(crate) fn example_view(state: &State, id: ExampleId) -> ApiResult<views::Exa
     // Neighbours retrieved now need a BM25 pool over the train split; without one (no train
     // split), the example is shown without them.
     let live = state.retriever(false, None).ok();
-    views::example(state.store, id, live.as_deref(), LIVE_K, CONTEXT)?
+    views::example(state.store()?, id, live.as_deref(), LIVE_K, CONTEXT)?
         .ok_or_else(|| ApiError::not_found("id", format!("no example {id} in the store")))
 }
 
@@ -333,7 +333,7 @@ pub(crate) async fn similar(
         (None, Some(id)) => Ok(id),
     };
     blocking(move || {
-        let store = state.store;
+        let store = state.store()?;
         let r = state.retriever(dense, encoder.as_deref())?;
         let hits = match query {
             Ok(id) => {
@@ -345,7 +345,7 @@ pub(crate) async fn similar(
             Err(text) => {
                 let text = state.read_query(&text)?;
                 state.with_embedder(&r, |emb| {
-                    r.for_texts(store, &[text.as_str()], emb, k, emotions)
+                    r.for_texts(Some(store), &[text.as_str()], emb, k, emotions)
                 })?
             }
         };
@@ -499,7 +499,7 @@ pub(crate) fn model_report(
     if let Some(r) = reports.get(&split) {
         return Ok(r.clone());
     }
-    let store = state.store;
+    let store = state.store()?;
     let examples = store.examples(Some(split))?;
     if examples.is_empty() {
         return Err(ApiError::conflict(

@@ -35,7 +35,7 @@ use axum::Router;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// The default largest request body (`POST /api/predict`), bytes.
@@ -78,7 +78,9 @@ type RetrievalKey = (bool, Option<String>);
 
 /// Everything a handler reads.
 pub(crate) struct State {
-    pub(crate) store: &'static Store,
+    /// The store served (`None`: the models alone; the browse pages and the API's store
+    /// questions say so).
+    store: Option<&'static Store>,
     pub(crate) models: Vec<Served>,
     /// Builds samples for prediction and evaluation; keeps encoders and retrievals open.
     pub(crate) builder: Mutex<SampleBuilder<'static>>,
@@ -109,7 +111,7 @@ impl State {
     /// text style.
     pub(crate) fn read_query(&self, text: &str) -> Result<String> {
         if self.normalizer.get().is_none() {
-            let n = self.store.normalizer()?;
+            let n = self.store()?.normalizer()?;
             let _ = self.normalizer.set(n);
         }
         Ok(match self.normalizer.get() {
@@ -118,12 +120,24 @@ impl State {
         })
     }
 
+    /// The store served, or the error a question about it gets when the server serves model
+    /// directories alone (the API answers it with a 409).
+    pub(crate) fn store(&self) -> Result<&'static Store> {
+        self.store
+            .ok_or_else(|| Error::Invalid(NO_STORE.to_string()))
+    }
+
+    /// The store's directory, if one is served.
+    pub(crate) fn store_path(&self) -> Option<&Path> {
+        self.store.map(Store::path)
+    }
+
     /// The store's statistics (computed once: the store does not change while served).
     pub(crate) fn stats(&self) -> Result<&Stats> {
         if let Some(s) = self.stats.get() {
             return Ok(s);
         }
-        let s = self.store.stats()?;
+        let s = self.store()?.stats()?;
         Ok(self.stats.get_or_init(|| s))
     }
 
@@ -135,7 +149,7 @@ impl State {
             return Ok(r.clone());
         }
         let r = Arc::new(Retriever::choose(
-            self.store,
+            self.store()?,
             &Choice {
                 k: 10,
                 from: Split::Train,
@@ -169,6 +183,20 @@ impl State {
     }
 }
 
+/// What a server's store questions get when it serves model directories alone.
+pub const NO_STORE: &str = "this server has no store: it serves model directories alone \
+     (classify a text); start it with --store DIR to browse and search a store";
+
+/// Models loaded for a server ([`Server::load_models`]).
+pub struct LoadedModels(Vec<Served>);
+
+impl LoadedModels {
+    /// The models, in the order given.
+    pub fn models(&self) -> impl Iterator<Item = &Model> {
+        self.0.iter().map(|s| &s.model)
+    }
+}
+
 /// A bound server, ready to [`Server::run`].
 pub struct Server {
     state: Arc<State>,
@@ -184,6 +212,12 @@ impl Server {
     ///
     /// Errors: a model that does not load (named), an address that cannot be bound.
     pub fn bind(store: Store, cfg: &ServeConfig) -> Result<Server> {
+        Server::bind_loaded(Some(store), Server::load_models(cfg)?, cfg)
+    }
+
+    /// The models of `cfg`, loaded (to ask what they need before binding, see
+    /// [`Model::needs_store`]).
+    pub fn load_models(cfg: &ServeConfig) -> Result<LoadedModels> {
         let mut models: Vec<Served> = Vec::new();
         for dir in &cfg.models {
             let model = Model::load(dir)?;
@@ -208,6 +242,18 @@ impl Server {
                 reports: Mutex::new(HashMap::new()),
             });
         }
+        Ok(LoadedModels(models))
+    }
+
+    /// Binds `cfg.bind` to serve `store` (or, without one, the models alone: the classify
+    /// page and `POST /api/predict`, for models whose directories hold all they read) and the
+    /// `models` loaded by [`Server::load_models`].
+    pub fn bind_loaded(
+        store: Option<Store>,
+        models: LoadedModels,
+        cfg: &ServeConfig,
+    ) -> Result<Server> {
+        let models = models.0;
         let listener = std::net::TcpListener::bind(cfg.bind)
             .map_err(|e| Error::io(cfg.bind.to_string(), e))?;
         listener
@@ -216,20 +262,25 @@ impl Server {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::io(cfg.bind.to_string(), e))?;
-        let has_vectors = !store.encoders()?.is_empty();
-        let mut sources: Vec<String> = store
-            .all_knowledge(None)?
-            .into_iter()
-            .map(|k| k.source)
-            .collect();
+        let (has_vectors, mut sources) = match &store {
+            Some(store) => (
+                !store.encoders()?.is_empty(),
+                store
+                    .all_knowledge(None)?
+                    .into_iter()
+                    .map(|k| k.source)
+                    .collect(),
+            ),
+            None => (false, Vec::new()),
+        };
         sources.sort_unstable();
         sources.dedup();
         // Handlers borrow the store from any thread for the rest of the process.
-        let store: &'static Store = Box::leak(Box::new(store));
+        let store: Option<&'static Store> = store.map(|s| &*Box::leak(Box::new(s)));
         let state = State {
             store,
             models,
-            builder: Mutex::new(SampleBuilder::new(store)),
+            builder: Mutex::new(SampleBuilder::with_store(store)),
             retrievers: Mutex::new(HashMap::new()),
             embedders: Mutex::new(HashMap::new()),
             stats: OnceLock::new(),
@@ -274,7 +325,9 @@ impl Server {
                 .with_graceful_shutdown(shutdown)
                 .await
         });
-        store.release_holder();
+        if let Some(store) = store {
+            store.release_holder();
+        }
         out.map_err(|e| Error::io(addr.to_string(), e))
     }
 }

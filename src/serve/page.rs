@@ -170,7 +170,13 @@ fn layout(state: &State, title: &str, active: &str, body: &str) -> String {
 </html>
 "#,
         title = escape(title),
-        store = escape(&state.store.path().display().to_string()),
+        store = escape(
+            &state
+                .store_path()
+                .map_or("no store: models only".to_string(), |p| p
+                    .display()
+                    .to_string())
+        ),
         n = state.models.len(),
     )
 }
@@ -297,7 +303,7 @@ pub(crate) async fn search(St(state): St<Arc<State>>, RawQuery(q): RawQuery) -> 
         }
     };
     let st = state.clone();
-    let hits = blocking(move || Ok(views::query(st.store, &spec)?)).await;
+    let hits = blocking(move || Ok(views::query(st.store()?, &spec)?)).await;
     let hits = match hits {
         Ok(h) => h,
         Err(e) => {
@@ -634,11 +640,8 @@ fn prediction_html(state: &State, model: &str, text: &str, pred: &Predictions) -
             b.push_str(r#"<table class="list" id="used-neighbours"><thead><tr><th>example</th><th>score</th><th>labels</th><th>text</th></tr></thead><tbody>"#);
             for n in &s.neighbours {
                 let text = state
-                    .store
-                    .example(n.id)
-                    .ok()
-                    .flatten()
-                    .map(|e| e.text)
+                    .model(model)
+                    .and_then(|m| views::neighbour_text(state.store, &m.model, n.id).ok())
                     .unwrap_or_default();
                 let _ = write!(
                     b,

@@ -7,7 +7,7 @@ use jieba_rs::Jieba;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::OnceLock;
 
 /// jieba with its default dictionary, loaded once (~0.15 s).
 pub(super) fn default_jieba() -> &'static Jieba {
@@ -179,25 +179,6 @@ impl Normalizer {
             dropped,
             jieba: OnceLock::new(),
         }
-    }
-
-    /// The normalizer cached under `key` (a style and a vocabulary's checksum), made by
-    /// `make` when no live one is: a process holding several models of one store (an
-    /// ensemble's members) builds one segmenter.
-    pub fn shared(
-        key: &str,
-        make: impl FnOnce() -> crate::Result<Normalizer>,
-    ) -> crate::Result<Arc<Normalizer>> {
-        static CACHE: OnceLock<Mutex<HashMap<String, Weak<Normalizer>>>> = OnceLock::new();
-        let cache = CACHE.get_or_init(Default::default);
-        let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get(key).and_then(Weak::upgrade) {
-            return Ok(n);
-        }
-        map.retain(|_, w| w.strong_count() > 0);
-        let n = Arc::new(make()?);
-        map.insert(key.to_string(), Arc::downgrade(&n));
-        Ok(n)
     }
 
     /// The style.

@@ -8,11 +8,13 @@ use crate::model::finetune::FinetuneModel;
 use crate::model::linear::LinearModel;
 use crate::model::mlp::Mlp;
 use crate::model::modeldir::{self, FileSum};
+use crate::neighbours::packed::{PackedPool, POOL_DIR};
 use crate::text::{Normalizer, TextStyle, Vocabulary};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashSet};
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 /// Deepest nesting of ensembles a load follows.
 const MAX_ENSEMBLE_DEPTH: usize = 8;
@@ -36,7 +38,7 @@ fn edited(path: &Path, msg: String) -> Error {
 
 /// Parses `meta.json`, naming a kind's missing settings before serde would (its message
 /// would not say which kind needs them).
-fn parse_meta(bytes: &[u8], path: &Path) -> Result<Meta> {
+pub(super) fn parse_meta(bytes: &[u8], path: &Path) -> Result<Meta> {
     let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| Error::input(path, e.line(), format!("not an emoknow model: {e}")))?;
     let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
@@ -173,27 +175,55 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
     }
 }
 
-/// The normalizer of a model recording `style`, with the vocabulary file beside it; models
-/// whose style and vocabulary are the same (members trained on one store) share one.
+/// What `make` builds, shared in this process under `key` while anyone holds it: models
+/// loading the same part (the members of an ensemble trained on one store: one normalizer,
+/// one pool) build it once.
+fn shared<T: Any + Send + Sync>(key: String, make: impl FnOnce() -> Result<T>) -> Result<Arc<T>> {
+    type Cache = HashMap<(TypeId, String), Weak<dyn Any + Send + Sync>>;
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+    let mut map = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let k = (TypeId::of::<T>(), key);
+    if let Some(live) = map.get(&k).and_then(Weak::upgrade) {
+        if let Ok(t) = live.downcast::<T>() {
+            return Ok(t);
+        }
+    }
+    map.retain(|_, w| w.strong_count() > 0);
+    let t = Arc::new(make()?);
+    let any: Arc<dyn Any + Send + Sync> = t.clone();
+    map.insert(k, Arc::downgrade(&any));
+    Ok(t)
+}
+
+/// The checksums `files` records for `names` of a model directory, as one key (the directory
+/// itself when they are not recorded).
+fn files_key(dir: &Path, files: Option<&BTreeMap<String, FileSum>>, names: &[&str]) -> String {
+    match files {
+        Some(f) => names
+            .iter()
+            .map(|n| f.get(*n).map_or("", |s| s.sha256.as_str()))
+            .collect::<Vec<_>>()
+            .join("/"),
+        None => dir.display().to_string(),
+    }
+}
+
+/// The normalizer of a model recording `style`, with the vocabulary file beside it.
 fn load_normalizer(
     dir: &Path,
     style: &TextStyle,
     files: Option<&BTreeMap<String, FileSum>>,
 ) -> Result<Arc<Normalizer>> {
     let path = dir.join(VOCABULARY_FILE);
-    let sum = match files.and_then(|f| f.get(VOCABULARY_FILE)) {
-        Some(s) => s.sha256.clone(),
-        None if path.exists() => format!(
-            "{:x}",
-            Sha256::digest(std::fs::read(&path).map_err(|e| Error::io(&path, e))?)
-        ),
-        None => String::new(),
-    };
     let key = format!(
-        "{}\0{sum}",
-        serde_json::to_string(style).unwrap_or_default()
+        "{}\0{}",
+        serde_json::to_string(style).unwrap_or_default(),
+        files_key(dir, files, &[VOCABULARY_FILE])
     );
-    Normalizer::shared(&key, || {
+    shared(key, || {
         let vocab = if path.exists() {
             Vocabulary::read(&path)?
         } else {
@@ -275,6 +305,14 @@ impl Loader {
             Some(style) => Some(load_normalizer(dir, style, meta.files.as_ref())?),
             None => None,
         };
+        let pool = if PackedPool::exists(dir) {
+            let names = PackedPool::FILES.map(|f| format!("{POOL_DIR}/{f}"));
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let key = files_key(dir, meta.files.as_ref(), &names);
+            Some(shared(key, || PackedPool::read(dir)?.retriever())?)
+        } else {
+            None
+        };
         Ok(Model {
             meta,
             dir: dir.to_path_buf(),
@@ -282,6 +320,7 @@ impl Loader {
             inner,
             meta_sha256: meta_sha256(&bytes),
             text,
+            pool,
         })
     }
 

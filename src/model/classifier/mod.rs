@@ -14,6 +14,7 @@
 
 mod check;
 mod frozen;
+pub mod pack;
 pub mod train;
 
 pub use train::{prepare, train, KindConfig, Prepared, TrainConfig, TrainInputs};
@@ -28,6 +29,7 @@ use crate::model::mlp::{Features, Mlp, MlpConfig};
 use crate::model::modeldir::FileSum;
 use crate::model::sample::{knn_vote, AttachSpec, Context, KnowledgeMode, Needs, Probs, Sample};
 use crate::model::thresholds::{Objective, Thresholds};
+use crate::neighbours::Retriever;
 use crate::spec::{EncoderInfo, NeighbourBy, NeighbourSpec};
 use crate::text::{Normalizer, TextStyle};
 use serde::{Deserialize, Serialize};
@@ -197,6 +199,8 @@ pub struct Model {
     meta_sha256: String,
     /// What brings new text into its training text's style (`None`: read as given).
     text: Option<Arc<Normalizer>>,
+    /// Its packed neighbour pool ([`crate::neighbours::packed`]), if it has one.
+    pool: Option<Arc<Retriever>>,
 }
 
 enum Inner {
@@ -322,6 +326,47 @@ impl Model {
     /// model reads text as given). An ensemble's members each have their own.
     pub fn normalizer(&self) -> Option<&Normalizer> {
         self.text.as_deref()
+    }
+
+    /// The neighbour pool packed into this (single) model's directory: new text's neighbours
+    /// come from it, with or without a store.
+    pub fn packed_pool(&self) -> Option<&Retriever> {
+        self.pool.as_deref()
+    }
+
+    /// The retrieval this single model runs for new text, whose pool it packs: its kNN vote,
+    /// or the neighbours it attaches (`None`: it retrieves nothing; also when the neighbours'
+    /// retrieval was not recorded, in models trained before it was: the store's record of its
+    /// source tells).
+    pub fn pool_spec(&self) -> Option<NeighbourSpec> {
+        pool_spec_of(&self.own_needs())
+    }
+
+    /// Why predicting new text with this model (any member of an ensemble) needs the store it
+    /// was trained on, if it does: it retrieves neighbours and has no packed pool (BM25
+    /// retrieval, or a model trained before pools were packed).
+    pub fn needs_store(&self) -> Option<String> {
+        self.leaves().into_iter().find_map(|m| {
+            let retrieves = m.meta.attach.mode.neighbours() || m.kind() == Kind::Knn;
+            (retrieves && m.pool.is_none()).then(|| {
+                format!(
+                    "model {} retrieves neighbours from its store's pool ({}): give --store, \
+                     or run `emoknow model pack {}` with its store",
+                    m.dir.display(),
+                    if m.uses_bm25() {
+                        "BM25 reads the store's search index"
+                    } else {
+                        "it was trained before pools were packed into models"
+                    },
+                    m.dir.display()
+                )
+            })
+        })
+    }
+
+    /// Whether this model retrieves by BM25 (its attached neighbours, or its kNN vote).
+    fn uses_bm25(&self) -> bool {
+        self.pool_spec().is_none_or(|s| s.by == NeighbourBy::Bm25)
     }
 
     /// The knowledge this model (for an ensemble: its first member using any) attaches.
@@ -501,6 +546,19 @@ fn needs_of(attach: &AttachSpec, kind: &KindMeta) -> Needs {
         _ => {}
     }
     needs
+}
+
+/// The retrieval a single model with `needs` runs for new text: its kNN vote, or the
+/// neighbours it attaches (when their retrieval is recorded).
+fn pool_spec_of(needs: &Needs) -> Option<NeighbourSpec> {
+    needs.retrieve.clone().or_else(|| {
+        needs
+            .attach
+            .mode
+            .neighbours()
+            .then(|| needs.attach.neighbours.clone())
+            .flatten()
+    })
 }
 
 /// The retrieval a kNN model votes over: the train split, dense with its encoder or BM25.

@@ -18,7 +18,8 @@ use crate::model::mlp::MlpConfig;
 use crate::model::modeldir::{self, Staging};
 use crate::model::sample::{knn_vote, AttachSpec, Needs, Probs, Sample};
 use crate::model::thresholds::{self, Objective, Thresholds};
-use crate::spec::EncoderInfo;
+use crate::neighbours::PackedPool;
+use crate::spec::{EncoderInfo, NeighbourSpec};
 use crate::text::Normalizer;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -79,6 +80,13 @@ impl TrainConfig {
     /// its members' needs come from [`Prepared::member_needs`]).
     pub fn needs(&self) -> Needs {
         super::needs_of(&self.attach, &self.kind_meta())
+    }
+
+    /// The retrieval the model runs for new text, whose pool [`TrainInputs::pool`] packs: a
+    /// kNN model's vote, or the neighbours it attaches (none for an ensemble: its members
+    /// have their own).
+    pub fn pool_spec(&self) -> Option<NeighbourSpec> {
+        super::pool_spec_of(&self.needs())
     }
 
     /// The settings `meta.json` will record for this kind (an ensemble's members are pinned
@@ -152,6 +160,9 @@ pub struct TrainInputs {
     /// How the training text is written ([`crate::store::Store::normalizer`]): recorded with
     /// the model, which brings new text into it. `None`: new text is read as given.
     pub text: Option<Normalizer>,
+    /// The neighbour pool the model retrieves from for new text ([`TrainConfig::pool_spec`]),
+    /// packed into its directory. `None`: it retrieves nothing, or by BM25 from its store.
+    pub pool: Option<PackedPool>,
 }
 
 /// Checks the output path (and, for an ensemble, loads the members) before anything is built:
@@ -228,6 +239,7 @@ pub fn train(
         val: val_s,
         member_val,
         text,
+        pool,
     } = inputs;
     if train_s.is_empty() {
         return Err(Error::EmptySplit {
@@ -297,11 +309,11 @@ pub fn train(
     if let Some(n) = &text {
         n.vocabulary().write(&out.join(super::VOCABULARY_FILE))?;
     }
+    if let Some(p) = &pool {
+        p.write(&out)?;
+    }
     // Weights are all written: record them, then meta.json last, then swap into place.
-    meta.files = Some(modeldir::checksums(&out)?);
-    let path = out.join("meta.json");
-    let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::model_file(&path, e))?;
-    std::fs::write(&path, json).map_err(|e| Error::io(&path, e))?;
+    super::pack::write_meta(&out, &mut meta)?;
     staging.commit()?;
     Ok(meta)
 }
