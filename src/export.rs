@@ -65,6 +65,88 @@ fn parquet_err(path: &Path, e: impl std::error::Error + Send + Sync + 'static) -
     }
 }
 
+/// What an export reads from the store, once: the examples and every column's data.
+struct Source {
+    examples: Vec<Example>,
+    docs: HashMap<u64, DocRecord>,
+    rationale: BTreeMap<String, HashMap<u64, Knowledge>>,
+    neighbours: BTreeMap<String, HashMap<u64, Knowledge>>,
+    vectors: Vec<(String, VectorSet)>,
+}
+
+impl Source {
+    fn read(store: &Store) -> Result<Source> {
+        let examples = store.examples(None)?;
+        let mut rationale: BTreeMap<String, HashMap<u64, Knowledge>> = BTreeMap::new();
+        let mut neighbours: BTreeMap<String, HashMap<u64, Knowledge>> = BTreeMap::new();
+        for k in store.all_knowledge(None)? {
+            let by = match k.kind {
+                KnowledgeKind::Rationale => &mut rationale,
+                KnowledgeKind::Neighbours => &mut neighbours,
+            };
+            by.entry(k.source.clone())
+                .or_default()
+                .insert(k.example_id, k);
+        }
+        let mut docs: HashMap<u64, DocRecord> = HashMap::new();
+        for ex in &examples {
+            if let Some(d) = store.doc_record(ex.id)? {
+                docs.insert(ex.id, d);
+            }
+        }
+        let mut encoders = store.encoders()?;
+        encoders.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        let mut vectors: Vec<(String, VectorSet)> = Vec::new();
+        for enc in &encoders {
+            let set = store.vectors(enc, &What::Text, None)?;
+            // Two encoders of one name (different settings) get their id prefix appended.
+            let dup = encoders.iter().filter(|e| e.name == enc.name).count() > 1;
+            let name = if dup {
+                format!("{}@{}", enc.name, &enc.id[..enc.id.len().min(8)])
+            } else {
+                enc.name.clone()
+            };
+            vectors.push((name, set));
+        }
+        Ok(Source {
+            examples,
+            docs,
+            rationale,
+            neighbours,
+            vectors,
+        })
+    }
+
+    /// One Arrow batch of `chunk`'s rows.
+    fn batch(
+        &self,
+        chunk: &[Example],
+    ) -> std::result::Result<RecordBatch, arrow_schema::ArrowError> {
+        batch(
+            chunk,
+            &self.docs,
+            &self.rationale,
+            &self.neighbours,
+            &self.vectors,
+        )
+    }
+}
+
+/// The store as the export's columns, in Arrow batches of at most 8,192 rows (an empty store:
+/// one empty batch, with the schema): what `examples.parquet` holds, for a reader in this
+/// process (Python's `Store.to_arrow`).
+pub fn record_batches(store: &Store) -> Result<Vec<RecordBatch>> {
+    let src = Source::read(store)?;
+    let arrow = |e| Error::Invalid(format!("building the export's columns: {e}"));
+    if src.examples.is_empty() {
+        return Ok(vec![src.batch(&[]).map_err(arrow)?]);
+    }
+    src.examples
+        .chunks(ROW_GROUP)
+        .map(|c| src.batch(c).map_err(arrow))
+        .collect()
+}
+
 /// Writes the store's examples, knowledge and text vectors to `dir/examples.parquet`.
 /// `replace` allows overwriting an earlier export there; without it an existing file is
 /// refused ([`Error::ExportExists`]).
@@ -74,39 +156,8 @@ pub fn export_parquet(store: &Store, dir: &Path, replace: bool) -> Result<Export
         return Err(Error::ExportExists { path });
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-
-    let examples = store.examples(None)?;
-    let mut rationale: BTreeMap<String, HashMap<u64, Knowledge>> = BTreeMap::new();
-    let mut neighbours: BTreeMap<String, HashMap<u64, Knowledge>> = BTreeMap::new();
-    for k in store.all_knowledge(None)? {
-        let by = match k.kind {
-            KnowledgeKind::Rationale => &mut rationale,
-            KnowledgeKind::Neighbours => &mut neighbours,
-        };
-        by.entry(k.source.clone())
-            .or_default()
-            .insert(k.example_id, k);
-    }
-    let mut docs: HashMap<u64, DocRecord> = HashMap::new();
-    for ex in &examples {
-        if let Some(d) = store.doc_record(ex.id)? {
-            docs.insert(ex.id, d);
-        }
-    }
-    let mut encoders = store.encoders()?;
-    encoders.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-    let mut vectors: Vec<(String, VectorSet)> = Vec::new();
-    for enc in &encoders {
-        let set = store.vectors(enc, &What::Text, None)?;
-        // Two encoders of one name (different settings) get their id prefix appended.
-        let dup = encoders.iter().filter(|e| e.name == enc.name).count() > 1;
-        let name = if dup {
-            format!("{}@{}", enc.name, &enc.id[..enc.id.len().min(8)])
-        } else {
-            enc.name.clone()
-        };
-        vectors.push((name, set));
-    }
+    let src = Source::read(store)?;
+    let examples = &src.examples;
 
     let tmp = dir.join(format!(".{EXAMPLES_FILE}.tmp-{}", std::process::id()));
     let written = (|| -> Result<()> {
@@ -115,9 +166,7 @@ pub fn export_parquet(store: &Store, dir: &Path, replace: bool) -> Result<Export
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(ROW_GROUP))
             .build();
-        let make = |chunk: &[Example]| {
-            batch(chunk, &docs, &rationale, &neighbours, &vectors).map_err(|e| parquet_err(&tmp, e))
-        };
+        let make = |chunk: &[Example]| src.batch(chunk).map_err(|e| parquet_err(&tmp, e));
         // The first batch gives the schema; an empty store still gets a file with it.
         let mut chunks = examples.chunks(ROW_GROUP);
         let first = make(chunks.next().unwrap_or(&[]))?;
@@ -144,9 +193,13 @@ pub fn export_parquet(store: &Store, dir: &Path, replace: bool) -> Result<Export
     Ok(ExportSummary {
         path,
         rows: examples.len(),
-        rationale_sources: rationale.keys().cloned().collect(),
-        neighbour_sources: neighbours.keys().cloned().collect(),
-        encoders: vectors.iter().map(|(n, s)| (n.clone(), s.dim)).collect(),
+        rationale_sources: src.rationale.keys().cloned().collect(),
+        neighbour_sources: src.neighbours.keys().cloned().collect(),
+        encoders: src
+            .vectors
+            .iter()
+            .map(|(n, s)| (n.clone(), s.dim))
+            .collect(),
         bytes,
     })
 }

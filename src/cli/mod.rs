@@ -12,7 +12,8 @@
 //!   `annotate` (annotate, the LLaMA-Factory export, dev-server); `export` (llama-factory,
 //!   parquet); `migrate` (format migration, vector file compaction); `train` (train, eval,
 //!   predict); `model` (pack); `serve` (the
-//!   HTTP API and pages of [`emoknow::serve`]); `demo`; `bench`; `output` (JSON, progress
+//!   HTTP API and pages of [`emoknow::serve`]); `demo`; `bench`; `testkit` (tiny-bert, hidden:
+//!   test tooling for the Python tests); `output` (JSON, progress
 //!   bars, highlights); `hint` (library errors in flag terms).
 
 mod annotate;
@@ -31,6 +32,7 @@ mod output;
 mod query;
 mod serve;
 mod similar;
+mod testkit;
 mod train;
 
 pub use hint::hint;
@@ -104,6 +106,8 @@ enum Command {
     Annotate(annotate::AnnotateArgs),
     Export(export::ExportArgs),
     DevServer(annotate::DevServerArgs),
+    #[command(hide = true)]
+    TinyBert(testkit::TinyBertArgs),
     Train(train::TrainArgs),
     Eval(train::EvalArgs),
     Predict(train::PredictArgs),
@@ -230,6 +234,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Annotate(a) => annotate::run_annotate(a, &ctx),
         Command::Export(a) => export::run(a, &ctx),
         Command::DevServer(a) => annotate::run_dev_server(a, &ctx),
+        Command::TinyBert(a) => testkit::run_tiny_bert(a, &ctx),
         Command::Train(a) => train::run_train(a, &ctx),
         Command::Eval(a) => train::run_eval(a, &ctx),
         Command::Predict(a) => train::run_predict(a, &ctx),

@@ -1,0 +1,49 @@
+"""Type stubs of the compiled extension (the public API is emoknow/__init__.py)."""
+
+from typing import List, Optional
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+class EmoknowError(Exception): ...
+
+class Model:
+    @staticmethod
+    def load(dir: str) -> "Model": ...
+    def predict(
+        self, texts: List[str], documents: Optional[List[Optional[str]]] = None
+    ) -> npt.NDArray[np.float32]: ...
+    def labels(
+        self, texts: List[str], documents: Optional[List[Optional[str]]] = None
+    ) -> List[List[str]]: ...
+    def predict_json(
+        self,
+        texts: List[str],
+        documents: Optional[List[Optional[str]]] = None,
+        explain: bool = False,
+    ) -> str: ...
+    @property
+    def label_names(self) -> List[str]: ...
+    @property
+    def thresholds(self) -> npt.NDArray[np.float32]: ...
+    @property
+    def kind(self) -> str: ...
+    def meta_json(self) -> str: ...
+
+class Store:
+    def __init__(self, path: str) -> None: ...
+    def query(
+        self,
+        emotions: List[str] = ...,
+        keyword: Optional[str] = None,
+        split: Optional[str] = None,
+        source: Optional[str] = None,
+        limit: int = 10,
+    ) -> str: ...
+    def example(self, id: int) -> Optional[str]: ...
+    def similar(self, text: Optional[str] = None, id: Optional[int] = None, k: int = 10) -> str: ...
+    def to_arrow_ipc(self) -> bytes: ...
+    @property
+    def path(self) -> str: ...
