@@ -79,7 +79,7 @@ for workers in (1, 2):
         ds.repartition(8).map_batches(
             emoknow.ray.Predictor,
             fn_constructor_kwargs={"model": model_dir, "keep": ["id"]},
-            concurrency=workers,
+            compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=0.5,
             batch_size=1024,
             batch_format="pandas",

@@ -87,6 +87,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod batch;
 pub mod corpus;
 pub mod error;
 pub mod export;

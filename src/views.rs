@@ -365,6 +365,21 @@ pub fn predict_in(
 }
 
 impl Predictions {
+    /// The predictions of the first `n` texts, taken out of these (a batch of several
+    /// requests' texts split back into each request's).
+    pub fn split_front(&mut self, n: usize) -> Predictions {
+        let n = n.min(self.probs.len());
+        let rest = Predictions {
+            given: self.given.split_off(n.min(self.given.len())),
+            samples: self.samples.split_off(n.min(self.samples.len())),
+            probs: self.probs.split_off(n),
+            labels: self.labels.split_off(n.min(self.labels.len())),
+            unknown: self.unknown.split_off(n.min(self.unknown.len())),
+            mode: self.mode,
+        };
+        std::mem::replace(self, rest)
+    }
+
     /// The document of `predict --json` and `POST /api/predict`: per text, `text` (as given),
     /// `read` (the text the model read, in its training text's style), `labels`,
     /// `probabilities` by emotion name, `warning` for an unknown text, and with `explain` the

@@ -3,7 +3,7 @@
     import ray, emoknow.ray
     ds = ray.data.read_parquet("export/").repartition(8)   # `emoknow export parquet`: one file
     out = ds.map_batches(emoknow.ray.Predictor, fn_constructor_kwargs={"model": "models/linear"},
-                         concurrency=2, num_cpus=0.5, batch_size=1024, batch_format="pandas")
+                         compute=ray.data.ActorPoolStrategy(size=2), num_cpus=0.5, batch_size=1024, batch_format="pandas")
     out.write_parquet("predictions/")
 
 (`num_cpus` below 1 leaves a CPU for the read and write tasks when the workers take every CPU

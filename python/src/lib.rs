@@ -5,7 +5,8 @@
 //! Every call that works releases the GIL (`Python::detach`); every library error becomes an
 //! `emoknow.EmoknowError` carrying the library's message.
 
-use emoknow::knowledge::samples::{SampleBuilder, TextPlace};
+use emoknow::batch::Batcher;
+use emoknow::knowledge::samples::TextPlace;
 use emoknow::labels::{Emotion, LabelSet, NUM_EMOTIONS};
 use emoknow::model::classifier::Model;
 use emoknow::neighbours::{Choice, Embedder, Retriever};
@@ -18,7 +19,7 @@ use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::Arc;
 
 create_exception!(
     _emoknow,
@@ -39,8 +40,9 @@ fn json<T: serde::Serialize>(v: &T) -> PyResult<String> {
 /// reads (every model trained since models carry their neighbour pool).
 #[pyclass(module = "emoknow._emoknow", name = "Model", frozen)]
 struct PyModel {
-    model: Model,
-    builder: Mutex<SampleBuilder<'static>>,
+    model: Arc<Model>,
+    /// Predicts for every thread: one pass for the texts of threads that wait together.
+    batcher: Batcher,
 }
 
 impl PyModel {
@@ -65,10 +67,7 @@ impl PyModel {
                 .map(|doc| doc.map(|name| TextPlace::in_doc(&name)))
                 .collect()
         });
-        let mut builder = self.builder.lock().unwrap_or_else(|e| e.into_inner());
-        let out = views::predict_in(&mut builder, &self.model, texts, places.as_deref());
-        builder.forget_texts();
-        out.map_err(err)
+        self.batcher.predict_in(texts.to_vec(), places).map_err(err)
     }
 }
 
@@ -81,10 +80,9 @@ impl PyModel {
         if let Some(why) = model.needs_store() {
             return Err(EmoknowError::new_err(why));
         }
-        Ok(PyModel {
-            model,
-            builder: Mutex::new(SampleBuilder::without_store()),
-        })
+        let model = Arc::new(model);
+        let batcher = Batcher::start("python", model.clone(), None).map_err(err)?;
+        Ok(PyModel { model, batcher })
     }
 
     /// Probabilities, one row per text, columns in `label_names` order.

@@ -43,6 +43,23 @@ def test_documents_give_context_as_the_cli_does(built, kind):
     assert not np.array_equal(alone, together), "context changes a context model's output"
 
 
+@pytest.mark.parametrize("kind", ["linear", "frozen_nb_ctx", "ensemble"])
+def test_threads_share_one_model(built, kind):
+    """Threads calling one model at once (their texts batched together by the model's
+    prediction thread, documents kept apart) get what each would get alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, dirs = built
+    m = emoknow.Model.load(dirs[kind])
+    calls = [([t], None) for t in TEXTS] + [(TEXTS, ["d"] * len(TEXTS)), (TEXTS[:2], ["d", None])]
+    calls = calls * 8
+    alone = [m.predict(texts, documents=docs) for texts, docs in calls]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        together = list(pool.map(lambda c: m.predict(c[0], documents=c[1]), calls))
+    for a, t in zip(alone, together):
+        np.testing.assert_allclose(t, a, atol=1e-5)
+
+
 def test_model_properties(built):
     _, dirs = built
     m = emoknow.Model.load(dirs["linear"])

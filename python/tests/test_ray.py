@@ -52,7 +52,7 @@ def test_ray_predictions_equal_the_cli_for_every_row(shipped):
         out = ds.map_batches(
             emoknow.ray.Predictor,
             fn_constructor_kwargs={"model": str(d / "linear"), "keep": ["id"]},
-            concurrency=2,
+            compute=ray.data.ActorPoolStrategy(size=2),
             # Two workers on two CPUs leave room for the read and write tasks.
             num_cpus=0.5,
             batch_size=2048,

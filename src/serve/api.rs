@@ -377,9 +377,12 @@ pub(crate) fn predict_texts(
     texts: &[String],
 ) -> ApiResult<(String, views::Predictions)> {
     let served = pick_model(state, name)?;
-    let mut builder = lock(&state.builder);
-    let out = views::predict(&mut builder, &served.model, texts);
-    builder.forget_texts();
+    let out = match &served.batcher {
+        Some(b) => b.predict(texts.to_vec()),
+        None => Err(crate::Error::Model(
+            "the model has no prediction thread".into(),
+        )),
+    };
     Ok((served.name.clone(), out?))
 }
 

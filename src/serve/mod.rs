@@ -21,6 +21,7 @@ mod svg;
 
 pub use page::escape;
 
+use crate::batch::Batcher;
 use crate::error::{Error, Result};
 use crate::knowledge::samples::SampleBuilder;
 use crate::model::classifier::Model;
@@ -68,7 +69,9 @@ impl ServeConfig {
 pub(crate) struct Served {
     /// The name in URLs.
     pub(crate) name: String,
-    pub(crate) model: Model,
+    pub(crate) model: Arc<Model>,
+    /// Its prediction thread (new text; started when the server binds).
+    pub(crate) batcher: Option<Batcher>,
     /// Reports computed so far, by split (computed on first request, then kept).
     pub(crate) reports: Mutex<HashMap<Split, Arc<ModelReport>>>,
 }
@@ -193,7 +196,7 @@ pub struct LoadedModels(Vec<Served>);
 impl LoadedModels {
     /// The models, in the order given.
     pub fn models(&self) -> impl Iterator<Item = &Model> {
-        self.0.iter().map(|s| &s.model)
+        self.0.iter().map(|s| &*s.model)
     }
 }
 
@@ -238,7 +241,8 @@ impl Server {
             }
             models.push(Served {
                 name,
-                model,
+                model: Arc::new(model),
+                batcher: None,
                 reports: Mutex::new(HashMap::new()),
             });
         }
@@ -253,7 +257,7 @@ impl Server {
         models: LoadedModels,
         cfg: &ServeConfig,
     ) -> Result<Server> {
-        let models = models.0;
+        let mut models = models.0;
         let listener = std::net::TcpListener::bind(cfg.bind)
             .map_err(|e| Error::io(cfg.bind.to_string(), e))?;
         listener
@@ -277,6 +281,9 @@ impl Server {
         sources.dedup();
         // Handlers borrow the store from any thread for the rest of the process.
         let store: Option<&'static Store> = store.map(|s| &*Box::leak(Box::new(s)));
+        for m in &mut models {
+            m.batcher = Some(Batcher::start(&m.name, m.model.clone(), store)?);
+        }
         let state = State {
             store,
             models,

@@ -232,21 +232,18 @@ impl Store {
         let full = |e: Error| e.disk_full_at(path);
         std::fs::create_dir_all(path).map_err(|e| full(Error::io(path, e)))?;
         remove_partial_snapshots(path, &db_dir)?;
-        let db = sled::Config::new()
-            .path(&db_dir)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
-                    Error::StoreLocked {
-                        path: path.to_path_buf(),
-                        holder: read_holder(path),
-                    }
+        let db = open_sled(path, &db_dir).map_err(|e| match e {
+            sled::Error::Io(ref io)
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("lock") =>
+            {
+                Error::StoreLocked {
+                    path: path.to_path_buf(),
+                    holder: read_holder(path),
                 }
-                e => full(e.into()),
-            })?;
+            }
+            e => full(e.into()),
+        })?;
         let mut migrate_from = None;
         match db.get(META_VERSION)? {
             Some(v) => {
@@ -574,6 +571,32 @@ fn remove_partial_snapshots(store: &Path, db_dir: &Path) -> Result<()> {
         std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
     }
     Ok(())
+}
+
+/// Opens the sled database in `db_dir` of the store at `path`. A lock held by a store just
+/// dropped in this process (sled's flusher thread lets go of the file up to half a second after
+/// the drop) or by a process just exiting is waited for, a second at most; one held by a
+/// recorded long-lived holder (a server) is not.
+fn open_sled(path: &Path, db_dir: &Path) -> sled::Result<sled::Db> {
+    let locked = |e: &sled::Error| {
+        matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
+            || io.to_string().contains("lock"))
+    };
+    let mut waited = std::time::Duration::ZERO;
+    let step = std::time::Duration::from_millis(25);
+    loop {
+        match sled::Config::new().path(db_dir).open() {
+            Err(e)
+                if locked(&e)
+                    && waited < std::time::Duration::from_secs(1)
+                    && read_holder(path).is_none() =>
+            {
+                std::thread::sleep(step);
+                waited += step;
+            }
+            out => return out,
+        }
+    }
 }
 
 /// Takes the advisory lock sled takes on its data file (`flock(LOCK_EX | LOCK_NB)`, as fs2
