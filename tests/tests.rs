@@ -12,6 +12,7 @@ mod export_cli;
 mod model_cli;
 mod neighbours_cli;
 mod packed_cli;
+mod reliability3;
 mod reliability_fuzz;
 mod reliability_index;
 mod reliability_llm;

@@ -50,7 +50,7 @@ pub struct AnnotateArgs {
     split: Split,
 
     /// At most N sentences not yet annotated by the source.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = super::bounds::limit)]
     limit: Option<usize>,
 
     /// Knowledge source name to store under [default: the model name].

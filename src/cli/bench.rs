@@ -102,7 +102,7 @@ struct ScaleArgs {
     queries: usize,
 
     /// Neighbours per query.
-    #[arg(short, default_value_t = 10)]
+    #[arg(short, default_value_t = 10, value_parser = super::bounds::k)]
     k: usize,
 
     /// Rows of the retrieve-like pass [default: all].
@@ -160,7 +160,7 @@ struct ServeArgs {
 #[derive(clap::Args, Debug)]
 struct SimilarArgs {
     /// Neighbours per query.
-    #[arg(short, default_value_t = 10)]
+    #[arg(short, default_value_t = 10, value_parser = super::bounds::k)]
     k: usize,
 
     /// Queries: the first stored vectors of the encoder, in the store's order.
@@ -1073,6 +1073,10 @@ fn bench_scale(a: ScaleArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         let viewed = AnnIndex::view(&file)?;
         let view_secs = t.elapsed().as_secs_f64();
         drop(viewed);
+        // What every open of a stored index adds: its checksum, verified before usearch reads it.
+        let t = Instant::now();
+        emoknow::store::ann::file_crc32(&file)?;
+        let checksum_secs = t.elapsed().as_secs_f64();
         let index = std::sync::Arc::new(index);
         let pb = output::spinner("timing queries", ctx.quiet);
         runs.extend(ann_runs(
@@ -1083,6 +1087,7 @@ fn bench_scale(a: ScaleArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             "quantization": params.quantization, "build_secs": build_secs,
             "build_vectors_per_sec": a.rows as f64 / build_secs, "peak_mb_after_build": peak_build,
             "index_mb": index_mb, "index_bytes": bytes, "save_secs": save_secs, "view_secs": view_secs,
+            "checksum_secs": checksum_secs,
         }));
         if kept.is_none() {
             kept = Some(index);
@@ -1135,7 +1140,7 @@ fn bench_scale(a: ScaleArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         );
         for b in &builds {
             println!(
-                "  ANN build ({}) {:.1} s ({:.0} vectors/s); index memory {:.0} MB, peak {:.0} MB; file {:.0} MB, saved in {:.1} s, mapped in {:.3} s",
+                "  ANN build ({}) {:.1} s ({:.0} vectors/s); index memory {:.0} MB, peak {:.0} MB; file {:.0} MB, saved in {:.1} s, mapped in {:.3} s, checksum verified in {:.3} s",
                 b["quantization"].as_str().unwrap_or("?"),
                 b["build_secs"].as_f64().unwrap_or(0.0),
                 b["build_vectors_per_sec"].as_f64().unwrap_or(0.0),
@@ -1144,6 +1149,7 @@ fn bench_scale(a: ScaleArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 b["index_bytes"].as_f64().unwrap_or(0.0) / 1e6,
                 b["save_secs"].as_f64().unwrap_or(0.0),
                 b["view_secs"].as_f64().unwrap_or(0.0),
+                b["checksum_secs"].as_f64().unwrap_or(0.0),
             );
         }
         for r in &runs {
@@ -1345,7 +1351,7 @@ fn bench_serve(a: ServeArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         ("predict", percentile(&mut base_predict, 0.5)),
     ];
     let addr: std::net::SocketAddr = "127.0.0.1:0".parse()?;
-    let server = Server::bind(store, &ServeConfig::new(addr, vec![model]))?;
+    let server = Server::bind(store, &ServeConfig::new(addr, vec![model.clone()]))?;
     let base = format!("http://{}", server.local_addr());
     let queries: Vec<Req> = keywords
         .iter()
@@ -1409,8 +1415,9 @@ fn bench_serve(a: ServeArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }))?;
     } else {
         println!(
-            "emoknow serve on loopback, {} examples, linear model; clients and server share {} cores",
+            "emoknow serve on loopback, {} examples, model {}; clients and server share {} cores",
             parsed.rows.len(),
+            model.display(),
             std::thread::available_parallelism().map_or(1, |n| n.get())
         );
         println!(

@@ -66,7 +66,13 @@ pub struct Args {
     /// Draw validation in runs of N consecutive rows instead of single rows (1: single
     /// rows), so that in a corpus in document order (the seed's Train.csv is) validation holds
     /// whole stretches of documents that training never sees, as the test split does.
-    #[arg(long, value_name = "N", default_value_t = 1, help_heading = "Splits")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        help_heading = "Splits",
+        value_parser = super::bounds::block
+    )]
     val_block: usize,
 
     /// Seed of the validation draw.

@@ -18,6 +18,7 @@
 
 mod annotate;
 mod bench;
+mod bounds;
 mod check;
 mod demo;
 mod embed;

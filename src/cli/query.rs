@@ -35,7 +35,7 @@ pub struct QueryArgs {
     source: Option<String>,
 
     /// Maximum examples shown.
-    #[arg(long, short = 'n', default_value_t = 10)]
+    #[arg(long, short = 'n', default_value_t = 10, value_parser = super::bounds::limit)]
     limit: usize,
 }
 
@@ -49,7 +49,12 @@ pub struct ShowArgs {
     id: u64,
 
     /// Sentences of context shown on each side.
-    #[arg(long, value_name = "W", default_value_t = emoknow::model::sample::DEFAULT_CONTEXT)]
+    #[arg(
+        long,
+        value_name = "W",
+        default_value_t = emoknow::model::sample::DEFAULT_CONTEXT,
+        value_parser = super::bounds::context
+    )]
     context: usize,
 }
 

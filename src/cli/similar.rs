@@ -22,7 +22,7 @@ pub enum By {
 #[derive(clap::Args, Debug, Clone)]
 pub struct RetrievalArgs {
     /// Neighbours per query.
-    #[arg(short, default_value_t = 10)]
+    #[arg(short, default_value_t = 10, value_parser = super::bounds::k)]
     k: usize,
 
     /// Split to retrieve from (trainers attach only neighbours from train).

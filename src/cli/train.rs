@@ -146,13 +146,18 @@ pub struct TrainArgs {
     neighbours_source: Option<String>,
 
     /// Neighbours whose labels are attached [default: 5].
-    #[arg(long, value_name = "K", help_heading = "Knowledge")]
+    #[arg(long, value_name = "K", help_heading = "Knowledge", value_parser = super::bounds::k)]
     neighbours_k: Option<usize>,
 
     /// Sentences of the same document on each side whose text is attached [default with
     /// --knowledge context: 1 for finetune, 3 for the others (and with all, for linear);
     /// else 0]; combines with any mode.
-    #[arg(long, value_name = "W", help_heading = "Knowledge")]
+    #[arg(
+        long,
+        value_name = "W",
+        help_heading = "Knowledge",
+        value_parser = super::bounds::context
+    )]
     context: Option<usize>,
 
     /// Frozen: how the context sentences' stored vectors are pooled: sides = the mean of the
@@ -253,7 +258,7 @@ pub struct TrainArgs {
     per_label: bool,
 
     /// kNN: neighbours voting [default: 10].
-    #[arg(short, long = "k", help_heading = "kNN")]
+    #[arg(short, long = "k", help_heading = "kNN", value_parser = super::bounds::k)]
     k: Option<usize>,
 
     /// Ensemble: member model directory (repeatable).

@@ -157,7 +157,7 @@ pub fn batch_context_indices(
             };
             out[i] = (
                 side(k.saturating_sub(w)..k),
-                side(k + 1..(k + 1 + w).min(members.len())),
+                side(k + 1..(k + 1).saturating_add(w).min(members.len())),
             );
         }
     }

@@ -14,7 +14,7 @@
 use super::search::NeighbourSearch;
 use crate::error::{Error, Result};
 use crate::spec::{EncoderInfo, ExampleId};
-use crate::store::ann::{ids_fingerprint, AnnRecord};
+use crate::store::ann::{file_crc32, ids_fingerprint, AnnRecord};
 use crate::store::vectors::{VectorSet, What};
 use crate::store::{CheckReport, Store};
 use rayon::prelude::*;
@@ -282,8 +282,9 @@ impl AnnIndex {
     }
 
     /// Writes the index to `path` through a file beside it, synced and renamed into place
-    /// (a kill at any moment leaves either the old file or the new one).
-    pub fn save(&self, path: &Path) -> Result<()> {
+    /// (a kill at any moment leaves either the old file or the new one). Returns the file's
+    /// CRC-32 (for its record).
+    pub fn save(&self, path: &Path) -> Result<u32> {
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let tmp = path.with_extension("usearch.tmp");
@@ -293,11 +294,12 @@ impl AnnIndex {
         std::fs::File::open(&tmp)
             .and_then(|f| f.sync_all())
             .map_err(|e| Error::io(&tmp, e))?;
+        let crc = file_crc32(&tmp)?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
-        Ok(())
+        Ok(crc)
     }
 
     /// Loads the index at `path` into memory (to add to it).
@@ -508,7 +510,8 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Compares the record with the vectors and the file's header.
+/// Compares the record with the file (its size, its checksum, then its header) and the
+/// vectors. usearch reads nothing of a file whose bytes are not those its record describes.
 fn freshness(store: &Store, record: Option<&AnnRecord>, set: &VectorSet) -> Freshness {
     let Some(r) = record else {
         return Freshness::Absent;
@@ -520,15 +523,10 @@ fn freshness(store: &Store, record: Option<&AnnRecord>, set: &VectorSet) -> Fres
             r.version
         ));
     }
-    let meta = match path_str(&path).and_then(|p| Index::metadata(p).map_err(|e| ann_err(&path, e)))
-    {
-        Ok(m) => m,
-        Err(_) if !path.exists() => {
-            return Freshness::Damaged(format!("{} is missing", path.display()))
-        }
-        Err(e) => return Freshness::Damaged(e.to_string()),
+    let bytes = match std::fs::metadata(&path) {
+        Ok(m) => m.len(),
+        Err(_) => return Freshness::Damaged(format!("{} is missing", path.display())),
     };
-    let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
     if bytes != r.bytes {
         return Freshness::Damaged(format!(
             "{} has {bytes} bytes, its record says {}",
@@ -536,6 +534,24 @@ fn freshness(store: &Store, record: Option<&AnnRecord>, set: &VectorSet) -> Fres
             r.bytes
         ));
     }
+    let Some(want) = r.crc32 else {
+        return Freshness::Stale("built before index files carried a checksum".into());
+    };
+    match file_crc32(&path) {
+        Ok(crc) if crc == want => {}
+        Ok(_) => {
+            return Freshness::Damaged(format!(
+                "{} does not match the checksum written when it was built: its content changed",
+                path.display()
+            ))
+        }
+        Err(e) => return Freshness::Damaged(e.to_string()),
+    }
+    let meta = match path_str(&path).and_then(|p| Index::metadata(p).map_err(|e| ann_err(&path, e)))
+    {
+        Ok(m) => m,
+        Err(e) => return Freshness::Damaged(e.to_string()),
+    };
     if meta.dimensions != r.dim || meta.count_present != r.count {
         return Freshness::Damaged(format!(
             "{} holds {} vectors of dimension {}, its record says {} of dimension {}",
@@ -632,7 +648,12 @@ pub fn refresh(
     // Extend only an index whose record matched the file and the vectors of its time, and
     // whose every key is still stored (ids only ever added since).
     let existing = match (&base, full) {
-        (Some(r), false) if r.version == ANN_VERSION && r.dim == set.dim as u64 => {
+        (Some(r), false)
+            if r.version == ANN_VERSION
+                && r.dim == set.dim as u64
+                && r.crc32.is_some()
+                && file_crc32(&path).ok() == r.crc32 =>
+        {
             match AnnIndex::load(&path) {
                 Ok(ix)
                     if ix.len() as u64 == r.count
@@ -676,7 +697,7 @@ pub fn refresh(
     // The record goes first, then the file is replaced, then the new record is written: a
     // record always describes the file beside it.
     store.remove_ann_record(&info.id)?;
-    ix.save(&path)?;
+    let crc = ix.save(&path)?;
     let bytes = std::fs::metadata(&path)
         .map_err(|e| Error::io(&path, e))?
         .len();
@@ -688,6 +709,7 @@ pub fn refresh(
         version: ANN_VERSION,
         bytes,
         built_at: unix_now(),
+        crc32: Some(crc),
     })?;
     Ok(BuildSummary {
         encoder: info.name.clone(),

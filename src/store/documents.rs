@@ -34,7 +34,7 @@ impl DocIndex {
             return (&[], &[]);
         };
         let doc = &self.docs[d];
-        let end = (i + 1 + w).min(doc.len());
+        let end = i.saturating_add(1).saturating_add(w).min(doc.len());
         (&doc[i.saturating_sub(w)..i], &doc[i + 1..end])
     }
 
