@@ -246,6 +246,16 @@ pub enum Error {
         var: String,
     },
 
+    /// No API key is set and the endpoint is not on this machine: every request would be
+    /// refused (401), so none is sent.
+    #[error("no API key: none of {vars} is set, and {host} is not on this machine")]
+    ApiKeyMissing {
+        /// The variables read.
+        vars: String,
+        /// The endpoint's host.
+        host: String,
+    },
+
     /// I/O on a named file.
     #[error("{}", path.display())]
     Io {

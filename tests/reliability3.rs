@@ -81,9 +81,17 @@ fn window_k_and_limit_options_are_bounded_and_zero_is_refused() {
         args.extend([*opt, "0"]);
         env.run(&args).code(2).stderr_has("must be at least 1");
     }
-    env.run(&["train", "--knowledge", "context", "--out", "c", "--context", "0"])
-        .code(2)
-        .stderr_has("--context 1 or more");
+    env.run(&[
+        "train",
+        "--knowledge",
+        "context",
+        "--out",
+        "c",
+        "--context",
+        "0",
+    ])
+    .code(2)
+    .stderr_has("--context 1 or more");
     assert_eq!(env.stats(), before, "a refused option changed the store");
     // The largest values work (the corpus has fewer rows and sentences than that).
     for (head, opt, max, _) in &cases[..3] {
@@ -202,4 +210,36 @@ fn an_ann_index_without_a_checksum_is_stale_until_rebuilt() {
         .stderr_has("not usable");
     env.run(&["index", "build"]).ok();
     assert_eq!(env.stats()["ann"][0]["freshness"]["state"], "fresh");
+}
+
+/// `annotate` with no API key set refuses a remote endpoint before its first request, naming
+/// the variables (it used to send six attempts with backoff and collect 401s); a server on
+/// this machine still needs no key.
+#[test]
+fn annotate_without_a_key_refuses_a_remote_endpoint_before_any_request() {
+    let env = store_with_corpus();
+    let annotate = |endpoint: &str| {
+        let mut c = env.cmd(&["annotate", "--endpoint", endpoint, "--limit", "2"]);
+        c.env_remove("DASHSCOPE_API_KEY")
+            .env_remove("OPENAI_API_KEY");
+        let t = std::time::Instant::now();
+        let out = c.output().unwrap();
+        (out, t.elapsed())
+    };
+    // A non-routable address: a request would hang until its timeout.
+    let (out, _) = annotate("http://10.255.255.1:9/v1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no API key") && stderr.contains("DASHSCOPE_API_KEY"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("attempt") && !stderr.contains("retry"),
+        "{stderr}"
+    );
+    // Locally nothing listens on port 9: the refusal is a connection error, not a key one.
+    let (out, _) = annotate("http://127.0.0.1:9/v1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("no API key"), "{stderr}");
 }

@@ -205,6 +205,7 @@ pub fn run_annotate(a: AnnotateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let prompts = load_prompts(a.prompts.as_ref())?;
     let source = a.source.clone().unwrap_or_else(|| a.model.clone());
     let key = resolve_api_key(a.api_key_env.as_deref())?;
+    emoknow::knowledge::llm::require_key_for(&a.endpoint, key.as_ref())?;
     if let Some(k) = &key {
         ctx.note(format!("using the API key in ${}", k.var));
     }

@@ -109,6 +109,9 @@ fn hint_for(e: &Error) -> Option<String> {
         Error::ApiKeyUnset { .. } => {
             "export it, or name another variable with --api-key-env".into()
         }
+        Error::ApiKeyMissing { .. } => {
+            "export DASHSCOPE_API_KEY=… (or name the variable holding the key with --api-key-env); a server on this machine (localhost, 127.0.0.1) needs no key".into()
+        }
         Error::Llm {
             status: Some(status),
             retryable: false,

@@ -201,6 +201,38 @@ pub fn resolve_api_key_with(
     }
 }
 
+/// Whether `endpoint` (a URL) is on this machine: `localhost` (and its subdomains), a loopback
+/// address, or an unspecified one. Such servers (vLLM, Ollama, llama.cpp) need no API key.
+pub fn is_local_endpoint(endpoint: &str) -> bool {
+    let host = host_of(endpoint);
+    // Drop the port: `[::1]:8000`, `127.0.0.1:8000`, `localhost:8000`.
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6).to_string(),
+        None => host
+            .rsplit_once(':')
+            .map_or(host.as_str(), |(h, _)| h)
+            .to_string(),
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if host == "localhost" || host.ends_with(".localhost") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
+}
+
+/// Refuses to run without a key against an endpoint that is not on this machine (see
+/// [`is_local_endpoint`]): every request would be refused, after retries and backoff.
+pub fn require_key_for(endpoint: &str, key: Option<&ResolvedKey>) -> Result<()> {
+    if key.is_some() || is_local_endpoint(endpoint) {
+        return Ok(());
+    }
+    Err(Error::ApiKeyMissing {
+        vars: DEFAULT_KEY_ENV_VARS.join(" or "),
+        host: host_of(endpoint),
+    })
+}
+
 /// Who speaks a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -1079,6 +1111,38 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn local_endpoints_need_no_key() {
+        for local in [
+            "http://localhost:8000/v1",
+            "http://127.0.0.1:8000/v1",
+            "http://127.1.2.3/v1",
+            "http://[::1]:8000/v1",
+            "http://0.0.0.0:11434/v1",
+            "http://user:pw@LOCALHOST./v1",
+            "http://api.localhost/v1",
+        ] {
+            assert!(is_local_endpoint(local), "{local}");
+            assert!(require_key_for(local, None).is_ok());
+        }
+        for remote in [
+            DASHSCOPE_BASE_URL,
+            "https://api.openai.com/v1",
+            "http://10.0.0.5:8000/v1",
+            "http://localhost.example.com/v1",
+            "http://127.0.0.1.nip.io/v1",
+        ] {
+            assert!(!is_local_endpoint(remote), "{remote}");
+            let e = require_key_for(remote, None).unwrap_err().to_string();
+            assert!(e.contains("DASHSCOPE_API_KEY or OPENAI_API_KEY"), "{e}");
+        }
+        let key = ResolvedKey {
+            key: ApiKey::new("sk-x"),
+            var: "K".into(),
+        };
+        assert!(require_key_for(DASHSCOPE_BASE_URL, Some(&key)).is_ok());
+    }
     use super::*;
     use crate::testkit::devserver::{Behaviour, DevServer, Fault};
     use std::collections::HashMap;
