@@ -243,3 +243,155 @@ fn annotate_without_a_key_refuses_a_remote_endpoint_before_any_request() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("no API key"), "{stderr}");
 }
+
+fn write_parquet(env: &TestEnv, name: &str, columns: Vec<(&str, arrow_array::ArrayRef)>) -> String {
+    let batch = arrow_array::RecordBatch::try_from_iter(columns).unwrap();
+    let mut buf = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    s(&env.write(name, buf)).to_string()
+}
+
+/// Parquet files as pandas' `to_parquet()` writes them (large_string text, large_list labels,
+/// int64 ids, a categorical doc) and as pyarrow does with narrower types (int32 or uint32 ids,
+/// string text, list labels) ingest like the export's own; they were refused ("column `text`
+/// is LargeUtf8, not Utf8"). A null id is refused with its row, not stored positionally.
+#[test]
+fn parquet_from_pandas_and_pyarrow_is_read_and_a_null_id_is_refused() {
+    use arrow_array::builder::{LargeListBuilder, LargeStringBuilder, ListBuilder, StringBuilder};
+    use arrow_array::types::Int32Type;
+    use arrow_array::{
+        ArrayRef, DictionaryArray, Int32Array, Int64Array, LargeStringArray, StringArray,
+        UInt32Array,
+    };
+    use std::sync::Arc;
+    let texts = ["我 很 担心 明天 考试", "孩子 们 笑 得 很 开心", "期待 春天"];
+    let labels = [vec!["Anxiety"], vec!["Joy", "Love"], vec!["Expect"]];
+    let mut large = LargeListBuilder::new(LargeStringBuilder::new());
+    let mut list = ListBuilder::new(StringBuilder::new());
+    for set in &labels {
+        for l in set {
+            large.values().append_value(l);
+            list.values().append_value(l);
+        }
+        large.append(true);
+        list.append(true);
+    }
+    let (large, list): (ArrayRef, ArrayRef) = (Arc::new(large.finish()), Arc::new(list.finish()));
+    let doc: DictionaryArray<Int32Type> = ["a", "a", "b"].into_iter().collect();
+    let files = [
+        (
+            "pandas",
+            vec![
+                (
+                    "id",
+                    Arc::new(Int64Array::from(vec![11, 12, 13])) as ArrayRef,
+                ),
+                ("text", Arc::new(LargeStringArray::from(texts.to_vec()))),
+                ("labels", large),
+                ("doc", Arc::new(doc)),
+            ],
+        ),
+        (
+            "pyarrow-int32",
+            vec![
+                (
+                    "id",
+                    Arc::new(Int32Array::from(vec![21, 22, 23])) as ArrayRef,
+                ),
+                ("text", Arc::new(StringArray::from(texts.to_vec()))),
+                ("labels", list.clone()),
+            ],
+        ),
+        (
+            "pyarrow-uint32",
+            vec![
+                (
+                    "id",
+                    Arc::new(UInt32Array::from(vec![31, 32, 33])) as ArrayRef,
+                ),
+                ("text", Arc::new(StringArray::from(texts.to_vec()))),
+                ("labels", list.clone()),
+            ],
+        ),
+    ];
+    let env = TestEnv::new();
+    for (name, columns) in files {
+        let f = write_parquet(&env, &format!("{name}.parquet"), columns);
+        env.run(&["ingest", &f, "--test-rows", "1"]).ok();
+    }
+    for (first, with_doc) in [(11, true), (21, false), (31, false)] {
+        for (i, text) in texts.iter().enumerate() {
+            let id = (first + i).to_string();
+            let shown = env.run(&["--json", "show", &id]).ok().json();
+            assert_eq!(shown["text"], *text, "{shown}");
+            let got: Vec<&str> = (shown["labels"].as_array().unwrap().iter())
+                .map(|l| l.as_str().unwrap())
+                .collect();
+            let mut want = labels[i].clone();
+            want.sort_by_key(|l| got.iter().position(|g| g == l));
+            assert_eq!(got, want, "{shown}");
+            assert_eq!(shown["context"]["doc"].is_null(), !with_doc, "{shown}");
+        }
+    }
+    let before = env.stats();
+    let nulls = write_parquet(
+        &env,
+        "null-id.parquet",
+        vec![
+            (
+                "id",
+                Arc::new(Int64Array::from(vec![Some(100), None])) as ArrayRef,
+            ),
+            ("text", Arc::new(StringArray::from(vec!["一 句", "二 句"]))),
+            ("labels", Arc::new(StringArray::from(vec!["Joy", "Joy"]))),
+        ],
+    );
+    env.run(&["ingest", &nulls])
+        .code(2)
+        .stderr_has("id is null");
+    assert_eq!(env.stats(), before, "a refused file changed the store");
+}
+
+/// A position given twice in one document, or on some of its rows only, is refused with the
+/// line (JSON Lines and Parquet alike), as is a NUL in a document name; `predict` refuses
+/// the same in its JSON Lines input. They were accepted (`show` printed "position 1" twice).
+#[test]
+fn conflicting_positions_and_damaged_document_names_are_refused_with_the_line() {
+    let env = TestEnv::new();
+    let row = |text: &str, doc: &str, pos: Option<u32>| {
+        let p = pos.map_or(String::new(), |p| format!(", \"position\": {p}"));
+        format!("{{\"text\": \"{text}\", \"labels\": [\"Joy\"], \"doc\": \"{doc}\"{p}}}\n")
+    };
+    let twice = [
+        row("一 句", "d", Some(0)),
+        row("二 句", "d", Some(1)),
+        row("三 句", "d", Some(1)),
+    ]
+    .concat();
+    let mixed = [row("一 句", "d", Some(1)), row("二 句", "d", None)].concat();
+    let nul = row("一 句", "d\\u0000x", None);
+    for (name, body, needle) in [
+        ("twice.jsonl", twice.as_str(), "position 1 twice"),
+        ("mixed.jsonl", mixed.as_str(), "a position on some rows"),
+        ("nul.jsonl", nul.as_str(), "control character"),
+    ] {
+        let f = env.write(name, body);
+        env.run(&["ingest", s(&f)])
+            .code(2)
+            .stderr_has(needle)
+            .stderr_has("line");
+    }
+    assert!(!env.store().join("db").exists() || env.stats()["examples"] == 0);
+    // predict's JSON Lines input: three sentences at position 0 of one document.
+    let env = store_with_corpus();
+    env.run(&["train", "--out", "m"]).ok();
+    let input: String = (0..3)
+        .map(|i| format!("{{\"text\": \"第{i}句\", \"doc\": \"d\", \"position\": 0}}\n"))
+        .collect();
+    env.run_with_stdin(&["predict", "--model", "m"], &input)
+        .code(2)
+        .stderr_has("position 0 twice")
+        .stderr_has("line 2");
+}

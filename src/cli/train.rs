@@ -970,6 +970,16 @@ pub fn run_predict(a: PredictArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             out.push(text);
             places.push(place.or_else(|| a.document.then(|| TextPlace::in_doc(""))));
         }
+        let given: Vec<(Option<&str>, Option<u32>)> = (places.iter())
+            .map(|p| {
+                p.as_ref()
+                    .map_or((None, None), |p| (Some(p.doc.as_str()), p.position))
+            })
+            .collect();
+        let conflicts = corpus::position_conflicts(&given, |i| origins[i].clone());
+        if let Some((i, msg)) = conflicts.into_iter().next() {
+            return Err(emoknow::Error::Invalid(format!("{}: {msg}", origins[i])).into());
+        }
         (out, Some(places))
     } else if a.document {
         let places = texts.iter().map(|_| Some(TextPlace::in_doc(""))).collect();
@@ -1048,7 +1058,9 @@ fn jsonl_line(line: &str) -> anyhow::Result<(String, Option<TextPlace>)> {
         .ok_or_else(|| anyhow::anyhow!("missing non-empty string field \"text\""))?;
     let doc = match v.get("doc") {
         None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => {
+            Some(corpus::check_doc(s).map_err(anyhow::Error::msg)?)
+        }
         Some(serde_json::Value::Number(n)) => Some(n.to_string()),
         Some(_) => anyhow::bail!("\"doc\" must be a non-empty string or a number"),
     };
@@ -1062,5 +1074,8 @@ fn jsonl_line(line: &str) -> anyhow::Result<(String, Option<TextPlace>)> {
                 })?,
         ),
     };
+    if position.is_some() && doc.is_none() {
+        anyhow::bail!("\"position\" without \"doc\" (a position is within a document)");
+    }
     Ok((text.to_string(), doc.map(|doc| TextPlace { doc, position })))
 }

@@ -13,7 +13,7 @@ pub mod read;
 pub mod split;
 
 pub use read::{
-    parse_bytes, parse_bytes_with, read_file, read_file_with, Encoding, Format, Parsed,
-    ReadOptions, Row,
+    check_doc, parse_bytes, parse_bytes_with, position_conflicts, read_file, read_file_with,
+    Encoding, Format, Parsed, ReadOptions, Row,
 };
 pub use split::{Split, SplitPlan};

@@ -9,6 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::labels::{Emotion, LabelSet, NUM_EMOTIONS};
+use std::collections::HashMap;
 use std::path::Path;
 
 /// Layout of an input file.
@@ -210,7 +211,9 @@ pub fn parse_bytes_with(path: &Path, bytes: &[u8], opts: &ReadOptions) -> Result
     };
     if bytes.starts_with(super::parquet::MAGIC) {
         column_of_csv("Parquet")?;
-        return super::parquet::parse_parquet(path, bytes.to_vec());
+        let mut parsed = super::parquet::parse_parquet(path, bytes.to_vec())?;
+        refuse_position_conflicts(&mut parsed);
+        return Ok(parsed);
     }
     let dec = decode(bytes);
     let first = dec
@@ -245,6 +248,7 @@ pub fn parse_bytes_with(path: &Path, bytes: &[u8], opts: &ReadOptions) -> Result
         parsed.bad.sort_by_key(|b| b.0);
         parsed.bad.dedup_by_key(|b| b.0);
     }
+    refuse_position_conflicts(&mut parsed);
     Ok(parsed)
 }
 
@@ -374,12 +378,13 @@ fn parse_csv(path: &Path, text: &str, doc_column: Option<&str>) -> Result<Parsed
         match parse_csv_row(&rec, &cols, width, line) {
             Ok(mut r) => {
                 if let Some(c) = doc_col {
-                    let d = rec[c].trim();
-                    if d.is_empty() {
-                        bad.push((line as usize, "empty document id".to_string()));
-                        continue;
+                    match check_doc(&rec[c]) {
+                        Ok(d) => r.doc = Some(d),
+                        Err(msg) => {
+                            bad.push((line as usize, msg));
+                            continue;
+                        }
                     }
-                    r.doc = Some(d.to_string());
                 }
                 rows.push(r)
             }
@@ -422,6 +427,97 @@ pub(super) fn check_text(s: &str) -> std::result::Result<String, String> {
         ));
     }
     Ok(t.to_string())
+}
+
+/// Document name rule: not empty after trimming, no control characters (a NUL byte in a
+/// name is damage, as in text).
+pub fn check_doc(s: &str) -> std::result::Result<String, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("empty doc (name the document, or leave the field out)".to_string());
+    }
+    if let Some((at, c)) = t.char_indices().find(|&(_, c)| c.is_control()) {
+        return Err(format!(
+            "doc contains the control character U+{:04X} at byte {at} (a NUL byte or other damage); remove it",
+            c as u32
+        ));
+    }
+    Ok(t.to_string())
+}
+
+/// Rows whose place in their document conflicts with an earlier row's: a position given twice
+/// in one document, or a document giving positions on some rows and not on others (a row
+/// without one would take its ordinal, which may be another row's position). `places[i]` is
+/// row `i`'s (document, position); `name(i)` names row `i` in messages (its line). Returns
+/// each offending row's index with the message.
+pub fn position_conflicts(
+    places: &[(Option<&str>, Option<u32>)],
+    name: impl Fn(usize) -> String,
+) -> Vec<(usize, String)> {
+    #[derive(Default)]
+    struct Seen {
+        at: HashMap<u32, usize>,
+        with: Option<usize>,
+        without: Option<usize>,
+    }
+    let mut docs: HashMap<&str, Seen> = HashMap::new();
+    let mut out = Vec::new();
+    for (i, &(doc, position)) in places.iter().enumerate() {
+        let Some(doc) = doc else { continue };
+        let seen = docs.entry(doc).or_default();
+        let mixed = match position {
+            Some(p) => {
+                if let Some(&j) = seen.at.get(&p) {
+                    out.push((
+                        i,
+                        format!(
+                            "document {doc:?} has position {p} twice ({} and here): positions within a document must differ",
+                            name(j)
+                        ),
+                    ));
+                    continue;
+                }
+                seen.at.insert(p, i);
+                seen.with.get_or_insert(i);
+                seen.without
+            }
+            None => {
+                seen.without.get_or_insert(i);
+                seen.with
+            }
+        };
+        if let Some(j) = mixed {
+            out.push((
+                i,
+                format!(
+                    "document {doc:?} gives a position on some rows ({}) and not on others: give every row of a document a position, or none",
+                    name(if position.is_some() { seen.without.unwrap_or(j) } else { j })
+                ),
+            ));
+        }
+    }
+    out
+}
+
+/// Moves the rows of `parsed` whose place conflicts ([`position_conflicts`]) to its bad rows.
+fn refuse_position_conflicts(parsed: &mut Parsed) {
+    let places: Vec<(Option<&str>, Option<u32>)> = (parsed.rows.iter())
+        .map(|r| (r.doc.as_deref(), r.position))
+        .collect();
+    let lines: Vec<u64> = parsed.rows.iter().map(|r| r.line).collect();
+    let conflicts = position_conflicts(&places, |i| format!("line {}", lines[i]));
+    if conflicts.is_empty() {
+        return;
+    }
+    let mut drop = vec![false; parsed.rows.len()];
+    for (i, msg) in conflicts {
+        drop[i] = true;
+        parsed.bad.push((lines[i] as usize, msg));
+    }
+    let mut d = drop.into_iter();
+    parsed.rows.retain(|_| !d.next().unwrap_or(false));
+    parsed.bad.sort_by_key(|b| b.0);
+    parsed.bad.dedup_by_key(|b| b.0);
 }
 
 /// Labels rule: at least one of the eight emotions (every sentence of this corpus carries
@@ -558,7 +654,7 @@ fn parse_json_row(line: &str, lineno: u64) -> std::result::Result<Row, String> {
     };
     let doc = match obj.get("doc") {
         None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Some(check_doc(s)?),
         Some(serde_json::Value::Number(n)) => Some(n.to_string()),
         Some(_) => return Err("\"doc\" must be a non-empty string or a number".into()),
     };
