@@ -395,3 +395,84 @@ fn conflicting_positions_and_damaged_document_names_are_refused_with_the_line() 
         .stderr_has("position 0 twice")
         .stderr_has("line 2");
 }
+
+/// Sends `head` (and nothing more) on a new connection to `server` and reads what comes back
+/// until the server closes it or `wait` passes: (the bytes read, whether it closed).
+fn raw_http(
+    server: &crate::serve_cli::Server,
+    head: &str,
+    wait: std::time::Duration,
+) -> (String, bool) {
+    use std::io::{Read, Write};
+    let addr = server.base.trim_start_matches("http://");
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.write_all(head.as_bytes()).unwrap();
+    c.set_read_timeout(Some(wait)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match c.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break false
+            }
+            Err(_) => break true,
+        }
+    };
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+/// `serve` drops a connection whose request header does not complete within its header
+/// timeout (it was held open 200 s and more), answers a declared body over the limit with 413
+/// before reading it (it said "100 Continue" to a 10 GB Content-Length), and refuses a
+/// `text/plain` body to /api/predict with 415.
+#[test]
+fn serve_bounds_slow_headers_and_large_or_non_json_bodies() {
+    let (env, model) = crate::serve_cli::setup();
+    let server = crate::serve_cli::Server::start(&env, "127.0.0.1:0", &["--model", s(&model)]);
+    let t = std::time::Instant::now();
+    let (_, closed) = raw_http(
+        &server,
+        "GET /api/stats HTTP/1.1\r\nHost: x\r\n",
+        std::time::Duration::from_secs(40),
+    );
+    assert!(
+        closed,
+        "a partial header was held open for {:?}",
+        t.elapsed()
+    );
+    let (got, _) = raw_http(
+        &server,
+        "POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: 10000000000\r\nExpect: 100-continue\r\n\r\n",
+        std::time::Duration::from_secs(20),
+    );
+    assert!(got.starts_with("HTTP/1.1 413"), "{got}");
+    assert!(!got.contains("100 Continue"), "{got}");
+    let (got, _) = raw_http(
+        &server,
+        "POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n\
+         Content-Length: 24\r\nConnection: close\r\n\r\n{\"texts\": [\"担心 考试\"]}",
+        std::time::Duration::from_secs(20),
+    );
+    assert!(got.starts_with("HTTP/1.1 415"), "{got}");
+    // JSON still works, with or without a Content-Type.
+    let (status, _, body) = server.post("/api/predict", r#"{"texts": ["担心 考试 明天"]}"#);
+    assert_eq!(status, 200, "{body}");
+    let body = "{\"texts\": [\"担心 考试\"]}";
+    let (got, _) = raw_http(
+        &server,
+        &format!(
+            "POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+        std::time::Duration::from_secs(20),
+    );
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+}

@@ -9,8 +9,6 @@ use crate::labels::{Emotion, LabelSet};
 use crate::store::records::{ExampleId, Split};
 use crate::store::{Filter, QuerySpec};
 use crate::views::{self, ModelReport, ModelView};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State as St};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -458,14 +456,53 @@ fn predict_request(body: &[u8]) -> ApiResult<PredictRequest> {
 pub(crate) async fn predict(
     St(state): St<Arc<State>>,
     RawQuery(q): RawQuery,
-    body: std::result::Result<Bytes, BytesRejection>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
 ) -> ApiResult<Response> {
     Params::parse(q.as_deref()).only(&[])?;
-    let body = body.map_err(|e| ApiError {
-        status: e.status(),
-        error: format!("the body could not be read: {}", e.body_text()),
-        param: Some("body".to_string()),
-    })?;
+    // Refused from the headers alone, before a byte of the body is read (and before a client
+    // that sent `Expect: 100-continue` is told to go on).
+    if let Some(ctype) = headers.get(axum::http::header::CONTENT_TYPE) {
+        let essence = ctype.to_str().unwrap_or("").split(';').next().unwrap_or("");
+        let essence = essence.trim().to_ascii_lowercase();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            return Err(ApiError {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                error: format!(
+                    "the body must be JSON (Content-Type: application/json), not {essence:?}"
+                ),
+                param: Some("body".to_string()),
+            });
+        }
+    }
+    let declared = (headers.get(axum::http::header::CONTENT_LENGTH))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.body_limit as u64) {
+        return Err(ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            error: format!(
+                "the body declares {} bytes, more than the limit of {} (serve --body-limit)",
+                declared.unwrap_or(0),
+                state.body_limit
+            ),
+            param: Some("body".to_string()),
+        });
+    }
+    let body = axum::body::to_bytes(body, state.body_limit)
+        .await
+        .map_err(|e| {
+            let e = crate::error::chain(&e);
+            ApiError {
+                status: if e.contains("length limit") {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                } else {
+                    StatusCode::BAD_REQUEST
+                },
+                error: format!("the body could not be read: {e}"),
+                param: Some("body".to_string()),
+            }
+        })?;
     let req = predict_request(&body)?;
     blocking(move || {
         let (_, pred) = predict_texts(&state, req.model.as_deref(), &req.texts)?;

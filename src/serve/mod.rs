@@ -96,6 +96,8 @@ pub(crate) struct State {
     pub(crate) sources: Vec<String>,
     /// What brings a query text into the store's style (built on first use).
     normalizer: OnceLock<Option<Normalizer>>,
+    /// Largest request body read, in bytes.
+    pub(crate) body_limit: usize,
 }
 
 /// The lock's data, even if a thread panicked while holding it (every value kept behind
@@ -294,6 +296,7 @@ impl Server {
             has_vectors,
             sources,
             normalizer: OnceLock::new(),
+            body_limit: cfg.body_limit,
         };
         Ok(Server {
             state: Arc::new(state),
@@ -328,15 +331,67 @@ impl Server {
         let listener = self.listener;
         let out = rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
+            serve_http1(listener, app, shutdown).await
         });
         if let Some(store) = store {
             store.release_holder();
         }
         out.map_err(|e| Error::io(addr.to_string(), e))
     }
+}
+
+/// Longest wait for a request's header: a client that opens a connection and sends part of a
+/// header (or nothing) is disconnected after it instead of holding the connection open.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves HTTP/1.1 connections of `listener` with `app` until `shutdown` completes, then lets
+/// the requests in flight finish. (axum's `serve`, with hyper's header-read timeout set.)
+async fn serve_http1(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let (close, closing) = tokio::sync::watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors and the like: wait, as axum does, instead of spinning.
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let mut closing = closing.clone();
+        connections.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = closing.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let _ = close.send(());
+    while connections.join_next().await.is_some() {}
+    Ok(())
 }
 
 fn router(state: Arc<State>, body_limit: usize) -> Router {
