@@ -431,4 +431,48 @@ fn llama_factory_export_then_import_round_trip() {
         .unwrap();
     assert_eq!(k["asserted"], serde_json::json!(["Surprise"]));
     assert_eq!(k["sanitized"], "。", "出乎意料 is a Surprise word");
+
+    // A predict run with `max_samples: 2` writes the export's first two rows, each line with
+    // the prompt it rendered: imported as a prefix (issue 29: it was refused as "another
+    // export"). A line whose prompt is not its id's sentence, or more lines than ids, is not.
+    let texts: Vec<String> = (ids.lines())
+        .map(|id| {
+            let show = env.run(&["--json", "show", id]).ok().json();
+            show["text"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let line = |text: &str| {
+        let prompt = serde_json::json!(format!("情绪文本分类任务……\n{text}\n"));
+        format!("{{\"prompt\": {prompt}, \"label\": \"\", \"predict\": \"这段评论包含以下分类:\\nJoy\\n\\n理由:\\n\\n好。\"}}\n")
+    };
+    let import = |lines: String| {
+        let preds = env.write("prefix.jsonl", lines);
+        env.run(&[
+            "knowledge",
+            "import",
+            s(&preds),
+            "--source",
+            "lora-prefix",
+            "--field",
+            "predict",
+            "--ids",
+            s(&ids_file),
+        ])
+    };
+    import(texts[..2].iter().map(|t| line(t)).collect())
+        .ok()
+        .stdout_has("first 2 of the export's 4 rows");
+    let r = import(line(&texts[0]) + &line(&texts[0]))
+        .code(2)
+        .stderr_has(":2:")
+        .stderr_has("does not hold the sentence");
+    assert_eq!(
+        r.stderr.matches(s(&env.path("prefix.jsonl"))).count(),
+        1,
+        "the path once: {}",
+        r.stderr
+    );
+    import(texts.iter().chain(&texts[..1]).map(|t| line(t)).collect())
+        .code(2)
+        .stderr_has("5 prediction lines but only 4 ids");
 }

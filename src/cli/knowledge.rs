@@ -103,12 +103,9 @@ fn run_import(a: ImportArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         (None, Some(first)) => Alignment::FirstId(first),
         (None, None) => unreachable!("clap requires --first-id or --ids"),
     };
-    let (lo, hi) = match &align {
-        Alignment::FirstId(f) => (*f, None),
-        Alignment::Ids(ids) => (
-            ids.iter().copied().min().unwrap_or(0),
-            ids.iter().copied().max(),
-        ),
+    let given_ids = match &align {
+        Alignment::Ids(ids) => Some(ids.clone()),
+        Alignment::FirstId(_) => None,
     };
     let cfg = ImportConfig {
         source: a.source.clone(),
@@ -119,8 +116,22 @@ fn run_import(a: ImportArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         align,
         model: a.model.clone(),
     };
-    let s = import_file(&store, &a.file, &cfg, &lexicon)
-        .with_context(|| format!("importing {}", a.file.display()))?;
+    // Errors about the file name it (and its line) already.
+    let s = import_file(&store, &a.file, &cfg, &lexicon).map_err(|e| match e {
+        emoknow::Error::Input { .. } => anyhow::Error::new(e),
+        e => anyhow::Error::new(e).context(format!("importing {}", a.file.display())),
+    })?;
+    // The ids the file's lines covered (a prefix of the .ids file's, when it is shorter).
+    let (lo, hi) = match (&given_ids, a.first_id) {
+        (Some(ids), _) => {
+            let covered = &ids[..s.rows.min(ids.len())];
+            (
+                covered.iter().copied().min().unwrap_or(0),
+                covered.iter().copied().max(),
+            )
+        }
+        (None, first) => (first.unwrap_or(0), None),
+    };
     if ctx.json {
         output::print_json(&s)?;
     } else {
@@ -135,6 +146,12 @@ fn run_import(a: ImportArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             s.missing,
             s.no_labels
         );
+        if let Some(n) = s.export_rows.filter(|&n| n > s.rows) {
+            println!(
+                "the file covers the first {} of the export's {n} rows; import the rest when they are predicted",
+                s.rows
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

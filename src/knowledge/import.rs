@@ -52,6 +52,10 @@ pub struct ImportSummary {
     pub missing: usize,
     /// Imported rows whose text names no label (kept as knowledge; their asserted set is empty).
     pub no_labels: usize,
+    /// With an `.ids` file: the export's rows (the file may cover only its first ones, as
+    /// LLaMA-Factory's predict with `max_samples` writes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export_rows: Option<usize>,
 }
 
 /// Imports `path` into the store as one atomic batch. Refuses (writes nothing) if any row's
@@ -64,16 +68,32 @@ pub fn import_file(
 ) -> Result<ImportSummary> {
     let preds = read_predictions(path)?;
     if let Alignment::Ids(ids) = &cfg.align {
-        if ids.len() != preds.len() {
+        if preds.len() > ids.len() {
             return Err(Error::input(
                 path,
                 0,
                 format!(
-                    "{} prediction lines but {} ids: the .ids file belongs to another export",
+                    "{} prediction lines but only {} ids: the .ids file belongs to another export",
                     preds.len(),
                     ids.len()
                 ),
             ));
+        }
+        // Fewer lines than ids: the first rows of the export (a predict run with
+        // `max_samples`). Each line's prompt, where the file has it, must hold its id's
+        // sentence.
+        for (p, &id) in preds.iter().zip(ids) {
+            let Some(prompt) = &p.prompt else { continue };
+            let text = store.example(id)?.map(|e| e.text);
+            if !text.as_deref().is_some_and(|t| prompt.contains(t)) {
+                return Err(Error::input(
+                    path,
+                    p.line,
+                    format!(
+                        "this line's prompt does not hold the sentence of example {id}, which the .ids file gives for it: the .ids file belongs to another export"
+                    ),
+                ));
+            }
         }
     }
     let values: Vec<Option<String>> = preds
@@ -93,6 +113,10 @@ pub fn import_file(
     let now = now_secs();
     let mut summary = ImportSummary {
         rows: values.len(),
+        export_rows: match &cfg.align {
+            Alignment::Ids(ids) => Some(ids.len()),
+            Alignment::FirstId(_) => None,
+        },
         ..Default::default()
     };
     let mut knowledge = Vec::new();
