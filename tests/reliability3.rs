@@ -476,3 +476,91 @@ fn serve_bounds_slow_headers_and_large_or_non_json_bodies() {
     );
     assert!(got.starts_with("HTTP/1.1 200"), "{got}");
 }
+
+/// Drops the `files` checksums from a model's `meta.json`, as a release before checksums
+/// wrote it.
+fn strip_checksums(dir: &std::path::Path) {
+    let path = dir.join("meta.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let obj = meta.as_object_mut().unwrap();
+    assert!(obj.remove("files").is_some());
+    // An ensemble of then did not pin its members either.
+    obj.remove("member_meta_sha256");
+    for v in obj.values_mut() {
+        if let Some(o) = v.as_object_mut() {
+            o.remove("member_meta_sha256");
+        }
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+}
+
+/// A model written before checksums loads with one warning naming the command that adds
+/// them (it loaded silently, unverified); `model verify` says which directories are
+/// unverified (exit 1) and `--rewrite` records their checksums (an ensemble's members, then
+/// the ensemble re-pinned), after which predictions are unchanged and a changed file is refused.
+#[test]
+fn models_written_before_checksums_warn_and_verify_rewrite_records_them() {
+    let env = store_with_corpus();
+    let (m1, m2, ens) = (env.path("m1"), env.path("m2"), env.path("ens"));
+    env.run(&["train", "--out", s(&m1)]).ok();
+    env.run(&["train", "--out", s(&m2), "--c", "0.5"]).ok();
+    env.run(&[
+        "train",
+        "--classifier",
+        "ensemble",
+        "--member",
+        s(&m1),
+        "--member",
+        s(&m2),
+        "--out",
+        s(&ens),
+    ])
+    .ok();
+    let predict =
+        |m: &std::path::Path| env.run(&["--json", "predict", "--model", s(m), "开心 的 一天"]);
+    let before = predict(&ens).ok().json();
+    env.run(&["model", "verify", s(&ens)])
+        .ok()
+        .stdout_has("verified");
+    strip_checksums(&m1);
+    strip_checksums(&ens);
+    let r = predict(&ens).ok();
+    assert_eq!(r.json(), before);
+    assert_eq!(
+        r.stderr.matches("written before checksums").count(),
+        2,
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("emoknow model verify --rewrite"),
+        "{}",
+        r.stderr
+    );
+    env.run(&["model", "verify", s(&ens)])
+        .code(1)
+        .stdout_has("not verified")
+        .stdout_has("m1");
+    env.run(&["model", "verify", "--rewrite", s(&ens)]).ok();
+    let r = predict(&ens).ok();
+    assert_eq!(r.json(), before);
+    assert!(!r.stderr.contains("before checksums"), "{}", r.stderr);
+    env.run(&["model", "verify", s(&ens)])
+        .ok()
+        .stdout_has("verified");
+    // Now a changed file of m1 is refused.
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(m1.join("meta.json")).unwrap()).unwrap();
+    let file = meta["files"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let mut bytes = std::fs::read(m1.join(&file)).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(m1.join(&file), bytes).unwrap();
+    predict(&ens).code(2);
+}

@@ -199,6 +199,21 @@ impl Ctx {
         Ok(None)
     }
 
+    /// Warns, once per directory, about model directories of `models` written before model
+    /// files carried checksums (loaded unverified), naming the command that records them.
+    pub fn warn_unverified(&self, models: &[&Model]) {
+        let mut seen = std::collections::HashSet::new();
+        for dir in models.iter().flat_map(|m| m.unverified_dirs()) {
+            if seen.insert(dir.to_path_buf()) {
+                eprintln!(
+                    "warning: model {} was written before checksums: its files are not verified; run `emoknow model verify --rewrite {}` to record them",
+                    dir.display(),
+                    dir.display()
+                );
+            }
+        }
+    }
+
     /// Prints a status line on stderr unless `-q`.
     pub fn note(&self, msg: impl AsRef<str>) {
         if !self.quiet {

@@ -19,6 +19,28 @@ pub struct Args {
 #[derive(clap::Subcommand, Debug)]
 enum Cmd {
     Pack(PackArgs),
+    Verify(VerifyArgs),
+}
+
+/// Verify model directories against the checksums their `meta.json` records (as every load
+/// does), and say which were written before checksums and so cannot be verified.
+///
+/// With --rewrite, records the checksums of such a directory's files as they are now (the
+/// directory rewritten whole; predictions do not change), so that any later change to them is
+/// refused. An ensemble's unverified members are rewritten first and the ensemble re-pinned to
+/// them; another ensemble pinning one of those members must be re-pinned too (`emoknow model
+/// pack ENSEMBLE`). Exit 0 when every directory is verified, 1 when some could not be.
+///
+/// Example: emoknow model verify --rewrite models/linear
+#[derive(clap::Args, Debug)]
+struct VerifyArgs {
+    /// Model directories.
+    #[arg(required = true)]
+    models: Vec<PathBuf>,
+
+    /// Record checksums in the directories written before them.
+    #[arg(long)]
+    rewrite: bool,
 }
 
 /// Pack what a model reads for new text into its directory, so that `predict`, `eval --file`
@@ -42,6 +64,70 @@ struct PackArgs {
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     match args.command {
         Cmd::Pack(a) => run_pack(a, ctx),
+        Cmd::Verify(a) => run_verify(a, ctx),
+    }
+}
+
+fn run_verify(a: VerifyArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let mut report = Vec::new();
+    let mut unverified_left = false;
+    for dir in &a.models {
+        let model = Model::load(dir).with_context(|| format!("loading model {}", dir.display()))?;
+        let unverified: Vec<PathBuf> = (model.unverified_dirs().into_iter())
+            .map(Path::to_path_buf)
+            .collect();
+        let ensemble = matches!(model.meta.kind, KindMeta::Ensemble { .. });
+        drop(model);
+        if a.rewrite && !unverified.is_empty() {
+            // Members first (depth first), then the model itself (an ensemble re-pinned to
+            // its rewritten members even when its own files had checksums).
+            for u in unverified.iter().filter(|u| !same_dir(u, dir)) {
+                pack::record_checksums(u)
+                    .with_context(|| format!("recording checksums in {}", u.display()))?;
+            }
+            if ensemble {
+                pack::repin(dir)?;
+            } else {
+                pack::record_checksums(dir)?;
+            }
+            // Loaded again: every file now verified against what was just recorded.
+            Model::load(dir).with_context(|| format!("loading model {}", dir.display()))?;
+        }
+        let state = match (unverified.is_empty(), a.rewrite) {
+            (true, _) => "verified",
+            (false, true) => "checksums recorded",
+            (false, false) => {
+                unverified_left = true;
+                "written before checksums: not verified (--rewrite records them)"
+            }
+        };
+        let dirs: Vec<String> = unverified.iter().map(|d| d.display().to_string()).collect();
+        if !ctx.json {
+            println!("{}: {state}", dir.display());
+            if !dirs.is_empty() && !a.rewrite {
+                for d in &dirs {
+                    println!("  unverified: {d}");
+                }
+            }
+        }
+        report.push(serde_json::json!({
+            "model": dir, "state": state, "unverified": dirs,
+        }));
+    }
+    if ctx.json {
+        super::output::print_json(&report)?;
+    }
+    Ok(if unverified_left {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
     }
 }
 

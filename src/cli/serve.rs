@@ -57,6 +57,7 @@ pub fn run(args: ServeArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     };
     let models = Server::load_models(&cfg).with_context(|| format!("serving on {}", args.bind))?;
     let loaded: Vec<&Model> = models.models().collect();
+    ctx.warn_unverified(&loaded);
     // Without a store, the models alone (when their directories hold all they read).
     let store = ctx.open_for_with(&loaded, || {
         Store::open_held(&ctx.store, &holder_description())

@@ -811,6 +811,7 @@ pub fn run_eval(a: EvalArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         anyhow::bail!("give --model DIR (or --source NAME to score an LLM's answers)");
     };
     let model = Model::load(dir).with_context(|| format!("loading model {}", dir.display()))?;
+    ctx.warn_unverified(&[&model]);
     // A file of new sentences needs no store when the model directory holds all it reads.
     let store = match &a.file {
         Some(_) => ctx.open_for(&[&model])?,
@@ -929,6 +930,7 @@ fn eval_source(
 pub fn run_predict(a: PredictArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let model =
         Model::load(&a.model).with_context(|| format!("loading model {}", a.model.display()))?;
+    ctx.warn_unverified(&[&model]);
     let store = ctx.open_for(&[&model])?;
     // (where the text came from, text): line numbers count blank lines too.
     let (origins, texts): (Vec<String>, Vec<String>) = if a.text.is_empty() {

@@ -288,6 +288,22 @@ impl Model {
         &self.dir
     }
 
+    /// The directories of this model and, for an ensemble, of its members (depth first,
+    /// members before the ensemble) written before model files carried checksums: their files
+    /// were loaded unverified (`emoknow model verify --rewrite` records checksums).
+    pub fn unverified_dirs(&self) -> Vec<&Path> {
+        let mut out = Vec::new();
+        if let Inner::Ensemble(members) = &self.inner {
+            for m in members {
+                out.extend(m.unverified_dirs());
+            }
+        }
+        if self.meta.files.is_none() {
+            out.push(self.dir());
+        }
+        out
+    }
+
     /// The kind.
     pub fn kind(&self) -> Kind {
         self.meta.kind.kind()

@@ -80,6 +80,17 @@ pub fn pack_pool(model: &Model, spec: &NeighbourSpec, pool: &PackedPool) -> Resu
     })
 }
 
+/// Records the checksums of every file of the model directory `dir` (a model written before
+/// checksums) in its `meta.json`, rewriting the directory whole. Predictions do not change; an
+/// ensemble pinning this model must be re-pinned ([`repin`]).
+pub fn record_checksums(dir: &Path) -> Result<()> {
+    match read_checked(dir)?.kind {
+        // Its pins are rewritten with it (members just given checksums changed).
+        KindMeta::Ensemble { .. } => repin(dir),
+        _ => rewrite(dir, None, |_| {}),
+    }
+}
+
 /// Pins the ensemble in `dir` to its members as they are now (after they were packed: a
 /// packed member's `meta.json` records its pool, so its checksum changed).
 pub fn repin(dir: &Path) -> Result<()> {
