@@ -160,6 +160,7 @@ pub fn export_parquet(store: &Store, dir: &Path, replace: bool) -> Result<Export
     let examples = &src.examples;
 
     let tmp = dir.join(format!(".{EXAMPLES_FILE}.tmp-{}", std::process::id()));
+    let _temp = crate::temps::register(&tmp);
     let written = (|| -> Result<()> {
         let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let props = WriterProperties::builder()
@@ -186,7 +187,7 @@ pub fn export_parquet(store: &Store, dir: &Path, replace: bool) -> Result<Export
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    crate::temps::settle(|| std::fs::rename(&tmp, &path)).map_err(|e| Error::io(&path, e))?;
     let bytes = std::fs::metadata(&path)
         .map_err(|e| Error::io(&path, e))?
         .len();

@@ -99,6 +99,7 @@ pub mod neighbours;
 pub mod serve;
 pub mod spec;
 pub mod store;
+pub mod temps;
 pub mod testkit;
 pub mod text;
 pub mod views;

@@ -564,3 +564,135 @@ fn models_written_before_checksums_warn_and_verify_rewrite_records_them() {
     std::fs::write(m1.join(&file), bytes).unwrap();
     predict(&ens).code(2);
 }
+
+/// Runs `cmd`, sends it one SIGINT after `delay`, and waits (at most 20 s): its exit code
+/// (`None`: killed by the signal before its handler was installed) and how long it took to stop
+/// after the signal.
+fn interrupted_after(
+    mut cmd: std::process::Command,
+    delay: std::time::Duration,
+) -> (Option<i32>, std::time::Duration) {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    let sent = std::time::Instant::now();
+    // SAFETY: signalling our own child, which has not been reaped yet.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status.code(), sent.elapsed());
+        }
+        if sent.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("still running 20 s after one Ctrl-C");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn leftovers(dir: &std::path::Path) -> Vec<String> {
+    (std::fs::read_dir(dir).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp") || n.contains(".old-"))
+        .collect()
+}
+
+/// One Ctrl-C stops `train` (it trained on and replaced the model, exit 0), `ingest`,
+/// `reindex`, `export` and `predict` reading stdin: exit 130 within a second, the old model,
+/// store and export kept, no temporary file left. Each command is signalled at several moments
+/// until one lands mid-run (bounded); moments that land before the handler is installed or after
+/// the command finished are skipped.
+#[test]
+fn one_ctrl_c_stops_a_command_and_keeps_the_old_state() {
+    use std::time::Duration;
+    let env = TestEnv::new();
+    let corpus = crate::util::repo().join("data/Train.csv");
+    env.run(&["ingest", s(&corpus), "--test-rows", "1000"]).ok();
+    let model = env.path("m");
+    env.run(&["train", "--out", s(&model)]).ok();
+    let meta = std::fs::read(model.join("meta.json")).unwrap();
+    let stats = env.stats();
+    env.run(&["export", "parquet", "--out", "ex"]).ok();
+    let export = std::fs::read(env.path("ex/examples.parquet")).unwrap();
+    let moments = [5, 20, 50, 100, 200, 400, 800, 1500].map(Duration::from_millis);
+    let check_state = |what: &str| {
+        assert_eq!(
+            std::fs::read(model.join("meta.json")).unwrap(),
+            meta,
+            "{what}"
+        );
+        assert_eq!(leftovers(env.dir.path()), Vec::<String>::new(), "{what}");
+        assert_eq!(leftovers(&env.path("ex")), Vec::<String>::new(), "{what}");
+        assert_eq!(
+            std::fs::read(env.path("ex/examples.parquet")).unwrap(),
+            export,
+            "{what}"
+        );
+    };
+    let commands: Vec<(&str, Vec<String>)> = vec![
+        (
+            "train",
+            vec![
+                "train".into(),
+                "--out".into(),
+                s(&model).into(),
+                "--c".into(),
+                "0.5".into(),
+            ],
+        ),
+        (
+            "ingest",
+            vec![
+                "ingest".into(),
+                s(&corpus).into(),
+                "--test-rows".into(),
+                "1000".into(),
+            ],
+        ),
+        ("reindex", vec!["reindex".into()]),
+        (
+            "export",
+            vec![
+                "export".into(),
+                "parquet".into(),
+                "--out".into(),
+                "ex".into(),
+                "--replace".into(),
+            ],
+        ),
+        (
+            "predict",
+            vec!["predict".into(), "--model".into(), s(&model).into()],
+        ),
+    ];
+    for (name, args) in commands {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut landed = false;
+        for &delay in &moments {
+            let (code, took) = interrupted_after(env.cmd(&args), delay);
+            check_state(&format!("{name} interrupted after {delay:?}"));
+            env.run(&["check"]).ok();
+            match code {
+                Some(130) => {
+                    assert!(
+                        took < Duration::from_secs(2),
+                        "{name} took {took:?} to stop"
+                    );
+                    landed = true;
+                    break;
+                }
+                // Finished before the signal (ingest of an unchanged corpus, a fast export),
+                // or signalled before its handler was installed.
+                Some(0) | None => {}
+                other => panic!("{name} interrupted after {delay:?} exited {other:?}"),
+            }
+        }
+        assert!(landed, "no moment landed while {name} ran");
+    }
+    assert_eq!(env.stats(), stats);
+}

@@ -382,6 +382,8 @@ pub struct Staging {
     out: PathBuf,
     tmp: PathBuf,
     committed: bool,
+    /// Removed by an abort (Ctrl-C) until committed.
+    _temp: crate::temps::Temp,
 }
 
 impl Staging {
@@ -397,9 +399,11 @@ impl Staging {
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         }
+        let temp = crate::temps::register(&tmp);
         std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
         Ok(Staging {
             out: out.to_path_buf(),
+            _temp: temp,
             tmp,
             committed: false,
         })
@@ -414,6 +418,12 @@ impl Staging {
     /// the system can; else the old one is renamed aside first), then removes the old model.
     pub fn commit(mut self) -> Result<()> {
         sync_tree(&self.tmp)?;
+        // An abort (Ctrl-C) waits for the swap: it never removes the staging directory while
+        // it is being renamed over the model.
+        crate::temps::settle(|| self.swap_in())
+    }
+
+    fn swap_in(&mut self) -> Result<()> {
         let parent = self.out.parent().map(Path::to_path_buf).unwrap_or_default();
         if std::fs::symlink_metadata(&self.out).is_ok() {
             check_out(&self.out)?;
