@@ -47,6 +47,7 @@ fn within(s: &str, min: usize, max: usize) -> Result<usize, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -92,6 +92,7 @@ impl Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once
 enum Command {
     Ingest(ingest::Args),
     Query(query::QueryArgs),
@@ -293,6 +294,7 @@ pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use clap::CommandFactory;

@@ -55,6 +55,7 @@ pub enum Engine {
     CandleTransformers,
 }
 
+#[allow(clippy::large_enum_variant)] // one per loaded encoder
 enum Net {
     Ours(BertModel),
     Candle(candle_transformers::models::bert::BertModel),

@@ -372,7 +372,8 @@ impl FinetuneModel {
         let saved_names: std::collections::HashSet<String> = saved.keys().cloned().collect();
         let varmap = VarMap::new();
         {
-            let mut vars = varmap.data().lock().expect("a new VarMap is not poisoned");
+            let mut vars =
+                (varmap.data().lock()).unwrap_or_else(std::sync::PoisonError::into_inner);
             for (name, t) in saved {
                 let var =
                     candle_core::Var::from_tensor(&t.to_dtype(DType::F32).map_err(model_file)?)

@@ -92,7 +92,8 @@ pub fn train(
     if texts.is_empty() {
         return Err(crate::Error::Invalid("no training examples".into()));
     }
-    if cfg.batch == 0 || cfg.epochs == 0 || !(cfg.lr > 0.0) || !(0.0..1.0).contains(&cfg.dropout) {
+    let lr_positive = cfg.lr > 0.0; // false for NaN too
+    if cfg.batch == 0 || cfg.epochs == 0 || !lr_positive || !(0.0..1.0).contains(&cfg.dropout) {
         return Err(crate::Error::Invalid(
             "batch, epochs and lr must be positive and dropout in [0, 1)".into(),
         ));

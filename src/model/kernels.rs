@@ -199,6 +199,8 @@ pub(crate) fn attention(
             let (i, j) = (t / heads, t % heads);
             let base = i * s * h + j * d;
             let keep = &keep[i * s..(i + 1) * s];
+            // The closure captures the whole Sync wrapper, not its raw pointer field.
+            #[allow(clippy::redundant_locals)]
             let dst = dst;
             // SAFETY (both calls): the head's rows of q/k/v start at `base` with row
             // stride h and d columns, inside the slices; `scores` is s×s row-major; the
@@ -354,13 +356,7 @@ pub(super) fn gelu_f32(x: f32) -> f32 {
 /// approximation used by Eigen and XLA for f32; absolute error below 1e-6 (tested).
 #[inline(always)]
 pub(super) fn erf_f32(x: f32) -> f32 {
-    let x = if x > 4.0 {
-        4.0
-    } else if x < -4.0 {
-        -4.0
-    } else {
-        x
-    };
+    let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
     let mut p = x2 * -2.726_142_3e-10 + 2.770_681_4e-8;
     p = x2 * p + -2.101_024e-6;

@@ -82,6 +82,7 @@ pub struct KnnConfig {
 /// the field names are those of the first model format, which still loads).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
+#[allow(clippy::large_enum_variant)] // one per model directory
 pub enum KindMeta {
     /// TF-IDF + logistic regression.
     Linear {

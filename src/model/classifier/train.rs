@@ -27,6 +27,7 @@ use std::time::Instant;
 
 /// The settings of the kind to train.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per training run
 pub enum KindConfig {
     /// TF-IDF + logistic regression.
     Linear(LinearConfig),

@@ -52,7 +52,9 @@ pub(super) struct Scorer {
 /// A stable 64-bit key of a text (the first 8 bytes of its SHA-256).
 fn text_key(text: &str) -> u64 {
     let d = Sha256::digest(text.as_bytes());
-    u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d[..8]);
+    u64::from_le_bytes(first)
 }
 
 impl Scorer {
@@ -220,7 +222,9 @@ impl Scorer {
             .zip(scores.chunks_exact(NUM_EMOTIONS))
             .map(|(k, s)| {
                 let key = k[0] as u64 | (k[1] as u64) << 32;
-                (key, s.try_into().expect("8 scores"))
+                let mut probs: Probs = [0.0; NUM_EMOTIONS];
+                probs.copy_from_slice(s);
+                (key, probs)
             })
             .collect();
         Ok(Scorer {
