@@ -17,7 +17,8 @@
 //!
 //! `ingest` reads the file back (id, text, labels, doc, position; see [`crate::corpus::parquet`]). The file is
 //! written beside its final name and renamed into place, so a reader never sees half a file;
-//! an existing export is replaced only when asked.
+//! an existing export is replaced only when asked. Its footer records a CRC-32 of every column
+//! chunk ([`crate::corpus::parquet::CHUNK_CRC_KEY`]), checked when it is read back.
 
 use crate::error::{Error, Result};
 use crate::labels::LabelSet;
@@ -179,6 +180,17 @@ pub fn export_parquet(store: &Store, dir: &Path, replace: bool) -> Result<Export
                 .write(&make(chunk)?)
                 .map_err(|e| parquet_err(&tmp, e))?;
         }
+        // Every row group on disk, then a checksum of each column chunk in the footer.
+        writer.flush().map_err(|e| parquet_err(&tmp, e))?;
+        writer.sync().map_err(|e| Error::io(&tmp, e))?;
+        let data = std::fs::read(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let crcs = crate::corpus::parquet::chunk_checksums(&data, writer.flushed_row_groups())
+            .ok_or_else(|| Error::Invalid("a column chunk lies past the data written".into()))?;
+        drop(data);
+        writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
+            crate::corpus::parquet::CHUNK_CRC_KEY.to_string(),
+            crcs.join(","),
+        ));
         let f = writer.into_inner().map_err(|e| parquet_err(&tmp, e))?;
         f.sync_all().map_err(|e| Error::io(&tmp, e))?;
         Ok(())

@@ -22,6 +22,73 @@ use std::path::Path;
 /// The four bytes every Parquet file starts (and ends) with.
 pub const MAGIC: &[u8; 4] = b"PAR1";
 
+/// The footer key under which `emoknow export parquet` records a CRC-32 of every column chunk
+/// (row groups in order, columns in schema order; 8 hex digits each, comma-separated). The
+/// parquet crate writes no page checksums; these catch a changed byte anywhere in the data.
+pub const CHUNK_CRC_KEY: &str = "emoknow.chunk_crc32";
+
+/// The CRC-32 of each column chunk of `row_groups` in `bytes` (a whole file, or its data
+/// written so far), in [`CHUNK_CRC_KEY`]'s format; `None` when a chunk lies outside `bytes`.
+pub fn chunk_checksums(
+    bytes: &[u8],
+    row_groups: &[parquet::file::metadata::RowGroupMetaData],
+) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    for rg in row_groups {
+        for col in rg.columns() {
+            let (start, len) = col.byte_range();
+            let start = usize::try_from(start).ok()?;
+            let end = start.checked_add(usize::try_from(len).ok()?)?;
+            out.push(format!("{:08x}", crc32fast::hash(bytes.get(start..end)?)));
+        }
+    }
+    Some(out)
+}
+
+/// Checks the chunk checksums a file written by `emoknow export parquet` carries (a file
+/// without them, from another writer, is read as it is).
+fn verify_chunks(
+    path: &Path,
+    bytes: &[u8],
+    meta: &parquet::file::metadata::ParquetMetaData,
+) -> Result<()> {
+    let Some(want) = (meta.file_metadata().key_value_metadata())
+        .and_then(|kv| kv.iter().find(|k| k.key == CHUNK_CRC_KEY))
+        .and_then(|k| k.value.clone())
+    else {
+        return Ok(());
+    };
+    let damaged = |what: String| {
+        Error::input(
+            path,
+            0,
+            format!(
+                "{what} does not match the checksum written with the file: it was changed or damaged since; export it again"
+            ),
+        )
+    };
+    let got = chunk_checksums(bytes, meta.row_groups())
+        .ok_or_else(|| damaged("a column chunk lies outside the file, which".into()))?;
+    let want: Vec<&str> = want.split(',').collect();
+    if want.len() != got.len() {
+        return Err(damaged("the number of column chunks".into()));
+    }
+    let mut i = 0;
+    for (r, rg) in meta.row_groups().iter().enumerate() {
+        for col in rg.columns() {
+            if got[i] != want[i] {
+                return Err(damaged(format!(
+                    "row group {}, column `{}`,",
+                    r + 1,
+                    col.column_path()
+                )));
+            }
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
 fn err(path: &Path, e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::Parquet {
         path: path.to_path_buf(),
@@ -31,10 +98,11 @@ fn err(path: &Path, e: impl std::error::Error + Send + Sync + 'static) -> Error 
 
 /// Reads `bytes` (a whole Parquet file) into rows; `path` names it in messages.
 pub fn parse_parquet(path: &Path, bytes: Vec<u8>) -> Result<Parsed> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
-        .map_err(|e| err(path, e))?
-        .build()
-        .map_err(|e| err(path, e))?;
+    let bytes = bytes::Bytes::from(bytes);
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).map_err(|e| err(path, e))?;
+    verify_chunks(path, &bytes, builder.metadata())?;
+    let reader = builder.build().map_err(|e| err(path, e))?;
     let mut parsed = Parsed {
         format: Format::Parquet,
         encoding: Encoding::Utf8,
