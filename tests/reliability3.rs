@@ -1,7 +1,7 @@
 //! Careful-user findings, third round (issue 29): numbers that size a window, a k or a limit
 //! are bounded (never a panic, never work that means nothing).
 
-use crate::util::{generated_corpus, s, TestEnv};
+use crate::util::{generated_corpus, s, Rng, TestEnv};
 
 fn store_with_corpus() -> TestEnv {
     let env = TestEnv::new();
@@ -100,21 +100,6 @@ fn window_k_and_limit_options_are_bounded_and_zero_is_refused() {
         env.run(&args).ok();
     }
     env.run(&["show", "5", "--context", "0"]).ok();
-}
-
-/// xorshift64*: deterministic test randomness.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 fn hit_ids(v: &serde_json::Value) -> Vec<u64> {

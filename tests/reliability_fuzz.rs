@@ -2,26 +2,8 @@
 //! and damaged input files give errors, never a panic, and a batch is written whole or not at
 //! all.
 
-use crate::util::{copy_dir, s, RawDb, Run, TestEnv};
+use crate::util::{copy_dir, s, RawDb, Rng, Run, TestEnv};
 use std::path::Path;
-
-/// xorshift64*: deterministic test randomness.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 const CORPUS: &str = "ID,Text,Labels
 1,我 很 担忧 孩子 的 未来,\"['Anxiety', 'Love']\"

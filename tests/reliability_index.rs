@@ -3,7 +3,7 @@
 //! it is in, `check` finds the damage, commands that need the index say to run `reindex`, and no
 //! query panics.
 
-use crate::util::{repo, s, TestEnv};
+use crate::util::{repo, s, Rng, TestEnv};
 use std::path::PathBuf;
 
 /// Thirty keywords, common in the corpus and its rationales.
@@ -146,18 +146,6 @@ fn a_deleted_index_directory_is_reported_not_an_empty_index() {
     let before = queries(&env, FEW);
     std::fs::remove_dir_all(index_dir(&env)).unwrap();
     damaged_then_repaired(&env, &before);
-}
-
-/// A tiny deterministic generator (xorshift64*), so the damage is the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
 }
 
 /// CRC-32 (IEEE), as tantivy's footers hold it.

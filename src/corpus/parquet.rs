@@ -7,7 +7,7 @@
 //! Other columns are ignored: they are the export's knowledge and vectors. A row's "line" in
 //! messages is its 1-based row number.
 
-use super::read::{check_doc, check_text, nonempty, Encoding, Format, Parsed, Row};
+use super::rows::{check_doc, check_text, nonempty, Encoding, Format, Parsed, Row};
 use crate::error::{Error, Result};
 use crate::labels::{Emotion, LabelSet};
 use arrow_array::cast::AsArray;
