@@ -13,8 +13,8 @@
 //! parallel on every core and none waits behind another.
 
 use crate::error::{Error, Result};
-use crate::knowledge::samples::{SampleBuilder, TextPlace};
 use crate::model::classifier::{Kind, Model};
+use crate::samples::{SampleBuilder, TextPlace};
 use crate::spec::NeighbourBy;
 use crate::store::Store;
 use crate::views::{self, Predictions};

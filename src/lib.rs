@@ -11,9 +11,10 @@
 //! - [`store`] keeps examples, knowledge records and neighbours (sled, the source of truth),
 //!   vectors (flat memory-mapped files committed through sled) and a full-text index derived
 //!   from the records (tantivy).
-//! - [`knowledge`] annotates and imports LLM rationales, and builds classifier inputs
-//!   ([`knowledge::samples`]); [`neighbours`] retrieves similar labelled examples as a typed
-//!   concept ([`spec::NeighbourSpec`]), storing them as knowledge.
+//! - [`knowledge`] annotates and imports LLM rationales; [`neighbours`] retrieves similar
+//!   labelled examples as a typed concept ([`spec::NeighbourSpec`]), storing them as knowledge.
+//! - [`samples`] builds what a model reads — text, rationale, neighbours, context, vectors —
+//!   for stored examples and for new text: the hub that train, eval and predict share.
 //! - [`model`] turns samples into probabilities and label sets; it reads nothing but the
 //!   samples it is given. [`metrics`] scores label sets.
 //! - [`export`] writes the store as Parquet for engines beyond one machine (a sink beside the
@@ -23,13 +24,15 @@
 //!   (a local OpenAI-compatible server, tiny random checkpoints) that the stages never use.
 //! - Two front ends sit on top of the flow and nothing in it imports them: the `emoknow`
 //!   command line, and [`serve`] (an HTTP API and web pages). [`views`] builds the documents
-//!   both show, so `query --json` and `GET /api/query` say the same thing.
+//!   both show, so `query --json` and `GET /api/query` say the same thing; [`batch`] lets
+//!   concurrent callers (requests, Python threads) share one model's passes; [`temps`] removes
+//!   half-written files when a command is stopped.
 //!
 //! A whole round trip — ingest, train the linear classifier, predict a new sentence:
 //!
 //! ```
 //! use emoknow::corpus::{parse_bytes, SplitPlan};
-//! use emoknow::knowledge::samples::{training_examples, SampleBuilder, Selection};
+//! use emoknow::samples::{training_examples, SampleBuilder, Selection};
 //! use emoknow::model::classifier::{self, KindConfig, Model, TrainConfig, TrainInputs};
 //! use emoknow::model::{LinearConfig, Objective};
 //! use emoknow::store::Store;
@@ -96,6 +99,7 @@ pub mod labels;
 pub mod metrics;
 pub mod model;
 pub mod neighbours;
+pub mod samples;
 pub mod serve;
 pub mod spec;
 pub mod store;

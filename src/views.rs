@@ -9,13 +9,13 @@
 //! and nothing in the flow imports it.
 
 use crate::error::Result;
-use crate::knowledge::samples::{SampleBuilder, TextPlace};
 use crate::labels::{Emotion, LabelSet};
 use crate::metrics::{self, Report};
 use crate::model::classifier::{Meta, Model};
 use crate::model::sample::{KnowledgeMode, Probs, Sample, DEFAULT_CONTEXT};
 use crate::model::thresholds::{label_f1_curve, Thresholds};
 use crate::neighbours::{Hit, Retriever};
+use crate::samples::{SampleBuilder, TextPlace};
 use crate::store::records::{Example, ExampleId, Knowledge, KnowledgeKind, Missing, Split};
 use crate::store::{Entry, QueryHit, QuerySpec, Store};
 use serde::Serialize;
@@ -333,7 +333,7 @@ pub fn predict(
 }
 
 /// [`predict`] for texts that are sentences of documents (`places`, see
-/// [`crate::knowledge::samples::batch_contexts`]): a model reading context gets each text's
+/// [`crate::samples::batch_contexts`]): a model reading context gets each text's
 /// neighbours in its document.
 pub fn predict_in(
     builder: &mut SampleBuilder<'_>,

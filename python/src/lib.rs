@@ -6,10 +6,10 @@
 //! `emoknow.EmoknowError` carrying the library's message.
 
 use emoknow::batch::Batcher;
-use emoknow::knowledge::samples::TextPlace;
 use emoknow::labels::{Emotion, LabelSet, NUM_EMOTIONS};
 use emoknow::model::classifier::Model;
 use emoknow::neighbours::{Choice, Embedder, Retriever};
+use emoknow::samples::TextPlace;
 use emoknow::store::records::Split;
 use emoknow::store::{Filter, QuerySpec, Store};
 use emoknow::views;

@@ -1261,8 +1261,8 @@ fn load(
 }
 
 fn bench_serve(a: ServeArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    use emoknow::knowledge::samples::{training_examples, SampleBuilder, Selection};
     use emoknow::model::classifier::{self, KindConfig, TrainConfig, TrainInputs};
+    use emoknow::samples::{training_examples, SampleBuilder, Selection};
     use emoknow::serve::{ServeConfig, Server};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;

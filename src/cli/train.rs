@@ -3,7 +3,6 @@
 use super::{output, Ctx};
 use anyhow::Context;
 use emoknow::corpus::{self, Split};
-use emoknow::knowledge::samples::{self, SampleBuilder, Selection, TextPlace};
 use emoknow::labels::{Emotion, LabelSet};
 use emoknow::metrics::Report;
 use emoknow::model::classifier::{self, KindConfig, Model, TrainConfig, TrainEvent, TrainInputs};
@@ -16,6 +15,7 @@ use emoknow::model::sample::{
 use emoknow::model::thresholds::Objective;
 use emoknow::neighbours::pick_encoder;
 use emoknow::neighbours::PackedPool;
+use emoknow::samples::{self, SampleBuilder, Selection, TextPlace};
 use emoknow::store::Store;
 use emoknow::views;
 use std::io::BufRead;

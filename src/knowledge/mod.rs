@@ -1,10 +1,6 @@
-//! Knowledge about examples, and the classifier inputs built from it.
+//! Knowledge about examples: LLM rationales, annotated or imported, and their sanitizing.
+//! The classifier inputs built from it are [`crate::samples`]'.
 //!
-//! The rationale side: LLM rationales, annotated or imported, and their sanitizing. The input
-//! side: [`samples`] reads the store (or retrieves and embeds for new text, through
-//! [`crate::neighbours`]) and builds the samples a model's needs describe.
-//!
-//! The rationale side:
 //! - [`llm`]: the OpenAI-compatible client (retries, rate limit, token counts).
 //! - [`prompts`]: the seed's two prompts as editable data.
 //! - [`annotate`]: the blind → guided annotation engine (no store access).
@@ -15,10 +11,6 @@
 //! - [`import`]: rationales written elsewhere (LLaMA-Factory predictions) into the store.
 //! - [`llama_factory`]: dataset export for LLaMA-Factory and its predictions reader.
 //! - [`score`]: an LLM source's asserted labels scored against gold (`eval --source`).
-//!
-//!
-//! Classifier inputs:
-//! - [`samples`]: the samples a model needs, for stored examples and new text.
 
 pub mod annotate;
 pub mod import;
@@ -26,6 +18,5 @@ pub mod llama_factory;
 pub mod llm;
 pub mod pipeline;
 pub mod prompts;
-pub mod samples;
 pub mod sanitize;
 pub mod score;

@@ -549,7 +549,7 @@ pub(crate) fn model_report(
     }
     let model = &served.model;
     let mut builder = lock(&state.builder);
-    let run = |builder: &mut crate::knowledge::samples::SampleBuilder<'static>, ex| {
+    let run = |builder: &mut crate::samples::SampleBuilder<'static>, ex| {
         let inputs = builder.for_model(model, ex)?;
         views::evaluate(model, &inputs)
     };

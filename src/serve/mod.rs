@@ -23,9 +23,9 @@ pub use page::escape;
 
 use crate::batch::Batcher;
 use crate::error::{Error, Result};
-use crate::knowledge::samples::SampleBuilder;
 use crate::model::classifier::Model;
 use crate::neighbours::{By, Choice, Embedder, Retriever};
+use crate::samples::SampleBuilder;
 use crate::store::records::Split;
 use crate::store::{Stats, Store};
 use crate::text::Normalizer;

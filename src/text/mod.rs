@@ -26,3 +26,17 @@ pub use style::{Punctuation, TextStyle, Width};
 pub fn is_mark(c: char) -> bool {
     !c.is_alphanumeric() && !c.is_whitespace() && !c.is_control()
 }
+
+/// Whether `c` is a CJK character (ideographs, kana, CJK marks): no space is written between
+/// two of them in unsegmented text.
+pub(crate) fn is_cjk(c: char) -> bool {
+    matches!(c,
+        '\u{2E80}'..='\u{9FFF}' | '\u{AC00}'..='\u{D7AF}' | '\u{F900}'..='\u{FAFF}'
+        | '\u{FE30}'..='\u{FE4F}' | '\u{FF00}'..='\u{FFEF}' | '\u{20000}'..='\u{3FFFF}')
+}
+
+/// jieba with its default dictionary, loaded once (~0.15 s).
+pub(crate) fn default_jieba() -> &'static jieba_rs::Jieba {
+    static JIEBA: std::sync::OnceLock<jieba_rs::Jieba> = std::sync::OnceLock::new();
+    JIEBA.get_or_init(jieba_rs::Jieba::new)
+}

@@ -9,12 +9,6 @@ use std::io::{BufRead, Write};
 use std::path::Path;
 use std::sync::OnceLock;
 
-/// jieba with its default dictionary, loaded once (~0.15 s).
-pub(super) fn default_jieba() -> &'static Jieba {
-    static JIEBA: OnceLock<Jieba> = OnceLock::new();
-    JIEBA.get_or_init(Jieba::new)
-}
-
 /// How much more a word of the corpus weighs in segmentation than the same share of jieba's
 /// dictionary: 100, chosen on validation sentences with their spaces removed (the corpus's own
 /// segmentation recovered: F1 .870 with jieba's dictionary and corpus words at their share,
@@ -154,14 +148,6 @@ fn fold_for_jieba(s: &str) -> String {
         .collect()
 }
 
-/// Whether `c` is a CJK character (ideographs, kana, CJK marks): no space is written between
-/// two of them in unsegmented text.
-pub(super) fn is_cjk(c: char) -> bool {
-    matches!(c,
-        '\u{2E80}'..='\u{9FFF}' | '\u{AC00}'..='\u{D7AF}' | '\u{F900}'..='\u{FAFF}'
-        | '\u{FE30}'..='\u{FE4F}' | '\u{FF00}'..='\u{FFEF}' | '\u{20000}'..='\u{3FFFF}')
-}
-
 impl Clone for Normalizer {
     /// The same style and vocabulary (the segmenter is built again on first use).
     fn clone(&self) -> Normalizer {
@@ -291,7 +277,7 @@ impl Normalizer {
         let mut out = String::new();
         for w in words {
             let joins = match (out.chars().next_back(), w.chars().next()) {
-                (Some(a), Some(b)) => is_cjk(a) || is_cjk(b),
+                (Some(a), Some(b)) => super::is_cjk(a) || super::is_cjk(b),
                 _ => true,
             };
             if !joins {

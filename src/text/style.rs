@@ -81,7 +81,7 @@ impl TextStyle {
         } else {
             let chunks: Vec<&str> = t.split_whitespace().collect();
             !chunks.windows(2).any(|w| {
-                let cjk = |c: Option<char>| c.is_some_and(super::normalize::is_cjk);
+                let cjk = |c: Option<char>| c.is_some_and(super::is_cjk);
                 cjk(w[0].chars().next_back()) && cjk(w[1].chars().next())
             })
         }
@@ -246,7 +246,7 @@ pub(super) fn is_full_width_alnum(c: char) -> bool {
 /// Word counts of unsegmented texts, as jieba's default dictionary cuts them (marks and
 /// whitespace not counted).
 fn jieba_counts(texts: &[&str]) -> HashMap<String, u64> {
-    let jieba = super::normalize::default_jieba();
+    let jieba = super::default_jieba();
     let mut counts: HashMap<String, u64> = HashMap::new();
     for t in texts {
         for tok in jieba.cut(t, false) {
@@ -378,7 +378,7 @@ pub(super) mod tests {
         assert_eq!(list.len(), 1000);
         assert!(*total > 0);
         assert!(list.windows(2).all(|w| w[0].freq >= w[1].freq));
-        let jieba = crate::text::normalize::default_jieba();
+        let jieba = crate::text::default_jieba();
         for f in list {
             assert!(
                 jieba.has_word(f.word),
