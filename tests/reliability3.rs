@@ -447,6 +447,15 @@ fn serve_bounds_slow_headers_and_large_or_non_json_bodies() {
         std::time::Duration::from_secs(20),
     );
     assert!(got.starts_with("HTTP/1.1 415"), "{got}");
+    // A body refused unread closes its connection: a client that goes on (reusing its pooled
+    // connection) is never answered by a connection the server has dropped.
+    let big = "x".repeat((1 << 20) + (64 << 10));
+    for _ in 0..20 {
+        let (status, _, _) = server.post("/api/predict", big.clone());
+        assert_eq!(status, 413);
+        let (status, _, body) = server.get("/api/stats");
+        assert_eq!(status, 200, "{body}");
+    }
     // JSON still works, with or without a Content-Type.
     let (status, _, body) = server.post("/api/predict", r#"{"texts": ["担心 考试 明天"]}"#);
     assert_eq!(status, 200, "{body}");

@@ -459,14 +459,51 @@ pub(crate) async fn predict(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> ApiResult<Response> {
+    // Refused from the headers alone. A client that sent `Expect: 100-continue` waits with its
+    // body: it is answered at once, never told to go on, and nothing is read. Any other client
+    // is sending its body now: at most the body limit of it is read and dropped first, so that
+    // it reads the answer rather than a reset connection. Either way the answer closes the
+    // connection (the rest of the body is never read).
+    if let Some(e) = refused_by_headers(&headers, state.body_limit) {
+        let waits = (headers.get(axum::http::header::EXPECT))
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+        if !waits {
+            let _ = axum::body::to_bytes(body, state.body_limit).await;
+        }
+        return Ok(closing(e));
+    }
+    let body = match axum::body::to_bytes(body, state.body_limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            let e = crate::error::chain(&e);
+            return Ok(closing(ApiError {
+                status: if e.contains("length limit") {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                } else {
+                    StatusCode::BAD_REQUEST
+                },
+                error: format!("the body could not be read: {e}"),
+                param: Some("body".to_string()),
+            }));
+        }
+    };
     Params::parse(q.as_deref()).only(&[])?;
-    // Refused from the headers alone, before a byte of the body is read (and before a client
-    // that sent `Expect: 100-continue` is told to go on).
+    let req = predict_request(&body)?;
+    blocking(move || {
+        let (_, pred) = predict_texts(&state, req.model.as_deref(), &req.texts)?;
+        Ok(Json(pred.json(req.explain)).into_response())
+    })
+    .await
+}
+
+/// A body that is not JSON (415) or declares more bytes than `limit` (413).
+fn refused_by_headers(headers: &axum::http::HeaderMap, limit: usize) -> Option<ApiError> {
     if let Some(ctype) = headers.get(axum::http::header::CONTENT_TYPE) {
         let essence = ctype.to_str().unwrap_or("").split(';').next().unwrap_or("");
         let essence = essence.trim().to_ascii_lowercase();
         if essence != "application/json" && !essence.ends_with("+json") {
-            return Err(ApiError {
+            return Some(ApiError {
                 status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 error: format!(
                     "the body must be JSON (Content-Type: application/json), not {essence:?}"
@@ -477,38 +514,24 @@ pub(crate) async fn predict(
     }
     let declared = (headers.get(axum::http::header::CONTENT_LENGTH))
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > state.body_limit as u64) {
-        return Err(ApiError {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            error: format!(
-                "the body declares {} bytes, more than the limit of {} (serve --body-limit)",
-                declared.unwrap_or(0),
-                state.body_limit
-            ),
-            param: Some("body".to_string()),
-        });
-    }
-    let body = axum::body::to_bytes(body, state.body_limit)
-        .await
-        .map_err(|e| {
-            let e = crate::error::chain(&e);
-            ApiError {
-                status: if e.contains("length limit") {
-                    StatusCode::PAYLOAD_TOO_LARGE
-                } else {
-                    StatusCode::BAD_REQUEST
-                },
-                error: format!("the body could not be read: {e}"),
-                param: Some("body".to_string()),
-            }
-        })?;
-    let req = predict_request(&body)?;
-    blocking(move || {
-        let (_, pred) = predict_texts(&state, req.model.as_deref(), &req.texts)?;
-        Ok(Json(pred.json(req.explain)).into_response())
+        .and_then(|v| v.trim().parse::<u64>().ok())?;
+    (declared > limit as u64).then(|| ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        error: format!(
+            "the body declares {declared} bytes, more than the limit of {limit} (serve --body-limit)"
+        ),
+        param: Some("body".to_string()),
     })
-    .await
+}
+
+/// `e` as an answer that closes the connection (its request's body was not read to the end).
+fn closing(e: ApiError) -> Response {
+    let mut r = e.into_response();
+    r.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    r
 }
 
 /// `GET /api/models`: every served model's name, directory and `meta.json`.
