@@ -232,17 +232,7 @@ impl PyStore {
         }
         let store = &self.store;
         let hits = py.detach(|| -> emoknow::Result<_> {
-            let r = Retriever::choose(
-                store,
-                &Choice {
-                    k,
-                    from: Split::Train,
-                    by: None,
-                    encoder: None,
-                    exclude_within: 0,
-                    search: Default::default(),
-                },
-            )?;
+            let r = Retriever::choose(store, &Choice::nearest(k))?;
             let hits = match (text, id) {
                 (_, Some(id)) => {
                     let ex = store.example(id)?.ok_or_else(|| {

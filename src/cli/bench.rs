@@ -301,8 +301,7 @@ fn retrieve_all(
     dim: usize,
     ctx: &Ctx,
 ) -> anyhow::Result<RetrieveBench> {
-    use emoknow::corpus::Split;
-    use emoknow::neighbours::{ann, retrieve_into_store, By, Choice, Retriever, SearchMode};
+    use emoknow::neighbours::{ann, retrieve_into_store, By, Choice, Retriever};
     use emoknow::spec::EncoderInfo;
     use emoknow::store::vectors::What;
     let interrupted = || super::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst);
@@ -351,12 +350,9 @@ fn retrieve_all(
     let retriever = Retriever::choose(
         store,
         &Choice {
-            k: 10,
-            from: Split::Train,
             by: Some(By::Dense),
             encoder: Some(info.id.clone()),
-            exclude_within: 0,
-            search: SearchMode::Auto,
+            ..Choice::nearest(10)
         },
     )?;
     r.approximate = retriever.approximate();

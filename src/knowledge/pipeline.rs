@@ -251,17 +251,7 @@ pub fn retrieved_shots(
     todo: &[Example],
     k: usize,
 ) -> Result<Vec<Vec<(String, LabelSet)>>> {
-    let r = Retriever::choose(
-        store,
-        &Choice {
-            k,
-            from: Split::Train,
-            by: None,
-            encoder: None,
-            exclude_within: 0,
-            search: Default::default(),
-        },
-    )?;
+    let r = Retriever::choose(store, &Choice::nearest(k))?;
     Ok(r.for_examples(store, todo, k, LabelSet::EMPTY)?
         .into_iter()
         .map(|hits| hits.into_iter().map(|h| (h.text, h.labels)).collect())

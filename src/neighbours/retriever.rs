@@ -40,6 +40,21 @@ pub struct Choice {
     pub search: SearchMode,
 }
 
+impl Choice {
+    /// The `k` nearest training examples, by whatever the store supports (dense when it holds
+    /// vectors, else BM25), with the only encoder, nothing excluded, the search its size suits.
+    pub fn nearest(k: usize) -> Choice {
+        Choice {
+            k,
+            from: Split::Train,
+            by: None,
+            encoder: None,
+            exclude_within: 0,
+            search: SearchMode::default(),
+        }
+    }
+}
+
 /// The pool and encoder of one retrieval.
 pub struct Retriever {
     /// The labelled examples neighbours come from.

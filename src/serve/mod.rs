@@ -156,12 +156,9 @@ impl State {
         let r = Arc::new(Retriever::choose(
             self.store()?,
             &Choice {
-                k: 10,
-                from: Split::Train,
                 by: Some(if dense { By::Dense } else { By::Bm25 }),
                 encoder: encoder.map(str::to_string),
-                exclude_within: 0,
-                search: Default::default(),
+                ..Choice::nearest(10)
             },
         )?);
         lock(&self.retrievers).insert(key, r.clone());
