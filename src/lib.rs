@@ -59,6 +59,7 @@
 //!     kind: KindConfig::Linear(LinearConfig::default()),
 //!     attach: Default::default(),
 //!     objective: Objective::Micro,
+//!     decode_sets: false,
 //!     seed: 42,
 //! };
 //! let out = dir.path().join("linear");

@@ -9,11 +9,12 @@
 //! and nothing in the flow imports it.
 
 use crate::error::Result;
-use crate::labels::{Emotion, LabelSet};
+use crate::labels::{Emotion, LabelSet, NUM_EMOTIONS};
 use crate::metrics::{self, Report};
 use crate::model::classifier::{Meta, Model};
 use crate::model::sample::{KnowledgeMode, Probs, Sample, DEFAULT_CONTEXT};
-use crate::model::thresholds::{label_f1_curve, Thresholds};
+use crate::model::calibration::{reliability, Reliability};
+use crate::model::thresholds::label_f1_curve;
 use crate::neighbours::{Hit, Retriever};
 use crate::samples::{SampleBuilder, TextPlace};
 use crate::store::records::{Example, ExampleId, Knowledge, KnowledgeKind, Missing, Split};
@@ -313,8 +314,11 @@ pub struct Predictions {
     pub samples: Vec<Sample>,
     /// Per text, the probabilities (canonical label order).
     pub probs: Vec<Probs>,
-    /// Per text, the thresholded labels.
+    /// Per text, the labels (thresholded, or the decoded set).
     pub labels: Vec<LabelSet>,
+    /// Per text, the most probable label sets with their probabilities (see
+    /// [`Model::top_sets`]), most probable first.
+    pub sets: Vec<Vec<(LabelSet, f64)>>,
     /// Per text, whether the model knows none of it (see [`Model::unknown_texts`]).
     pub unknown: Vec<bool>,
     /// What knowledge the model attaches.
@@ -343,6 +347,7 @@ pub fn predict_in(
 ) -> Result<Predictions> {
     let mut inputs = builder.for_model_texts_in(model, texts, None, places)?;
     let (probs, labels) = model.predict(&inputs)?;
+    let sets = probs.iter().map(|p| model.top_sets(p, TOP_SETS)).collect();
     let unknown = model.unknown_texts(&inputs)?;
     let shown = model
         .leaves()
@@ -359,10 +364,14 @@ pub fn predict_in(
         samples,
         probs,
         labels,
+        sets,
         unknown,
         mode: model.knowledge_spec().mode,
     })
 }
+
+/// Label sets a prediction lists with their probabilities (`--explain`, the classify page).
+pub const TOP_SETS: usize = 3;
 
 impl Predictions {
     /// The predictions of the first `n` texts, taken out of these (a batch of several
@@ -374,6 +383,7 @@ impl Predictions {
             samples: self.samples.split_off(n.min(self.samples.len())),
             probs: self.probs.split_off(n),
             labels: self.labels.split_off(n.min(self.labels.len())),
+            sets: self.sets.split_off(n.min(self.sets.len())),
             unknown: self.unknown.split_off(n.min(self.unknown.len())),
             mode: self.mode,
         };
@@ -382,9 +392,10 @@ impl Predictions {
 
     /// The document of `predict --json` and `POST /api/predict`: per text, `text` (as given),
     /// `read` (the text the model read, in its training text's style), `labels`,
-    /// `probabilities` by emotion name, `warning` for an unknown text, and with `explain` the
-    /// `knowledge` and `neighbours` attached (and, for a model reading context, the `context`:
-    /// `before` and `after` texts as the model read them).
+    /// `probabilities` by emotion name (calibrated), `warning` for an unknown text, and with
+    /// `explain` the `knowledge` and `neighbours` attached (and, for a model reading context,
+    /// the `context`: `before` and `after` texts as the model read them) and the most probable
+    /// label `sets` with their `probability`.
     pub fn json(&self, explain: bool) -> Vec<serde_json::Value> {
         self.samples
             .iter()
@@ -392,7 +403,8 @@ impl Predictions {
             .zip(&self.probs)
             .zip(&self.labels)
             .zip(&self.unknown)
-            .map(|((((s, given), p), l), &unknown)| {
+            .enumerate()
+            .map(|(i, ((((s, given), p), l), &unknown))| {
                 let probs: serde_json::Map<String, serde_json::Value> = Emotion::ALL
                     .iter()
                     .map(|e| (e.name().to_string(), serde_json::json!(p[e.index()])))
@@ -407,6 +419,11 @@ impl Predictions {
                     v["warning"] = serde_json::json!(UNKNOWN_WARNING);
                 }
                 if explain {
+                    v["sets"] = self.sets.get(i).map_or(serde_json::json!([]), |sets| {
+                        sets.iter()
+                            .map(|(set, q)| serde_json::json!({"labels": set, "probability": q}))
+                            .collect()
+                    });
                     v["knowledge"] = serde_json::json!(s.knowledge);
                     v["neighbours"] = serde_json::to_value(&s.neighbours).unwrap_or_default();
                     if let Some(c) = &s.context {
@@ -429,10 +446,15 @@ pub struct Evaluation {
     pub gold: Vec<LabelSet>,
     /// Probabilities.
     pub probs: Vec<Probs>,
-    /// Thresholded labels.
+    /// Predicted labels (thresholded, or the decoded set).
     pub pred: Vec<LabelSet>,
     /// The metrics (`eval --json`).
     pub report: Report,
+    /// How well the probabilities are calibrated.
+    pub calibration: Reliability,
+    /// The pooled ECE of the scores before calibration (the same as `calibration`'s for a
+    /// model without one).
+    pub uncalibrated_ece: f64,
 }
 
 /// Predicts and scores `inputs` (one sample list per single model, as
@@ -442,12 +464,14 @@ pub fn evaluate(model: &Model, inputs: &[Vec<Sample>]) -> Result<Evaluation> {
         .first()
         .map(|s| s.iter().map(|s| s.labels).collect())
         .unwrap_or_default();
-    let (probs, pred) = model.predict(inputs)?;
-    let report = metrics::evaluate(&gold, &pred);
+    let d = model.decide(inputs)?;
+    let report = metrics::evaluate(&gold, &d.labels);
     Ok(Evaluation {
+        calibration: reliability(&d.probs, &gold),
+        uncalibrated_ece: reliability(&d.scores, &gold).ece,
         gold,
-        probs,
-        pred,
+        probs: d.probs,
+        pred: d.labels,
         report,
     })
 }
@@ -479,6 +503,10 @@ pub struct ModelReport {
     pub label_confusion: Vec<Vec<usize>>,
     /// Per label, F1 against the threshold on the validation split (empty without one).
     pub threshold_curves: Vec<ThresholdCurve>,
+    /// How well the probabilities are calibrated on the split: ECE and reliability curves.
+    pub calibration: Reliability,
+    /// The pooled ECE before calibration.
+    pub uncalibrated_ece: f64,
 }
 
 /// The report of model `name` from its evaluation on `split` and, for the threshold curves,
@@ -488,14 +516,14 @@ pub fn model_report(
     split: Split,
     eval: &Evaluation,
     val: Option<&Evaluation>,
-    thresholds: &Thresholds,
+    thresholds: &[f32; NUM_EMOTIONS],
 ) -> ModelReport {
     let threshold_curves = match val {
         Some(v) if !v.gold.is_empty() => Emotion::ALL
             .iter()
             .map(|e| ThresholdCurve {
                 label: e.name().to_string(),
-                threshold: thresholds.per_label[e.index()],
+                threshold: thresholds[e.index()],
                 points: label_f1_curve(&v.probs, &v.gold, e.index()),
             })
             .collect(),
@@ -507,6 +535,8 @@ pub fn model_report(
         report: eval.report.clone(),
         label_confusion: metrics::label_confusion(&eval.gold, &eval.pred),
         threshold_curves,
+        calibration: eval.calibration.clone(),
+        uncalibrated_ece: eval.uncalibrated_ece,
     }
 }
 

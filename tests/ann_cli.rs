@@ -91,6 +91,46 @@ fn similar_through_the_index_agrees_with_exact_and_honours_filters() {
     assert!(same as f64 / total as f64 >= 0.98, "{same} of {total}");
 }
 
+/// `--ef` sets how many candidates the index search keeps (and asks for the index): at this
+/// size a wide search finds exactly what exact search finds, the narrowest still answers k;
+/// 0, past 4096, with `--exact` or for BM25 it is refused before any work (exit 2).
+#[test]
+fn ef_sets_the_index_search_and_is_refused_where_it_means_nothing() {
+    let Setup { env, .. } = indexed();
+    for &id in train_ids(&env).iter().step_by(9) {
+        let q = id.to_string();
+        let exact = env
+            .run(&["--json", "similar", "--id", &q, "-k", "5", "--exact"])
+            .ok()
+            .json();
+        let wide = env
+            .run(&["--json", "similar", "--id", &q, "-k", "5", "--ef", "4096"])
+            .ok();
+        assert!(!wide.stderr.contains("not usable"), "{}", wide.stderr);
+        let sorted = |mut v: Vec<u64>| {
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(sorted(ids(&wide.json())), sorted(ids(&exact)));
+        let narrow = env
+            .run(&["--json", "similar", "--id", &q, "-k", "5", "--ef", "1"])
+            .ok()
+            .json();
+        assert_eq!(ids(&narrow).len(), 5);
+    }
+    env.run(&["knowledge", "retrieve", "-k", "3", "--ef", "64"]).ok();
+    for (args, says) in [
+        (vec!["--ef", "0"], "at least 1"),
+        (vec!["--ef", "4097"], "at most 4096"),
+        (vec!["--ef", "10", "--exact"], "--exact"),
+        (vec!["--ef", "10", "--by", "bm25"], "ef"),
+    ] {
+        let mut a = vec!["similar", "--id", "5"];
+        a.extend(args);
+        env.run(&a).code(2).stderr_has(says);
+    }
+}
+
 #[test]
 fn knowledge_retrieve_through_the_index_agrees_with_exact() {
     let Setup { env, .. } = indexed();

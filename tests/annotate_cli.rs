@@ -140,37 +140,41 @@ fn every_fault_is_retried_and_the_guided_prompt_fixes_wrong_answers() {
     }
 }
 
-/// Test (and validation) sentences never get the guided prompt, which states their answer:
+/// Test and validation sentences never get the guided prompt, which states their answer:
 /// their rationales are features when a model is evaluated. A wrong blind answer is kept.
 #[test]
-fn test_sentences_are_never_told_their_answer() {
-    let env = TestEnv::new();
-    let f = env.write("c.csv", CORPUS);
-    env.run(&["ingest", s(&f), "--split", "test"]).ok();
-    let server = DevServer::start(
-        Behaviour {
-            answer: AnswerMode::WrongUnlessGuided,
-            ..Behaviour::default()
-        }
-        .with_gold(gold()),
-    )
-    .unwrap();
-    let j = annotate(&env, &server, &["--split", "test"]).ok().json();
-    assert_eq!(j["accepted"], 4, "{j}");
-    assert_eq!(j["guided"], 0, "{j}");
-    let reqs = server.requests();
-    assert_eq!(reqs.len(), 4);
-    assert!(reqs
-        .iter()
-        .all(|r| !r.guided && !r.body.contains(",答案为")));
-    for id in 1..=4 {
-        let show = env.run(&["--json", "show", &id.to_string()]).ok().json();
-        let k = &show["knowledge"][0];
-        assert_eq!(k["prompt_kind"], "blind");
-        assert_ne!(
-            k["asserted"], show["labels"],
-            "the wrong blind answer is kept"
+fn test_and_validation_sentences_are_never_told_their_answer() {
+    for split in ["test", "val"] {
+        let env = TestEnv::new();
+        let f = env.write("c.csv", CORPUS);
+        env.run(&["ingest", s(&f), "--split", split]).ok();
+        let server = DevServer::start(
+            Behaviour {
+                answer: AnswerMode::WrongUnlessGuided,
+                ..Behaviour::default()
+            }
+            .with_gold(gold()),
+        )
+        .unwrap();
+        let j = annotate(&env, &server, &["--split", split]).ok().json();
+        assert_eq!(j["accepted"], 4, "{split}: {j}");
+        assert_eq!(j["guided"], 0, "{split}: {j}");
+        let reqs = server.requests();
+        assert_eq!(reqs.len(), 4, "{split}");
+        assert!(
+            reqs.iter().all(|r| !r.guided && !r.body.contains(",答案为")),
+            "{split}"
         );
+        for id in 1..=4 {
+            let show = env.run(&["--json", "show", &id.to_string()]).ok().json();
+            assert_eq!(show["split"], split);
+            let k = &show["knowledge"][0];
+            assert_eq!(k["prompt_kind"], "blind", "{split}");
+            assert_ne!(
+                k["asserted"], show["labels"],
+                "{split}: the wrong blind answer is kept"
+            );
+        }
     }
 }
 
@@ -266,18 +270,17 @@ fn a_bad_key_stops_with_a_clear_message_that_hides_the_key() {
     );
 }
 
+/// kill -9 part-way through annotation keeps the answers already stored (at least one, not
+/// all: the kill landed mid-run, retried at other moments until it does, bounded), and a rerun
+/// asks only for the rest, without duplicates.
 #[test]
 fn a_killed_run_resumes_without_duplicates() {
-    let env = TestEnv::new();
     let mut csv = String::from("ID,Text,Labels\n");
     let mut pairs = Vec::new();
     for i in 1..=40 {
         csv.push_str(&format!("{i},句子 编号 {i},['Joy']\n"));
         pairs.push((format!("句子 编号 {i}"), "Joy".parse().unwrap()));
     }
-    let f = env.write("c.csv", csv);
-    env.run(&["ingest", s(&f), "--test-rows", "0", "--val-fraction", "0"])
-        .ok();
     let server = DevServer::start(
         Behaviour {
             latency_ms: 100,
@@ -287,44 +290,41 @@ fn a_killed_run_resumes_without_duplicates() {
     )
     .unwrap();
     let url = server.base_url();
-    let mut child = env
-        .cmd(&[
-            "-q",
-            "annotate",
-            "--endpoint",
-            &url,
-            "--model",
-            "m",
-            "--jobs",
-            "2",
-        ])
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(900));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let partial = env.stats()["sources"]["m"]["records"].as_u64().unwrap_or(0);
-    assert!(
-        partial < 40,
-        "the kill came too late to test anything ({partial})"
-    );
-    env.run(&["check"]).ok();
-    let j = env
-        .run(&[
-            "--json",
-            "annotate",
-            "--endpoint",
-            &url,
-            "--model",
-            "m",
-            "--jobs",
-            "8",
-        ])
-        .ok()
-        .json();
-    assert_eq!(j["accepted"].as_u64().unwrap(), 40 - partial);
-    assert_eq!(env.stats()["sources"]["m"]["records"], 40);
-    env.run(&["check"]).ok();
+    let mut tried = Vec::new();
+    for delay_ms in [900u64, 500, 1400, 300, 2000] {
+        let env = TestEnv::new();
+        let f = env.write("c.csv", &csv);
+        env.run(&["ingest", s(&f), "--test-rows", "0", "--val-fraction", "0"])
+            .ok();
+        let finished = env.run_killed_after(
+            &["-q", "annotate", "--endpoint", &url, "--model", "m", "--jobs", "2"],
+            Duration::from_millis(delay_ms),
+        );
+        let partial = env.stats()["sources"]["m"]["records"].as_u64().unwrap_or(0);
+        tried.push((delay_ms, partial));
+        if finished || partial == 0 || partial == 40 {
+            continue;
+        }
+        env.run(&["check"]).ok();
+        let j = env
+            .run(&[
+                "--json",
+                "annotate",
+                "--endpoint",
+                &url,
+                "--model",
+                "m",
+                "--jobs",
+                "8",
+            ])
+            .ok()
+            .json();
+        assert_eq!(j["accepted"].as_u64().unwrap(), 40 - partial);
+        assert_eq!(env.stats()["sources"]["m"]["records"], 40);
+        env.run(&["check"]).ok();
+        return;
+    }
+    panic!("no kill landed mid-run (delay ms, answers stored): {tried:?}");
 }
 
 #[test]

@@ -731,3 +731,139 @@ fn a_flipped_bit_in_an_export_is_refused_by_its_chunk_checksums() {
         );
     }
 }
+
+/// README: loading an ensemble follows members at most 8 deep and 64 directories in all.
+/// Ensembles nested 8 deep predict; a 9th level is refused, naming the limit, by `train` (which
+/// trained it before, unloadable) and, hand-written, by `predict`. An ensemble of 63 copies of
+/// one linear model (64 directories with itself) predicts; 64 copies are refused.
+#[test]
+fn ensembles_nested_deeper_than_8_or_reading_more_than_64_directories_are_refused() {
+    let env = store_with_corpus();
+    let linear = env.path("l0");
+    env.run(&["train", "--out", s(&linear)]).ok();
+    for i in 1..=64 {
+        crate::util::copy_dir(&linear, &env.path(&format!("l{i}")));
+    }
+    let predict = |m: &std::path::Path| env.run(&["predict", "--model", s(m), "好 开心"]);
+    // Depth: e1 = (l0, l1), e_k = (e_{k-1}, l_k).
+    let mut inner = linear.clone();
+    for depth in 1..=9 {
+        let out = env.path(&format!("e{depth}"));
+        let member = env.path(&format!("l{depth}"));
+        let r = env.run(&[
+            "train",
+            "--classifier",
+            "ensemble",
+            "--member",
+            s(&inner),
+            "--member",
+            s(&member),
+            "--out",
+            s(&out),
+        ]);
+        if depth <= 8 {
+            r.ok();
+            predict(&out).ok();
+        } else {
+            r.code(2).stderr_has("ensembles nested more than 8 deep");
+            assert!(!out.exists(), "nothing written");
+            // The same written by hand: e8's directory, its members e8 and l9.
+            crate::util::copy_dir(&inner, &out);
+            let path = out.join("meta.json");
+            let mut j: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            j["members"] = serde_json::json!([s(&inner), s(&member)]);
+            j["member_meta_sha256"] = serde_json::json!([]);
+            std::fs::write(&path, serde_json::to_vec(&j).unwrap()).unwrap();
+            predict(&out)
+                .code(2)
+                .stderr_has("ensembles nested more than 8 deep");
+        }
+        inner = out;
+    }
+    // Count: the ensemble itself and its members.
+    for (members, ok) in [(63, true), (64, false)] {
+        let out = env.path(&format!("wide{members}"));
+        let mut args = vec![
+            "train".to_string(),
+            "--classifier".into(),
+            "ensemble".into(),
+            "--out".into(),
+            s(&out).into(),
+        ];
+        for i in 0..members {
+            args.extend(["--member".into(), s(&env.path(&format!("l{i}"))).into()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = env.run(&args);
+        if ok {
+            r.ok();
+            predict(&out).ok();
+        } else {
+            r.code(2).stderr_has("more than 64 model directories");
+            assert!(!out.exists(), "nothing written");
+        }
+    }
+}
+
+/// README: an import is one atomic batch. kill -9 of `knowledge import` of 26,000 rationales,
+/// at moments counted from when its first bytes reached the store's files (until two land while
+/// it still ran, bounded), leaves a store that passes `check` holding none or all of them; the
+/// rerun imports them all.
+#[test]
+fn a_killed_knowledge_import_lands_whole_or_not_at_all() {
+    use std::time::Duration;
+    let base = TestEnv::new();
+    let corpus = crate::util::repo().join("data/Train.csv");
+    base.run(&["-q", "ingest", s(&corpus)]).ok();
+    let lines: Vec<&str> = include_str!("../data/generated_predictions.jsonl")
+        .lines()
+        .collect();
+    let preds: String = (0..26000).map(|i| format!("{}\n", lines[i % lines.len()])).collect();
+    let file = base.write("p.jsonl", preds);
+    let args = [
+        "-q",
+        "knowledge",
+        "import",
+        s(&file),
+        "--source",
+        "qwen",
+        "--field",
+        "label",
+        "--first-id",
+        "1",
+    ];
+    let stored = |env: &TestEnv| {
+        let j = env.stats();
+        let src = &j["sources"]["qwen"];
+        src["records"].as_u64().unwrap_or(0) + src["missing"].as_u64().unwrap_or(0)
+    };
+    let before = crate::util::dir_bytes(&base.store());
+    let mut outcomes = Vec::new();
+    let mut landed = 0;
+    for delay_ms in [0u64, 10, 30, 0, 60, 5, 100, 20] {
+        if landed == 2 {
+            break;
+        }
+        let env = TestEnv::new();
+        crate::util::copy_dir(&base.store(), &env.store());
+        let store = env.store();
+        let mid = env.kill_when(
+            &args,
+            || crate::util::dir_bytes(&store) > before + (256 << 10),
+            Duration::from_millis(delay_ms),
+        );
+        env.run(&["check"]).ok();
+        let n = stored(&env);
+        assert!(n == 0 || n == 26000, "{delay_ms} ms: partial import of {n}");
+        landed += usize::from(mid);
+        outcomes.push((delay_ms, mid, n));
+        if mid && n == 0 {
+            env.run(&args).ok();
+            assert_eq!(stored(&env), 26000);
+            env.run(&["check"]).ok();
+        }
+    }
+    eprintln!("(delay ms, landed mid-write, stored): {outcomes:?}");
+    assert_eq!(landed, 2, "no kill landed mid-write: {outcomes:?}");
+}

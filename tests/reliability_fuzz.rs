@@ -35,6 +35,29 @@ fn no_panic(r: &Run) {
     );
 }
 
+/// What README promises a command reading damaged records: it works (the damage is not in
+/// what it reads), or exits 2 with a message that names the fix; `check` exits 1 listing the
+/// damage with the fix, and `query` or `similar` may find nothing (exit 1).
+#[track_caller]
+fn exits_naming_the_fix(r: &Run) {
+    no_panic(r);
+    let names_fix = |s: &str| s.contains("run `emoknow") || s.contains("hint: ");
+    let ok = match r.code {
+        0 => true,
+        1 if r.args.iter().any(|a| a == "check") => names_fix(&r.stdout),
+        1 => r.args.iter().any(|a| a == "query" || a == "similar") && r.stderr.is_empty(),
+        _ => names_fix(&r.stderr),
+    };
+    assert!(
+        ok,
+        "emoknow {} exited {} without naming the fix:\n{}{}",
+        r.args.join(" "),
+        r.code,
+        r.stdout,
+        r.stderr
+    );
+}
+
 #[test]
 fn damaged_records_give_errors_never_a_panic() {
     let base = TestEnv::new();
@@ -100,7 +123,7 @@ fn damaged_records_give_errors_never_a_panic() {
             vec!["knowledge", "retrieve", "--by", "bm25", "--fresh"],
             vec!["reindex"],
         ] {
-            no_panic(&env.run(&args));
+            exits_naming_the_fix(&env.run(&args));
         }
     }
 }

@@ -184,6 +184,10 @@ fn serve_api_answers_with_the_cli_documents() {
         .run(&["--json", "similar", "--id", "5", "-k", "3"])
         .ok()
         .json();
+    let similar_ef = env
+        .run(&["--json", "similar", "--id", "5", "-k", "3", "--ef", "500"])
+        .ok()
+        .json();
     let predict = env
         .run(&["--json", "predict", "--model", m, "担心 考试 明天"])
         .ok()
@@ -221,6 +225,7 @@ fn serve_api_answers_with_the_cli_documents() {
         query
     );
     assert_eq!(server.json("/api/similar?id=5&k=3"), similar);
+    assert_eq!(server.json("/api/similar?id=5&k=3&ef=500"), similar_ef);
 
     // An example: `show --json`'s document, with neighbours and context.
     let ex = server.json("/api/examples/2");
@@ -322,6 +327,9 @@ fn serve_api_answers_with_the_cli_documents() {
         ("GET", "/api/similar?id=99999", None, 404, "id"),
         ("GET", "/api/similar?id=5&k=0", None, 400, "k"),
         ("GET", "/api/similar?id=5&by=magic", None, 400, "by"),
+        ("GET", "/api/similar?id=5&ef=0", None, 400, "ef"),
+        ("GET", "/api/similar?id=5&ef=4097", None, 400, "ef"),
+        ("GET", "/api/similar?id=5&by=bm25&ef=64", None, 400, "ef"),
         (
             "GET",
             "/api/similar?id=5&by=bm25&encoder=tiny",

@@ -7,6 +7,7 @@ mod ann_cli;
 mod annotate_cli;
 mod context_cli;
 mod context_frozen;
+mod decisions_cli;
 mod errors_cli;
 mod export_cli;
 mod model_cli;

@@ -147,6 +147,43 @@ impl TestEnv {
         child.wait().expect("wait for emoknow").success()
     }
 
+    /// Runs the binary (output discarded), waits until `ready()` holds (polled every 2 ms, at
+    /// most 60 s) or the command ends, then `delay` more, and kills it with SIGKILL. Returns
+    /// whether the kill landed while the command ran after `ready` held: it was still running
+    /// when the signal went, so what `ready` watches (a write begun) was cut short.
+    pub fn kill_when(
+        &self,
+        args: &[&str],
+        ready: impl Fn() -> bool,
+        delay: std::time::Duration,
+    ) -> bool {
+        use std::process::Stdio;
+        use std::time::{Duration, Instant};
+        let mut child = self
+            .cmd(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run emoknow");
+        let start = Instant::now();
+        let mut seen = false;
+        while start.elapsed() < Duration::from_secs(60) {
+            if child.try_wait().expect("poll emoknow").is_some() {
+                break;
+            }
+            if ready() {
+                seen = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(delay);
+        let running = child.try_wait().expect("poll emoknow").is_none();
+        child.kill().expect("kill emoknow"); // Ok also when it has exited (not yet reaped)
+        child.wait().expect("wait for emoknow");
+        seen && running
+    }
+
     /// Runs the binary with `input` on its stdin and collects its output.
     pub fn run_with_stdin(&self, args: &[&str], input: &str) -> Run {
         use std::io::Write;
@@ -202,6 +239,20 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(e.path(), target).unwrap();
         }
     }
+}
+
+/// The bytes of every file under `dir`, recursively (0 when it does not exist).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
 }
 
 /// A path as &str.

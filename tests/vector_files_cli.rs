@@ -133,69 +133,70 @@ fn vectors_round_trip_supersede_and_an_uncommitted_tail_is_cut_at_open() {
         .all(|p| !p.contains("vector files")));
 }
 
+/// kill -9 once the first batch's bytes are in the vector files, while `embed` still runs:
+/// the store opens, `check` finds at most an unfinished embedding, fewer than all vectors
+/// are committed (the kill landed mid-run), and a rerun completes with one row per example.
+/// An attempt whose kill came after the command ended is retried (bounded).
 #[test]
 fn kill_9_during_embed_leaves_a_store_that_checks_and_resumes() {
-    let env = TestEnv::new();
-    // Enough sentences for several committed batches of 1024.
     let mut csv = String::from("ID,Text,Labels\n");
     let body: Vec<String> = corpus().lines().skip(1).map(str::to_string).collect();
+    // Enough sentences for several committed batches of 1024.
     for i in 0..6000usize {
         let line = &body[i % body.len()];
         let rest = line.split_once(',').unwrap().1;
         let (text, labels) = rest.split_once(',').unwrap();
         csv.push_str(&format!("{},{text} {i},{labels}\n", i + 1));
     }
-    let f = env.write("big.csv", csv);
-    ingest_split(&env, &f, 1);
-    let encoder = env.path("tiny-bert");
-    write_random_checkpoint(
-        &encoder,
-        &TinyBertSpec {
-            texts: corpus().lines().map(str::to_string).collect(),
-            ..TinyBertSpec::default()
-        },
-        7,
-    )
-    .unwrap();
-    let mut child = env
-        .cmd(&["-q", "embed", "--encoder", s(&encoder), "--name", "tiny"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
+    for attempt in 0..4 {
+        let env = TestEnv::new();
+        let f = env.write("big.csv", &csv);
+        ingest_split(&env, &f, 1);
+        let encoder = env.path("tiny-bert");
+        write_random_checkpoint(
+            &encoder,
+            &TinyBertSpec {
+                texts: corpus().lines().map(str::to_string).collect(),
+                ..TinyBertSpec::default()
+            },
+            7,
+        )
         .unwrap();
-    // Kill once the first batch is in the files (or the run ended).
-    let vectors = env.store().join("vectors");
-    for _ in 0..2000 {
-        let some = std::fs::read_dir(&vectors).is_ok_and(|mut d| d.next().is_some());
-        if some || child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(150));
-    eprintln!(
-        "embed still running when killed: {}",
-        child.try_wait().unwrap().is_none()
-    );
-    child.kill().unwrap();
-    child.wait().unwrap();
-    // The store opens; check finds at most an unfinished embedding.
-    let c = env.run(&["--json", "check"]);
-    for p in c.json()["problems"].as_array().unwrap() {
-        assert!(
-            p.as_str().unwrap().contains("run `emoknow embed` again"),
-            "{}",
-            c.stdout
+        let vectors = env.store().join("vectors");
+        let landed = env.kill_when(
+            &["-q", "embed", "--encoder", s(&encoder), "--name", "tiny"],
+            || crate::util::dir_bytes(&vectors) > 4096,
+            std::time::Duration::from_millis(attempt * 20),
         );
+        if !landed {
+            eprintln!("attempt {attempt}: embed ended before the kill; again");
+            continue;
+        }
+        // The store opens; check finds at most an unfinished embedding.
+        let c = env.run(&["--json", "check"]);
+        for p in c.json()["problems"].as_array().unwrap() {
+            assert!(
+                p.as_str().unwrap().contains("run `emoknow embed` again"),
+                "{}",
+                c.stdout
+            );
+        }
+        let committed = env.stats()["encoders"][0]["vectors"]["text"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(committed < 6000, "the kill landed mid-run: {committed} committed");
+        let (embedded, dim) = embed_all(&env, &encoder);
+        assert_eq!(embedded, 6000 - committed, "the rerun embeds only the rest");
+        env.run(&["check"]).ok();
+        let n = env.stats()["encoders"][0]["vectors"]["text"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(n, 6000);
+        // No row twice, none uncommitted: exactly one row per example.
+        assert_eq!(len(&text_file(&env.store())), 16 + n * dim * 4);
+        return;
     }
-    let (_, dim) = embed_all(&env, &encoder);
-    env.run(&["check"]).ok();
-    let n = env.stats()["encoders"][0]["vectors"]["text"]
-        .as_u64()
-        .unwrap();
-    assert_eq!(n, 6000);
-    // No row twice, none uncommitted: exactly one row per example.
-    assert_eq!(len(&text_file(&env.store())), 16 + n * dim * 4);
+    panic!("no kill landed while embed ran");
 }
 
 #[test]

@@ -132,10 +132,11 @@ impl PyModel {
         self.model.meta.labels.clone()
     }
 
-    /// Per-label thresholds (tuned on validation).
+    /// Per-label thresholds (tuned on validation), as calibrated probabilities: where each
+    /// column of `predict` crosses into a thresholded label.
     #[getter]
     fn thresholds<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
-        PyArray1::from_slice(py, &self.model.meta.thresholds.per_label)
+        PyArray1::from_slice(py, &self.model.calibrated_thresholds())
     }
 
     /// The kind (`linear`, `frozen`, `knn`, `finetune`, `ensemble`).

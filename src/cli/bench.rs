@@ -1292,6 +1292,7 @@ fn bench_serve(a: ServeArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 kind: KindConfig::Linear(Default::default()),
                 attach: Default::default(),
                 objective: emoknow::model::Objective::Micro,
+                decode_sets: false,
                 seed: 42,
             };
             let out = dir.path().join("linear");

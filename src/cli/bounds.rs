@@ -1,6 +1,6 @@
 //! Value parsers of the numeric options that size a result or a window: a neighbour count
 //! (`-k`, `--neighbours-k`), a row limit (`--limit`), a context window (`--context`), a block
-//! (`--val-block`). Zero where it would mean nothing, and values past what any corpus needs,
+//! (`--val-block`), an ANN search's candidates (`--ef`). Zero where it would mean nothing, and values past what any corpus needs,
 //! are refused by clap (exit 2) with one message per bound, before any work starts.
 
 /// Most neighbours retrieved per query (`-k`, `--neighbours-k`).
@@ -11,6 +11,9 @@ pub const MAX_LIMIT: usize = 1_000_000;
 pub const MAX_CONTEXT: usize = 64;
 /// Longest validation block (`--val-block`).
 pub const MAX_BLOCK: usize = 1_000_000;
+
+/// Most candidates an ANN search keeps (`--ef`).
+pub const MAX_EF: usize = emoknow::neighbours::ann::MAX_EF;
 
 /// A neighbour count: 1 to [`MAX_K`].
 pub fn k(s: &str) -> Result<usize, String> {
@@ -25,6 +28,11 @@ pub fn limit(s: &str) -> Result<usize, String> {
 /// A context window: 0 (none) to [`MAX_CONTEXT`] sentences on each side.
 pub fn context(s: &str) -> Result<usize, String> {
     within(s, 0, MAX_CONTEXT)
+}
+
+/// An ANN search's candidates: 1 to [`MAX_EF`].
+pub fn ef(s: &str) -> Result<usize, String> {
+    within(s, 1, MAX_EF)
 }
 
 /// A block of rows: 1 to [`MAX_BLOCK`].
@@ -56,7 +64,7 @@ mod tests {
     /// Every bound's edges, powers of two up to 2^127, and pseudo-random numbers of every size.
     fn numbers() -> Vec<u128> {
         let mut out: Vec<u128> = (0..128).map(|b| 1u128 << b).collect();
-        for m in [MAX_K, MAX_LIMIT, MAX_CONTEXT, MAX_BLOCK] {
+        for m in [MAX_K, MAX_LIMIT, MAX_CONTEXT, MAX_BLOCK, MAX_EF] {
             out.extend([m as u128 - 1, m as u128, m as u128 + 1]);
         }
         out.extend([0, u64::MAX as u128, u128::MAX]);
@@ -72,11 +80,12 @@ mod tests {
 
     #[test]
     fn any_number_is_taken_within_its_bounds_and_refused_outside() {
-        let bounds: [(Parser, usize, usize); 4] = [
+        let bounds: [(Parser, usize, usize); 5] = [
             (k, 1, MAX_K),
             (limit, 1, MAX_LIMIT),
             (context, 0, MAX_CONTEXT),
             (block, 1, MAX_BLOCK),
+            (ef, 1, MAX_EF),
         ];
         for n in numbers() {
             for (parse, min, max) in bounds {

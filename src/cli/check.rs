@@ -49,6 +49,9 @@ pub fn run_check(_args: CheckArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             println!("problem: {p}");
         }
         println!("{}", if r.ok() { "ok" } else { "NOT OK" });
+        if r.problems.iter().any(|p| p.contains("corrupt record")) {
+            println!("hint: {}", super::hint::DAMAGED_RECORDS);
+        }
     }
     Ok(if r.ok() {
         ExitCode::SUCCESS

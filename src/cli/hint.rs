@@ -6,6 +6,9 @@ use emoknow::corpus::Split;
 use emoknow::error::{OutPathReason, SourceRole};
 use emoknow::Error;
 
+/// What to do about records that no longer decode: sled cannot repair them in place.
+pub const DAMAGED_RECORDS: &str = "`emoknow check` lists the damaged records; restore the store from a copy, or ingest the corpus into a new store (`emoknow --store NEW ingest FILE`) and import or annotate its knowledge again";
+
 /// The hint for the first library error in `err`'s chain, if it has one.
 pub fn hint(err: &anyhow::Error) -> Option<String> {
     err.chain()
@@ -19,6 +22,7 @@ fn flag_of(name: &str) -> Option<&'static str> {
         "stack_folds" => "--stack-linear",
         "neighbours_k" => "--neighbours-k, or rerun `knowledge retrieve` with a larger -k",
         "rpm" => "--rpm",
+        "members" => "--member: fewer members, or members nested less deep",
         "max_wait_secs" => "--max-wait",
         "timeout_secs" => "--timeout",
         "endpoint" => "--endpoint",
@@ -40,6 +44,7 @@ fn source_flag(role: SourceRole) -> &'static str {
 fn hint_for(e: &Error) -> Option<String> {
     Some(match e {
         Error::StoreLocked { .. } => "pass another --store to use a different store".into(),
+        Error::Corrupt(_) | Error::CorruptRecord { .. } => DAMAGED_RECORDS.into(),
         Error::StoreNeedsMigration { .. } => {
             "run `emoknow migrate` (any other command but `serve` also migrates it first)".into()
         }

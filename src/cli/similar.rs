@@ -45,7 +45,7 @@ pub struct RetrievalArgs {
 
     /// Dense search compares the query with every pool vector (exact; the default below
     /// 200,000 vectors of the encoder).
-    #[arg(long, conflicts_with = "ann")]
+    #[arg(long, conflicts_with_all = ["ann", "ef"])]
     exact: bool,
 
     /// Dense search goes through the encoder's ANN index (`emoknow index build`) whatever the
@@ -53,6 +53,12 @@ pub struct RetrievalArgs {
     /// 200,000 vectors on.
     #[arg(long)]
     ann: bool,
+
+    /// Candidates the ANN search keeps (HNSW ef, 1–4096; implies --ann): more finds more of
+    /// the exact neighbours for more time [default: 80 up to 100,000 vectors, 128 above;
+    /// README has the recall/latency table].
+    #[arg(long, value_name = "N", value_parser = super::bounds::ef)]
+    ef: Option<usize>,
 }
 
 /// Find the labelled examples most similar to a text or a stored example.
@@ -133,6 +139,7 @@ impl RetrievalArgs {
             } else {
                 SearchMode::Auto
             },
+            ef: self.ef,
         }
     }
 

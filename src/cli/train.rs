@@ -66,6 +66,15 @@ pub enum ObjectiveArg {
     Exact,
 }
 
+/// `train --decode`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeArg {
+    /// One threshold per label.
+    Thresholds,
+    /// The whole label set.
+    Sets,
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PosWeight {
     None,
@@ -175,9 +184,17 @@ pub struct TrainArgs {
     #[arg(long, help_heading = "Knowledge")]
     only_with_knowledge: bool,
 
-    /// What the per-label thresholds maximize on validation.
-    #[arg(long, value_enum, default_value = "micro")]
+    /// What the per-label thresholds maximize on validation; with --decode sets, what the
+    /// chosen set maximizes in expectation (exact: the most probable set; micro or macro: F1).
+    #[arg(long, visible_alias = "objective", value_enum, default_value = "micro")]
     threshold_objective: ObjectiveArg,
+
+    /// How probabilities become a label set: `thresholds`, one per label tuned on validation;
+    /// or `sets`, the label set that maximizes --threshold-objective's expected value given
+    /// the calibrated probabilities and how labels co-occur in the training labels (never an
+    /// empty set; its settings chosen on validation).
+    #[arg(long, value_enum, default_value = "thresholds")]
+    decode: DecodeArg,
 
     /// Weigh each label's positives by its negatives / positives in the training set: linear's
     /// balanced class weights; frozen and finetune: the BCE's pos_weight, clamped to 1..10
@@ -693,6 +710,7 @@ fn train_config(a: &TrainArgs, store: &Store) -> anyhow::Result<TrainConfig> {
             ObjectiveArg::Macro => Objective::Macro,
             ObjectiveArg::Exact => Objective::Exact,
         },
+        decode_sets: a.decode == DecodeArg::Sets,
         seed: a.seed.unwrap_or(DEFAULT_SEED),
     })
 }
@@ -869,10 +887,21 @@ pub fn run_eval(a: EvalArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
     }
     let pb = output::spinner(&format!("predicting {n} examples"), ctx.quiet);
-    let report = views::evaluate(&model, &inputs)?.report;
+    let ev = views::evaluate(&model, &inputs)?;
     pb.finish_and_clear();
     if ctx.json {
-        output::print_json(&report)?;
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            #[serde(flatten)]
+            report: &'a Report,
+            calibration: &'a emoknow::model::calibration::Reliability,
+            uncalibrated_ece: f64,
+        }
+        output::print_json(&Out {
+            report: &ev.report,
+            calibration: &ev.calibration,
+            uncalibrated_ece: ev.uncalibrated_ece,
+        })?;
     } else {
         println!(
             "{} model {} on {} ({} examples):",
@@ -887,7 +916,11 @@ pub fn run_eval(a: EvalArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 }),
             n
         );
-        print_report(&report);
+        print_report(&ev.report);
+        println!(
+            "  calibration: ECE {:.3} over the labels' probabilities (10 bins; {:.3} before calibration)",
+            ev.calibration.ece, ev.uncalibrated_ece
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1002,12 +1035,13 @@ pub fn run_predict(a: PredictArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         output::print_json(&pred.json(a.explain))?;
         return Ok(ExitCode::SUCCESS);
     }
-    for (((s, given), p), l) in pred
+    for (i, (((s, given), p), l)) in pred
         .samples
         .iter()
         .zip(&pred.given)
         .zip(&pred.probs)
         .zip(&pred.labels)
+        .enumerate()
     {
         println!("{}\t{}", l, given);
         let ps: Vec<String> = Emotion::ALL
@@ -1017,6 +1051,13 @@ pub fn run_predict(a: PredictArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         println!("  {}", ps.join("  "));
         if a.explain {
             println!("  read: {}", s.text);
+            if let Some(sets) = pred.sets.get(i) {
+                let sets: Vec<String> = sets
+                    .iter()
+                    .map(|(set, q)| format!("{set} {q:.2}"))
+                    .collect();
+                println!("  most probable sets: {}", sets.join("  "));
+            }
             let spec = model.knowledge_spec();
             if spec.mode == KnowledgeMode::None {
                 println!("  knowledge: none (the model reads the text only)");

@@ -16,10 +16,14 @@
 //!   ensembles behind one interface; [`modeldir`] writes model directories atomically and
 //!   checks them when loading.
 //! - [`thresholds`]: per-label thresholds shared by all of them; every classifier outputs
-//!   `[f32; 8]` probabilities in canonical label order.
+//!   `[f32; 8]` probabilities in canonical label order. [`calibration`]: per-label Platt
+//!   scaling fitted on validation, and expected calibration error; [`decode`]: choosing a whole
+//!   label set from the calibrated probabilities and the training label sets.
 
 pub mod bert;
+pub mod calibration;
 pub mod classifier;
+pub mod decode;
 pub mod encoder;
 pub mod finetune;
 mod finetune_train;

@@ -60,6 +60,28 @@ impl Default for AnnParams {
     }
 }
 
+/// The most candidates a search may keep (`--ef`, the API's `ef`).
+pub const MAX_EF: usize = 4096;
+
+/// Candidates kept while searching (`ef`) an index of `rows` vectors when none is asked for.
+/// The recall of an HNSW walk at a fixed ef falls as the graph grows: at 26,000 m3e-small
+/// vectors ef 80 finds recall@10 .98 at p50 ≤ 0.3 ms (`emoknow bench similar`), while at
+/// 1,000,000 synthetic vectors it fell to .95 in one build of three (`emoknow bench scale`,
+/// three builds; README has the recall/latency table).
+pub fn default_ef(rows: usize) -> usize {
+    if rows <= SMALL_INDEX_ROWS {
+        AnnParams::default().expansion_search
+    } else {
+        LARGE_INDEX_EF
+    }
+}
+
+/// Up to this many vectors an index is searched with [`AnnParams::default`]'s ef.
+const SMALL_INDEX_ROWS: usize = 100_000;
+
+/// The ef of larger indexes (see [`default_ef`]).
+const LARGE_INDEX_EF: usize = 128;
+
 /// Candidates per wanted neighbour that a quantized index hands to the exact re-ranking.
 pub const RERANK_FACTOR: usize = 2;
 
@@ -320,9 +342,9 @@ impl AnnIndex {
         self.index.change_expansion_search(ef);
     }
 
-    /// An index read from a file, with the default search settings.
+    /// An index read from a file, searched with the default ef for its size.
     fn restored(index: Index) -> AnnIndex {
-        index.change_expansion_search(AnnParams::default().expansion_search);
+        index.change_expansion_search(default_ef(index.size()));
         AnnIndex {
             dim: index.dimensions(),
             index,
@@ -589,17 +611,22 @@ pub fn status(store: &Store, info: &EncoderInfo, set: &VectorSet) -> Result<Fres
     Ok(freshness(store, store.ann_record(&info.id)?.as_ref(), set))
 }
 
-/// The index of `info` when it is fresh for `set` (its stored text vectors), mapped read-only;
-/// otherwise why it cannot be used (with the fix).
+/// The index of `info` when it is fresh for `set` (its stored text vectors), mapped read-only
+/// and searched with `ef` candidates (default: [`default_ef`] for its size); otherwise why it
+/// cannot be used (with the fix).
 pub fn open(
     store: &Store,
     info: &EncoderInfo,
     set: &VectorSet,
+    ef: Option<usize>,
 ) -> Result<std::result::Result<Arc<AnnIndex>, String>> {
     let why = match status(store, info, set)? {
         Freshness::Fresh => match AnnIndex::view(&store.ann_file(&info.id)) {
             Ok(ix) if ix.len() == set.ids.len() && ix.dim() == set.dim => {
-                return Ok(Ok(Arc::new(ix)))
+                if let Some(ef) = ef {
+                    ix.set_expansion_search(ef);
+                }
+                return Ok(Ok(Arc::new(ix)));
             }
             Ok(ix) => format!("it holds {} vectors, the store {}", ix.len(), set.ids.len()),
             Err(e) => e.to_string(),

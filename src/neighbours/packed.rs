@@ -77,7 +77,7 @@ impl PackedPool {
         let NeighbourBy::Dense { .. } = &spec.by else {
             return Ok(None);
         };
-        let r = Retriever::open_with(store, spec, super::SearchMode::Exact)?;
+        let r = Retriever::open_with(store, spec, super::SearchMode::Exact, None)?;
         let Some(encoder) = r.encoder().cloned() else {
             return Ok(None);
         };

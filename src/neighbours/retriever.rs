@@ -38,6 +38,9 @@ pub struct Choice {
     pub exclude_within: u64,
     /// Exact search, the ANN index, or whichever suits the store's size.
     pub search: SearchMode,
+    /// Candidates an ANN search keeps (`ef`; default: [`super::ann::default_ef`] for the
+    /// index's size).
+    pub ef: Option<usize>,
 }
 
 impl Choice {
@@ -51,6 +54,7 @@ impl Choice {
             encoder: None,
             exclude_within: 0,
             search: SearchMode::default(),
+            ef: None,
         }
     }
 }
@@ -78,6 +82,16 @@ impl Retriever {
             Some(By::Bm25) => false,
             None => c.encoder.is_some() || !store.encoders()?.is_empty(),
         };
+        // An ef is the ANN search's: asking for one asks for the index.
+        let search = match (c.search, c.ef) {
+            (SearchMode::Exact, Some(_)) => {
+                return Err(Error::Invalid(
+                    "ef sets how the ANN index is searched, and exact search was asked for".into(),
+                ))
+            }
+            (SearchMode::Auto, Some(_)) => SearchMode::Ann,
+            (search, _) => search,
+        };
         let by = if dense {
             NeighbourBy::Dense {
                 encoder_id: pick_encoder(store, c.encoder.as_deref())?.id,
@@ -86,10 +100,10 @@ impl Retriever {
             return Err(Error::Invalid(format!(
                 "encoder {e:?} named for BM25 retrieval, which reads words, not vectors"
             )));
-        } else if c.search != SearchMode::Auto {
+        } else if search != SearchMode::Auto {
             return Err(Error::Invalid(
-                "exact or ANN search is for dense retrieval, and this one is BM25 (asked for, \
-                 or the store holds no vectors)"
+                "exact or ANN search (and its ef) is for dense retrieval, and this one is BM25 \
+                 (asked for, or the store holds no vectors)"
                     .into(),
             ));
         } else {
@@ -103,19 +117,26 @@ impl Retriever {
                 from: c.from,
                 exclude_within: c.exclude_within,
             },
-            c.search,
+            search,
+            c.ef,
         )
     }
 
     /// Opens the retrieval `spec` describes over the store as it is now
     /// ([`SearchMode::Auto`]).
     pub fn open(store: &Store, spec: &NeighbourSpec) -> Result<Retriever> {
-        Retriever::open_with(store, spec, SearchMode::Auto)
+        Retriever::open_with(store, spec, SearchMode::Auto, None)
     }
 
     /// Opens the retrieval `spec` describes, dense search as `mode` says: exact, or through
-    /// the encoder's ANN index when it is fresh (exact with a [`Retriever::note`] when not).
-    pub fn open_with(store: &Store, spec: &NeighbourSpec, mode: SearchMode) -> Result<Retriever> {
+    /// the encoder's ANN index when it is fresh (exact with a [`Retriever::note`] when not),
+    /// keeping `ef` candidates (default: [`super::ann::default_ef`] for the index's size).
+    pub fn open_with(
+        store: &Store,
+        spec: &NeighbourSpec,
+        mode: SearchMode,
+        ef: Option<usize>,
+    ) -> Result<Retriever> {
         let pool_examples = store.examples(Some(spec.from))?;
         if pool_examples.is_empty() {
             return Err(Error::Invalid(format!(
@@ -142,7 +163,7 @@ impl Retriever {
                     }
                 };
                 let index = if try_ann {
-                    match ann::open(store, &info, &vectors)? {
+                    match ann::open(store, &info, &vectors, ef)? {
                         Ok(ix) => Some(ix),
                         Err(why) => {
                             note = Some(why);

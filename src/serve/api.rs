@@ -279,7 +279,7 @@ pub(crate) async fn query(St(state): St<Arc<State>>, RawQuery(q): RawQuery) -> A
 pub(crate) fn example_view(state: &State, id: ExampleId) -> ApiResult<views::ExampleView> {
     // Neighbours retrieved now need a BM25 pool over the train split; without one (no train
     // split), the example is shown without them.
-    let live = state.retriever(false, None).ok();
+    let live = state.retriever(false, None, None).ok();
     views::example(state.store()?, id, live.as_deref(), LIVE_K, CONTEXT)?
         .ok_or_else(|| ApiError::not_found("id", format!("no example {id} in the store")))
 }
@@ -295,14 +295,19 @@ pub(crate) async fn example(
     blocking(move || Ok(Json(example_view(&state, id)?).into_response())).await
 }
 
-/// `GET /api/similar?text=|id=&k=&by=&encoder=&emotion=`: `similar --json`.
+/// `GET /api/similar?text=|id=&k=&by=&encoder=&emotion=&ef=`: `similar --json` (`ef`:
+/// `--ef`, through the ANN index).
 pub(crate) async fn similar(
     St(state): St<Arc<State>>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
-    p.only(&["text", "id", "k", "by", "encoder", "emotion"])?;
+    p.only(&["text", "id", "k", "by", "encoder", "emotion", "ef"])?;
     let k = p.number("k", 10, 1, MAX_K)?;
+    let ef = match p.one("ef")? {
+        Some(_) => Some(p.number("ef", 0, 1, crate::neighbours::ann::MAX_EF)?),
+        None => None,
+    };
     let emotions = p.emotions()?;
     let encoder = p.one("encoder")?.map(str::to_string);
     let dense = match p.one("by")? {
@@ -312,6 +317,12 @@ pub(crate) async fn similar(
             return Err(ApiError::bad(
                 "encoder",
                 "an encoder is for by=dense: bm25 reads words, not vectors",
+            ))
+        }
+        Some("bm25") if ef.is_some() => {
+            return Err(ApiError::bad(
+                "ef",
+                "ef sets the ANN search of by=dense: bm25 has none",
             ))
         }
         Some("bm25") => false,
@@ -332,7 +343,7 @@ pub(crate) async fn similar(
     };
     blocking(move || {
         let store = state.store()?;
-        let r = state.retriever(dense, encoder.as_deref())?;
+        let r = state.retriever(dense, encoder.as_deref(), ef)?;
         let hits = match query {
             Ok(id) => {
                 let ex = store.example(id)?.ok_or_else(|| {
@@ -600,7 +611,7 @@ pub(crate) fn model_report(
         split,
         &eval,
         val,
-        &model.meta.thresholds,
+        &model.calibrated_thresholds(),
     ));
     reports.insert(split, report.clone());
     Ok(report)

@@ -77,7 +77,12 @@ pub(crate) struct Served {
 }
 
 /// Dense or BM25, and the encoder named.
-type RetrievalKey = (bool, Option<String>);
+/// Dense or BM25, the encoder asked for, the ANN search's ef asked for.
+type RetrievalKey = (bool, Option<String>, Option<usize>);
+
+/// Retrievals a server keeps open; one asked for beyond them (another ef, say) is opened for
+/// its request alone.
+const KEPT_RETRIEVALS: usize = 16;
 
 /// Everything a handler reads.
 pub(crate) struct State {
@@ -147,9 +152,15 @@ impl State {
     }
 
     /// The retrieval over the train split, dense (with `encoder`, or the only one) or BM25,
-    /// opened on first use and kept.
-    pub(crate) fn retriever(&self, dense: bool, encoder: Option<&str>) -> Result<Arc<Retriever>> {
-        let key = (dense, encoder.map(str::to_string));
+    /// through the ANN index with `ef` candidates when one is given, opened on first use and
+    /// kept (up to [`KEPT_RETRIEVALS`] of them).
+    pub(crate) fn retriever(
+        &self,
+        dense: bool,
+        encoder: Option<&str>,
+        ef: Option<usize>,
+    ) -> Result<Arc<Retriever>> {
+        let key = (dense, encoder.map(str::to_string), ef);
         if let Some(r) = lock(&self.retrievers).get(&key) {
             return Ok(r.clone());
         }
@@ -158,10 +169,14 @@ impl State {
             &Choice {
                 by: Some(if dense { By::Dense } else { By::Bm25 }),
                 encoder: encoder.map(str::to_string),
+                ef,
                 ..Choice::nearest(10)
             },
         )?);
-        lock(&self.retrievers).insert(key, r.clone());
+        let mut kept = lock(&self.retrievers);
+        if kept.len() < KEPT_RETRIEVALS {
+            kept.insert(key, r.clone());
+        }
         Ok(r)
     }
 

@@ -576,12 +576,12 @@ fn prediction_html(state: &State, model: &str, text: &str, pred: &Predictions) -
     };
     let thresholds = state
         .model(model)
-        .map(|m| m.model.meta.thresholds.per_label)
+        .map(|m| m.model.calibrated_thresholds())
         .unwrap_or([0.5; NUM_EMOTIONS]);
     let _ = write!(
         b,
         r#"<section class="result" id="result"><h2>Labels <span id="labels" data-labels="{names}">{chips}</span></h2>
-<p class="meta">model <a href="/models/{seg}">{model}</a> · bars are probabilities, ticks the model's per-label thresholds (tuned on validation)</p>"#,
+<p class="meta">model <a href="/models/{seg}">{model}</a> · bars are calibrated probabilities, ticks the model's per-label thresholds (tuned on validation)</p>"#,
         names = escape(&labels.to_string()),
         chips = chips(*labels),
         seg = segment(model),
@@ -618,6 +618,18 @@ fn prediction_html(state: &State, model: &str, text: &str, pred: &Predictions) -
         );
     }
     b.push_str("</tbody></table>");
+    if let Some(sets) = pred.sets.first().filter(|s| !s.is_empty()) {
+        b.push_str(r#"<h2>Most probable label sets</h2><table class="list sets" id="sets"><tbody>"#);
+        for (set, q) in sets {
+            let _ = write!(
+                b,
+                r#"<tr data-labels="{names}"><td>{chips}</td><td class="num">{q:.3}</td></tr>"#,
+                names = escape(&set.to_string()),
+                chips = chips(*set),
+            );
+        }
+        b.push_str("</tbody></table>");
+    }
     b.push_str(r#"<h2>Knowledge used</h2>"#);
     let sample = pred.samples.first();
     match pred.mode {
@@ -850,7 +862,39 @@ fn report_html(report: &ModelReport) -> String {
         b.push_str("</div>");
     }
     b.push_str("</section>");
+    let _ = write!(
+        b,
+        r#"<section id="calibration"><h2>Calibration ({split})</h2><p class="note">Expected calibration error {ece:.3} over the eight labels' probabilities (10 bins; {before:.3} before calibration). Each dot is a bin of predictions: its mean probability against how often the label was gold; a calibrated model follows the dashed diagonal.</p><div class="curves">"#,
+        split = report.split,
+        ece = report.calibration.ece,
+        before = report.uncalibrated_ece,
+    );
+    for c in &report.calibration.per_label {
+        b.push_str(&svg::reliability_curve(c));
+    }
+    b.push_str("</div></section>");
     b
+}
+
+/// How a model turns probabilities into labels, in words.
+fn decoding(meta: &crate::model::classifier::Meta) -> String {
+    let calibrated = if meta.calibration.is_some() {
+        "calibrated probabilities (Platt, fitted on validation)"
+    } else {
+        "scores (trained before calibration)"
+    };
+    match &meta.decode {
+        None => format!("per-label thresholds on the scores; shows {calibrated}"),
+        Some(d) => format!(
+            "label sets ({} target, β {}, sets seen at least {} times in training) from {calibrated}",
+            match d.target {
+                crate::model::decode::SetTarget::Exact => "exact-match",
+                crate::model::decode::SetTarget::F1 => "expected-F1",
+            },
+            d.beta,
+            d.min_count
+        ),
+    }
 }
 
 /// `GET /models/{name}?split=`: a model's settings, validation and test metrics, per-label
@@ -890,7 +934,7 @@ pub(crate) async fn model(
         b,
         r#"<h1>Model {name} <span class="kind">{kind}</span></h1>
 <table class="facts"><tr><th>directory</th><td>{dir}</td></tr><tr><th>knowledge</th><td>{mode}</td></tr><tr><th>trained on</th><td>{n_train} examples ({secs:.1} s), thresholds tuned for {obj} on {n_val} validation examples</td></tr>
-<tr><th>thresholds</th><td>{ths}</td></tr></table>"#,
+<tr><th>thresholds</th><td>{ths}</td></tr><tr><th>decoding</th><td>{decode}</td></tr></table>"#,
         name = escape(&served.name),
         kind = served.model.kind().name(),
         dir = escape(&served.model.dir().display().to_string()),
@@ -899,11 +943,15 @@ pub(crate) async fn model(
         secs = meta.train_secs,
         obj = meta.objective,
         n_val = meta.n_val,
-        ths = Emotion::ALL
-            .iter()
-            .map(|e| format!("{} {:.2}", e.name(), meta.thresholds.per_label[e.index()]))
-            .collect::<Vec<_>>()
-            .join(" · "),
+        ths = {
+            let t = served.model.calibrated_thresholds();
+            Emotion::ALL
+                .iter()
+                .map(|e| format!("{} {:.2}", e.name(), t[e.index()]))
+                .collect::<Vec<_>>()
+                .join(" · ")
+        },
+        decode = escape(&decoding(meta)),
     );
     let other = match split {
         Split::Test => Split::Val,

@@ -4,6 +4,7 @@
 use super::escape;
 use crate::labels::{Emotion, LabelSet, NUM_EMOTIONS};
 use crate::metrics::LabelScore;
+use crate::model::calibration::LabelReliability;
 use crate::views::ThresholdCurve;
 use std::fmt::Write;
 
@@ -230,6 +231,62 @@ pub(crate) fn threshold_curve(c: &ThresholdCurve) -> String {
         r##"<polyline points="{pts}" fill="none" stroke="{colour}" stroke-width="2"/><line x1="{tx:.1}" y1="{y0}" x2="{tx:.1}" y2="{yb}" stroke="#222" stroke-dasharray="3 2"/><text x="{mx}" y="{my}" font-size="9" text-anchor="middle" fill="#666">threshold → F1 (validation)</text></svg>"##,
         pts = pts.join(" "),
         yb = y0 + h,
+        mx = x0 + w / 2.0,
+        my = y0 + h + 24.0,
+    );
+    s
+}
+
+/// One label's reliability curve: each non-empty bin's fraction of positives against its mean
+/// probability (dots sized by the bin's share of predictions), beside the diagonal a
+/// calibrated model follows.
+pub(crate) fn reliability_curve(c: &LabelReliability) -> String {
+    let (x0, y0, w, h) = (30.0, 22.0, 190.0, 100.0);
+    let colour = c.label.parse::<Emotion>().map(colour).unwrap_or("#3f7fbf");
+    let total: usize = c.bins.iter().map(|b| b.n).sum::<usize>().max(1);
+    let mut s = format!(
+        r##"<svg class="chart reliability" data-label="{n}" viewBox="0 0 240 150" width="240" height="150" role="img" aria-label="{n}: fraction positive against probability"><text x="{x0}" y="14" font-size="13" fill="#333">{n}  ECE {ece:.3}</text><rect x="{x0}" y="{y0}" width="{w}" height="{h}" fill="none" stroke="#ccc"/><line x1="{x0}" y1="{yb}" x2="{xr}" y2="{y0}" stroke="#bbb" stroke-dasharray="3 2"/>"##,
+        n = escape(&c.label),
+        ece = c.ece,
+        yb = y0 + h,
+        xr = x0 + w,
+    );
+    for v in [0.0, 0.5, 1.0] {
+        let _ = write!(
+            s,
+            r##"<text x="{lx}" y="{ly:.1}" font-size="9" text-anchor="end" fill="#888">{v}</text><text x="{bx:.1}" y="{by}" font-size="9" text-anchor="middle" fill="#888">{v}</text>"##,
+            lx = x0 - 3.0,
+            ly = y0 + h * (1.0 - v) + 3.0,
+            bx = x0 + w * v,
+            by = y0 + h + 11.0,
+        );
+    }
+    let pts: Vec<(f64, f64, f64)> = c
+        .bins
+        .iter()
+        .map(|b| {
+            (
+                x0 + w * b.mean_probability.clamp(0.0, 1.0),
+                y0 + h * (1.0 - b.fraction_positive.clamp(0.0, 1.0)),
+                2.0 + 4.0 * (b.n as f64 / total as f64).sqrt(),
+            )
+        })
+        .collect();
+    let line: Vec<String> = pts.iter().map(|(x, y, _)| format!("{x:.1},{y:.1}")).collect();
+    let _ = write!(
+        s,
+        r##"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="1.5"/>"##,
+        line.join(" ")
+    );
+    for (x, y, r) in pts {
+        let _ = write!(
+            s,
+            r##"<circle cx="{x:.1}" cy="{y:.1}" r="{r:.1}" fill="{colour}"/>"##
+        );
+    }
+    let _ = write!(
+        s,
+        r##"<text x="{mx}" y="{my}" font-size="9" text-anchor="middle" fill="#666">probability → fraction positive</text></svg>"##,
         mx = x0 + w / 2.0,
         my = y0 + h + 24.0,
     );

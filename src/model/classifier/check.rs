@@ -4,6 +4,7 @@
 use super::{frozen, Inner, KindMeta, Meta, Model, MODEL_FORMAT, STACK_DIR, VOCABULARY_FILE};
 use crate::error::{Error, OutPathReason, Overlap, Result};
 use crate::labels::Emotion;
+use crate::model::decode::Candidates;
 use crate::model::finetune::FinetuneModel;
 use crate::model::linear::LinearModel;
 use crate::model::mlp::Mlp;
@@ -100,6 +101,13 @@ fn check_meta(meta: &Meta, path: &Path) -> Result<()> {
                 format!("the threshold of {name} is {t}, outside [0, 1]"),
             ));
         }
+    }
+    if meta.calibration.as_ref().is_some_and(|c| !c.is_valid()) {
+        return Err(edited(
+            path,
+            "\"calibration\" has a slope that is not positive, or a number that is not finite"
+                .to_string(),
+        ));
     }
     if meta.attach.neighbours_k > MAX_K {
         return Err(edited(
@@ -313,6 +321,10 @@ impl Loader {
         } else {
             None
         };
+        let sets = match &meta.decode {
+            Some(d) => Candidates::new(d).map_err(|e| edited(&path, e.to_string()))?,
+            None => Candidates::independent(),
+        };
         Ok(Model {
             meta,
             dir: dir.to_path_buf(),
@@ -321,6 +333,7 @@ impl Loader {
             meta_sha256: meta_sha256(&bytes),
             text,
             pool,
+            sets,
         })
     }
 
@@ -464,6 +477,25 @@ pub(super) fn check_train_paths(
             ));
         }
         loaded.push((canon, model));
+    }
+    // What loading the new ensemble will refuse, refused before it is trained.
+    let depth = 1 + loaded.iter().map(|(_, m)| m.nesting()).max().unwrap_or(0);
+    if depth > MAX_ENSEMBLE_DEPTH {
+        return Err(Error::Setting {
+            name: "members",
+            msg: format!(
+                "the ensemble would nest {depth} deep, and loading refuses ensembles nested more than {MAX_ENSEMBLE_DEPTH} deep"
+            ),
+        });
+    }
+    let dirs = 1 + loaded.iter().map(|(_, m)| m.dirs().len()).sum::<usize>();
+    if dirs > MAX_LOADED_MODELS {
+        return Err(Error::Setting {
+            name: "members",
+            msg: format!(
+                "the ensemble would read {dirs} model directories, and loading refuses an ensemble that reads more than {MAX_LOADED_MODELS} model directories"
+            ),
+        });
     }
     Ok(loaded)
 }

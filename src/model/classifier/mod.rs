@@ -23,6 +23,8 @@ use crate::corpus::Split;
 use crate::error::{Error, Result};
 use crate::labels::{LabelSet, NUM_EMOTIONS};
 use crate::metrics::Report;
+use crate::model::calibration::Calibration;
+use crate::model::decode::{Candidates, SetDecoder};
 use crate::model::finetune::{FinetuneConfig, FinetuneModel};
 use crate::model::linear::{LinearConfig, LinearModel};
 use crate::model::mlp::{Features, Mlp, MlpConfig};
@@ -182,6 +184,15 @@ pub struct Meta {
     /// as given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text_style: Option<TextStyle>,
+    /// Per-label Platt scaling fitted on validation: what [`Model::predict_proba`] reports is
+    /// calibrated by it (absent in models trained before calibration: their scores as they are).
+    /// Thresholds apply to the scores before it, so it never changes a thresholded decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+    /// Label-set decoding (`train --decode sets`), chosen on validation; absent: per-label
+    /// thresholds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode: Option<SetDecoder>,
 }
 
 /// The file of a model directory holding its training text's vocabulary
@@ -202,6 +213,9 @@ pub struct Model {
     text: Option<Arc<Normalizer>>,
     /// Its packed neighbour pool ([`crate::neighbours::packed`]), if it has one.
     pool: Option<Arc<Retriever>>,
+    /// [`Meta::decode`]'s candidate sets, or every non-empty set with labels independent
+    /// (for [`Model::top_sets`] of a model that thresholds).
+    sets: Candidates,
 }
 
 enum Inner {
@@ -210,6 +224,16 @@ enum Inner {
     Knn,
     Finetune(Box<FinetuneModel>),
     Ensemble(Vec<Model>),
+}
+
+/// What [`Model::decide`] gives.
+pub struct Decided {
+    /// Scores before calibration (what thresholds apply to).
+    pub scores: Vec<Probs>,
+    /// Calibrated probabilities.
+    pub probs: Vec<Probs>,
+    /// The label sets.
+    pub labels: Vec<LabelSet>,
 }
 
 /// Where a stacked frozen model keeps its linear model.
@@ -321,6 +345,15 @@ impl Model {
         out
     }
 
+    /// How many ensembles deep this model nests (0: not an ensemble; 1: an ensemble of single
+    /// models).
+    pub fn nesting(&self) -> usize {
+        match &self.inner {
+            Inner::Ensemble(members) => 1 + members.iter().map(Model::nesting).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
     /// The single models this model consists of, depth first (itself when not an ensemble).
     pub fn leaves(&self) -> Vec<&Model> {
         match &self.inner {
@@ -408,16 +441,17 @@ impl Model {
             )));
         }
         let mut rest = inputs;
-        self.predict_from(&mut rest)
+        Ok(self.calibrate(&self.scores_from(&mut rest)?))
     }
 
-    /// Takes this model's sample lists from the front of `inputs`.
-    fn predict_from(&self, inputs: &mut &[Vec<Sample>]) -> Result<Vec<Probs>> {
+    /// Takes this model's sample lists from the front of `inputs`: its scores before its own
+    /// calibration (an ensemble's: the average of its members' calibrated probabilities).
+    fn scores_from(&self, inputs: &mut &[Vec<Sample>]) -> Result<Vec<Probs>> {
         if let Inner::Ensemble(members) = &self.inner {
             let mut all = Vec::with_capacity(members.len());
             let mut rows = 0;
             for m in members {
-                let p = m.predict_from(inputs)?;
+                let p = m.calibrate(&m.scores_from(inputs)?);
                 rows = p.len();
                 all.push(p);
             }
@@ -454,11 +488,59 @@ impl Model {
         }
     }
 
-    /// Label sets with the model's thresholds.
+    /// Calibrated probabilities and label sets: by the model's set decoder, or by its
+    /// thresholds (which apply to the scores before calibration).
     pub fn predict(&self, inputs: &[Vec<Sample>]) -> Result<(Vec<Probs>, Vec<LabelSet>)> {
-        let p = self.predict_proba(inputs)?;
-        let l = self.meta.thresholds.apply(&p);
-        Ok((p, l))
+        let d = self.decide(inputs)?;
+        Ok((d.probs, d.labels))
+    }
+
+    /// [`Model::predict`] with the scores before calibration.
+    pub fn decide(&self, inputs: &[Vec<Sample>]) -> Result<Decided> {
+        let want = self.leaves().len();
+        if inputs.len() != want {
+            return Err(Error::Model(format!(
+                "{}: {} sample lists for {want} model(s)",
+                self.dir.display(),
+                inputs.len()
+            )));
+        }
+        let mut rest = inputs;
+        let scores = self.scores_from(&mut rest)?;
+        let probs = self.calibrate(&scores);
+        let labels = match &self.meta.decode {
+            Some(_) => probs.iter().map(|p| self.sets.decode(p)).collect(),
+            None => self.meta.thresholds.apply(&scores),
+        };
+        Ok(Decided {
+            scores,
+            probs,
+            labels,
+        })
+    }
+
+    /// Calibrated probabilities (the scores themselves for a model without calibration).
+    fn calibrate(&self, scores: &[Probs]) -> Vec<Probs> {
+        match &self.meta.calibration {
+            Some(c) => c.apply(scores),
+            None => scores.to_vec(),
+        }
+    }
+
+    /// The `n` most probable label sets of one row of calibrated probabilities, with their
+    /// probabilities: under the model's set decoder, or with labels independent.
+    pub fn top_sets(&self, probs: &Probs, n: usize) -> Vec<(LabelSet, f64)> {
+        self.sets.top(probs, n)
+    }
+
+    /// The thresholds as calibrated probabilities (where a thresholded label's calibrated
+    /// probability crosses its threshold), for display beside [`Model::predict_proba`].
+    pub fn calibrated_thresholds(&self) -> [f32; NUM_EMOTIONS] {
+        let t = &self.meta.thresholds.per_label;
+        match &self.meta.calibration {
+            Some(c) => std::array::from_fn(|j| c.apply_label(j, t[j])),
+            None => *t,
+        }
     }
 
     /// For each sample, whether its text has nothing the model knows: no n-gram of a linear

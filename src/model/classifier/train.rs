@@ -17,6 +17,8 @@ use crate::model::linear::{ContextInput, LinearConfig, LinearModel};
 use crate::model::mlp::MlpConfig;
 use crate::model::modeldir::{self, Staging};
 use crate::model::sample::{knn_vote, AttachSpec, Needs, Probs, Sample};
+use crate::model::calibration::Calibration;
+use crate::model::decode::{count_sets, Candidates, SetDecoder, SetTarget};
 use crate::model::thresholds::{self, Objective, Thresholds};
 use crate::neighbours::PackedPool;
 use crate::spec::{EncoderInfo, NeighbourSpec};
@@ -70,8 +72,11 @@ pub struct TrainConfig {
     pub kind: KindConfig,
     /// Knowledge to attach (with the neighbours' spec filled in when neighbours are attached).
     pub attach: AttachSpec,
-    /// Threshold objective.
+    /// Threshold objective (with `decode_sets`: exact match chooses the most probable set,
+    /// micro or macro the set of highest expected F1).
     pub objective: Objective,
+    /// Decode label sets ([`crate::model::decode`]) instead of thresholding each label.
+    pub decode_sets: bool,
     /// Seed of subsets, initialisation and shuffling.
     pub seed: u64,
 }
@@ -276,6 +281,8 @@ pub fn train(
         created_at: crate::spec::now_secs(),
         files: None,
         text_style: text.as_ref().map(|n| n.style().clone()),
+        calibration: None,
+        decode: None,
     };
     let val_probs = match &cfg.kind {
         KindConfig::Linear(linear) => train_linear(linear, &train_s, &val_s, &out, progress)?,
@@ -304,8 +311,26 @@ pub fn train(
             probs
         }
     };
-    meta.thresholds = thresholds::tune(&val_probs, &gold(&val_s), cfg.objective);
-    meta.val = metrics::evaluate(&gold(&val_s), &meta.thresholds.apply(&val_probs));
+    // Thresholds on the scores as they are; calibration fitted on the same validation rows
+    // (it never changes a thresholded decision); set decoding on the calibrated probabilities.
+    let val_gold = gold(&val_s);
+    meta.thresholds = thresholds::tune(&val_probs, &val_gold, cfg.objective);
+    let calibration = Calibration::fit(&val_probs, &val_gold);
+    let val_pred = if cfg.decode_sets {
+        let target = match cfg.objective {
+            Objective::Exact => SetTarget::Exact,
+            Objective::Micro | Objective::Macro => SetTarget::F1,
+        };
+        let calibrated = calibration.apply(&val_probs);
+        let d = SetDecoder::choose(target, count_sets(&gold(&train_s)), &calibrated, &val_gold)?;
+        let c = Candidates::new(&d)?;
+        meta.decode = Some(d);
+        calibrated.iter().map(|p| c.decode(p)).collect()
+    } else {
+        meta.thresholds.apply(&val_probs)
+    };
+    meta.calibration = Some(calibration);
+    meta.val = metrics::evaluate(&val_gold, &val_pred);
     meta.train_secs = t0.elapsed().as_secs_f64();
     if let Some(n) = &text {
         n.vocabulary().write(&out.join(super::VOCABULARY_FILE))?;

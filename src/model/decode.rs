@@ -1,0 +1,428 @@
+//! Label-set decoding: choosing a whole label set from the eight calibrated probabilities and
+//! how labels co-occur in training, instead of eight independent threshold decisions.
+//!
+//! The probability of a set `S` given a sentence is modelled as
+//!
+//! ```text
+//! P(S | x) ∝ Π_j q_j^[j∈S] (1 − q_j)^[j∉S] · (P_train(S) / Π_j π_j^[j∈S] (1 − π_j)^[j∉S])^β
+//! ```
+//!
+//! over the non-empty sets seen at least `min_count` times in training (every non-empty set
+//! when 0): `q` are the calibrated probabilities, `P_train(S)` the set's frequency among the
+//! training labels (shrunk towards the independent labels' by one pseudo-observation, so a set
+//! never seen is penalized, never favoured) and `π_j` each label's. The second factor is how much more often
+//! a set occurs than independent labels would make it (Love with Joy, Anxiety with Sorrow);
+//! `β` (0: labels independent) and `min_count` are chosen on validation. The decoded set
+//! maximizes the chosen target's expected value under that distribution: exact match (the most
+//! probable set) or F1 (`Σ_Y P(Y | x) · F1(S, Y)`). The empty set is never a candidate: every
+//! sentence of the corpus carries an emotion.
+
+use crate::error::{Error, Result};
+use crate::labels::{LabelSet, NUM_EMOTIONS};
+use crate::metrics;
+use crate::model::sample::Probs;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What a decoded set maximizes in expectation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SetTarget {
+    /// Exact match: the most probable set.
+    Exact,
+    /// F1 between the set and the gold set.
+    F1,
+}
+
+/// How a model turns probabilities into label sets, as `meta.json` records it when it decodes
+/// sets (absent: per-label thresholds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetDecoder {
+    /// What the chosen set maximizes in expectation.
+    pub target: SetTarget,
+    /// Weight of the co-occurrence correction (0: labels independent).
+    pub beta: f32,
+    /// Sets seen fewer times in training are never chosen (0: every non-empty set).
+    pub min_count: u32,
+    /// How often each label set occurs among the training labels (`"Love,Joy"` → count).
+    pub train_sets: BTreeMap<String, u32>,
+}
+
+/// Smoothing added to every label's training count.
+const ALPHA: f64 = 0.5;
+/// Pseudo-observations of independent labels mixed into the training set frequencies.
+const PSEUDO_SETS: f64 = 1.0;
+/// Probabilities are clipped to [EPS, 1 − EPS] before their logarithm is taken.
+const EPS: f64 = 1e-6;
+/// Every non-empty set.
+const ALL_SETS: u16 = (1 << NUM_EMOTIONS) - 1;
+
+/// The values of β and of the minimum count tried on validation.
+const BETAS: [f32; 6] = [0.0, 0.25, 0.5, 0.75, 1.0, 1.5];
+const MIN_COUNTS: [u32; 5] = [0, 1, 2, 5, 10];
+
+/// The training label sets counted (`"Love,Joy"` → count), for [`SetDecoder::train_sets`].
+pub fn count_sets(gold: &[LabelSet]) -> BTreeMap<String, u32> {
+    let mut out = BTreeMap::new();
+    for g in gold.iter().filter(|g| !g.is_empty()) {
+        *out.entry(g.to_string()).or_insert(0) += 1;
+    }
+    out
+}
+
+impl SetDecoder {
+    /// The decoder for `target` whose β and minimum count give the best validation score
+    /// (exact match for [`SetTarget::Exact`], micro-F1 for [`SetTarget::F1`]) on `probs`
+    /// (calibrated validation probabilities) against `gold`; the first best on ties (smaller
+    /// β, then smaller minimum count).
+    pub fn choose(
+        target: SetTarget,
+        train_sets: BTreeMap<String, u32>,
+        probs: &[Probs],
+        gold: &[LabelSet],
+    ) -> Result<SetDecoder> {
+        let mut best: Option<(f64, SetDecoder)> = None;
+        for beta in BETAS {
+            for min_count in MIN_COUNTS {
+                let d = SetDecoder {
+                    target,
+                    beta,
+                    min_count,
+                    train_sets: train_sets.clone(),
+                };
+                let c = Candidates::new(&d)?;
+                if c.sets.is_empty() {
+                    continue;
+                }
+                let pred: Vec<LabelSet> = probs.iter().map(|p| c.decode(p)).collect();
+                let r = metrics::evaluate(gold, &pred);
+                let score = match target {
+                    SetTarget::Exact => r.exact_match,
+                    SetTarget::F1 => r.micro_f1,
+                };
+                if best.as_ref().is_none_or(|(s, _)| score > *s + 1e-12) {
+                    best = Some((score, d));
+                }
+            }
+        }
+        best.map(|(_, d)| d)
+            .ok_or_else(|| Error::Model("no label set seen in training to decode into".into()))
+    }
+}
+
+/// A [`SetDecoder`] ready to decode: its candidate sets with their prior correction.
+#[derive(Debug, Clone)]
+pub struct Candidates {
+    target: SetTarget,
+    /// Candidate sets (bits).
+    sets: Vec<u8>,
+    /// β × the log co-occurrence correction of each.
+    prior: Vec<f64>,
+}
+
+impl Candidates {
+    /// Checks `d` (known label names, no empty set) and computes its candidates.
+    pub fn new(d: &SetDecoder) -> Result<Candidates> {
+        let mut counts = [0u32; 1 << NUM_EMOTIONS];
+        for (names, &n) in &d.train_sets {
+            let set = LabelSet::parse_list(names).map_err(|e| {
+                Error::Model(format!("decode: training set {names:?}: {e}"))
+            })?;
+            if set.is_empty() {
+                return Err(Error::Model("decode: an empty training label set".into()));
+            }
+            counts[usize::from(set.0)] = counts[usize::from(set.0)].saturating_add(n);
+        }
+        if !(d.beta.is_finite() && d.beta >= 0.0) {
+            return Err(Error::Model(format!("decode: beta {} is not ≥ 0", d.beta)));
+        }
+        let total: f64 = counts.iter().map(|&c| f64::from(c)).sum();
+        let marginal: [f64; NUM_EMOTIONS] = std::array::from_fn(|j| {
+            let with: f64 = (1..=ALL_SETS as usize)
+                .filter(|s| s >> j & 1 == 1)
+                .map(|s| f64::from(counts[s]))
+                .sum();
+            (with + ALPHA) / (total + 2.0 * ALPHA)
+        });
+        let mut sets = Vec::new();
+        let mut prior = Vec::new();
+        for s in 1..=ALL_SETS {
+            let c = counts[usize::from(s)];
+            if c < d.min_count {
+                continue;
+            }
+            let independent: f64 = (0..NUM_EMOTIONS)
+                .map(|j| {
+                    if s >> j & 1 == 1 {
+                        marginal[j]
+                    } else {
+                        1.0 - marginal[j]
+                    }
+                })
+                .product();
+            // The set's frequency, shrunk towards what independent labels would give it by
+            // PSEUDO_SETS pseudo-observations: a set never seen is less likely than
+            // independence says, never more.
+            let freq = (f64::from(c) + PSEUDO_SETS * independent) / (total + PSEUDO_SETS);
+            sets.push(s as u8);
+            prior.push(f64::from(d.beta) * (freq.ln() - independent.ln()));
+        }
+        Ok(Candidates {
+            target: d.target,
+            sets,
+            prior,
+        })
+    }
+
+    /// The candidate sets with their probabilities for one row (summing to 1), in candidate
+    /// order.
+    fn distribution(&self, p: &Probs) -> Vec<f64> {
+        let lp: [f64; NUM_EMOTIONS] =
+            std::array::from_fn(|j| f64::from(p[j]).clamp(EPS, 1.0 - EPS).ln());
+        let lq: [f64; NUM_EMOTIONS] =
+            std::array::from_fn(|j| (1.0 - f64::from(p[j]).clamp(EPS, 1.0 - EPS)).ln());
+        let scores: Vec<f64> = self
+            .sets
+            .iter()
+            .zip(&self.prior)
+            .map(|(&s, &prior)| {
+                prior
+                    + (0..NUM_EMOTIONS)
+                        .map(|j| if s >> j & 1 == 1 { lp[j] } else { lq[j] })
+                        .sum::<f64>()
+            })
+            .collect();
+        let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let w: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+        let z: f64 = w.iter().sum();
+        w.into_iter().map(|x| x / z).collect()
+    }
+
+    /// The set for one row of calibrated probabilities (the first best on ties, in
+    /// candidate order).
+    pub fn decode(&self, p: &Probs) -> LabelSet {
+        let dist = self.distribution(p);
+        let value: Vec<f64> = match self.target {
+            SetTarget::Exact => dist.clone(),
+            SetTarget::F1 => self
+                .sets
+                .iter()
+                .map(|&s| {
+                    self.sets
+                        .iter()
+                        .zip(&dist)
+                        .map(|(&y, &py)| py * f1(s, y))
+                        .sum()
+                })
+                .collect(),
+        };
+        let mut best = 0;
+        for i in 1..value.len() {
+            if value[i] > value[best] {
+                best = i;
+            }
+        }
+        LabelSet(self.sets.get(best).copied().unwrap_or(0))
+    }
+
+    /// The `n` most probable sets for one row, with their probabilities, most probable first.
+    pub fn top(&self, p: &Probs, n: usize) -> Vec<(LabelSet, f64)> {
+        let mut all: Vec<(LabelSet, f64)> = self
+            .sets
+            .iter()
+            .zip(self.distribution(p))
+            .map(|(&s, q)| (LabelSet(s), q))
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1));
+        all.truncate(n);
+        all
+    }
+
+    /// Every non-empty set, labels independent (what a model that decodes by thresholds
+    /// reports as its most probable sets).
+    pub fn independent() -> Candidates {
+        Candidates {
+            target: SetTarget::Exact,
+            sets: (1..=ALL_SETS).map(|s| s as u8).collect(),
+            prior: vec![0.0; usize::from(ALL_SETS)],
+        }
+    }
+}
+
+/// F1 between two non-empty sets (bits).
+fn f1(s: u8, y: u8) -> f64 {
+    let both = (s & y).count_ones();
+    2.0 * f64::from(both) / f64::from(s.count_ones() + y.count_ones())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    struct Rng(u64);
+    impl Rng {
+        fn f(&mut self) -> f32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 40) as f32 / (1u64 << 24) as f32
+        }
+    }
+
+    fn random_train_sets(rng: &mut Rng) -> BTreeMap<String, u32> {
+        let mut out = BTreeMap::new();
+        for _ in 0..60 {
+            let s = 1 + (rng.f() * 254.0) as u8;
+            *out.entry(LabelSet(s).to_string()).or_insert(0) += 1 + (rng.f() * 20.0) as u32;
+        }
+        out
+    }
+
+    /// The brute-force reference: every non-empty set scored as a plain product in f64 (no
+    /// logarithms), the prior correction recomputed from the counts.
+    fn brute_force(d: &SetDecoder, p: &Probs) -> LabelSet {
+        let mut counts = [0f64; 256];
+        for (names, &n) in &d.train_sets {
+            counts[usize::from(LabelSet::parse_list(names).unwrap().0)] += f64::from(n);
+        }
+        let total: f64 = counts.iter().sum();
+        let pi: Vec<f64> = (0..8)
+            .map(|j| {
+                let w: f64 = (1..256).filter(|s| s >> j & 1 == 1).map(|s| counts[s]).sum();
+                (w + 0.5) / (total + 1.0)
+            })
+            .collect();
+        let prob = |s: usize| -> f64 {
+            let mut v = 1.0;
+            let mut indep = 1.0;
+            for j in 0..8 {
+                let q = f64::from(p[j]).clamp(1e-6, 1.0 - 1e-6);
+                if s >> j & 1 == 1 {
+                    v *= q;
+                    indep *= pi[j];
+                } else {
+                    v *= 1.0 - q;
+                    indep *= 1.0 - pi[j];
+                }
+            }
+            let freq = (counts[s] + indep) / (total + 1.0);
+            v * (freq / indep).powf(f64::from(d.beta))
+        };
+        let allowed: Vec<usize> = (1..256)
+            .filter(|&s| counts[s] >= f64::from(d.min_count))
+            .collect();
+        let value = |s: usize| -> f64 {
+            match d.target {
+                SetTarget::Exact => prob(s),
+                SetTarget::F1 => allowed
+                    .iter()
+                    .map(|&y| {
+                        let both = (s & y).count_ones() as f64;
+                        prob(y) * 2.0 * both / f64::from(s.count_ones() + y.count_ones())
+                    })
+                    .sum(),
+            }
+        };
+        let best = allowed
+            .iter()
+            .copied()
+            .max_by(|&a, &b| value(a).total_cmp(&value(b)).then(b.cmp(&a)))
+            .unwrap();
+        LabelSet(best as u8)
+    }
+
+    #[test]
+    fn decoding_is_the_brute_force_argmax_over_all_non_empty_sets() {
+        let mut rng = Rng(0x5EED_0026);
+        for round in 0..400 {
+            let d = SetDecoder {
+                target: if round % 2 == 0 { SetTarget::Exact } else { SetTarget::F1 },
+                beta: [0.0, 0.5, 1.0, 1.5][round % 4],
+                min_count: [0, 0, 3][round % 3],
+                train_sets: random_train_sets(&mut rng),
+            };
+            let c = Candidates::new(&d).unwrap();
+            for _ in 0..20 {
+                let p: Probs = std::array::from_fn(|_| rng.f());
+                let got = c.decode(&p);
+                assert!(!got.is_empty());
+                assert_eq!(got, brute_force(&d, &p), "{d:?} {p:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn independent_labels_give_the_most_probable_set_of_the_probabilities() {
+        let c = Candidates::independent();
+        // Love .9, Joy .6, the rest low: {Love, Joy}.
+        let p = [0.9, 0.6, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1];
+        assert_eq!(c.decode(&p).to_string(), "Love,Joy");
+        // All low: never empty, the single most probable label.
+        let p = [0.1, 0.2, 0.3, 0.1, 0.1, 0.1, 0.1, 0.1];
+        assert_eq!(c.decode(&p).to_string(), "Anxiety");
+        let top = c.top(&p, 3);
+        assert_eq!(top.len(), 3);
+        assert!(top[0].1 >= top[1].1 && top[1].1 >= top[2].1);
+        assert_eq!(top[0].0.to_string(), "Anxiety");
+    }
+
+    #[test]
+    fn co_occurrence_pulls_towards_sets_seen_in_training() {
+        // Love and Joy always together in training; each at .55 alone is a coin toss.
+        let train = count_sets(&[LabelSet::parse_list("Love,Joy").unwrap(); 50]);
+        let p = [0.55, 0.45, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05];
+        let independent = SetDecoder {
+            target: SetTarget::Exact,
+            beta: 0.0,
+            min_count: 0,
+            train_sets: train.clone(),
+        };
+        assert_eq!(Candidates::new(&independent).unwrap().decode(&p).to_string(), "Love");
+        let joint = SetDecoder {
+            beta: 1.0,
+            ..independent
+        };
+        assert_eq!(Candidates::new(&joint).unwrap().decode(&p).to_string(), "Love,Joy");
+        let only_seen = SetDecoder {
+            min_count: 1,
+            beta: 0.0,
+            ..joint
+        };
+        assert_eq!(Candidates::new(&only_seen).unwrap().decode(&p).to_string(), "Love,Joy");
+    }
+
+    #[test]
+    fn a_decoder_with_unknown_labels_or_an_empty_set_is_refused() {
+        let mut sets = BTreeMap::new();
+        sets.insert("Happy".to_string(), 3);
+        let d = SetDecoder {
+            target: SetTarget::Exact,
+            beta: 0.0,
+            min_count: 0,
+            train_sets: sets,
+        };
+        assert!(Candidates::new(&d).is_err());
+        let d = SetDecoder {
+            beta: f32::NAN,
+            train_sets: count_sets(&[LabelSet(1)]),
+            ..d
+        };
+        assert!(Candidates::new(&d).is_err());
+    }
+
+    #[test]
+    fn choose_picks_on_validation_and_never_an_empty_set() {
+        let gold: Vec<LabelSet> = (0..200)
+            .map(|i| LabelSet(if i % 2 == 0 { 0b11 } else { 0b100 }))
+            .collect();
+        let probs: Vec<Probs> = gold
+            .iter()
+            .map(|g| std::array::from_fn(|j| if g.0 >> j & 1 == 1 { 0.45 } else { 0.05 }))
+            .collect();
+        let d = SetDecoder::choose(SetTarget::Exact, count_sets(&gold), &probs, &gold).unwrap();
+        let c = Candidates::new(&d).unwrap();
+        let pred: Vec<LabelSet> = probs.iter().map(|p| c.decode(p)).collect();
+        assert_eq!(pred, gold, "{d:?}");
+    }
+}
