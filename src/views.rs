@@ -8,7 +8,7 @@
 //! This module sits on top of the flow (it reads the store, builds samples and runs models)
 //! and nothing in the flow imports it.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::labels::{Emotion, LabelSet, NUM_EMOTIONS};
 use crate::metrics::{self, Report};
 use crate::model::classifier::{Meta, Model};
@@ -20,6 +20,7 @@ use crate::samples::{SampleBuilder, TextPlace};
 use crate::store::records::{Example, ExampleId, Knowledge, KnowledgeKind, Missing, Split};
 use crate::store::{Entry, QueryHit, QuerySpec, Store};
 use serde::Serialize;
+use std::path::Path;
 
 /// [`Store::query`], keeping only the knowledge of the spec's source when it names one (the
 /// hits of `query --json` and `GET /api/query`).
@@ -444,8 +445,10 @@ impl Predictions {
 pub struct Evaluation {
     /// Gold labels, in sample order.
     pub gold: Vec<LabelSet>,
-    /// Probabilities.
+    /// Probabilities (calibrated).
     pub probs: Vec<Probs>,
+    /// Scores before calibration.
+    pub scores: Vec<Probs>,
     /// Predicted labels (thresholded, or the decoded set).
     pub pred: Vec<LabelSet>,
     /// The metrics (`eval --json`).
@@ -455,6 +458,44 @@ pub struct Evaluation {
     /// The pooled ECE of the scores before calibration (the same as `calibration`'s for a
     /// model without one).
     pub uncalibrated_ece: f64,
+}
+
+/// Writes `eval`'s per-example predictions to `path` as JSON Lines (`id` where given, `gold`,
+/// `labels`, `probabilities`, `scores`), through a temporary file renamed into place; an
+/// existing `path` is refused.
+pub fn write_predictions(path: &Path, ids: &[Option<u64>], ev: &Evaluation) -> Result<()> {
+    use std::io::Write;
+    if path.exists() {
+        return Err(Error::Invalid(format!(
+            "{} exists: give --predictions a new file",
+            path.display()
+        )));
+    }
+    let by_name = |p: &Probs| -> serde_json::Map<String, serde_json::Value> {
+        Emotion::ALL
+            .iter()
+            .map(|e| (e.name().to_string(), serde_json::json!(p[e.index()])))
+            .collect()
+    };
+    let tmp = path.with_extension("jsonl.tmp");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
+    for i in 0..ev.gold.len() {
+        let mut v = serde_json::json!({
+            "gold": ev.gold[i],
+            "labels": ev.pred[i],
+            "probabilities": by_name(&ev.probs[i]),
+            "scores": by_name(&ev.scores[i]),
+        });
+        if let Some(Some(id)) = ids.get(i) {
+            v["id"] = serde_json::json!(id);
+        }
+        writeln!(out, "{v}").map_err(|e| Error::io(&tmp, e))?;
+    }
+    out.into_inner()
+        .map_err(|e| Error::io(&tmp, e.into_error()))?
+        .sync_all()
+        .map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 /// Predicts and scores `inputs` (one sample list per single model, as
@@ -471,6 +512,7 @@ pub fn evaluate(model: &Model, inputs: &[Vec<Sample>]) -> Result<Evaluation> {
         uncalibrated_ece: reliability(&d.scores, &gold).ece,
         gold,
         probs: d.probs,
+        scores: d.scores,
         pred: d.labels,
         report,
     })

@@ -231,13 +231,20 @@ fn frozen_context_predicts_documents_and_joins_ensembles() {
     let e_within = predict(&env, "ens", DOC, true);
     assert_eq!(e_within[1]["context"]["before"], "今天 传来 好消息 7");
     assert_ne!(e_within[1]["probabilities"], e_alone[0]["probabilities"]);
-    // The average of its members' probabilities, each with its context.
+    // Before its own calibration: the average of its members' (calibrated) probabilities,
+    // each with its context.
+    crate::util::copy_dir(&env.path("ens"), &env.path("ens_raw"));
+    let path = env.path("ens_raw/meta.json");
+    let mut j: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    j.as_object_mut().unwrap().remove("calibration");
+    std::fs::write(&path, serde_json::to_vec(&j).unwrap()).unwrap();
+    let raw_within = predict(&env, "ens_raw", DOC, true);
     let lin = predict(&env, "lin", DOC, true);
     for (i, name) in ["Love", "Joy", "Sorrow"].iter().enumerate() {
         let avg = (lin[1]["probabilities"][name].as_f64().unwrap()
             + within[1]["probabilities"][name].as_f64().unwrap())
             / 2.0;
-        let got = e_within[1]["probabilities"][name].as_f64().unwrap();
+        let got = raw_within[1]["probabilities"][name].as_f64().unwrap();
         assert!((avg - got).abs() < 1e-5, "{i} {name}: {avg} vs {got}");
     }
 

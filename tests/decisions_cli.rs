@@ -22,7 +22,7 @@ fn corpus() -> String {
         x ^= x >> 7;
         x ^= x << 17;
         let (w, l) = patterns[i % patterns.len()];
-        let noise = if x % 5 == 0 {
+        let noise = if x.is_multiple_of(5) {
             patterns[(x as usize / 5) % patterns.len()].0.split(' ').next().unwrap_or("")
         } else {
             ""

@@ -184,10 +184,6 @@ fn serve_api_answers_with_the_cli_documents() {
         .run(&["--json", "similar", "--id", "5", "-k", "3"])
         .ok()
         .json();
-    let similar_ef = env
-        .run(&["--json", "similar", "--id", "5", "-k", "3", "--ef", "500"])
-        .ok()
-        .json();
     let predict = env
         .run(&["--json", "predict", "--model", m, "担心 考试 明天"])
         .ok()
@@ -225,7 +221,6 @@ fn serve_api_answers_with_the_cli_documents() {
         query
     );
     assert_eq!(server.json("/api/similar?id=5&k=3"), similar);
-    assert_eq!(server.json("/api/similar?id=5&k=3&ef=500"), similar_ef);
 
     // An example: `show --json`'s document, with neighbours and context.
     let ex = server.json("/api/examples/2");
@@ -299,7 +294,15 @@ fn serve_api_answers_with_the_cli_documents() {
         let curves = r["threshold_curves"].as_array().unwrap();
         assert_eq!(curves.len(), 8);
         for (i, c) in curves.iter().enumerate() {
-            assert_eq!(c["threshold"], meta["thresholds"]["per_label"][i]);
+            // The threshold as a calibrated probability, σ(a·logit t + b), like the curve.
+            let t = meta["thresholds"]["per_label"][i].as_f64().unwrap();
+            let (a, b) = (
+                meta["calibration"]["a"][i].as_f64().unwrap(),
+                meta["calibration"]["b"][i].as_f64().unwrap(),
+            );
+            let want = 1.0 / (1.0 + (-(a * (t / (1.0 - t)).ln() + b)).exp());
+            let got = c["threshold"].as_f64().unwrap();
+            assert!((got - want).abs() < 1e-5, "{path}: {got} vs {want}");
             assert_eq!(c["points"].as_array().unwrap().len(), 99);
         }
     }

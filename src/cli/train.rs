@@ -330,6 +330,12 @@ pub struct EvalArgs {
         conflicts_with_all = ["file", "source"]
     )]
     ids: Option<(u64, u64)>,
+
+    /// Also write each example's prediction to FILE as JSON Lines: `id` (stored examples),
+    /// `gold`, `labels`, `probabilities` (calibrated) and `scores` (before calibration), for
+    /// error analysis. An existing FILE is not overwritten.
+    #[arg(long, value_name = "FILE", conflicts_with = "source")]
+    predictions: Option<PathBuf>,
 }
 
 /// `FIRST-LAST` (inclusive, FIRST <= LAST).
@@ -889,6 +895,13 @@ pub fn run_eval(a: EvalArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let pb = output::spinner(&format!("predicting {n} examples"), ctx.quiet);
     let ev = views::evaluate(&model, &inputs)?;
     pb.finish_and_clear();
+    if let Some(path) = &a.predictions {
+        let ids: Vec<Option<u64>> = match &a.file {
+            Some(_) => vec![None; n],
+            None => inputs.first().map_or_else(Vec::new, |s| s.iter().map(|s| Some(s.id)).collect()),
+        };
+        views::write_predictions(path, &ids, &ev)?;
+    }
     if ctx.json {
         #[derive(serde::Serialize)]
         struct Out<'a> {

@@ -66,8 +66,8 @@ pub const MAX_EF: usize = 4096;
 /// Candidates kept while searching (`ef`) an index of `rows` vectors when none is asked for.
 /// The recall of an HNSW walk at a fixed ef falls as the graph grows: at 26,000 m3e-small
 /// vectors ef 80 finds recall@10 .98 at p50 ≤ 0.3 ms (`emoknow bench similar`), while at
-/// 1,000,000 synthetic vectors it fell to .95 in one build of three (`emoknow bench scale`,
-/// three builds; README has the recall/latency table).
+/// 1,000,000 synthetic vectors it gave .95–.965 over four builds and ef 128 .981–.994 over
+/// three (`emoknow bench scale`; README has the recall/latency table).
 pub fn default_ef(rows: usize) -> usize {
     if rows <= SMALL_INDEX_ROWS {
         AnnParams::default().expansion_search
