@@ -78,8 +78,17 @@ class Model:
         texts: Sequence[str],
         documents: Optional[Sequence[Optional[str]]] = None,
     ) -> list:
-        """The label sets (the model's per-label thresholds applied): a list of names per text."""
+        """The label sets (by the model's thresholds, or its set decoder): a list of names per
+        text."""
         return self._inner.labels(_texts(texts), _documents(documents))
+
+    def predict_labels(
+        self,
+        texts: Sequence[str],
+        documents: Optional[Sequence[Optional[str]]] = None,
+    ) -> tuple:
+        """`predict` and `labels` in one pass: (float32 array n × labels, label sets)."""
+        return self._inner.predict_labels(_texts(texts), _documents(documents))
 
     def predict_json(
         self,
@@ -98,7 +107,7 @@ class Model:
 
     @property
     def thresholds(self) -> np.ndarray:
-        """Per-label thresholds (float32), tuned on validation."""
+        """Per-label thresholds (float32), tuned on validation, as calibrated probabilities."""
         return self._inner.thresholds
 
     @property

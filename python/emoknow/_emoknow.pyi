@@ -1,6 +1,6 @@
 """Type stubs of the compiled extension (the public API is emoknow/__init__.py)."""
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +18,9 @@ class Model:
     def labels(
         self, texts: List[str], documents: Optional[List[Optional[str]]] = None
     ) -> List[List[str]]: ...
+    def predict_labels(
+        self, texts: List[str], documents: Optional[List[Optional[str]]] = None
+    ) -> Tuple[npt.NDArray[np.float32], List[List[str]]]: ...
     def predict_json(
         self,
         texts: List[str],

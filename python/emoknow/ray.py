@@ -41,17 +41,12 @@ class Predictor:
         documents = None
         if self.document_column is not None:
             documents = [None if d is None else str(d) for d in batch[self.document_column]]
-        probs = self.model.predict(texts, documents)
+        # One pass: the probabilities and the label sets the model decides (by its thresholds
+        # or its set decoder), as `emoknow predict` gives them.
+        probs, sets = self.model.predict_labels(texts, documents)
         cols = self.keep if self.keep is not None else [c for c in batch.columns]
         out = pd.DataFrame({c: batch[c].values for c in cols})
         for i, name in enumerate(self.model.label_names):
             out[f"p.{name}"] = probs[:, i]
-        t = self.model.thresholds
-        names = self.model.label_names
-        sets = []
-        for row in probs:
-            chosen = [n for n, p, th in zip(names, row, t) if p >= th]
-            # Every sentence carries an emotion: the most probable one when none passes.
-            sets.append(chosen or [names[int(row.argmax())]])
         out["labels.predicted"] = sets
         return out

@@ -101,7 +101,28 @@ impl PyModel {
         PyArray2::from_vec2(py, &rows).map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
-    /// The label sets (the model's thresholds applied), one list of names per text.
+    /// `predict` and `labels` in one pass: the probabilities and the label sets.
+    #[pyo3(signature = (texts, documents=None))]
+    #[allow(clippy::type_complexity)]
+    fn predict_labels<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<String>,
+        documents: Option<Vec<Option<String>>>,
+    ) -> PyResult<(Bound<'py, PyArray2<f32>>, Vec<Vec<String>>)> {
+        let pred = py.detach(|| self.run(&texts, documents))?;
+        let labels = pred.labels.iter().map(names).collect();
+        let rows: Vec<Vec<f32>> = pred.probs.iter().map(|p| p.to_vec()).collect();
+        let probs = if rows.is_empty() {
+            PyArray2::zeros(py, [0, NUM_EMOTIONS], false)
+        } else {
+            PyArray2::from_vec2(py, &rows).map_err(|e| PyValueError::new_err(e.to_string()))?
+        };
+        Ok((probs, labels))
+    }
+
+    /// The label sets (by the model's thresholds or its set decoder), one list of names per
+    /// text.
     #[pyo3(signature = (texts, documents=None))]
     fn labels(
         &self,

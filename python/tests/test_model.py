@@ -27,6 +27,8 @@ def test_predict_equals_the_cli(built, kind):
     )
     assert np.array_equal(probs, cli_probs)
     assert m.labels(TEXTS) == [w["labels"] for w in want]
+    both, labels = m.predict_labels(TEXTS)
+    assert np.array_equal(both, cli_probs) and labels == [w["labels"] for w in want]
     assert want[0]["read"] != TEXTS[0], "the text as written is normalized"
 
 

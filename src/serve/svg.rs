@@ -204,16 +204,7 @@ pub(crate) fn threshold_curve(c: &ThresholdCurve) -> String {
         n = escape(&c.label),
         t = c.threshold,
     );
-    for v in [0.0, 0.5, 1.0] {
-        let _ = write!(
-            s,
-            r##"<text x="{lx}" y="{ly:.1}" font-size="9" text-anchor="end" fill="#888">{v}</text><text x="{bx:.1}" y="{by}" font-size="9" text-anchor="middle" fill="#888">{v}</text>"##,
-            lx = x0 - 3.0,
-            ly = y0 + h * (1.0 - v) + 3.0,
-            bx = x0 + w * v,
-            by = y0 + h + 11.0,
-        );
-    }
+    axis_ticks(&mut s, (x0, y0, w, h));
     let pts: Vec<String> = c
         .points
         .iter()
@@ -237,6 +228,20 @@ pub(crate) fn threshold_curve(c: &ThresholdCurve) -> String {
     s
 }
 
+/// The 0, 0.5 and 1 ticks of both axes of a unit-square chart at `(x0, y0, w, h)`.
+fn axis_ticks(s: &mut String, (x0, y0, w, h): (f64, f64, f64, f64)) {
+    for v in [0.0, 0.5, 1.0] {
+        let _ = write!(
+            s,
+            r##"<text x="{lx}" y="{ly:.1}" font-size="9" text-anchor="end" fill="#888">{v}</text><text x="{bx:.1}" y="{by}" font-size="9" text-anchor="middle" fill="#888">{v}</text>"##,
+            lx = x0 - 3.0,
+            ly = y0 + h * (1.0 - v) + 3.0,
+            bx = x0 + w * v,
+            by = y0 + h + 11.0,
+        );
+    }
+}
+
 /// One label's reliability curve: each non-empty bin's fraction of positives against its mean
 /// probability (dots sized by the bin's share of predictions), beside the diagonal a
 /// calibrated model follows.
@@ -251,16 +256,7 @@ pub(crate) fn reliability_curve(c: &LabelReliability) -> String {
         yb = y0 + h,
         xr = x0 + w,
     );
-    for v in [0.0, 0.5, 1.0] {
-        let _ = write!(
-            s,
-            r##"<text x="{lx}" y="{ly:.1}" font-size="9" text-anchor="end" fill="#888">{v}</text><text x="{bx:.1}" y="{by}" font-size="9" text-anchor="middle" fill="#888">{v}</text>"##,
-            lx = x0 - 3.0,
-            ly = y0 + h * (1.0 - v) + 3.0,
-            bx = x0 + w * v,
-            by = y0 + h + 11.0,
-        );
-    }
+    axis_ticks(&mut s, (x0, y0, w, h));
     let pts: Vec<(f64, f64, f64)> = c
         .bins
         .iter()

@@ -428,10 +428,14 @@ impl Model {
             .unwrap_or(&self.meta.attach)
     }
 
-    /// Probabilities per sample (canonical label order), before thresholds. `inputs` holds
-    /// one sample list per entry of [`Model::needs`], all of the same examples in the same
-    /// order.
+    /// Calibrated probabilities per sample (canonical label order). `inputs` holds one sample
+    /// list per entry of [`Model::needs`], all of the same examples in the same order.
     pub fn predict_proba(&self, inputs: &[Vec<Sample>]) -> Result<Vec<Probs>> {
+        Ok(self.calibrate(&self.scores(inputs)?))
+    }
+
+    /// Scores before this model's calibration, `inputs` as for [`Model::predict_proba`].
+    fn scores(&self, inputs: &[Vec<Sample>]) -> Result<Vec<Probs>> {
         let want = self.leaves().len();
         if inputs.len() != want {
             return Err(Error::Model(format!(
@@ -441,7 +445,7 @@ impl Model {
             )));
         }
         let mut rest = inputs;
-        Ok(self.calibrate(&self.scores_from(&mut rest)?))
+        self.scores_from(&mut rest)
     }
 
     /// Takes this model's sample lists from the front of `inputs`: its scores before its own
@@ -497,16 +501,7 @@ impl Model {
 
     /// [`Model::predict`] with the scores before calibration.
     pub fn decide(&self, inputs: &[Vec<Sample>]) -> Result<Decided> {
-        let want = self.leaves().len();
-        if inputs.len() != want {
-            return Err(Error::Model(format!(
-                "{}: {} sample lists for {want} model(s)",
-                self.dir.display(),
-                inputs.len()
-            )));
-        }
-        let mut rest = inputs;
-        let scores = self.scores_from(&mut rest)?;
+        let scores = self.scores(inputs)?;
         let probs = self.calibrate(&scores);
         let labels = match &self.meta.decode {
             Some(_) => probs.iter().map(|p| self.sets.decode(p)).collect(),
