@@ -11,9 +11,9 @@
 use crate::error::{Error, Result};
 use crate::labels::{Emotion, LabelSet, NUM_EMOTIONS};
 use crate::metrics::{self, Report};
+use crate::model::calibration::{reliability, Reliability};
 use crate::model::classifier::{Meta, Model};
 use crate::model::sample::{KnowledgeMode, Probs, Sample, DEFAULT_CONTEXT};
-use crate::model::calibration::{reliability, Reliability};
 use crate::model::thresholds::label_f1_curve;
 use crate::neighbours::{Hit, Retriever};
 use crate::samples::{SampleBuilder, TextPlace};
@@ -478,7 +478,8 @@ pub fn write_predictions(path: &Path, ids: &[Option<u64>], ev: &Evaluation) -> R
             .collect()
     };
     let tmp = path.with_extension("jsonl.tmp");
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
+    let mut out =
+        std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
     for i in 0..ev.gold.len() {
         let mut v = serde_json::json!({
             "gold": ev.gold[i],

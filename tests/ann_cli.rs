@@ -118,7 +118,8 @@ fn ef_sets_the_index_search_and_is_refused_where_it_means_nothing() {
             .json();
         assert_eq!(ids(&narrow).len(), 5);
     }
-    env.run(&["knowledge", "retrieve", "-k", "3", "--ef", "64"]).ok();
+    env.run(&["knowledge", "retrieve", "-k", "3", "--ef", "64"])
+        .ok();
     for (args, says) in [
         (vec!["--ef", "0"], "at least 1"),
         (vec!["--ef", "4097"], "at most 4096"),

@@ -162,7 +162,8 @@ fn test_and_validation_sentences_are_never_told_their_answer() {
         let reqs = server.requests();
         assert_eq!(reqs.len(), 4, "{split}");
         assert!(
-            reqs.iter().all(|r| !r.guided && !r.body.contains(",答案为")),
+            reqs.iter()
+                .all(|r| !r.guided && !r.body.contains(",答案为")),
             "{split}"
         );
         for id in 1..=4 {
@@ -297,7 +298,16 @@ fn a_killed_run_resumes_without_duplicates() {
         env.run(&["ingest", s(&f), "--test-rows", "0", "--val-fraction", "0"])
             .ok();
         let finished = env.run_killed_after(
-            &["-q", "annotate", "--endpoint", &url, "--model", "m", "--jobs", "2"],
+            &[
+                "-q",
+                "annotate",
+                "--endpoint",
+                &url,
+                "--model",
+                "m",
+                "--jobs",
+                "2",
+            ],
             Duration::from_millis(delay_ms),
         );
         let partial = env.stats()["sources"]["m"]["records"].as_u64().unwrap_or(0);

@@ -23,7 +23,11 @@ fn corpus() -> String {
         x ^= x << 17;
         let (w, l) = patterns[i % patterns.len()];
         let noise = if x.is_multiple_of(5) {
-            patterns[(x as usize / 5) % patterns.len()].0.split(' ').next().unwrap_or("")
+            patterns[(x as usize / 5) % patterns.len()]
+                .0
+                .split(' ')
+                .next()
+                .unwrap_or("")
         } else {
             ""
         };
@@ -35,8 +39,15 @@ fn corpus() -> String {
 fn store() -> TestEnv {
     let env = TestEnv::new();
     let f = env.write("c.csv", corpus());
-    env.run(&["ingest", s(&f), "--test-rows", "80", "--val-fraction", "0.25"])
-        .ok();
+    env.run(&[
+        "ingest",
+        s(&f),
+        "--test-rows",
+        "80",
+        "--val-fraction",
+        "0.25",
+    ])
+    .ok();
     env
 }
 
@@ -45,7 +56,9 @@ fn meta(dir: &std::path::Path) -> Value {
 }
 
 fn eval(env: &TestEnv, model: &std::path::Path) -> Value {
-    env.run(&["--json", "eval", "--model", s(model)]).ok().json()
+    env.run(&["--json", "eval", "--model", s(model)])
+        .ok()
+        .json()
 }
 
 fn predict(env: &TestEnv, model: &std::path::Path, texts: &str) -> Vec<Value> {
@@ -74,7 +87,10 @@ fn calibration_is_recorded_reported_and_never_changes_a_thresholded_label() {
     let e = eval(&env, &m);
     let ece = e["calibration"]["ece"].as_f64().unwrap();
     let before = e["uncalibrated_ece"].as_f64().unwrap();
-    assert!((0.0..=1.0).contains(&ece) && (0.0..=1.0).contains(&before), "{e}");
+    assert!(
+        (0.0..=1.0).contains(&ece) && (0.0..=1.0).contains(&before),
+        "{e}"
+    );
     assert_eq!(e["calibration"]["per_label"].as_array().unwrap().len(), 8);
     let bins = e["calibration"]["per_label"][0]["bins"].as_array().unwrap();
     let n: u64 = bins.iter().map(|b| b["n"].as_u64().unwrap()).sum();
@@ -87,7 +103,11 @@ fn calibration_is_recorded_reported_and_never_changes_a_thresholded_label() {
     crate::util::copy_dir(&m, &raw);
     let mut j = meta(&raw);
     j.as_object_mut().unwrap().remove("calibration");
-    std::fs::write(raw.join("meta.json"), serde_json::to_vec_pretty(&j).unwrap()).unwrap();
+    std::fs::write(
+        raw.join("meta.json"),
+        serde_json::to_vec_pretty(&j).unwrap(),
+    )
+    .unwrap();
     let with = eval(&env, &m);
     let without = eval(&env, &raw);
     for k in ["exact_match", "micro_f1", "macro_f1", "hamming_accuracy"] {
@@ -101,8 +121,13 @@ fn calibration_is_recorded_reported_and_never_changes_a_thresholded_label() {
     assert_ne!(a[0]["probabilities"], b[0]["probabilities"]);
 
     let mut j = meta(&raw);
-    j["calibration"] = serde_json::json!({"a": [1, 1, 1, -1, 1, 1, 1, 1], "b": [0, 0, 0, 0, 0, 0, 0, 0]});
-    std::fs::write(raw.join("meta.json"), serde_json::to_vec_pretty(&j).unwrap()).unwrap();
+    j["calibration"] =
+        serde_json::json!({"a": [1, 1, 1, -1, 1, 1, 1, 1], "b": [0, 0, 0, 0, 0, 0, 0, 0]});
+    std::fs::write(
+        raw.join("meta.json"),
+        serde_json::to_vec_pretty(&j).unwrap(),
+    )
+    .unwrap();
     env.run(&["predict", "--model", s(&raw), "好"])
         .code(2)
         .stderr_has("calibration");
@@ -132,20 +157,30 @@ fn decode_sets_stores_its_decoder_and_predicts_the_most_probable_set() {
     let e = eval(&env, &exact);
     assert_eq!(e["size_confusion"][0].as_array().unwrap()[0], 0);
     let sizes = e["size_confusion"].as_array().unwrap();
-    assert!(sizes.iter().all(|row| row[0] == 0), "never an empty set: {e}");
+    assert!(
+        sizes.iter().all(|row| row[0] == 0),
+        "never an empty set: {e}"
+    );
     for p in predict(&env, &exact, TEXTS) {
         let sets = p["sets"].as_array().unwrap();
         assert_eq!(sets.len(), 3, "{p}");
         assert_eq!(sets[0]["labels"], p["labels"], "{p}");
-        let q: Vec<f64> = sets.iter().map(|s| s["probability"].as_f64().unwrap()).collect();
+        let q: Vec<f64> = sets
+            .iter()
+            .map(|s| s["probability"].as_f64().unwrap())
+            .collect();
         assert!(q[0] >= q[1] && q[1] >= q[2] && q[0] <= 1.0, "{p}");
     }
-    let shown = env
-        .run_with_stdin(&["predict", "--model", s(&exact), "--explain"], TEXTS);
-    assert!(shown.stdout.contains("most probable sets: "), "{}", shown.stdout);
+    let shown = env.run_with_stdin(&["predict", "--model", s(&exact), "--explain"], TEXTS);
+    assert!(
+        shown.stdout.contains("most probable sets: "),
+        "{}",
+        shown.stdout
+    );
 
     let f1 = env.path("sets_f1");
-    env.run(&["train", "--decode", "sets", "--out", s(&f1)]).ok();
+    env.run(&["train", "--decode", "sets", "--out", s(&f1)])
+        .ok();
     assert_eq!(meta(&f1)["decode"]["target"], "f1");
 
     let thresholds = env.path("thresholds");

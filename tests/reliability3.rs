@@ -819,7 +819,9 @@ fn a_killed_knowledge_import_lands_whole_or_not_at_all() {
     let lines: Vec<&str> = include_str!("../data/generated_predictions.jsonl")
         .lines()
         .collect();
-    let preds: String = (0..26000).map(|i| format!("{}\n", lines[i % lines.len()])).collect();
+    let preds: String = (0..26000)
+        .map(|i| format!("{}\n", lines[i % lines.len()]))
+        .collect();
     let file = base.write("p.jsonl", preds);
     let args = [
         "-q",

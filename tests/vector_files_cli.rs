@@ -184,7 +184,10 @@ fn kill_9_during_embed_leaves_a_store_that_checks_and_resumes() {
         let committed = env.stats()["encoders"][0]["vectors"]["text"]
             .as_u64()
             .unwrap_or(0);
-        assert!(committed < 6000, "the kill landed mid-run: {committed} committed");
+        assert!(
+            committed < 6000,
+            "the kill landed mid-run: {committed} committed"
+        );
         let (embedded, dim) = embed_all(&env, &encoder);
         assert_eq!(embedded, 6000 - committed, "the rerun embeds only the rest");
         env.run(&["check"]).ok();

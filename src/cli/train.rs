@@ -898,7 +898,9 @@ pub fn run_eval(a: EvalArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     if let Some(path) = &a.predictions {
         let ids: Vec<Option<u64>> = match &a.file {
             Some(_) => vec![None; n],
-            None => inputs.first().map_or_else(Vec::new, |s| s.iter().map(|s| Some(s.id)).collect()),
+            None => inputs
+                .first()
+                .map_or_else(Vec::new, |s| s.iter().map(|s| Some(s.id)).collect()),
         };
         views::write_predictions(path, &ids, &ev)?;
     }

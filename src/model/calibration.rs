@@ -62,7 +62,12 @@ impl Calibration {
             let xs: Vec<(f64, f64)> = probs
                 .iter()
                 .zip(gold)
-                .map(|(p, g)| (logit(f64::from(p[j])), f64::from(u8::from((g.0 >> j) & 1 == 1))))
+                .map(|(p, g)| {
+                    (
+                        logit(f64::from(p[j])),
+                        f64::from(u8::from((g.0 >> j) & 1 == 1)),
+                    )
+                })
                 .collect();
             let (a, b) = fit_one(&xs);
             c.a[j] = a as f32;

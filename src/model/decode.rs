@@ -125,9 +125,8 @@ impl Candidates {
     pub fn new(d: &SetDecoder) -> Result<Candidates> {
         let mut counts = [0u32; 1 << NUM_EMOTIONS];
         for (names, &n) in &d.train_sets {
-            let set = LabelSet::parse_list(names).map_err(|e| {
-                Error::Model(format!("decode: training set {names:?}: {e}"))
-            })?;
+            let set = LabelSet::parse_list(names)
+                .map_err(|e| Error::Model(format!("decode: training set {names:?}: {e}")))?;
             if set.is_empty() {
                 return Err(Error::Model("decode: an empty training label set".into()));
             }
@@ -289,7 +288,10 @@ mod tests {
         let total: f64 = counts.iter().sum();
         let pi: Vec<f64> = (0..8)
             .map(|j| {
-                let w: f64 = (1..256).filter(|s| s >> j & 1 == 1).map(|s| counts[s]).sum();
+                let w: f64 = (1..256)
+                    .filter(|s| s >> j & 1 == 1)
+                    .map(|s| counts[s])
+                    .sum();
                 (w + 0.5) / (total + 1.0)
             })
             .collect();
@@ -337,7 +339,11 @@ mod tests {
         let mut rng = Rng(0x5EED_0026);
         for round in 0..400 {
             let d = SetDecoder {
-                target: if round % 2 == 0 { SetTarget::Exact } else { SetTarget::F1 },
+                target: if round % 2 == 0 {
+                    SetTarget::Exact
+                } else {
+                    SetTarget::F1
+                },
                 beta: [0.0, 0.5, 1.0, 1.5][round % 4],
                 min_count: [0, 0, 3][round % 3],
                 train_sets: random_train_sets(&mut rng),
@@ -378,18 +384,30 @@ mod tests {
             min_count: 0,
             train_sets: train.clone(),
         };
-        assert_eq!(Candidates::new(&independent).unwrap().decode(&p).to_string(), "Love");
+        assert_eq!(
+            Candidates::new(&independent)
+                .unwrap()
+                .decode(&p)
+                .to_string(),
+            "Love"
+        );
         let joint = SetDecoder {
             beta: 1.0,
             ..independent
         };
-        assert_eq!(Candidates::new(&joint).unwrap().decode(&p).to_string(), "Love,Joy");
+        assert_eq!(
+            Candidates::new(&joint).unwrap().decode(&p).to_string(),
+            "Love,Joy"
+        );
         let only_seen = SetDecoder {
             min_count: 1,
             beta: 0.0,
             ..joint
         };
-        assert_eq!(Candidates::new(&only_seen).unwrap().decode(&p).to_string(), "Love,Joy");
+        assert_eq!(
+            Candidates::new(&only_seen).unwrap().decode(&p).to_string(),
+            "Love,Joy"
+        );
     }
 
     #[test]

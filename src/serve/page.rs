@@ -619,7 +619,9 @@ fn prediction_html(state: &State, model: &str, text: &str, pred: &Predictions) -
     }
     b.push_str("</tbody></table>");
     if let Some(sets) = pred.sets.first().filter(|s| !s.is_empty()) {
-        b.push_str(r#"<h2>Most probable label sets</h2><table class="list sets" id="sets"><tbody>"#);
+        b.push_str(
+            r#"<h2>Most probable label sets</h2><table class="list sets" id="sets"><tbody>"#,
+        );
         for (set, q) in sets {
             let _ = write!(
                 b,

@@ -268,7 +268,10 @@ pub(crate) fn reliability_curve(c: &LabelReliability) -> String {
             )
         })
         .collect();
-    let line: Vec<String> = pts.iter().map(|(x, y, _)| format!("{x:.1},{y:.1}")).collect();
+    let line: Vec<String> = pts
+        .iter()
+        .map(|(x, y, _)| format!("{x:.1},{y:.1}"))
+        .collect();
     let _ = write!(
         s,
         r##"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="1.5"/>"##,
