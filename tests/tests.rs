@@ -8,6 +8,7 @@ mod annotate_cli;
 mod context_cli;
 mod context_frozen;
 mod decisions_cli;
+mod docs;
 mod errors_cli;
 mod export_cli;
 mod model_cli;

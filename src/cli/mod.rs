@@ -12,7 +12,7 @@
 //!   `annotate` (annotate, the LLaMA-Factory export, dev-server); `export` (llama-factory,
 //!   parquet); `migrate` (format migration, vector file compaction); `train` (train, eval,
 //!   predict); `model` (pack); `serve` (the
-//!   HTTP API and pages of [`emoknow::serve`]); `demo`; `bench`; `testkit` (tiny-bert, hidden:
+//!   HTTP API and pages of [`emoknow::serve`]); `demo`; `bench`; `reference` (completions, man pages, docs/cli.md); `testkit` (tiny-bert, hidden:
 //!   test tooling for the Python tests); `output` (JSON, progress
 //!   bars, highlights); `hint` (library errors in flag terms).
 
@@ -31,6 +31,7 @@ mod migrate;
 mod model;
 mod output;
 mod query;
+mod reference;
 mod serve;
 mod similar;
 mod testkit;
@@ -68,7 +69,7 @@ pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 #[command(name = "emoknow", version, max_term_width = 100)]
 pub struct Cli {
     /// Store directory (created by `ingest`).
-    #[arg(long, global = true, env = "EMOKNOW_STORE", default_value = "store")]
+    #[arg(long, global = true, env = "EMOKNOW_STORE", hide_env_values = true, default_value = "store")]
     store: PathBuf,
 
     /// Print one JSON document on stdout instead of a table.
@@ -117,6 +118,10 @@ enum Command {
     Serve(serve::ServeArgs),
     Demo(demo::Args),
     Bench(bench::Args),
+    Completions(reference::CompletionsArgs),
+    Man(reference::ManArgs),
+    #[command(hide = true)]
+    HelpMarkdown(reference::HelpMarkdownArgs),
 }
 
 /// What every subcommand gets.
@@ -278,6 +283,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(a) => serve::run(a, &ctx),
         Command::Demo(a) => demo::run(a, &ctx),
         Command::Bench(a) => bench::run(a, &ctx),
+        Command::Completions(a) => reference::run_completions(a, &ctx),
+        Command::Man(a) => reference::run_man(a, &ctx),
+        Command::HelpMarkdown(a) => reference::run_help_markdown(a, &ctx),
     }
 }
 

@@ -56,7 +56,7 @@ pub struct RetrievalArgs {
 
     /// Candidates the ANN search keeps (HNSW ef, 1–4096; implies --ann): more finds more of
     /// the exact neighbours for more time [default: 80 up to 100,000 vectors, 128 above;
-    /// README has the recall/latency table].
+    /// docs/retrieval.md has the recall/latency table].
     #[arg(long, value_name = "N", value_parser = super::bounds::ef)]
     ef: Option<usize>,
 }

@@ -287,7 +287,7 @@ impl Encoder {
     ///
     /// Texts are sorted by token length and run in batches of `batch_size`, each padded only to
     /// its longest member. `progress` is called after every batch with the number of texts done
-    /// so far. Cost: one encoder forward pass per batch; README's benchmarks give the measured
+    /// so far. Cost: one encoder forward pass per batch; docs/benchmarks.md gives the measured
     /// sentences/s of m3e-small, next to PyTorch's on the same sentences.
     pub fn encode(
         &self,

@@ -11,7 +11,7 @@
 //! `finetune_train.rs`; its public items are re-exported here, so they are used as
 //! `model::finetune::train` and so on.
 //!
-//! Full fine-tuning on a CPU is slow (README's benchmarks give the measured examples/s); a
+//! Full fine-tuning on a CPU is slow (docs/benchmarks.md gives the measured examples/s); a
 //! CPU-friendly alternative is a head trained on stored embeddings ([`crate::model::mlp`]).
 //! Thresholds and metrics beyond a quick validation micro-F1 belong to the caller.
 

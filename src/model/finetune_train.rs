@@ -75,7 +75,7 @@ pub enum FinetuneEvent {
 /// Errors: [`crate::Error::Invalid`] for mismatched lengths, an empty training set or bad
 /// settings; loading errors as [`crate::model::encoder::Encoder::load`]; [`crate::Error::Model`]
 /// if the loss becomes NaN. Cost: the full encoder runs forward and backward for every example
-/// (README's benchmarks give measured examples/s).
+/// (docs/benchmarks.md gives measured examples/s).
 pub fn train(
     texts: &[&str],
     labels: &[LabelSet],

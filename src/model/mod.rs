@@ -46,7 +46,7 @@ pub use thresholds::{tune, Objective, Thresholds};
 /// candle allocates a fresh buffer for every op's output; with glibc's defaults each one above
 /// 128 KiB is a new `mmap` whose pages are faulted in and zeroed, then `munmap`ed when the
 /// tensor drops. Fine-tuning m3e-small spent a third of its time in the kernel that way. Raising
-/// the mmap and trim thresholds lets malloc recycle those buffers (README's benchmarks give the
+/// the mmap and trim thresholds lets malloc recycle those buffers (docs/benchmarks.md gives the
 /// examples/s and system time measured with `examples/bench_finetune.rs` either way). Call once
 /// at start-up; a no-op outside Linux with glibc, or when `EMOKNOW_DEFAULT_MALLOC` is set (to
 /// measure the difference).
@@ -72,7 +72,7 @@ pub fn tune_allocator() {
 /// the calling thread spent 3% waiting for it to wake. So, on up to 2 cores, candle gets no
 /// worker (`CANDLE_NUM_THREADS=1`: its elementwise ops run on the calling thread); on more
 /// cores, where a serial op would leave more of the machine idle, its workers park at once
-/// (`CANDLE_BARRIER_POOL_SPIN_LIMIT=0`; measured on 2 cores only). README's benchmarks give
+/// (`CANDLE_BARRIER_POOL_SPIN_LIMIT=0`; measured on 2 cores only). docs/benchmarks.md gives
 /// the A/B pairs. For fine-tuning only: training the frozen head, whose time goes to candle's
 /// elementwise ops, took ×1.11 the wall time without the worker (×1.02 with it parked), so
 /// `main` calls this for `train --classifier finetune` alone. Call at start-up, before the

@@ -21,7 +21,7 @@ pub const CONTEXT_MARK: &str = " [CTX] ";
 pub const DEFAULT_CONTEXT: usize = 2;
 
 /// Default number of sentences on each side a context mode attaches to training examples
-/// (chosen with the linear model on validation rows of unseen documents; see README).
+/// (chosen with the linear model on validation rows of unseen documents; see docs/results.md).
 pub const DEFAULT_TRAIN_CONTEXT: usize = 3;
 
 /// Default number of sentences on each side a fine-tune attaches: every one lengthens each

@@ -45,7 +45,7 @@ pub struct AnnParams {
 }
 
 /// Chosen with `emoknow bench similar` (26,000 real m3e-small vectors) and `bench scale`
-/// (1,000,000 synthetic ones), README has the numbers: i8 vectors build ~2.7× faster than f32
+/// (1,000,000 synthetic ones), docs/retrieval.md has the numbers: i8 vectors build ~2.7× faster than f32
 /// and search ~2.5× faster; their approximate distances misorder close neighbours (recall@10
 /// .90 at 26,000), which re-ranking 2k candidates by exact cosine restores. M 24 rather than 16
 /// lifts recall@10 at 1M from .93 to .97–.99 for ~20% more build time.
@@ -67,7 +67,7 @@ pub const MAX_EF: usize = 4096;
 /// The recall of an HNSW walk at a fixed ef falls as the graph grows: at 26,000 m3e-small
 /// vectors ef 80 finds recall@10 .98 at p50 ≤ 0.3 ms (`emoknow bench similar`), while at
 /// 1,000,000 synthetic vectors it gave .95–.965 over four builds and ef 128 .981–.994 over
-/// three (`emoknow bench scale`; README has the recall/latency table).
+/// three (`emoknow bench scale`; docs/retrieval.md has the recall/latency table).
 pub fn default_ef(rows: usize) -> usize {
     if rows <= SMALL_INDEX_ROWS {
         AnnParams::default().expansion_search

@@ -81,7 +81,7 @@ pub struct LinearConfig {
     /// Stop when ‖gradient‖ ≤ tol · ‖initial gradient‖.
     pub tol: f64,
     /// Scale of the (L2-normalized) context block, when the model is trained with contexts
-    /// (chosen on validation; see README). Unused without contexts.
+    /// (chosen on validation; see docs/results.md). Unused without contexts.
     pub context_weight: f64,
     /// Longest word n-gram of the context block (0 = no word features there).
     pub context_word_ngrams: usize,
@@ -176,11 +176,11 @@ impl Default for LinearConfig {
 }
 
 /// The context block's weight, chosen on validation rows of unseen documents (the seed split
-/// ingested with validation in runs of 100 rows; see README).
+/// ingested with validation in runs of 100 rows; see docs/results.md).
 pub const DEFAULT_CONTEXT_WEIGHT: f64 = 0.6;
 
 /// Weight of the context-score block of a model trained with contexts, chosen on validation
-/// rows of unseen documents (see README). Models saved before the block read as 0.
+/// rows of unseen documents (see docs/results.md). Models saved before the block read as 0.
 pub const DEFAULT_CONTEXT_SCORES: f64 = 0.5;
 
 /// Decay of the context-score block's per-side means (see [`LinearConfig::context_score_decay`]).
