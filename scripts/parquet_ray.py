@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Ray Data reading `emoknow export parquet`: label counts, and a join (does a test sentence's
-nearest neighbour share one of its labels?) — the DuckDB queries of README, on Ray.
+nearest neighbour share one of its labels?) — the DuckDB queries of docs/parquet.md, on Ray.
 
     pip install "ray[data]" polars
     python3 scripts/parquet_ray.py out/examples.parquet [neighbour source, default knn-m3e]

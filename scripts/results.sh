@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces README's results table on the seed split, end to end, from a fresh store.
+# Reproduces docs/results.md's tables on the seed split, end to end, from a fresh store.
 #
 #   scripts/results.sh ENCODER_DIR [STORE_DIR]      (e.g. scripts/results.sh ../models/m3e-small)
 #   RESUME=1 scripts/results.sh …                   keep STORE_DIR and skip every model already
@@ -112,7 +112,7 @@ step train --classifier ensemble --member $m/linear_ctx_words --member $m/linear
 step train --classifier ensemble $ctx4 --member $m/frozen_ctx --out $m/ens5_ctx
 # The fine-tune reading one sentence on each side as a sentence pair, text [SEP] before [SEP]
 # after (--max-len 96 makes room: 76 tokens on average), and the context ensemble with it; it
-# takes twice the text-only fine-tune's time, outside the 15-minute budget (README).
+# takes twice the text-only fine-tune's time, outside the 15-minute budget (docs/results.md).
 step train --classifier finetune --encoder-dir "$enc" --knowledge context --epochs 1 --lr 1e-4 --max-len 96 --batch 16 --out $m/finetune_ctx
 ctx4ft="$ctx3 --member $m/finetune_ctx"
 ensembles $m/ens4_ctx_ft $ctx4ft

@@ -362,3 +362,51 @@ fn a_build_killed_at_any_moment_leaves_a_store_that_checks_and_rebuilds() {
         .collect();
     assert!(leftovers.len() <= 1, "{leftovers:?}");
 }
+
+/// `similar TEXT` over dense vectors embeds the text with the encoder the stored vectors were
+/// made with (loaded from where `embed` read it): the text of a stored example finds what
+/// `similar --id` finds for that example (the same vector; a text query, like a query by id,
+/// never returns a sentence with its very text). The encoder's directory names it too, and a
+/// directory that is gone is an error naming the fix.
+#[test]
+fn a_query_text_is_embedded_by_the_encoder_its_vectors_came_from() {
+    let Setup { env, encoder } = setup();
+    env.run(&["embed", "--encoder", s(&encoder), "--name", "tiny"])
+        .ok();
+    for id in train_ids(&env).into_iter().step_by(9) {
+        let q = id.to_string();
+        let text = env.run(&["--json", "show", &q]).ok().json()["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let by_id = env
+            .run(&["--json", "similar", "--id", &q, "-k", "4", "--exact"])
+            .ok()
+            .json();
+        for key in ["tiny", s(&encoder)] {
+            let by_text = env
+                .run(&[
+                    "--json", "similar", &text, "-k", "4", "--exact", "--encoder", key,
+                ])
+                .ok()
+                .json();
+            assert_eq!(ids(&by_text), ids(&by_id), "#{id} {text:?} --encoder {key}");
+            for (t, i) in by_text.as_array().unwrap().iter().zip(by_id.as_array().unwrap()) {
+                let (t, i) = (t["score"].as_f64().unwrap(), i["score"].as_f64().unwrap());
+                assert!((t - i).abs() < 1e-4, "#{id}: {t} against {i}");
+            }
+        }
+    }
+    let text = "担心 考试 明天";
+    let id = train_ids(&env)[0].to_string();
+    let moved = encoder.with_file_name("moved-encoder");
+    std::fs::rename(&encoder, &moved).unwrap();
+    let out = env.run(&["similar", text, "--exact"]).code(2);
+    assert!(out.stderr.contains("is gone"), "{}", out.stderr);
+    assert!(out.stderr.contains("hint: `emoknow embed --encoder DIR`"), "{}", out.stderr);
+    env.run(&["embed", "--encoder", s(&moved), "--name", "tiny"]).ok();
+    env.run(&["similar", text, "--exact"]).ok();
+    // By id needs no encoder at all.
+    std::fs::remove_dir_all(&moved).unwrap();
+    env.run(&["similar", "--id", &id, "--exact"]).ok();
+}

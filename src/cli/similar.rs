@@ -63,13 +63,16 @@ pub struct RetrievalArgs {
 
 /// Find the labelled examples most similar to a text or a stored example.
 ///
-/// Dense retrieval ranks by cosine similarity of stored embeddings (`emoknow embed`); BM25
-/// ranks by shared words and needs no model. A query by `--id` never returns that example, nor
-/// any example with the same text.
+/// Dense retrieval ranks by cosine similarity of stored embeddings (`emoknow embed`); a query
+/// text is embedded by the encoder those vectors were made with, loaded from the directory
+/// `embed` read it from. BM25 ranks by shared words and needs no model. A query by `--id`
+/// never returns that example, nor any example with the same text.
 ///
 /// Examples:
 ///
 ///   emoknow similar --id 4 -k 5
+///
+///   emoknow similar 我很担心明天的考试。 -k 5
 ///
 ///   emoknow similar 我 很 担心 明天 的 考试 --by bm25 --emotion Anxiety
 #[derive(clap::Args, Debug)]
@@ -182,11 +185,11 @@ pub fn run_similar(args: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             if text.trim().is_empty() {
                 anyhow::bail!("give a query TEXT or --id ID");
             }
-            if r.encoder().is_some() {
-                anyhow::bail!(
-                    "embedding a new text needs the encoder model; query by --id, or use --by bm25"
-                );
-            }
+            // Dense: the text is embedded by the encoder the stored vectors were made with
+            // (loaded from where `embed` read it; checked to be the same encoder).
+            let mut embedder = r
+                .encoder()
+                .map(|info| emoknow::neighbours::Embedder::new(info.clone(), None));
             // The query as the store's models read text: in its style.
             let read = match store.normalizer()? {
                 Some(n) => n.normalize(&text),
@@ -198,7 +201,7 @@ pub fn run_similar(args: SimilarArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             r.for_texts(
                 Some(&store),
                 &[read.as_str()],
-                None,
+                embedder.as_mut(),
                 args.retrieval.k,
                 emotions,
             )?

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::spec::EncoderInfo;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
 use std::sync::Arc;
 
 /// What text a vector embeds.
@@ -504,6 +505,18 @@ impl Store {
             .iter()
             .filter(|e| e.id == key || e.id.starts_with(key) || e.name == key)
             .collect();
+        // An encoder directory names the encoder whose vectors were made from it.
+        let m = if m.is_empty() {
+            match std::fs::canonicalize(key) {
+                Ok(dir) => all
+                    .iter()
+                    .filter(|e| !e.dir.is_empty() && Path::new(&e.dir) == dir)
+                    .collect(),
+                Err(_) => m,
+            }
+        } else {
+            m
+        };
         match m.as_slice() {
             [one] => Ok((*one).clone()),
             [] => Err(Error::NoEmbeddings {
