@@ -20,9 +20,13 @@ use crate::store::Store;
 use crate::views::{self, Predictions};
 use std::sync::Arc;
 use std::sync::{mpsc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Texts predicted in one pass at most (a request with more is a pass of its own).
 pub const MAX_BATCH: usize = 64;
+
+/// How long a batch waits for the callers the last batch answered ([`gather`]).
+const GATHER: Duration = Duration::from_millis(5);
 
 /// Texts with their places in documents, if any (see [`views::predict_in`]).
 type Places = Option<Vec<Option<TextPlace>>>;
@@ -118,18 +122,11 @@ fn runs_encoder(model: &Model) -> bool {
 
 fn run(rx: &mpsc::Receiver<Job>, model: &Model, store: Option<&'static Store>) {
     let mut builder = SampleBuilder::with_store(store);
+    // Callers the last batch answered: they tend to come back together.
+    let mut expect = 1;
     while let Ok(first) = rx.recv() {
-        let mut n = first.texts.len();
-        let mut jobs = vec![first];
-        while n < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => {
-                    n += job.texts.len();
-                    jobs.push(job);
-                }
-                Err(_) => break,
-            }
-        }
+        let jobs = gather(rx, first, expect, GATHER);
+        expect = jobs.len();
         let texts: Vec<String> = jobs.iter().flat_map(|j| j.texts.iter().cloned()).collect();
         let places = joint_places(&jobs);
         let out = views::predict_in(&mut builder, model, &texts, places.as_deref());
@@ -155,6 +152,28 @@ fn run(rx: &mpsc::Receiver<Job>, model: &Model, store: Option<&'static Store>) {
             }
         }
     }
+}
+
+/// The batch that starts with `first`: the jobs waiting (up to [`MAX_BATCH`] texts), and, while
+/// fewer than `expect` jobs have come, those that come within `wait`. After a batch of many
+/// callers, they send their next requests together, a little apart: waiting for them briefly
+/// makes one pass of what would be two or three. A lone caller (`expect` 1) never waits.
+fn gather(rx: &mpsc::Receiver<Job>, first: Job, expect: usize, wait: Duration) -> Vec<Job> {
+    let deadline = Instant::now() + wait;
+    let mut n = first.texts.len();
+    let mut jobs = vec![first];
+    while n < MAX_BATCH {
+        let next = if jobs.len() < expect {
+            rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .ok()
+        } else {
+            rx.try_recv().ok()
+        };
+        let Some(job) = next else { break };
+        n += job.texts.len();
+        jobs.push(job);
+    }
+    jobs
 }
 
 /// The places of the texts of `jobs`, one batch: each job's document names are its own (a
@@ -210,5 +229,41 @@ mod tests {
         assert_eq!(docs[0], docs[1]);
         assert_eq!(docs[2], None);
         assert!(docs[3].is_some() && docs[3] != docs[0]);
+    }
+
+    /// Callers that come back a little apart join the batch that expects them; a batch that
+    /// expects one caller takes only what already waits, and MAX_BATCH bounds every batch.
+    #[test]
+    fn a_batch_waits_briefly_for_the_callers_it_expects() {
+        let later = |tx: mpsc::Sender<Job>, n: usize| {
+            std::thread::spawn(move || {
+                for _ in 0..n {
+                    std::thread::sleep(Duration::from_millis(2));
+                    tx.send(job(&["x"], None)).unwrap();
+                }
+            })
+        };
+        let (tx, rx) = mpsc::channel();
+        let t = later(tx.clone(), 3);
+        let jobs = gather(&rx, job(&["a"], None), 4, Duration::from_secs(10));
+        assert_eq!(jobs.len(), 4);
+        t.join().unwrap();
+
+        let t = later(tx.clone(), 3);
+        assert_eq!(gather(&rx, job(&["a"], None), 1, Duration::from_secs(10)).len(), 1);
+        t.join().unwrap();
+        // What came meanwhile is taken at once by the next batch.
+        let jobs = gather(&rx, job(&["b"], None), 1, Duration::from_secs(10));
+        assert_eq!(jobs.len(), 4);
+
+        // The wait is bounded: two callers expected, none comes.
+        assert_eq!(gather(&rx, job(&["c"], None), 2, Duration::from_millis(20)).len(), 1);
+
+        let texts: Vec<&str> = vec!["t"; MAX_BATCH - 1];
+        tx.send(job(&texts, None)).unwrap();
+        tx.send(job(&["u", "v"], None)).unwrap();
+        let jobs = gather(&rx, job(&["s"], None), 3, Duration::from_secs(10));
+        assert_eq!(jobs.iter().map(|j| j.texts.len()).sum::<usize>(), MAX_BATCH);
+        assert_eq!(gather(&rx, job(&["w"], None), 1, Duration::ZERO).len(), 2);
     }
 }
