@@ -250,14 +250,20 @@ mod tests {
         t.join().unwrap();
 
         let t = later(tx.clone(), 3);
-        assert_eq!(gather(&rx, job(&["a"], None), 1, Duration::from_secs(10)).len(), 1);
+        assert_eq!(
+            gather(&rx, job(&["a"], None), 1, Duration::from_secs(10)).len(),
+            1
+        );
         t.join().unwrap();
         // What came meanwhile is taken at once by the next batch.
         let jobs = gather(&rx, job(&["b"], None), 1, Duration::from_secs(10));
         assert_eq!(jobs.len(), 4);
 
         // The wait is bounded: two callers expected, none comes.
-        assert_eq!(gather(&rx, job(&["c"], None), 2, Duration::from_millis(20)).len(), 1);
+        assert_eq!(
+            gather(&rx, job(&["c"], None), 2, Duration::from_millis(20)).len(),
+            1
+        );
 
         let texts: Vec<&str> = vec!["t"; MAX_BATCH - 1];
         tx.send(job(&texts, None)).unwrap();

@@ -464,7 +464,6 @@ pub struct Evaluation {
 /// `labels`, `probabilities`, `scores`), through a temporary file renamed into place; an
 /// existing `path` is refused.
 pub fn write_predictions(path: &Path, ids: &[Option<u64>], ev: &Evaluation) -> Result<()> {
-    use std::io::Write;
     if path.exists() {
         return Err(Error::Invalid(format!(
             "{} exists: give --predictions a new file",
@@ -477,9 +476,26 @@ pub fn write_predictions(path: &Path, ids: &[Option<u64>], ev: &Evaluation) -> R
             .map(|e| (e.name().to_string(), serde_json::json!(p[e.index()])))
             .collect()
     };
+    // Written beside its name and renamed into place; removed if this fails or Ctrl-C stops it.
     let tmp = path.with_extension("jsonl.tmp");
+    let _pending = crate::temps::register(&tmp);
+    let written = write_predictions_to(&tmp, ids, ev, &by_name);
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    crate::temps::settle(|| std::fs::rename(&tmp, path)).map_err(|e| Error::io(path, e))
+}
+
+fn write_predictions_to(
+    tmp: &Path,
+    ids: &[Option<u64>],
+    ev: &Evaluation,
+    by_name: &dyn Fn(&Probs) -> serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    use std::io::Write;
     let mut out =
-        std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
+        std::io::BufWriter::new(std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?);
     for i in 0..ev.gold.len() {
         let mut v = serde_json::json!({
             "gold": ev.gold[i],
@@ -490,13 +506,12 @@ pub fn write_predictions(path: &Path, ids: &[Option<u64>], ev: &Evaluation) -> R
         if let Some(Some(id)) = ids.get(i) {
             v["id"] = serde_json::json!(id);
         }
-        writeln!(out, "{v}").map_err(|e| Error::io(&tmp, e))?;
+        writeln!(out, "{v}").map_err(|e| Error::io(tmp, e))?;
     }
     out.into_inner()
-        .map_err(|e| Error::io(&tmp, e.into_error()))?
+        .map_err(|e| Error::io(tmp, e.into_error()))?
         .sync_all()
-        .map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        .map_err(|e| Error::io(tmp, e))
 }
 
 /// Predicts and scores `inputs` (one sample list per single model, as

@@ -386,12 +386,24 @@ fn a_query_text_is_embedded_by_the_encoder_its_vectors_came_from() {
         for key in ["tiny", s(&encoder)] {
             let by_text = env
                 .run(&[
-                    "--json", "similar", &text, "-k", "4", "--exact", "--encoder", key,
+                    "--json",
+                    "similar",
+                    &text,
+                    "-k",
+                    "4",
+                    "--exact",
+                    "--encoder",
+                    key,
                 ])
                 .ok()
                 .json();
             assert_eq!(ids(&by_text), ids(&by_id), "#{id} {text:?} --encoder {key}");
-            for (t, i) in by_text.as_array().unwrap().iter().zip(by_id.as_array().unwrap()) {
+            for (t, i) in by_text
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(by_id.as_array().unwrap())
+            {
                 let (t, i) = (t["score"].as_f64().unwrap(), i["score"].as_f64().unwrap());
                 assert!((t - i).abs() < 1e-4, "#{id}: {t} against {i}");
             }
@@ -403,8 +415,13 @@ fn a_query_text_is_embedded_by_the_encoder_its_vectors_came_from() {
     std::fs::rename(&encoder, &moved).unwrap();
     let out = env.run(&["similar", text, "--exact"]).code(2);
     assert!(out.stderr.contains("is gone"), "{}", out.stderr);
-    assert!(out.stderr.contains("hint: `emoknow embed --encoder DIR`"), "{}", out.stderr);
-    env.run(&["embed", "--encoder", s(&moved), "--name", "tiny"]).ok();
+    assert!(
+        out.stderr.contains("hint: `emoknow embed --encoder DIR`"),
+        "{}",
+        out.stderr
+    );
+    env.run(&["embed", "--encoder", s(&moved), "--name", "tiny"])
+        .ok();
     env.run(&["similar", text, "--exact"]).ok();
     // By id needs no encoder at all.
     std::fs::remove_dir_all(&moved).unwrap();

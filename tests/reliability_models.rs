@@ -6,7 +6,7 @@
 use crate::model_cli::{setup, Setup};
 use crate::util::{s, Run, TestEnv};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Address space a model load in these tests may use: far above what they need, far below
@@ -504,17 +504,12 @@ fn a_retrain_killed_at_any_moment_leaves_the_old_model_or_the_new_one_whole() {
     // fixed moments; every time, m is one whole model and evaluates as that model.
     let moments: Vec<Option<f64>> = vec![None, Some(0.0), Some(0.3), Some(0.6), Some(0.9)];
     for moment in moments {
-        let mut child = env
-            .cmd(
-                &with_out(&new_args, &m)
-                    .iter()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>(),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = env.spawn_quiet(
+            &with_out(&new_args, &m)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
         let started = Instant::now();
         loop {
             if child.try_wait().unwrap().is_some() {

@@ -132,16 +132,20 @@ impl TestEnv {
         Run::from_output(args, out)
     }
 
-    /// Runs the binary (output discarded) and kills it with SIGKILL after `delay`; true when
-    /// it had already finished successfully by then.
-    pub fn run_killed_after(&self, args: &[&str], delay: std::time::Duration) -> bool {
+    /// Starts the binary with its output discarded (a command the test will kill).
+    pub fn spawn_quiet(&self, args: &[&str]) -> std::process::Child {
         use std::process::Stdio;
-        let mut child = self
-            .cmd(args)
+        self.cmd(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("run emoknow");
+            .expect("run emoknow")
+    }
+
+    /// Runs the binary (output discarded) and kills it with SIGKILL after `delay`; true when
+    /// it had already finished successfully by then.
+    pub fn run_killed_after(&self, args: &[&str], delay: std::time::Duration) -> bool {
+        let mut child = self.spawn_quiet(args);
         std::thread::sleep(delay);
         child.kill().expect("kill emoknow"); // Ok also when it has exited (not yet reaped)
         child.wait().expect("wait for emoknow").success()
@@ -157,14 +161,8 @@ impl TestEnv {
         ready: impl Fn() -> bool,
         delay: std::time::Duration,
     ) -> bool {
-        use std::process::Stdio;
         use std::time::{Duration, Instant};
-        let mut child = self
-            .cmd(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run emoknow");
+        let mut child = self.spawn_quiet(args);
         let start = Instant::now();
         let mut seen = false;
         while start.elapsed() < Duration::from_secs(60) {

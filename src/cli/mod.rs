@@ -69,7 +69,13 @@ pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 #[command(name = "emoknow", version, max_term_width = 100)]
 pub struct Cli {
     /// Store directory (created by `ingest`).
-    #[arg(long, global = true, env = "EMOKNOW_STORE", hide_env_values = true, default_value = "store")]
+    #[arg(
+        long,
+        global = true,
+        env = "EMOKNOW_STORE",
+        hide_env_values = true,
+        default_value = "store"
+    )]
     store: PathBuf,
 
     /// Print one JSON document on stdout instead of a table.

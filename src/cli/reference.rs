@@ -77,8 +77,7 @@ pub fn run_man(args: ManArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             std::io::stdout().lock().write_all(&out)?;
         }
         Some(dir) => {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             clap_mangen::generate_to(cmd, &dir)
                 .with_context(|| format!("writing man pages into {}", dir.display()))?;
             let pages = std::fs::read_dir(&dir)?
@@ -98,7 +97,9 @@ pub fn run_help_markdown(_args: HelpMarkdownArgs, _ctx: &Ctx) -> anyhow::Result<
 
 /// docs/cli.md: every visible command's `--help`, in the order `emoknow --help` lists them.
 pub fn markdown() -> String {
-    let mut cmd = super::Cli::command().term_width(WIDTH).max_term_width(WIDTH);
+    let mut cmd = super::Cli::command()
+        .term_width(WIDTH)
+        .max_term_width(WIDTH);
     cmd.build();
     let mut out = String::from(
         "# Command reference\n\n\
