@@ -374,3 +374,31 @@ fn options_that_would_be_dropped_are_refused() {
     assert!(r.stderr.contains("c.jsonl"), "{}", r.stderr);
     assert!(r.stderr.contains("is for CSV files"), "{}", r.stderr);
 }
+
+/// A reader that closes the pipe before reading (`emoknow completions bash | head -0`) is not
+/// an error: the generated scripts, pages and reference end quietly with success.
+#[test]
+fn generated_references_end_quietly_when_the_reader_is_gone() {
+    use std::os::fd::FromRawFd;
+    let env = TestEnv::new();
+    for args in [
+        &["completions", "bash"][..],
+        &["completions", "zsh"],
+        &["man"],
+        &["help-markdown"],
+    ] {
+        let mut fds = [0; 2];
+        // SAFETY: pipe(2) fills both descriptors; each is owned by exactly one value below.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        drop(unsafe { std::fs::File::from_raw_fd(fds[0]) }); // the reader is gone
+        let write_end = unsafe { std::fs::File::from_raw_fd(fds[1]) };
+        let out = env
+            .cmd(args)
+            .stdout(write_end)
+            .output()
+            .expect("run emoknow");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

@@ -64,7 +64,11 @@ pub fn run_completions(args: CompletionsArgs, _ctx: &Ctx) -> anyhow::Result<Exit
         Shell::Powershell => S::PowerShell,
     };
     let mut cmd = super::Cli::command();
-    clap_complete::generate(shell, &mut cmd, "emoknow", &mut std::io::stdout().lock());
+    // Into a buffer first: clap_complete panics on a write error, and a reader that closes
+    // the pipe early (`| head`) is not one.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "emoknow", &mut script);
+    std::io::stdout().lock().write_all(&script)?;
     Ok(ExitCode::SUCCESS)
 }
 
