@@ -120,6 +120,18 @@ pub enum Error {
         encoder: Option<String>,
     },
 
+    /// Texts without stored vectors need the encoder, and the directory its vectors were made
+    /// from is gone.
+    #[error("{texts} text(s) have no stored vector of encoder {name}, and its directory {dir:?} is gone (give the encoder directory)")]
+    EncoderGone {
+        /// How many texts need embedding.
+        texts: usize,
+        /// The encoder's name.
+        name: String,
+        /// Where its vectors were made from.
+        dir: String,
+    },
+
     /// Several stored encoders fit the request; one must be chosen.
     #[error("{}: {}", match key { None => "the store holds vectors of several encoders, choose one".to_string(), Some(k) => format!("encoder {k:?} is ambiguous") }, candidates.join(", "))]
     AmbiguousEncoder {

@@ -161,8 +161,7 @@ pub fn export_parquet(store: &Store, dir: &Path, replace: bool) -> Result<Export
     let examples = &src.examples;
 
     let tmp = dir.join(format!(".{EXAMPLES_FILE}.tmp-{}", std::process::id()));
-    let _temp = crate::temps::register(&tmp);
-    let written = (|| -> Result<()> {
+    crate::temps::write_beside(&tmp, &path, || -> Result<()> {
         let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
@@ -194,12 +193,7 @@ pub fn export_parquet(store: &Store, dir: &Path, replace: bool) -> Result<Export
         let f = writer.into_inner().map_err(|e| parquet_err(&tmp, e))?;
         f.sync_all().map_err(|e| Error::io(&tmp, e))?;
         Ok(())
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    crate::temps::settle(|| std::fs::rename(&tmp, &path)).map_err(|e| Error::io(&path, e))?;
+    })?;
     let bytes = std::fs::metadata(&path)
         .map_err(|e| Error::io(&path, e))?
         .len();

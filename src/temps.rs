@@ -39,6 +39,26 @@ pub fn settle<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// Writes `path` through `tmp` beside it: `write` fills `tmp` while it is registered as
+/// temporary (an abort removes it), a failed write removes it, and a finished one is renamed
+/// into place under [`settle`].
+pub fn write_beside<T>(
+    tmp: &Path,
+    path: &Path,
+    write: impl FnOnce() -> crate::error::Result<T>,
+) -> crate::error::Result<T> {
+    let _pending = register(tmp);
+    let out = match write() {
+        Ok(out) => out,
+        Err(e) => {
+            let _ = std::fs::remove_file(tmp);
+            return Err(e);
+        }
+    };
+    settle(|| std::fs::rename(tmp, path)).map_err(|e| crate::error::Error::io(path, e))?;
+    Ok(out)
+}
+
 /// Removes every registered temporary path and exits the process with `code` (after any
 /// [`settle`] in progress).
 pub fn abort(code: i32) -> ! {

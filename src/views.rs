@@ -478,40 +478,27 @@ pub fn write_predictions(path: &Path, ids: &[Option<u64>], ev: &Evaluation) -> R
     };
     // Written beside its name and renamed into place; removed if this fails or Ctrl-C stops it.
     let tmp = path.with_extension("jsonl.tmp");
-    let _pending = crate::temps::register(&tmp);
-    let written = write_predictions_to(&tmp, ids, ev, &by_name);
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written?;
-    crate::temps::settle(|| std::fs::rename(&tmp, path)).map_err(|e| Error::io(path, e))
-}
-
-fn write_predictions_to(
-    tmp: &Path,
-    ids: &[Option<u64>],
-    ev: &Evaluation,
-    by_name: &dyn Fn(&Probs) -> serde_json::Map<String, serde_json::Value>,
-) -> Result<()> {
-    use std::io::Write;
-    let mut out =
-        std::io::BufWriter::new(std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?);
-    for i in 0..ev.gold.len() {
-        let mut v = serde_json::json!({
-            "gold": ev.gold[i],
-            "labels": ev.pred[i],
-            "probabilities": by_name(&ev.probs[i]),
-            "scores": by_name(&ev.scores[i]),
-        });
-        if let Some(Some(id)) = ids.get(i) {
-            v["id"] = serde_json::json!(id);
+    crate::temps::write_beside(&tmp, path, || {
+        use std::io::Write;
+        let mut out =
+            std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
+        for i in 0..ev.gold.len() {
+            let mut v = serde_json::json!({
+                "gold": ev.gold[i],
+                "labels": ev.pred[i],
+                "probabilities": by_name(&ev.probs[i]),
+                "scores": by_name(&ev.scores[i]),
+            });
+            if let Some(Some(id)) = ids.get(i) {
+                v["id"] = serde_json::json!(id);
+            }
+            writeln!(out, "{v}").map_err(|e| Error::io(&tmp, e))?;
         }
-        writeln!(out, "{v}").map_err(|e| Error::io(tmp, e))?;
-    }
-    out.into_inner()
-        .map_err(|e| Error::io(tmp, e.into_error()))?
-        .sync_all()
-        .map_err(|e| Error::io(tmp, e))
+        out.into_inner()
+            .map_err(|e| Error::io(&tmp, e.into_error()))?
+            .sync_all()
+            .map_err(|e| Error::io(&tmp, e))
+    })
 }
 
 /// Predicts and scores `inputs` (one sample list per single model, as

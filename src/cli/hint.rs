@@ -72,7 +72,7 @@ fn hint_for(e: &Error) -> Option<String> {
         Error::NoEmbeddings { encoder: Some(_) } => {
             "check --encoder, or run `emoknow embed --encoder DIR` first".into()
         }
-        Error::NotFound(msg) if msg.contains("is gone (give the encoder directory)") => {
+        Error::EncoderGone { .. } => {
             "`emoknow embed --encoder DIR` with the encoder's new directory records it (nothing is re-embedded)".into()
         }
         Error::AmbiguousEncoder { key: None, .. } => {

@@ -310,15 +310,15 @@ impl AnnIndex {
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let tmp = path.with_extension("usearch.tmp");
-        let _temp = crate::temps::register(&tmp);
-        self.index
-            .save(path_str(&tmp)?)
-            .map_err(|e| ann_err(&tmp, e))?;
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| Error::io(&tmp, e))?;
-        let crc = file_crc32(&tmp)?;
-        crate::temps::settle(|| std::fs::rename(&tmp, path)).map_err(|e| Error::io(path, e))?;
+        let crc = crate::temps::write_beside(&tmp, path, || {
+            self.index
+                .save(path_str(&tmp)?)
+                .map_err(|e| ann_err(&tmp, e))?;
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(&tmp, e))?;
+            file_crc32(&tmp)
+        })?;
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }

@@ -46,11 +46,10 @@ impl Embedder {
                 .clone()
                 .or_else(|| (!self.info.dir.is_empty()).then(|| PathBuf::from(&self.info.dir)))
                 .filter(|d| d.exists())
-                .ok_or_else(|| {
-                    Error::NotFound(format!(
-                        "{n} text(s) have no stored vector of encoder {}, and its directory {:?} is gone (give the encoder directory)",
-                        self.info.name, self.info.dir
-                    ))
+                .ok_or_else(|| Error::EncoderGone {
+                    texts: n,
+                    name: self.info.name.clone(),
+                    dir: self.info.dir.clone(),
                 })?;
             self.encoder = Some(load_checked(&dir, &self.info)?);
         }

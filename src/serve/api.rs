@@ -80,6 +80,7 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
         let status = match &e {
             Error::NotFound(_)
+            | Error::EncoderGone { .. }
             | Error::NoEmbeddings { .. }
             | Error::AmbiguousEncoder { .. }
             | Error::MissingVector { .. }
