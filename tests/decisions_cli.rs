@@ -135,8 +135,9 @@ fn calibration_is_recorded_reported_and_never_changes_a_thresholded_label() {
 
 /// `--decode sets`: the decoder chosen on validation is stored; every predicted set is a
 /// non-empty set, and for the exact-match target it is the most probable of the sets
-/// `--explain` lists; an ensemble of calibrated members decodes too; the expected-F1 target
-/// is stored as such. A thresholding model lists its most probable sets as well.
+/// `--explain` lists; an ensemble of calibrated members decodes too; the micro target stores
+/// its cut, the expected-F1 target (macro objective) none. A thresholding model lists its most
+/// probable sets as well.
 #[test]
 fn decode_sets_stores_its_decoder_and_predicts_the_most_probable_set() {
     let env = store();
@@ -178,10 +179,31 @@ fn decode_sets_stores_its_decoder_and_predicts_the_most_probable_set() {
         shown.stdout
     );
 
-    let f1 = env.path("sets_f1");
-    env.run(&["train", "--decode", "sets", "--out", s(&f1)])
+    let micro = env.path("sets_micro");
+    env.run(&["train", "--decode", "sets", "--out", s(&micro)])
         .ok();
-    assert_eq!(meta(&f1)["decode"]["target"], "f1");
+    let d = &meta(&micro)["decode"];
+    assert_eq!(d["target"], "micro", "{d}");
+    let cut = d["cut"].as_f64().unwrap();
+    assert!((0.2..=0.5).contains(&cut), "{d}");
+    let e = eval(&env, &micro);
+    let sizes = e["size_confusion"].as_array().unwrap();
+    assert!(sizes.iter().all(|row| row[0] == 0), "never empty: {e}");
+
+    let f1 = env.path("sets_f1");
+    env.run(&[
+        "train",
+        "--decode",
+        "sets",
+        "--threshold-objective",
+        "macro",
+        "--out",
+        s(&f1),
+    ])
+    .ok();
+    let d = &meta(&f1)["decode"];
+    assert_eq!(d["target"], "f1", "{d}");
+    assert!(d.get("cut").is_none(), "{d}");
 
     let thresholds = env.path("thresholds");
     env.run(&["train", "--out", s(&thresholds)]).ok();

@@ -185,14 +185,16 @@ pub struct TrainArgs {
     only_with_knowledge: bool,
 
     /// What the per-label thresholds maximize on validation; with --decode sets, what the
-    /// chosen set maximizes in expectation (exact: the most probable set; micro or macro: F1).
+    /// chosen set maximizes (exact: the most probable set; micro: micro-F1, the labels whose
+    /// probability under the set model exceeds one cut tuned on validation; macro: each
+    /// sentence's expected F1).
     #[arg(long, visible_alias = "objective", value_enum, default_value = "micro")]
     threshold_objective: ObjectiveArg,
 
     /// How probabilities become a label set: `thresholds`, one per label tuned on validation;
-    /// or `sets`, the label set that maximizes --threshold-objective's expected value given
-    /// the calibrated probabilities and how labels co-occur in the training labels (never an
-    /// empty set; its settings chosen on validation).
+    /// or `sets`, the label set chosen for --threshold-objective from the calibrated
+    /// probabilities and how labels co-occur in the training labels (never an empty set; its
+    /// settings chosen on validation).
     #[arg(long, value_enum, default_value = "thresholds")]
     decode: DecodeArg,
 

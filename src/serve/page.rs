@@ -889,9 +889,13 @@ fn decoding(meta: &crate::model::classifier::Meta) -> String {
         None => format!("per-label thresholds on the scores; shows {calibrated}"),
         Some(d) => format!(
             "label sets ({} target, β {}, sets seen at least {} times in training) from {calibrated}",
-            match d.target {
-                crate::model::decode::SetTarget::Exact => "exact-match",
-                crate::model::decode::SetTarget::F1 => "expected-F1",
+            match (d.target, d.cut) {
+                (crate::model::decode::SetTarget::Exact, _) => "exact-match".to_string(),
+                (crate::model::decode::SetTarget::F1, _) => "expected-F1".to_string(),
+                (crate::model::decode::SetTarget::Micro, cut) => format!(
+                    "micro-F1: the labels whose probability under the sets exceeds {}",
+                    cut.unwrap_or(0.5)
+                ),
             },
             d.beta,
             d.min_count

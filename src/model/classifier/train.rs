@@ -319,7 +319,8 @@ pub fn train(
     let val_pred = if cfg.decode_sets {
         let target = match cfg.objective {
             Objective::Exact => SetTarget::Exact,
-            Objective::Micro | Objective::Macro => SetTarget::F1,
+            Objective::Micro => SetTarget::Micro,
+            Objective::Macro => SetTarget::F1,
         };
         let calibrated = calibration.apply(&val_probs);
         let d = SetDecoder::choose(target, count_sets(&gold(&train_s)), &calibrated, &val_gold)?;
