@@ -22,6 +22,7 @@ mod bounds;
 mod check;
 mod demo;
 mod embed;
+mod eval;
 mod export;
 mod hint;
 mod index;
@@ -30,6 +31,7 @@ mod knowledge;
 mod migrate;
 mod model;
 mod output;
+mod predict;
 mod query;
 mod reference;
 mod serve;
@@ -118,8 +120,8 @@ enum Command {
     #[command(hide = true)]
     TinyBert(testkit::TinyBertArgs),
     Train(train::TrainArgs),
-    Eval(train::EvalArgs),
-    Predict(train::PredictArgs),
+    Eval(eval::EvalArgs),
+    Predict(predict::PredictArgs),
     Model(model::Args),
     Serve(serve::ServeArgs),
     Demo(demo::Args),
@@ -283,8 +285,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::DevServer(a) => annotate::run_dev_server(a, &ctx),
         Command::TinyBert(a) => testkit::run_tiny_bert(a, &ctx),
         Command::Train(a) => train::run_train(a, &ctx),
-        Command::Eval(a) => train::run_eval(a, &ctx),
-        Command::Predict(a) => train::run_predict(a, &ctx),
+        Command::Eval(a) => eval::run_eval(a, &ctx),
+        Command::Predict(a) => predict::run_predict(a, &ctx),
         Command::Model(a) => model::run(a, &ctx),
         Command::Serve(a) => serve::run(a, &ctx),
         Command::Demo(a) => demo::run(a, &ctx),
