@@ -520,15 +520,22 @@ mod tests {
         assert!(Candidates::new(&d).is_err());
     }
 
-    #[test]
-    fn choose_picks_on_validation_and_never_an_empty_set() {
+    /// 200 validation rows alternating {Love, Joy} and {Anxiety}: each gold label at
+    /// probability `yes`, every other at `no`.
+    fn two_set_rows(yes: f32, no: f32) -> (Vec<LabelSet>, Vec<Probs>) {
         let gold: Vec<LabelSet> = (0..200)
             .map(|i| LabelSet(if i % 2 == 0 { 0b11 } else { 0b100 }))
             .collect();
-        let probs: Vec<Probs> = gold
+        let probs = gold
             .iter()
-            .map(|g| std::array::from_fn(|j| if g.0 >> j & 1 == 1 { 0.45 } else { 0.05 }))
+            .map(|g| std::array::from_fn(|j| if g.0 >> j & 1 == 1 { yes } else { no }))
             .collect();
+        (gold, probs)
+    }
+
+    #[test]
+    fn choose_picks_on_validation_and_never_an_empty_set() {
+        let (gold, probs) = two_set_rows(0.45, 0.05);
         let d = SetDecoder::choose(SetTarget::Exact, count_sets(&gold), &probs, &gold).unwrap();
         let c = Candidates::new(&d).unwrap();
         let pred: Vec<LabelSet> = probs.iter().map(|p| c.decode(p)).collect();
@@ -569,13 +576,7 @@ mod tests {
     #[test]
     fn choose_picks_the_micro_cut_on_validation() {
         // Positives at .45, negatives at .15: only a cut between them gets every row right.
-        let gold: Vec<LabelSet> = (0..200)
-            .map(|i| LabelSet(if i % 2 == 0 { 0b11 } else { 0b100 }))
-            .collect();
-        let probs: Vec<Probs> = gold
-            .iter()
-            .map(|g| std::array::from_fn(|j| if g.0 >> j & 1 == 1 { 0.45 } else { 0.15 }))
-            .collect();
+        let (gold, probs) = two_set_rows(0.45, 0.15);
         let d = SetDecoder::choose(SetTarget::Micro, count_sets(&gold), &probs, &gold).unwrap();
         let cut = d.cut.unwrap();
         assert!((0.15..0.45).contains(&cut), "{d:?}");
