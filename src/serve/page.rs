@@ -888,12 +888,12 @@ fn decoding(meta: &crate::model::classifier::Meta) -> String {
     match &meta.decode {
         None => format!("per-label thresholds on the scores; shows {calibrated}"),
         Some(d) => format!(
-            "label sets ({} target, β {}, sets seen at least {} times in training) from {calibrated}",
+            "label sets ({}; β {}, sets seen at least {} times in training) from {calibrated}",
             match (d.target, d.cut) {
-                (crate::model::decode::SetTarget::Exact, _) => "exact-match".to_string(),
-                (crate::model::decode::SetTarget::F1, _) => "expected-F1".to_string(),
+                (crate::model::decode::SetTarget::Exact, _) => "exact-match target".to_string(),
+                (crate::model::decode::SetTarget::F1, _) => "expected-F1 target".to_string(),
                 (crate::model::decode::SetTarget::Micro, cut) => format!(
-                    "micro-F1: the labels whose probability under the sets exceeds {}",
+                    "micro-F1 target: each label whose probability under the sets exceeds {}",
                     cut.unwrap_or(0.5)
                 ),
             },
