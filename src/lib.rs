@@ -13,6 +13,8 @@
 //!   from the records (tantivy).
 //! - [`knowledge`] annotates and imports LLM rationales; [`neighbours`] retrieves similar
 //!   labelled examples as a typed concept ([`spec::NeighbourSpec`]), storing them as knowledge.
+//!   Both it and [`model`] embed with [`encoder`] (our BERT, its CPU kernels and sentence
+//!   vectors), a part below them that reads nothing of the store.
 //! - [`samples`] builds what a model reads — text, rationale, neighbours, context, vectors —
 //!   for stored examples and for new text: the hub that train, eval and predict share.
 //! - [`model`] turns samples into probabilities and label sets; it reads nothing but the
@@ -93,6 +95,7 @@
 
 pub mod batch;
 pub mod corpus;
+pub mod encoder;
 pub mod error;
 pub mod export;
 pub mod knowledge;

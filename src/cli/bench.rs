@@ -765,14 +765,14 @@ fn bench_embed(a: EmbedArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     };
     let texts: Vec<&str> = parsed.rows[..n].iter().map(|r| r.text.as_str()).collect();
     let pb = output::bar(2 * n as u64, "embedding", ctx.quiet);
-    let r = emoknow::model::encoder::bench_embed(
+    let r = emoknow::encoder::embed::bench_embed(
         &a.encoder.encoder,
         &texts,
         &a.encoder.options(),
         &mut |phase, done| {
             let base = match phase {
-                emoknow::model::encoder::BenchPhase::CorpusOrder => 0,
-                emoknow::model::encoder::BenchPhase::LengthSorted => n as u64,
+                emoknow::encoder::embed::BenchPhase::CorpusOrder => 0,
+                emoknow::encoder::embed::BenchPhase::LengthSorted => n as u64,
             };
             pb.set_position(base + done as u64);
         },

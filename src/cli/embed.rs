@@ -3,8 +3,8 @@
 use super::{output, Ctx, INTERRUPTED};
 use anyhow::Context;
 use emoknow::corpus::Split;
-use emoknow::model::bert::Pooling;
-use emoknow::model::encoder::{Encoder, EncoderOptions};
+use emoknow::encoder::bert::Pooling;
+use emoknow::encoder::embed::{Encoder, EncoderOptions};
 use emoknow::neighbours::ann;
 use emoknow::store::records::KnowledgeKind;
 use emoknow::store::vectors::{EncoderInfo, What};

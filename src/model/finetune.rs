@@ -15,9 +15,9 @@
 //! CPU-friendly alternative is a head trained on stored embeddings ([`crate::model::mlp`]).
 //! Thresholds and metrics beyond a quick validation micro-F1 belong to the caller.
 
+use crate::encoder::bert::{self, BertModel, Pooling};
+use crate::encoder::embed::{load_tokenizer, pad_batch, token_ids, weights_builder, ModelFiles};
 use crate::labels::NUM_EMOTIONS;
-use crate::model::bert::{self, BertModel, Pooling};
-use crate::model::encoder::{load_tokenizer, pad_batch, token_ids, weights_builder, ModelFiles};
 pub use crate::model::finetune_train::{lr_at, train, FinetuneEvent};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder, VarMap};
@@ -211,7 +211,7 @@ impl FinetuneModel {
     /// The model to fine-tune: the network of `cfg.encoder` with its pretrained weights, a head
     /// initialised from `cfg.seed`, and dropout seeded from it. Its [`FinetuneModel::config`] is
     /// `cfg` with `max_len` clamped to what the encoder's position embeddings allow. Errors as
-    /// [`crate::model::encoder::Encoder::load`].
+    /// [`crate::encoder::embed::Encoder::load`].
     pub(super) fn from_pretrained(cfg: &FinetuneConfig) -> crate::Result<FinetuneModel> {
         let files = ModelFiles::find(&cfg.encoder)?;
         let bert_cfg = bert::Config::from_file(&files.config)?;
@@ -303,7 +303,7 @@ impl FinetuneModel {
     }
 
     /// Writes `model.safetensors` (encoder + head), `config.json` (the encoder's, so the
-    /// directory also loads as an [`crate::model::encoder::Encoder`]), `finetune.json` and the
+    /// directory also loads as an [`crate::encoder::embed::Encoder`]), `finetune.json` and the
     /// tokenizer file into `dir` (created if missing).
     pub fn save(&self, dir: &Path) -> crate::Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
@@ -542,9 +542,9 @@ pub(crate) mod tests {
             // Same stored f32 weights, same computation: bit-identical.
             assert_eq!(back.predict_proba(&texts).unwrap(), p);
             // The saved directory also works as an embedding encoder.
-            let e = crate::model::encoder::Encoder::load(
+            let e = crate::encoder::embed::Encoder::load(
                 dir.path(),
-                crate::model::encoder::EncoderOptions::default(),
+                crate::encoder::embed::EncoderOptions::default(),
             )
             .unwrap();
             assert_eq!(e.encode(&texts[..2], &mut |_| {}).unwrap().len(), 2);

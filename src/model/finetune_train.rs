@@ -12,13 +12,13 @@
 //! Validation micro-F1 is [`crate::metrics::micro_f1`] of the label sets that
 //! [`Thresholds::default`] gives (0.5 per label, at least one label per sentence).
 
+use crate::encoder::embed::token_ids;
+use crate::encoder::train_kernels::with_values;
 use crate::labels::{LabelSet, NUM_EMOTIONS};
 use crate::metrics;
-use crate::model::encoder::token_ids;
 use crate::model::finetune::{Batch, FinetuneConfig, FinetuneModel};
 use crate::model::mlp::{balanced_pos_weight, bce_with_logits};
 use crate::model::thresholds::Thresholds;
-use crate::model::train_kernels::with_values;
 use candle_core::{CpuStorage, Device, Tensor, Var};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -73,7 +73,7 @@ pub enum FinetuneEvent {
 /// (may be empty) after each epoch.
 ///
 /// Errors: [`crate::Error::Invalid`] for mismatched lengths, an empty training set or bad
-/// settings; loading errors as [`crate::model::encoder::Encoder::load`]; [`crate::Error::Model`]
+/// settings; loading errors as [`crate::encoder::embed::Encoder::load`]; [`crate::Error::Model`]
 /// if the loss becomes NaN. Cost: the full encoder runs forward and backward for every example
 /// (docs/benchmarks.md gives measured examples/s).
 pub fn train(
@@ -299,7 +299,7 @@ struct Slot {
     v: Vec<f32>,
     decay: bool,
     /// For the word-embedding table when its gradient comes as rows
-    /// ([`BertModel::take_word_grads`](crate::model::bert::BertModel::take_word_grads)).
+    /// ([`BertModel::take_word_grads`](crate::encoder::bert::BertModel::take_word_grads)).
     rows: Option<DenseRows>,
 }
 
@@ -313,7 +313,7 @@ struct DenseRows {
 
 impl DenseRows {
     /// Adds `rows` into the gradient.
-    fn add(&mut self, rows: &crate::model::bert::SparseRows) -> crate::Result<()> {
+    fn add(&mut self, rows: &crate::encoder::bert::SparseRows) -> crate::Result<()> {
         let w = self.width;
         if rows.grad.len() != rows.ids.len() * w {
             return Err(crate::Error::Model(format!(
@@ -397,7 +397,7 @@ impl AdamW {
     }
 
     /// Adds the rows of this step's sparse gradient into the slot that takes them.
-    fn add_rows(&mut self, rows: &crate::model::bert::SparseRows) -> crate::Result<()> {
+    fn add_rows(&mut self, rows: &crate::encoder::bert::SparseRows) -> crate::Result<()> {
         match self.vars.iter_mut().find_map(|s| s.rows.as_mut()) {
             Some(dense) => dense.add(rows),
             None => Ok(()),
@@ -658,7 +658,7 @@ mod tests {
         let va = ours.as_tensor().to_vec1::<f32>().unwrap();
         let vb = theirs.as_tensor().to_vec1::<f32>().unwrap();
         assert!(
-            crate::model::bert::tests::max_abs_diff(&va, &vb) < 1e-5,
+            crate::encoder::bert::tests::max_abs_diff(&va, &vb) < 1e-5,
             "{va:?} {vb:?}"
         );
         assert!(va[0] < 1.0 && va[1] > -2.0, "moved towards 0: {va:?}");
@@ -684,7 +684,7 @@ mod tests {
                 .unwrap();
             let ga = loss.backward().unwrap();
             let gb = Tensor::new(0f32, &dev).unwrap().backward().unwrap();
-            b.add_rows(&crate::model::bert::SparseRows {
+            b.add_rows(&crate::encoder::bert::SparseRows {
                 ids: ids.clone(),
                 grad: r.flatten_all().unwrap().to_vec1().unwrap(),
             })
@@ -701,10 +701,10 @@ mod tests {
                 .to_vec1::<f32>()
                 .unwrap()
         };
-        let d = crate::model::bert::tests::max_abs_diff(&flat(&dense), &flat(&rows));
+        let d = crate::encoder::bert::tests::max_abs_diff(&flat(&dense), &flat(&rows));
         assert!(d < 1e-6, "{d}");
         assert!(
-            crate::model::bert::tests::max_abs_diff(
+            crate::encoder::bert::tests::max_abs_diff(
                 &flat(&dense),
                 &init.flatten_all().unwrap().to_vec1::<f32>().unwrap()
             ) > 1e-3

@@ -1,12 +1,8 @@
 //! Models: classifiers that turn texts (optionally with appended knowledge) into per-label
 //! probabilities, and the thresholds that turn probabilities into label sets.
 //!
-//! - [`bert`]: our trainable BERT; [`encoder`]: sentence embeddings for the store.
-//!   Inference runs through CPU kernels of our
-//!   own (`kernels`: one gemm call per linear layer with bias/GELU/residual fused into a
-//!   parallel pass, and a fused multi-head attention); training through differentiable ones
-//!   (`train_kernels`: linear layers, fused attention, LayerNorm, GELU and dropout as
-//!   candle custom ops with a one-pass backward each). Both give candle's numbers (tested).
+//! The BERT network they fine-tune and embed with is [`crate::encoder`]'s, a stage below both
+//! this one and [`crate::neighbours`].
 //! - [`sample`]: what a classifier consumes ([`Sample`](sample::Sample)) and what a model says
 //!   it needs in its samples ([`Needs`](sample::Needs)). Models never read the store: the
 //!   knowledge stage builds their samples.
@@ -20,23 +16,17 @@
 //!   scaling fitted on validation, and expected calibration error; [`decode`]: choosing a whole
 //!   label set from the calibrated probabilities and the training label sets.
 
-pub mod bert;
 pub mod calibration;
 pub mod classifier;
 pub mod decode;
-pub mod encoder;
 pub mod finetune;
 mod finetune_train;
-mod kernels;
 pub mod linear;
 pub mod mlp;
 pub mod modeldir;
 pub mod sample;
 pub mod thresholds;
-mod train_kernels;
 
-pub use bert::Pooling;
-pub use encoder::{bench_embed, EmbedBench, Encoder, EncoderOptions};
 pub use finetune::{FinetuneConfig, FinetuneEvent, FinetuneModel, HeadKind};
 pub use linear::{ContextInput, HeadConfig, LinearConfig, LinearModel, LinearProgress};
 pub use thresholds::{tune, Objective, Thresholds};

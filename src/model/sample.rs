@@ -378,27 +378,6 @@ pub fn render_neighbour_labels(neighbours: &[Neighbour], k: usize) -> String {
     format!("近邻: {}", parts.join(" | "))
 }
 
-/// Score-weighted label vote of neighbours: per label, the share of (positive) similarity
-/// carried by neighbours with that label. Probabilities in [0, 1].
-pub fn knn_vote(neighbours: &[Neighbour]) -> Probs {
-    let mut p = [0f32; NUM_EMOTIONS];
-    let total: f32 = neighbours.iter().map(|h| h.score.max(0.0)).sum();
-    if total <= 0.0 {
-        for h in neighbours {
-            for e in h.labels.iter() {
-                p[e.index()] += 1.0 / neighbours.len() as f32;
-            }
-        }
-        return p;
-    }
-    for h in neighbours {
-        for e in h.labels.iter() {
-            p[e.index()] += h.score.max(0.0) / total;
-        }
-    }
-    p
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,13 +388,6 @@ mod tests {
             score,
             labels: labels.parse().unwrap(),
         }
-    }
-
-    #[test]
-    fn vote_is_score_weighted() {
-        let p = knn_vote(&[n(1, 0.75, "Love"), n(2, 0.25, "Love,Joy")]);
-        assert_eq!(p[0], 1.0);
-        assert_eq!(p[1], 0.25);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Vectors for text the store holds none for (new sentences, rationales never embedded), made
 //! by the very encoder whose stored vectors they are compared with; and the choice of encoder.
 
+use crate::encoder::embed::{Encoder, EncoderOptions};
 use crate::error::{Error, Result};
-use crate::model::encoder::{Encoder, EncoderOptions};
 use crate::spec::EncoderInfo;
 use crate::store::Store;
 use std::collections::HashMap;

@@ -12,6 +12,7 @@
 //! - [`retriever`]: a spec (or a user's [`Choice`]) opened over the store.
 //! - [`embed`]: [`Embedder`] and the choice of encoder ([`pick_encoder`]).
 //! - [`records`]: neighbours stored as knowledge, resumably; the spec of a stored source.
+//! - [`vote`]: what the neighbours say, a similarity-weighted vote of their labels.
 //! - [`packed`]: a dense pool packed into a model directory, so that the model retrieves for
 //!   new text without the store.
 
@@ -22,6 +23,7 @@ pub mod pool;
 pub mod records;
 pub mod retriever;
 pub mod search;
+pub mod vote;
 
 pub use ann::{AnnIndex, AnnParams, AnnSearch, Quantization, SearchMode};
 pub use embed::{pick_encoder, Embedder};
@@ -30,3 +32,4 @@ pub use pool::{Hit, Pool, Probe};
 pub use records::{neighbours_knowledge, retrieve_into_store, stored_spec, RetrieveSummary};
 pub use retriever::{By, Choice, Retriever};
 pub use search::{BruteForce, NeighbourSearch};
+pub use vote::knn_vote;

@@ -4,10 +4,10 @@
 
 use super::pool::Hit;
 use super::retriever::Retriever;
+use super::vote::knn_vote;
 use crate::corpus::Split;
 use crate::error::{Error, Result};
 use crate::labels::{Emotion, LabelSet};
-use crate::model::sample::knn_vote;
 use crate::spec::{ExampleId, Neighbour, NeighbourBy, NeighbourSpec};
 use crate::store::records::{now_secs, Knowledge, KnowledgeKind, NeighbourRun, PromptKind};
 use crate::store::{fingerprint, Store};

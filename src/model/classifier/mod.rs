@@ -29,8 +29,9 @@ use crate::model::finetune::{FinetuneConfig, FinetuneModel};
 use crate::model::linear::{LinearConfig, LinearModel};
 use crate::model::mlp::{Features, Mlp, MlpConfig};
 use crate::model::modeldir::FileSum;
-use crate::model::sample::{knn_vote, AttachSpec, Context, KnowledgeMode, Needs, Probs, Sample};
+use crate::model::sample::{AttachSpec, Context, KnowledgeMode, Needs, Probs, Sample};
 use crate::model::thresholds::{Objective, Thresholds};
+use crate::neighbours::knn_vote;
 use crate::neighbours::Retriever;
 use crate::spec::{EncoderInfo, NeighbourBy, NeighbourSpec};
 use crate::text::{Normalizer, TextStyle};
@@ -607,8 +608,8 @@ impl Model {
         let dir = encoder_dir
             .clone()
             .or_else(|| (!info.dir.is_empty()).then(|| PathBuf::from(&info.dir)))?;
-        let files = crate::model::encoder::ModelFiles::find(&dir).ok()?;
-        crate::model::encoder::load_tokenizer(&files.tokenizer, info.max_len.max(2)).ok()
+        let files = crate::encoder::embed::ModelFiles::find(&dir).ok()?;
+        crate::encoder::embed::load_tokenizer(&files.tokenizer, info.max_len.max(2)).ok()
     }
 }
 

@@ -7,14 +7,14 @@
 //! tensor ops and a real (seedable) dropout, at inference the fused LayerNorm and softmax.
 //!
 //! This module owns the network and pooling only; tokenization and batching live in
-//! [`crate::model::encoder`], heads and the training loop in [`crate::model::finetune`].
+//! [`crate::encoder::embed`], heads and the training loop in [`crate::model::finetune`].
 //!
 //! Mirrors transformers' `modeling_bert.py`
 //! (<https://github.com/huggingface/transformers/blob/6eedfa6dd15dc1e22a55ae036f681914e5a0d9a1/src/transformers/models/bert/modeling_bert.py>)
 //! and candle-transformers' `models/bert.rs`.
 
-use crate::model::kernels::{self, Epilogue};
-use crate::model::train_kernels;
+use crate::encoder::kernels::{self, Epilogue};
+use crate::encoder::train_kernels;
 use candle_core::Var;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};

@@ -1,4 +1,4 @@
-//! CPU inference kernels for [`crate::model::bert`]: a linear layer that calls gemm once and
+//! CPU inference kernels for [`crate::encoder::bert`]: a linear layer that calls gemm once and
 //! finishes bias + exact GELU (or bias + residual) in one parallel, vectorized pass.
 //!
 //! Why: candle runs `x·wᵀ`, `+ b`, `gelu_erf` and `+ residual` as separate passes, each
@@ -437,7 +437,7 @@ mod tests {
             .reshape((b, s, h))
             .unwrap();
         let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let diff = crate::model::bert::tests::max_abs_diff(&flat(&got), &flat(&want));
+        let diff = crate::encoder::bert::tests::max_abs_diff(&flat(&got), &flat(&want));
         assert!(diff < 1e-4, "{diff}");
     }
 
@@ -453,7 +453,7 @@ mod tests {
         // rounding boundary would make the test flaky).
         let close = |got: Tensor, want: Tensor| {
             let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let diff = crate::model::bert::tests::max_abs_diff(&flat(&got), &flat(&want));
+            let diff = crate::encoder::bert::tests::max_abs_diff(&flat(&got), &flat(&want));
             assert!(diff < 1e-4, "max |difference| {diff}");
         };
         let base = lin.forward(&x).unwrap();

@@ -1,4 +1,4 @@
-//! CPU training kernels for [`crate::model::bert`]: linear layers, multi-head attention,
+//! CPU training kernels for [`crate::encoder::bert`]: linear layers, multi-head attention,
 //! LayerNorm, exact GELU and dropout (+ residual) as candle custom ops whose forward and backward
 //! are each one parallel, vectorized pass (or one gemm per product).
 //!
@@ -595,7 +595,7 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
 
 /// Runs `f` on the f32 values of `t` (made contiguous first): in place for a CPU f32 tensor,
 /// else on a copy.
-pub(super) fn with_values<R>(
+pub(crate) fn with_values<R>(
     t: &Tensor,
     f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
 ) -> candle_core::Result<R> {
@@ -889,7 +889,7 @@ impl CustomOp3 for LayerNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::bert::tests::max_abs_diff;
+    use crate::encoder::bert::tests::max_abs_diff;
     use candle_core::{Device, Var};
 
     fn flat(t: &Tensor) -> Vec<f32> {

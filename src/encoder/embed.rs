@@ -3,11 +3,11 @@
 //!
 //! Speed comes from length-sorted batching (little padding; the corpus averages 28 characters,
 //! max 162), buffers reused across batches, the fused inference ops of
-//! [`crate::model::bert::BertModel`] and, when the CPU has AVX-512, gemm's `x86-v4` kernels.
+//! [`crate::encoder::bert::BertModel`] and, when the CPU has AVX-512, gemm's `x86-v4` kernels.
 //! This module owns loading, tokenizing, batching and the embedding benchmark; where vectors are
 //! stored is the store's business.
 
-use crate::model::bert::{pool, BertModel, Config, Pooling};
+use crate::encoder::bert::{pool, BertModel, Config, Pooling};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::Serialize;
@@ -48,7 +48,7 @@ impl Default for EncoderOptions {
 /// Which implementation runs the network at inference. Both give the same numbers (tested).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Engine {
-    /// [`crate::model::bert::BertModel`] with `train = false`.
+    /// [`crate::encoder::bert::BertModel`] with `train = false`.
     #[default]
     Ours,
     /// `candle_transformers::models::bert::BertModel`.
@@ -566,7 +566,7 @@ pub fn cpu_has_avx512() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::bert::tests::max_abs_diff;
+    use crate::encoder::bert::tests::max_abs_diff;
     use crate::testkit::tiny::{write_random_checkpoint, TinyBertSpec, WeightFormat};
 
     const SENTENCES: [&str; 5] = [
