@@ -691,6 +691,88 @@ fn one_ctrl_c_stops_a_command_and_keeps_the_old_state() {
     assert_eq!(env.stats(), stats);
 }
 
+/// `knowledge import` is one atomic batch, so one Ctrl-C stops it at once (exit 130) with none
+/// of its records stored, and an import that finished first stored all of them; `similar` only
+/// reads, and stops at once too. Each attempt imports under a source name of its own.
+#[test]
+fn one_ctrl_c_stops_an_import_whole_and_a_query_at_once() {
+    use std::time::Duration;
+    let env = TestEnv::new();
+    let repo = crate::util::repo();
+    let corpus = repo.join("data/Train.csv");
+    let rationales = repo.join("data/generated_predictions.jsonl");
+    env.run(&["ingest", s(&corpus), "--test-rows", "1000"]).ok();
+    let records = |source: &str| -> Option<u64> {
+        let stats = env.stats();
+        stats["sources"][source]["records"].as_u64()
+    };
+    env.run(&[
+        "knowledge",
+        "import",
+        s(&rationales),
+        "--source",
+        "whole",
+        "--first-id",
+        "1",
+    ])
+    .ok();
+    let whole = records("whole").unwrap();
+    assert!(whole > 1000, "{whole}");
+
+    let moments = [5, 20, 50, 100, 150, 200, 300, 400, 800].map(Duration::from_millis);
+    let mut landed = false;
+    for (i, &delay) in moments.iter().enumerate() {
+        let source = format!("attempt{i}");
+        let args = [
+            "knowledge",
+            "import",
+            s(&rationales),
+            "--source",
+            &source,
+            "--first-id",
+            "1",
+        ];
+        let (code, took) = interrupted_after(env.cmd(&args), delay);
+        let stored = records(&source);
+        match code {
+            Some(130) => {
+                assert!(
+                    took < Duration::from_secs(2),
+                    "import took {took:?} to stop"
+                );
+                assert_eq!(
+                    stored, None,
+                    "interrupted after {delay:?}, records were stored"
+                );
+                landed = true;
+            }
+            Some(0) => assert_eq!(stored, Some(whole), "finished after {delay:?}"),
+            None => assert_eq!(stored, None, "killed after {delay:?}"),
+            other => panic!("import interrupted after {delay:?} exited {other:?}"),
+        }
+        env.run(&["check"]).ok();
+        if landed {
+            break;
+        }
+    }
+    assert!(landed, "no moment landed while the import ran");
+
+    // `similar` reads only: stopped or finished, the store is as it was.
+    let stats = env.stats();
+    for &delay in &moments {
+        let (code, took) = interrupted_after(
+            env.cmd(&["similar", "很 担心 明天 的 考试", "-k", "5"]),
+            delay,
+        );
+        match code {
+            Some(130) => assert!(took < Duration::from_secs(2), "similar took {took:?}"),
+            Some(0) | None => {}
+            other => panic!("similar interrupted after {delay:?} exited {other:?}"),
+        }
+        assert_eq!(env.stats(), stats, "similar interrupted after {delay:?}");
+    }
+}
+
 /// An export carries a CRC-32 of every column chunk in its footer, checked when it is read:
 /// one flipped bit anywhere in its data is refused naming the chunk (it changed a sentence and
 /// ingested with exit 0). An untouched export still round-trips.

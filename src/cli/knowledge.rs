@@ -20,6 +20,14 @@ enum Sub {
     Retrieve(super::similar::RetrieveArgs),
 }
 
+impl Args {
+    /// Whether the command's writes land whole at its end (an import is one atomic batch), so
+    /// that one Ctrl-C may stop it at once; a retrieval keeps each batch it finishes.
+    pub fn lands_whole(&self) -> bool {
+        matches!(self.command, Sub::Import(_))
+    }
+}
+
 /// Import LLM rationales from a JSON Lines file (LLaMA-Factory's generated_predictions.jsonl).
 ///
 /// Line i (counting non-empty lines from 0) is about example FIRST_ID + i, or about the i-th id

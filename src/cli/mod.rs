@@ -238,25 +238,28 @@ impl Ctx {
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    // Commands whose writes land whole at their end (a sled batch, a file or a model directory
-    // renamed into place) stop at the first Ctrl-C: temporary files removed, the old state kept
-    // as a kill would keep it, exit 130. The others finish what they were doing (embed,
-    // annotate and retrieval keep what is done; serve ends its requests) and exit 130 then.
-    let at_once = matches!(
-        cli.command,
+    // Commands that only read, or whose writes land whole at their end (a sled batch, a file or
+    // a model directory renamed into place), stop at the first Ctrl-C: temporary files removed,
+    // the old state kept as a kill would keep it, exit 130. The others finish what they were
+    // doing (embed, annotate and retrieval keep what is done; serve ends its requests) and exit
+    // 130 then.
+    let at_once = match &cli.command {
         Command::Ingest(_)
-            | Command::Query(_)
-            | Command::Show(_)
-            | Command::Stats(_)
-            | Command::Check(_)
-            | Command::Reindex(_)
-            | Command::Export(_)
-            | Command::Train(_)
-            | Command::Eval(_)
-            | Command::Predict(_)
-            | Command::Model(_)
-            | Command::Demo(_)
-    );
+        | Command::Query(_)
+        | Command::Show(_)
+        | Command::Stats(_)
+        | Command::Similar(_)
+        | Command::Check(_)
+        | Command::Reindex(_)
+        | Command::Export(_)
+        | Command::Train(_)
+        | Command::Eval(_)
+        | Command::Predict(_)
+        | Command::Model(_)
+        | Command::Demo(_) => true,
+        Command::Knowledge(k) => k.lands_whole(),
+        _ => false,
+    };
     let _ = ctrlc::set_handler(move || {
         if INTERRUPTED.swap(true, Ordering::SeqCst) || at_once {
             // A second Ctrl-C gives up at once.
