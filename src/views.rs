@@ -320,6 +320,9 @@ pub struct Predictions {
     /// Per text, the most probable label sets with their probabilities (see
     /// [`Model::top_sets`]), most probable first.
     pub sets: Vec<Vec<(LabelSet, f64)>>,
+    /// Per text, for a model decoding sets for micro-F1, each label's probability under the
+    /// sets and the cut its labels exceed (see [`Model::set_label_probabilities`]).
+    pub under_sets: Vec<Option<(Probs, f32)>>,
     /// Per text, whether the model knows none of it (see [`Model::unknown_texts`]).
     pub unknown: Vec<bool>,
     /// What knowledge the model attaches.
@@ -349,6 +352,10 @@ pub fn predict_in(
     let mut inputs = builder.for_model_texts_in(model, texts, None, places)?;
     let (probs, labels) = model.predict(&inputs)?;
     let sets = probs.iter().map(|p| model.top_sets(p, TOP_SETS)).collect();
+    let under_sets = probs
+        .iter()
+        .map(|p| model.set_label_probabilities(p))
+        .collect();
     let unknown = model.unknown_texts(&inputs)?;
     let shown = model
         .leaves()
@@ -366,9 +373,18 @@ pub fn predict_in(
         probs,
         labels,
         sets,
+        under_sets,
         unknown,
         mode: model.knowledge_spec().mode,
     })
+}
+
+/// Probabilities as a JSON object keyed by emotion name.
+fn by_emotion(p: &Probs) -> serde_json::Map<String, serde_json::Value> {
+    Emotion::ALL
+        .iter()
+        .map(|e| (e.name().to_string(), serde_json::json!(p[e.index()])))
+        .collect()
 }
 
 /// Label sets a prediction lists with their probabilities (`--explain`, the classify page).
@@ -385,6 +401,7 @@ impl Predictions {
             probs: self.probs.split_off(n),
             labels: self.labels.split_off(n.min(self.labels.len())),
             sets: self.sets.split_off(n.min(self.sets.len())),
+            under_sets: self.under_sets.split_off(n.min(self.under_sets.len())),
             unknown: self.unknown.split_off(n.min(self.unknown.len())),
             mode: self.mode,
         };
@@ -395,8 +412,9 @@ impl Predictions {
     /// `read` (the text the model read, in its training text's style), `labels`,
     /// `probabilities` by emotion name (calibrated), `warning` for an unknown text, and with
     /// `explain` the `knowledge` and `neighbours` attached (and, for a model reading context,
-    /// the `context`: `before` and `after` texts as the model read them) and the most probable
-    /// label `sets` with their `probability`.
+    /// the `context`: `before` and `after` texts as the model read them), the most probable
+    /// label `sets` with their `probability`, and for a model decoding sets for micro-F1
+    /// `under_sets`: each label's `probabilities` under the sets and the `cut` they exceed.
     pub fn json(&self, explain: bool) -> Vec<serde_json::Value> {
         self.samples
             .iter()
@@ -406,15 +424,11 @@ impl Predictions {
             .zip(&self.unknown)
             .enumerate()
             .map(|(i, ((((s, given), p), l), &unknown))| {
-                let probs: serde_json::Map<String, serde_json::Value> = Emotion::ALL
-                    .iter()
-                    .map(|e| (e.name().to_string(), serde_json::json!(p[e.index()])))
-                    .collect();
                 let mut v = serde_json::json!({
                     "text": given,
                     "read": s.text,
                     "labels": l,
-                    "probabilities": probs
+                    "probabilities": by_emotion(p)
                 });
                 if unknown {
                     v["warning"] = serde_json::json!(UNKNOWN_WARNING);
@@ -425,6 +439,12 @@ impl Predictions {
                             .map(|(set, q)| serde_json::json!({"labels": set, "probability": q}))
                             .collect()
                     });
+                    if let Some(Some((q, cut))) = self.under_sets.get(i) {
+                        v["under_sets"] = serde_json::json!({
+                            "cut": cut,
+                            "probabilities": by_emotion(q),
+                        });
+                    }
                     v["knowledge"] = serde_json::json!(s.knowledge);
                     v["neighbours"] = serde_json::to_value(&s.neighbours).unwrap_or_default();
                     if let Some(c) = &s.context {

@@ -51,6 +51,19 @@ fn store() -> TestEnv {
     env
 }
 
+/// The emotions in canonical order.
+const ALL: [&str; 8] = [
+    "Love", "Joy", "Anxiety", "Sorrow", "Expect", "Hate", "Surprise", "Anger",
+];
+
+/// The emotion names of a JSON label list, in canonical order.
+fn names(labels: &Value) -> Vec<&'static str> {
+    let given: Vec<&str> = (labels.as_array().unwrap().iter())
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    ALL.iter().copied().filter(|e| given.contains(e)).collect()
+}
+
 fn meta(dir: &std::path::Path) -> Value {
     serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap()
 }
@@ -189,6 +202,30 @@ fn decode_sets_stores_its_decoder_and_predicts_the_most_probable_set() {
     let e = eval(&env, &micro);
     let sizes = e["size_confusion"].as_array().unwrap();
     assert!(sizes.iter().all(|row| row[0] == 0), "never empty: {e}");
+    // `--explain` shows what decides: each label's probability under the sets, and the cut
+    // the labels exceed (or, when none does, the most probable set).
+    for p in predict(&env, &micro, TEXTS) {
+        let under = &p["under_sets"];
+        assert!((under["cut"].as_f64().unwrap() - cut).abs() < 1e-6, "{p}");
+        let q = under["probabilities"].as_object().unwrap();
+        let mut above: Vec<&str> = ALL
+            .iter()
+            .copied()
+            .filter(|e| q[*e].as_f64().unwrap() > cut)
+            .collect();
+        if above.is_empty() {
+            above = names(&p["sets"][0]["labels"]);
+        }
+        assert_eq!(names(&p["labels"]), above, "{p}");
+    }
+    let shown = env.run_with_stdin(&["predict", "--model", s(&micro), "--explain"], TEXTS);
+    assert!(
+        shown
+            .stdout
+            .contains(&format!("under the sets (labels: those above {cut:.2}")),
+        "{}",
+        shown.stdout
+    );
 
     let f1 = env.path("sets_f1");
     env.run(&[
@@ -209,6 +246,10 @@ fn decode_sets_stores_its_decoder_and_predicts_the_most_probable_set() {
     env.run(&["train", "--out", s(&thresholds)]).ok();
     let p = predict(&env, &thresholds, "孩子 开心\n");
     assert_eq!(p[0]["sets"].as_array().unwrap().len(), 3);
+    assert!(
+        p[0].get("under_sets").is_none(),
+        "only the micro target has them"
+    );
 
     let ens = env.path("ensemble");
     env.run(&[
@@ -233,4 +274,59 @@ fn decode_sets_stores_its_decoder_and_predicts_the_most_probable_set() {
     for p in predict(&env, &ens, TEXTS) {
         assert_eq!(p["sets"][0]["labels"], p["labels"], "{p}");
     }
+
+    // The classify page draws what decides: the thresholds as ticks; for the micro target the
+    // probabilities under the sets with the cut as ticks (`POST /api/predict` says the same);
+    // for a whole-set target no ticks.
+    let server = crate::serve_cli::Server::start(
+        &env,
+        "127.0.0.1:0",
+        &[
+            "--model",
+            s(&thresholds),
+            "--model",
+            s(&micro),
+            "--model",
+            s(&exact),
+        ],
+    );
+    let text = "担心 难过 考试";
+    let page = |model: &str| {
+        let (status, _, body) = server.get(&format!(
+            "/classify?model={model}&text=%E6%8B%85%E5%BF%83%20%E9%9A%BE%E8%BF%87%20%E8%80%83%E8%AF%95"
+        ));
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let ticks = |body: &str| body.matches(r#"stroke-width="2""#).count();
+    let th = page("thresholds");
+    assert!(
+        th.contains("ticks the model's per-label thresholds"),
+        "{th}"
+    );
+    assert_eq!(ticks(&th), 8);
+    let mi = page("sets_micro");
+    assert!(mi.contains(&format!("ticks the cut {cut:.2}")), "{mi}");
+    assert_eq!(ticks(&mi), 8);
+    let body = serde_json::json!({"model": "sets_micro", "texts": [text], "explain": true});
+    let (status, _, api) = server.post("/api/predict", body.to_string());
+    assert_eq!(status, 200, "{api}");
+    let api: Value = serde_json::from_str(&api).unwrap();
+    let q = &api[0]["under_sets"]["probabilities"];
+    for e in ALL {
+        let shown = format!(r#"<tr data-emotion="{e}"><td>{e}</td><td class="num">"#);
+        let row = mi
+            .split(&shown)
+            .nth(1)
+            .unwrap_or_else(|| panic!("{e}: {mi}"));
+        let cell = row
+            .split("</td>")
+            .nth(1)
+            .unwrap()
+            .trim_start_matches(r#"<td class="num">"#);
+        assert_eq!(cell, format!("{:.3}", q[e].as_f64().unwrap()), "{e}: {api}");
+    }
+    let ex = page("sets");
+    assert!(ex.contains("the most probable sets are below"), "{ex}");
+    assert_eq!(ticks(&ex), 0);
 }

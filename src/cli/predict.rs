@@ -152,6 +152,16 @@ pub fn run_predict(a: PredictArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                     .collect();
                 println!("  most probable sets: {}", sets.join("  "));
             }
+            if let Some(Some((q, cut))) = pred.under_sets.get(i) {
+                let qs: Vec<String> = Emotion::ALL
+                    .iter()
+                    .map(|e| format!("{} {:.2}", e.name(), q[e.index()]))
+                    .collect();
+                println!(
+                    "  under the sets (labels: those above {cut:.2}, else the most probable set): {}",
+                    qs.join("  ")
+                );
+            }
             let spec = model.knowledge_spec();
             if spec.mode == KnowledgeMode::None {
                 println!("  knowledge: none (the model reads the text only)");

@@ -256,6 +256,16 @@ impl Candidates {
         Row { dist, marginal }
     }
 
+    /// For the micro target, each label's probability under the sets (the sum of the
+    /// probabilities of the candidate sets holding it) and the cut the chosen labels exceed;
+    /// `None` for the other targets, which choose a whole set.
+    pub fn label_probabilities(&self, p: &Probs) -> Option<(Probs, f32)> {
+        (self.target == SetTarget::Micro).then(|| {
+            let row = self.row(p);
+            (row.marginal.map(|m| m as f32), self.cut as f32)
+        })
+    }
+
     /// The set for one row of calibrated probabilities (the first best on ties, in
     /// candidate order).
     pub fn decode(&self, p: &Probs) -> LabelSet {

@@ -22,11 +22,11 @@ pub(crate) fn colour(e: Emotion) -> &'static str {
     }
 }
 
-/// Per-label probability bars, with a tick at each label's threshold; predicted labels in
-/// their colour, the others grey.
+/// Per-label probability bars, with a tick at each label's threshold (none without
+/// thresholds); predicted labels in their colour, the others grey.
 pub(crate) fn probability_bars(
     probs: &[f32; NUM_EMOTIONS],
-    thresholds: &[f32; NUM_EMOTIONS],
+    thresholds: Option<&[f32; NUM_EMOTIONS]>,
     labels: LabelSet,
 ) -> String {
     let (x0, w, row) = (90.0, 360.0, 26.0);
@@ -47,20 +47,24 @@ pub(crate) fn probability_bars(
         let i = e.index();
         let y = row * i as f64 + 4.0;
         let p = f64::from(probs[i]).clamp(0.0, 1.0);
-        let t = f64::from(thresholds[i]).clamp(0.0, 1.0);
+        let tick = thresholds.map_or(String::new(), |t| {
+            format!(
+                r##"<line x1="{tk:.1}" y1="{y0}" x2="{tk:.1}" y2="{y1}" stroke="#222" stroke-width="2"/>"##,
+                tk = x0 + w * f64::from(t[i]).clamp(0.0, 1.0),
+                y0 = y - 2.0,
+                y1 = y + 20.0,
+            )
+        });
         let on = labels.contains(e);
         let fill = if on { colour(e) } else { "#b8bec6" };
         let _ = write!(
             s,
-            r##"<g class="bar{cls}" data-emotion="{n}"><text x="{tx}" y="{ly}" font-size="13" text-anchor="end" fill="#333">{n}</text><rect x="{x0}" y="{y}" width="{bw:.1}" height="18" rx="3" fill="{fill}"/><line x1="{tk:.1}" y1="{y0}" x2="{tk:.1}" y2="{y1}" stroke="#222" stroke-width="2"/><text x="{vx:.1}" y="{ly}" font-size="12" fill="#333">{p:.2}</text></g>"##,
+            r##"<g class="bar{cls}" data-emotion="{n}"><text x="{tx}" y="{ly}" font-size="13" text-anchor="end" fill="#333">{n}</text><rect x="{x0}" y="{y}" width="{bw:.1}" height="18" rx="3" fill="{fill}"/>{tick}<text x="{vx:.1}" y="{ly}" font-size="12" fill="#333">{p:.2}</text></g>"##,
             cls = if on { " on" } else { "" },
             n = escape(e.name()),
             tx = x0 - 8.0,
             ly = y + 14.0,
             bw = (w * p).max(1.0),
-            tk = x0 + w * t,
-            y0 = y - 2.0,
-            y1 = y + 20.0,
             vx = x0 + w * p + 6.0,
         );
     }
@@ -303,9 +307,20 @@ mod tests {
         assert!(svg.contains("&lt;a&gt;") && svg.contains("d&amp;e") && !svg.contains("<a>"));
         assert_eq!(svg.matches("<rect").count(), 4);
         let p = [0.9, 0.1, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0];
-        let bars = probability_bars(&p, &[0.5; 8], "Love,Anxiety".parse().unwrap());
+        let bars = probability_bars(&p, Some(&[0.5; 8]), "Love,Anxiety".parse().unwrap());
         assert_eq!(bars.matches(r#"class="bar on""#).count(), 2);
         assert_eq!(bars.matches("<g class=\"bar").count(), 8);
+        assert_eq!(
+            bars.matches(r#"stroke-width="2""#).count(),
+            8,
+            "a tick per label"
+        );
+        let untick = probability_bars(&p, None, "Love".parse().unwrap());
+        assert_eq!(untick.matches("<g class=\"bar").count(), 8);
+        assert!(
+            !untick.contains(r#"stroke-width="2""#),
+            "no thresholds, no ticks"
+        );
         let c = ThresholdCurve {
             label: "Joy".into(),
             threshold: 0.3,

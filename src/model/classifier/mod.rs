@@ -529,6 +529,13 @@ impl Model {
         self.sets.top(probs, n)
     }
 
+    /// For a model decoding sets for micro-F1, each label's probability under its label sets
+    /// (what decides: the labels are those above the cut) and the cut; `None` for a model
+    /// that thresholds or chooses a whole set.
+    pub fn set_label_probabilities(&self, probs: &Probs) -> Option<(Probs, f32)> {
+        self.sets.label_probabilities(probs)
+    }
+
     /// The thresholds as calibrated probabilities (where a thresholded label's calibrated
     /// probability crosses its threshold), for display beside [`Model::predict_proba`].
     pub fn calibrated_thresholds(&self) -> [f32; NUM_EMOTIONS] {
