@@ -69,6 +69,16 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
+/// `train --classifier ensemble --member M… --out OUT`.
+fn ensemble_args<'a>(members: &[&'a Path], out: &'a Path) -> Vec<&'a str> {
+    let mut args = vec!["train", "--classifier", "ensemble"];
+    for m in members {
+        args.extend(["--member", s(m)]);
+    }
+    args.extend(["--out", s(out)]);
+    args
+}
+
 fn train_linear(env: &TestEnv, out: &Path, extra: &[&str]) {
     let mut args = vec!["train", "--classifier", "linear", "--out", s(out)];
     args.extend_from_slice(extra);
@@ -89,23 +99,10 @@ fn an_ensemble_cannot_overwrite_or_contain_its_members() {
         .json();
 
     // --out is a member: refused, the member untouched.
-    run_bounded(
-        &env,
-        &[
-            "train",
-            "--classifier",
-            "ensemble",
-            "--member",
-            s(&a),
-            "--member",
-            s(&b),
-            "--out",
-            s(&a),
-        ],
-    )
-    .code(2)
-    .stderr_has("is --member")
-    .stderr_has("would overwrite the member");
+    run_bounded(&env, &ensemble_args(&[&a, &b], &a))
+        .code(2)
+        .stderr_has("is --member")
+        .stderr_has("would overwrite the member");
     assert_eq!(snapshot(&a), a_files, "model a was modified");
     let again = run_bounded(
         &env,
@@ -117,51 +114,21 @@ fn an_ensemble_cannot_overwrite_or_contain_its_members() {
 
     // --out inside a member, or holding one.
     let inside = a.join("ens");
-    env.run(&[
-        "train",
-        "--classifier",
-        "ensemble",
-        "--member",
-        s(&a),
-        "--member",
-        s(&b),
-        "--out",
-        s(&inside),
-    ])
-    .code(2)
-    .stderr_has("is inside --member");
+    env.run(&ensemble_args(&[&a, &b], &inside))
+        .code(2)
+        .stderr_has("is inside --member");
     assert!(!inside.exists());
     let models = env.path("models");
-    env.run(&[
-        "train",
-        "--classifier",
-        "ensemble",
-        "--member",
-        s(&a),
-        "--member",
-        s(&b),
-        "--out",
-        s(&models),
-    ])
-    .code(2)
-    .stderr_has("holds --member");
+    env.run(&ensemble_args(&[&a, &b], &models))
+        .code(2)
+        .stderr_has("holds --member");
     assert_eq!(snapshot(&a), a_files, "model a was modified");
 
     // The same member twice (also spelled differently), and too few members.
     let a_other = env.path("models/../models/a");
-    env.run(&[
-        "train",
-        "--classifier",
-        "ensemble",
-        "--member",
-        s(&a),
-        "--member",
-        s(&a_other),
-        "--out",
-        s(&env.path("models/twice")),
-    ])
-    .code(2)
-    .stderr_has("given twice");
+    env.run(&ensemble_args(&[&a, &a_other], &env.path("models/twice")))
+        .code(2)
+        .stderr_has("given twice");
     let empty = env.path("models/empty");
     env.run(&["train", "--classifier", "ensemble", "--out", s(&empty)])
         .code(2)
@@ -181,34 +148,10 @@ fn an_ensemble_cannot_overwrite_or_contain_its_members() {
 
     // A member that is an ensemble reading --out: the new ensemble would contain itself.
     let e = env.path("models/e");
-    env.run(&[
-        "train",
-        "--classifier",
-        "ensemble",
-        "--member",
-        s(&a),
-        "--member",
-        s(&b),
-        "--out",
-        s(&e),
-    ])
-    .ok();
-    run_bounded(
-        &env,
-        &[
-            "train",
-            "--classifier",
-            "ensemble",
-            "--member",
-            s(&e),
-            "--member",
-            s(&b),
-            "--out",
-            s(&a),
-        ],
-    )
-    .code(2)
-    .stderr_has("contain itself");
+    env.run(&ensemble_args(&[&a, &b], &e)).ok();
+    run_bounded(&env, &ensemble_args(&[&e, &b], &a))
+        .code(2)
+        .stderr_has("contain itself");
     assert_eq!(snapshot(&a), a_files, "model a was modified");
     run_bounded(&env, &["eval", "--model", s(&e)]).ok();
 
@@ -253,18 +196,7 @@ fn an_ensemble_refuses_a_member_retrained_since() {
     train_linear(&env, &a, &[]);
     train_linear(&env, &b, &["--c", "0.5"]);
     let ensemble = |env: &TestEnv| {
-        env.run(&[
-            "train",
-            "--classifier",
-            "ensemble",
-            "--member",
-            s(&a),
-            "--member",
-            s(&b),
-            "--out",
-            s(&e),
-        ])
-        .ok();
+        env.run(&ensemble_args(&[&a, &b], &e)).ok();
     };
     ensemble(&env);
     let before = env
@@ -323,18 +255,7 @@ fn a_self_referential_or_empty_ensemble_is_refused_at_load_with_bounded_memory()
     train_linear(&env, &a, &[]);
     train_linear(&env, &b, &["--c", "0.5"]);
     for out in [&e, &f] {
-        env.run(&[
-            "train",
-            "--classifier",
-            "ensemble",
-            "--member",
-            s(&a),
-            "--member",
-            s(&b),
-            "--out",
-            s(out),
-        ])
-        .ok();
+        env.run(&ensemble_args(&[&a, &b], out)).ok();
     }
     let meta = e.join("meta.json");
     let original = read_json(&meta);
