@@ -359,3 +359,79 @@ fn a_truncated_or_foreign_vector_file_is_reported_by_check_and_repaired_by_reind
     assert_eq!(embed_all(&env, &encoder).0, 120);
     env.run(&["check"]).ok();
 }
+
+/// Compaction asks whether it was interrupted before each file pair: interrupted after the
+/// first, that pair is rewritten and the other left as it was, every vector reads back
+/// unchanged, `check` finds nothing, and the next compaction finishes the rest.
+#[test]
+fn compaction_stops_between_file_pairs_and_the_next_one_finishes() {
+    let env = TestEnv::new();
+    let info = EncoderInfo {
+        id: "enc-1".into(),
+        name: "e".into(),
+        dim: 3,
+        pooling: "mean".into(),
+        max_len: 8,
+        dir: "/nowhere".into(),
+    };
+    let k = What::Knowledge("src:1/x".into());
+    let st = Store::open_or_create(&env.store()).unwrap();
+    st.put_encoder(&info).unwrap();
+    // Two file pairs (text, and one knowledge source), each with one superseded row.
+    for (what, first, again) in [(&What::Text, 1.0, 2.0), (&k, 5.0, 6.0)] {
+        st.put_vectors(&info, what, &[(7, vec![first; 3]), (3, vec![0.5; 3])])
+            .unwrap();
+        st.put_vectors(&info, what, &[(7, vec![again; 3])]).unwrap();
+    }
+    let read = |st: &Store| -> Vec<(Vec<u64>, Vec<f32>)> {
+        [&What::Text, &k]
+            .into_iter()
+            .map(|w| {
+                let set = st.vectors(&info, w, None).unwrap();
+                let rows = (0..set.ids.len())
+                    .flat_map(|i| set.row(i).to_vec())
+                    .collect();
+                (set.ids.clone(), rows)
+            })
+            .collect()
+    };
+    let before = read(&st);
+    let gens = || {
+        let mut g: Vec<String> = std::fs::read_dir(env.store().join("vectors/enc-1"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".f32"))
+            .collect();
+        g.sort();
+        g
+    };
+    assert_eq!(gens().len(), 2);
+
+    let asked = std::cell::Cell::new(0);
+    let r = st.compact_vectors(&mut |_, _| {}, &|| {
+        asked.set(asked.get() + 1);
+        asked.get() > 1
+    });
+    assert!(matches!(r, Err(emoknow::Error::Interrupted)), "{r:?}");
+    assert_eq!(asked.get(), 2, "asked before each pair");
+    let after_one = gens();
+    assert_eq!(
+        after_one.iter().filter(|n| n.contains(".2.")).count(),
+        1,
+        "one pair rewritten: {after_one:?}"
+    );
+    assert_eq!(read(&st), before);
+    drop(st);
+    let st = Store::open(&env.store()).unwrap();
+    assert_eq!(read(&st), before);
+    let problems = st.check().unwrap().problems;
+    assert!(
+        problems.iter().all(|p| !p.contains("vector files")),
+        "{problems:?}"
+    );
+
+    assert_eq!(st.compact_vectors(&mut |_, _| {}, &|| false).unwrap(), 1);
+    assert!(gens().iter().all(|n| n.contains(".2.")), "{:?}", gens());
+    assert_eq!(read(&st), before);
+    assert_eq!(st.compact_vectors(&mut |_, _| {}, &|| false).unwrap(), 0);
+}

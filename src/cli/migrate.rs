@@ -1,7 +1,8 @@
 //! `emoknow migrate`: brings a store to this build's format and compacts its vector files.
 
-use super::{output, Ctx};
+use super::{output, Ctx, INTERRUPTED};
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// Bring the store to this emoknow's format, then compact its vector files.
@@ -15,6 +16,7 @@ use std::time::Instant;
 ///
 /// Then, on any store, vector files holding superseded rows (re-embedded examples) or removed
 /// ones (sentences replaced by `ingest --replace`) are rewritten with their live rows only.
+/// Ctrl-C stops after the file pair being rewritten; run it again to finish.
 #[derive(clap::Args, Debug)]
 pub struct MigrateArgs {}
 
@@ -22,11 +24,20 @@ pub fn run(_args: MigrateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
     let (store, migrated) = ctx.open_migrating(false)?;
     let pb = output::bar(0, "compacting", ctx.quiet);
-    let dropped = store.compact_vectors(&mut |done, total| {
-        pb.set_length(total);
-        pb.set_position(done);
-    })?;
+    let dropped = store.compact_vectors(
+        &mut |done, total| {
+            pb.set_length(total);
+            pb.set_position(done);
+        },
+        &|| INTERRUPTED.load(Ordering::SeqCst),
+    );
     pb.finish_and_clear();
+    if let Err(emoknow::Error::Interrupted) = dropped {
+        ctx.note(
+            "interrupted: the vector files compacted so far are kept; run `emoknow migrate` again to finish",
+        );
+    }
+    let dropped = dropped?;
     let secs = t0.elapsed().as_secs_f64();
     if ctx.json {
         output::print_json(&serde_json::json!({

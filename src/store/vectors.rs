@@ -697,7 +697,14 @@ impl Store {
     /// only (the next generation, written beside and committed in sled, then the old one
     /// removed; a crash leaves one generation committed and the other removed at the next
     /// open). Calls `progress(done, total)` with rows written. Returns the rows dropped.
-    pub fn compact_vectors(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<u64> {
+    ///
+    /// `interrupted` is asked before each file pair: when it says yes, the pairs compacted so
+    /// far are kept and the call errs with [`Error::Interrupted`] (a later call finishes).
+    pub fn compact_vectors(
+        &self,
+        progress: &mut dyn FnMut(u64, u64),
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<u64> {
         let metas = self.file_metas()?;
         let mut plans = Vec::new();
         for (key, meta) in metas {
@@ -712,6 +719,9 @@ impl Store {
         progress(0, total);
         let mut cache = self.vector_live.lock().unwrap_or_else(|e| e.into_inner());
         for (key, meta, ids, rows) in plans {
+            if interrupted() {
+                return Err(Error::Interrupted);
+            }
             let old = self.pair_of(&key, &meta)?;
             let (map, _) = flat::open_rows(&old, &meta)?;
             let floats = flat::floats(&map)
