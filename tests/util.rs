@@ -182,6 +182,39 @@ impl TestEnv {
         seen && running
     }
 
+    /// Runs the binary and sends it one SIGINT (Ctrl-C) as soon as `ready` (polled every 2 ms,
+    /// for at most 60 s); then waits for it and returns its output. `None` when it ended
+    /// before `ready`.
+    pub fn interrupt_when(
+        &self,
+        args: &[&str],
+        ready: impl Fn() -> bool,
+    ) -> Option<std::process::Output> {
+        use std::process::Stdio;
+        use std::time::{Duration, Instant};
+        let mut child = self
+            .cmd(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run emoknow");
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            if child.try_wait().expect("poll emoknow").is_some() {
+                let _ = child.wait_with_output();
+                return None;
+            }
+            if ready() {
+                // SAFETY: signalling our own child, which has not been reaped yet.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+                return Some(child.wait_with_output().expect("wait for emoknow"));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = child.kill();
+        panic!("not ready in 60 s: {args:?}");
+    }
+
     /// Runs the binary with `input` on its stdin and collects its output.
     pub fn run_with_stdin(&self, args: &[&str], input: &str) -> Run {
         use std::io::Write;

@@ -133,35 +133,87 @@ fn vectors_round_trip_supersede_and_an_uncommitted_tail_is_cut_at_open() {
         .all(|p| !p.contains("vector files")));
 }
 
-/// kill -9 once the first batch's bytes are in the vector files, while `embed` still runs:
-/// the store opens, `check` finds at most an unfinished embedding, fewer than all vectors
-/// are committed (the kill landed mid-run), and a rerun completes with one row per example.
-/// An attempt whose kill came after the command ended is retried (bounded).
-#[test]
-fn kill_9_during_embed_leaves_a_store_that_checks_and_resumes() {
+/// A store of 6,000 sentences (enough for several committed batches of 1,024) and the tiny
+/// encoder.
+fn store_of_6000() -> (TestEnv, PathBuf) {
     let mut csv = String::from("ID,Text,Labels\n");
     let body: Vec<String> = corpus().lines().skip(1).map(str::to_string).collect();
-    // Enough sentences for several committed batches of 1024.
     for i in 0..6000usize {
         let line = &body[i % body.len()];
         let rest = line.split_once(',').unwrap().1;
         let (text, labels) = rest.split_once(',').unwrap();
         csv.push_str(&format!("{},{text} {i},{labels}\n", i + 1));
     }
+    let env = TestEnv::new();
+    let f = env.write("big.csv", &csv);
+    ingest_split(&env, &f, 1);
+    let encoder = env.path("tiny-bert");
+    write_random_checkpoint(
+        &encoder,
+        &TinyBertSpec {
+            texts: corpus().lines().map(str::to_string).collect(),
+            ..TinyBertSpec::default()
+        },
+        7,
+    )
+    .unwrap();
+    (env, encoder)
+}
+
+/// One Ctrl-C once the first batch's bytes are in the vector files: `embed` finishes the
+/// batch it is on, keeps what it committed, says how to finish and exits 130; `check` finds at
+/// most an unfinished embedding and a rerun embeds only the rest, one row per example.
+#[test]
+fn one_ctrl_c_during_embed_keeps_its_batches_and_the_rerun_finishes() {
     for attempt in 0..4 {
-        let env = TestEnv::new();
-        let f = env.write("big.csv", &csv);
-        ingest_split(&env, &f, 1);
-        let encoder = env.path("tiny-bert");
-        write_random_checkpoint(
-            &encoder,
-            &TinyBertSpec {
-                texts: corpus().lines().map(str::to_string).collect(),
-                ..TinyBertSpec::default()
-            },
-            7,
-        )
-        .unwrap();
+        let (env, encoder) = store_of_6000();
+        let vectors = env.store().join("vectors");
+        let Some(out) = env.interrupt_when(
+            &["embed", "--encoder", s(&encoder), "--name", "tiny"],
+            || crate::util::dir_bytes(&vectors) > 4096,
+        ) else {
+            eprintln!("attempt {attempt}: embed ended before the signal; again");
+            continue;
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{stderr}");
+        assert!(stderr.contains("run again to finish"), "{stderr}");
+        let committed = env.stats()["encoders"][0]["vectors"]["text"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(
+            committed > 0 && committed < 6000,
+            "stopped mid-run with its batches kept: {committed} committed"
+        );
+        assert!(
+            stderr.contains(&format!("after {committed} of 6000")),
+            "{stderr}"
+        );
+        let c = env.run(&["--json", "check"]);
+        for p in c.json()["problems"].as_array().unwrap() {
+            assert!(
+                p.as_str().unwrap().contains("run `emoknow embed` again"),
+                "{}",
+                c.stdout
+            );
+        }
+        let (embedded, dim) = embed_all(&env, &encoder);
+        assert_eq!(embedded, 6000 - committed, "the rerun embeds only the rest");
+        env.run(&["check"]).ok();
+        assert_eq!(len(&text_file(&env.store())), 16 + 6000 * dim * 4);
+        return;
+    }
+    panic!("no Ctrl-C landed while embed ran");
+}
+
+/// kill -9 once the first batch's bytes are in the vector files, while `embed` still runs:
+/// the store opens, `check` finds at most an unfinished embedding, fewer than all vectors
+/// are committed (the kill landed mid-run), and a rerun completes with one row per example.
+/// An attempt whose kill came after the command ended is retried (bounded).
+#[test]
+fn kill_9_during_embed_leaves_a_store_that_checks_and_resumes() {
+    for attempt in 0..4 {
+        let (env, encoder) = store_of_6000();
         let vectors = env.store().join("vectors");
         let landed = env.kill_when(
             &["-q", "embed", "--encoder", s(&encoder), "--name", "tiny"],
