@@ -212,6 +212,7 @@ impl TestEnv {
             std::thread::sleep(Duration::from_millis(2));
         }
         let _ = child.kill();
+        let _ = child.wait();
         panic!("not ready in 60 s: {args:?}");
     }
 
