@@ -575,37 +575,48 @@ fn prediction_html(state: &State, model: &str, text: &str, pred: &Predictions) -
         return b;
     };
     let loaded = state.model(model);
-    let thresholds = loaded
-        .map(|m| m.model.calibrated_thresholds())
-        .unwrap_or([0.5; NUM_EMOTIONS]);
     let whole_sets = loaded.is_some_and(|m| m.model.meta.decode.is_some());
-    // What the bars show and what the ticks mark: what decides the labels.
+    // What decides the labels, from one match: the bars and their ticks, the legend saying so,
+    // and the table's third column (its head and a cell per label).
     let under = pred.under_sets.first().copied().flatten();
-    let (bars, ticks, legend) = match under {
-        Some((q, cut)) => (
-            q,
-            Some([cut; NUM_EMOTIONS]),
-            format!(
-                "bars are each label's probability under the label sets (calibrated probabilities \
-                 with how labels co-occur in training), ticks the cut {cut:.2} (chosen on \
-                 validation) its labels exceed"
+    let (bars, ticks, legend, head, column): (_, _, String, &str, [String; NUM_EMOTIONS]) =
+        match under {
+            Some((q, cut)) => (
+                q,
+                Some([cut; NUM_EMOTIONS]),
+                format!(
+                    "bars are each label's probability under the label sets (calibrated \
+                     probabilities with how labels co-occur in training), ticks the cut \
+                     {cut:.2} (chosen on validation) its labels exceed"
+                ),
+                "under the sets",
+                std::array::from_fn(|j| format!("{:.3}", q[j])),
             ),
-        ),
-        None if whole_sets => (
-            *p,
-            None,
-            "bars are calibrated probabilities; the labels are the label set the model decodes \
-             from them and how labels co-occur in training (the most probable sets are below)"
-                .to_string(),
-        ),
-        None => (
-            *p,
-            Some(thresholds),
-            "bars are calibrated probabilities, ticks the model's per-label thresholds (tuned on \
-             validation)"
-                .to_string(),
-        ),
-    };
+            None if whole_sets => (
+                *p,
+                None,
+                "bars are calibrated probabilities; the labels are the label set the model \
+                 decodes from them and how labels co-occur in training (the most probable sets \
+                 are below)"
+                    .to_string(),
+                "",
+                Default::default(),
+            ),
+            None => {
+                let t = loaded
+                    .map(|m| m.model.calibrated_thresholds())
+                    .unwrap_or([0.5; NUM_EMOTIONS]);
+                (
+                    *p,
+                    Some(t),
+                    "bars are calibrated probabilities, ticks the model's per-label thresholds \
+                     (tuned on validation)"
+                        .to_string(),
+                    "threshold",
+                    std::array::from_fn(|j| format!("≥ {:.2}", t[j])),
+                )
+            }
+        };
     let _ = write!(
         b,
         r#"<section class="result" id="result"><h2>Labels <span id="labels" data-labels="{names}">{chips}</span></h2>
@@ -635,27 +646,18 @@ fn prediction_html(state: &State, model: &str, text: &str, pred: &Predictions) -
         );
     }
     b.push_str(&svg::probability_bars(&bars, ticks.as_ref(), *labels));
-    let decides_head = match under {
-        Some(_) => "under the sets",
-        None if whole_sets => "",
-        None => "threshold",
-    };
     let _ = write!(
         b,
-        r#"<table class="list probs"><thead><tr><th>emotion</th><th class="num">calibrated probability</th><th class="num">{decides_head}</th></tr></thead><tbody>"#
+        r#"<table class="list probs"><thead><tr><th>emotion</th><th class="num">calibrated probability</th><th class="num">{head}</th></tr></thead><tbody>"#
     );
     for e in Emotion::ALL {
         let j = e.index();
-        let decides = match under {
-            Some((q, _)) => format!("{:.3}", q[j]),
-            None if whole_sets => String::new(),
-            None => format!("≥ {:.2}", thresholds[j]),
-        };
         let _ = write!(
             b,
-            r#"<tr data-emotion="{n}"><td>{n}</td><td class="num">{p:.3}</td><td class="num">{decides}</td></tr>"#,
+            r#"<tr data-emotion="{n}"><td>{n}</td><td class="num">{p:.3}</td><td class="num">{c}</td></tr>"#,
             n = e.name(),
             p = p[j],
+            c = column[j],
         );
     }
     b.push_str("</tbody></table>");
