@@ -54,9 +54,9 @@ fn all_vectors(store: &Path) -> (EncoderInfo, Vec<(u64, Vec<f32>)>) {
     (info, out)
 }
 
-#[test]
-fn vectors_round_trip_supersede_and_an_uncommitted_tail_is_cut_at_open() {
-    let env = TestEnv::new();
+/// A 3-dimensional encoder no directory holds (vectors are put by hand), and a knowledge
+/// source's `what`.
+fn three_dim_encoder() -> (EncoderInfo, What) {
     let info = EncoderInfo {
         id: "enc-1".into(),
         name: "e".into(),
@@ -65,7 +65,13 @@ fn vectors_round_trip_supersede_and_an_uncommitted_tail_is_cut_at_open() {
         max_len: 8,
         dir: "/nowhere".into(),
     };
-    let k = What::Knowledge("src:1/x".into());
+    (info, What::Knowledge("src:1/x".into()))
+}
+
+#[test]
+fn vectors_round_trip_supersede_and_an_uncommitted_tail_is_cut_at_open() {
+    let env = TestEnv::new();
+    let (info, k) = three_dim_encoder();
     {
         let st = Store::open_or_create(&env.store()).unwrap();
         st.put_encoder(&info).unwrap();
@@ -418,15 +424,7 @@ fn a_truncated_or_foreign_vector_file_is_reported_by_check_and_repaired_by_reind
 #[test]
 fn compaction_stops_between_file_pairs_and_the_next_one_finishes() {
     let env = TestEnv::new();
-    let info = EncoderInfo {
-        id: "enc-1".into(),
-        name: "e".into(),
-        dim: 3,
-        pooling: "mean".into(),
-        max_len: 8,
-        dir: "/nowhere".into(),
-    };
-    let k = What::Knowledge("src:1/x".into());
+    let (info, k) = three_dim_encoder();
     let st = Store::open_or_create(&env.store()).unwrap();
     st.put_encoder(&info).unwrap();
     // Two file pairs (text, and one knowledge source), each with one superseded row.

@@ -381,14 +381,7 @@ pub fn render_neighbour_labels(neighbours: &[Neighbour], k: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn n(id: u64, score: f32, labels: &str) -> Neighbour {
-        Neighbour {
-            id,
-            score,
-            labels: labels.parse().unwrap(),
-        }
-    }
+    use crate::neighbours::vote::tests::n;
 
     #[test]
     fn context_vectors_pool_by_side_and_distance() {

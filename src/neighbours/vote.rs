@@ -26,10 +26,11 @@ pub fn knn_vote(neighbours: &[Neighbour]) -> [f32; NUM_EMOTIONS] {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn n(id: u64, score: f32, labels: &str) -> Neighbour {
+    /// A neighbour with labels written as `Love,Joy` (also for other modules' tests).
+    pub(crate) fn n(id: u64, score: f32, labels: &str) -> Neighbour {
         Neighbour {
             id,
             score,
